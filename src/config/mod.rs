@@ -1,0 +1,624 @@
+//! Project configuration: YAML files → validated domain types.
+//!
+//! Loading is two-stage. `raw` mirrors the files with `deny_unknown_fields`
+//! (so typos are caught with the nearest valid name); `Project::load` then
+//! validates every file into the types the rest of the engine uses, collecting
+//! all errors instead of stopping at the first, so `validate` can show them
+//! at once.
+
+mod error;
+mod raw;
+
+pub use error::{closest, locate_key, locate_text, ConfigError, ConfigErrors};
+pub use raw::{RawAws, Severity};
+
+use crate::schema::{FieldType, TableSchema};
+use raw::*;
+use serde::de::DeserializeOwned;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+pub const PROJECT_FILE: &str = "ravenwatch.yml";
+pub const DEFAULT_STORAGE: &str = ".ravenwatch";
+/// Matano's default deduplication window.
+pub const DEFAULT_DEDUPE_WINDOW_MINUTES: u64 = 60;
+
+/// Data file extensions recognised for static tables (each may end in `.gz`).
+pub const DATA_EXTENSIONS: &[&str] = &["jsonl", "ndjson", "json", "csv", "txt", "parquet"];
+
+/// A loaded, validated project directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub settings: ProjectSettings,
+    pub log_tables: Vec<LogTable>,
+    pub enrichment: Vec<EnrichmentDef>,
+    pub detections: Vec<DetectionDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectSettings {
+    pub name: String,
+    /// Local folder (relative to the project root) or `s3://bucket/prefix`.
+    pub storage: String,
+    pub enrichment_uploads: Option<String>,
+    pub aws: RawAws,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogTable {
+    pub name: String,
+    pub file: PathBuf,
+    /// Top-level or dotted path of the event-time field.
+    pub timestamp: String,
+    pub schema: TableSchema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrichmentKind {
+    Static,
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    Overwrite,
+    Append,
+}
+
+/// How a lookup key matches. Only exact matching exists today; CIDR and
+/// case-insensitive keys are planned variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    Exact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupKey {
+    /// The name used as `index_key` from Python and `--key` on the CLI.
+    pub name: String,
+    /// The column whose values are indexed (a list column indexes every element).
+    pub column: String,
+    pub matching: KeyMatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrichmentDef {
+    pub name: String,
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub kind: EnrichmentKind,
+    pub write_mode: WriteMode,
+    pub schema: TableSchema,
+    pub primary_key: Option<String>,
+    /// Lookup keys; the first is the default for `get`.
+    pub lookup_keys: Vec<LookupKey>,
+    pub list_delimiter: char,
+    /// Inline data files of a static table, sorted by name.
+    pub data_files: Vec<PathBuf>,
+    /// The YAML text, hashed into snapshots so a schema change forces a reload.
+    pub definition: String,
+}
+
+impl EnrichmentDef {
+    pub fn lookup_key(&self, name: &str) -> Option<&LookupKey> {
+        self.lookup_keys.iter().find(|k| k.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectionDef {
+    pub name: String,
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub script: PathBuf,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub tables: Vec<String>,
+    pub severity: Severity,
+    pub threshold: u64,
+    pub dedupe_window_minutes: u64,
+    pub destinations: Vec<String>,
+    pub runbook: Option<String>,
+    pub references: Vec<String>,
+    pub false_positives: Vec<String>,
+    pub tags: Vec<String>,
+    pub reports: Option<serde_json::Value>,
+}
+
+impl DetectionDef {
+    /// Fallback title: display_name, else name.
+    pub fn default_title(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl Project {
+    /// Loads and validates every configuration file under `root`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its file and (where known) line and column.
+    pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
+        let mut errors = Vec::new();
+        if !root.is_dir() {
+            return Err(ConfigErrors(vec![ConfigError::new(
+                root,
+                "project directory does not exist",
+            )]));
+        }
+        let settings = load_settings(root, &mut errors);
+        let log_tables = load_log_tables(root, &mut errors);
+        let enrichment = load_enrichment(root, &mut errors);
+        let detections = load_detections(root, &log_tables, &mut errors);
+        if errors.is_empty() {
+            Ok(Project {
+                root: root.to_path_buf(),
+                settings,
+                log_tables,
+                enrichment,
+                detections,
+            })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    pub fn log_table(&self, name: &str) -> Option<&LogTable> {
+        self.log_tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn enrichment_table(&self, name: &str) -> Option<&EnrichmentDef> {
+        self.enrichment.iter().find(|t| t.name == name)
+    }
+
+    /// Helper folder shared by detections (`detections/_lib`).
+    pub fn detection_lib_dir(&self) -> PathBuf {
+        self.root.join("detections").join("_lib")
+    }
+}
+
+fn read_yaml<T: DeserializeOwned>(file: &Path, errors: &mut Vec<ConfigError>) -> Option<(T, String)> {
+    let source = match std::fs::read_to_string(file) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.push(ConfigError::new(file, format!("cannot read file: {e}")));
+            return None;
+        }
+    };
+    match serde_yaml::from_str::<T>(&source) {
+        Ok(value) => Some((value, source)),
+        Err(e) => {
+            errors.push(ConfigError::from_yaml(file, &e));
+            None
+        }
+    }
+}
+
+/// Sub-folders of `dir` in name order, skipping hidden ones and `_lib`-style helpers.
+fn component_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.') && !n.starts_with('_') && n != "__pycache__")
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+fn load_settings(root: &Path, errors: &mut Vec<ConfigError>) -> ProjectSettings {
+    let file = root.join(PROJECT_FILE);
+    let raw = if file.exists() {
+        read_yaml::<Option<RawProject>>(&file, errors)
+            .and_then(|(r, _)| r)
+            .unwrap_or_default()
+    } else {
+        RawProject::default()
+    };
+    let name = raw.name.unwrap_or_else(|| {
+        root.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "ravenwatch".into())
+    });
+    ProjectSettings {
+        name,
+        storage: raw.storage.unwrap_or_else(|| DEFAULT_STORAGE.into()),
+        enrichment_uploads: raw.enrichment_uploads,
+        aws: raw.aws.unwrap_or_default(),
+    }
+}
+
+fn check_unique_names(fields: &[crate::schema::Field], file: &Path, source: &str, errors: &mut Vec<ConfigError>) {
+    let mut seen = HashSet::new();
+    for f in fields {
+        if !seen.insert(f.name.as_str()) {
+            errors.push(
+                ConfigError::new(file, format!("field `{}` is declared twice", f.name))
+                    .at(locate_text(source, &f.name)),
+            );
+        }
+        if let FieldType::Struct(inner) = &f.field_type {
+            check_unique_names(inner, file, source, errors);
+        }
+    }
+}
+
+fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> {
+    let dir = root.join("schemas");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml")))
+        .collect();
+    files.sort();
+    let mut tables: Vec<LogTable> = Vec::new();
+    for file in files {
+        let Some((raw, source)) = read_yaml::<RawLogTable>(&file, errors) else {
+            continue;
+        };
+        check_unique_names(&raw.schema.fields, &file, &source, errors);
+        let schema = TableSchema::new(raw.schema.fields);
+        let timestamp = raw.timestamp.unwrap_or_else(|| "ts".into());
+        match resolve_path(&schema, &timestamp) {
+            Some(FieldType::Timestamp) => {}
+            Some(other) => errors.push(
+                ConfigError::new(
+                    &file,
+                    format!(
+                        "timestamp field `{timestamp}` is declared as {}, it must be a timestamp",
+                        other.describe()
+                    ),
+                )
+                .at(locate_key(&source, "timestamp")),
+            ),
+            None => errors.push(
+                ConfigError::new(
+                    &file,
+                    format!(
+                        "timestamp field `{timestamp}` is not declared in schema.fields (declare it with type: timestamp)"
+                    ),
+                )
+                .at(locate_key(&source, "timestamp").or(locate_key(&source, "fields"))),
+            ),
+        }
+        if tables.iter().any(|t| t.name == raw.name) {
+            errors.push(
+                ConfigError::new(&file, format!("log table `{}` is defined twice", raw.name))
+                    .at(locate_key(&source, "name")),
+            );
+            continue;
+        }
+        tables.push(LogTable {
+            name: raw.name,
+            file,
+            timestamp,
+            schema,
+        });
+    }
+    tables
+}
+
+/// The declared type at a dotted path (`source.ip`), through structs.
+pub fn resolve_path<'a>(schema: &'a TableSchema, path: &str) -> Option<&'a FieldType> {
+    let mut parts = path.split('.');
+    let mut ty = &schema.field(parts.next()?)?.field_type;
+    for part in parts {
+        let FieldType::Struct(fields) = ty else {
+            return None;
+        };
+        ty = &fields.iter().find(|f| f.name == part)?.field_type;
+    }
+    Some(ty)
+}
+
+/// Inline data files of a static table: `data.<ext>[.gz]` and `data_*.<ext>[.gz]`.
+pub fn find_data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let base = name.strip_suffix(".gz").unwrap_or(name);
+            let (stem, ext) = base.rsplit_once('.').unwrap_or((base, ""));
+            (stem == "data" || stem.starts_with("data_") || stem.starts_with("data-"))
+                && DATA_EXTENSIONS.contains(&ext)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn load_enrichment(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<EnrichmentDef> {
+    let mut tables: Vec<EnrichmentDef> = Vec::new();
+    for dir in component_dirs(&root.join("enrichment")) {
+        let file = dir.join("enrichment.yml");
+        if !file.exists() {
+            errors.push(ConfigError::new(&file, "missing enrichment.yml for this table folder"));
+            continue;
+        }
+        let Some((raw, source)) = read_yaml::<RawEnrichment>(&file, errors) else {
+            continue;
+        };
+        if let Some(def) = validate_enrichment(raw, &dir, &file, source, errors) {
+            if tables.iter().any(|t| t.name == def.name) {
+                errors.push(
+                    ConfigError::new(&file, format!("enrichment table `{}` is defined twice", def.name))
+                        .at(locate_key(&def.definition, "name")),
+                );
+            } else {
+                tables.push(def);
+            }
+        }
+    }
+    tables
+}
+
+fn validate_enrichment(
+    raw: RawEnrichment,
+    dir: &Path,
+    file: &Path,
+    source: String,
+    errors: &mut Vec<ConfigError>,
+) -> Option<EnrichmentDef> {
+    let before = errors.len();
+    if !is_identifier(&raw.name) {
+        errors.push(
+            ConfigError::new(
+                file,
+                format!("table name `{}` must be a Python identifier (letters, digits, _)", raw.name),
+            )
+            .at(locate_key(&source, "name")),
+        );
+    }
+    check_unique_names(&raw.schema.fields, file, &source, errors);
+    let schema = TableSchema::new(raw.schema.fields);
+    let mut key_names: Vec<String> = raw.lookup_keys.unwrap_or_default();
+    if let Some(pk) = &raw.schema.primary_key {
+        if schema.field(pk).is_none() {
+            errors.push(
+                ConfigError::new(file, unknown_column_message("primary_key", pk, &schema))
+                    .at(locate_key(&source, "primary_key")),
+            );
+        }
+        if !key_names.contains(pk) {
+            key_names.insert(0, pk.clone());
+        }
+    }
+    if key_names.is_empty() {
+        errors.push(
+            ConfigError::new(
+                file,
+                "table has no lookup key: set schema.primary_key or lookup_keys",
+            )
+            .at(locate_key(&source, "schema")),
+        );
+    }
+    let mut lookup_keys = Vec::new();
+    for key in key_names {
+        match schema.field(&key).map(|f| &f.field_type) {
+            None => errors.push(
+                ConfigError::new(file, unknown_column_message("lookup key", &key, &schema))
+                    .at(locate_key(&source, "lookup_keys").or(locate_text(&source, &key))),
+            ),
+            Some(ty) if ty.is_scalar_key() => {}
+            Some(FieldType::List(e)) if e.is_scalar_key() => {}
+            Some(ty) => errors.push(
+                ConfigError::new(
+                    file,
+                    format!(
+                        "lookup key `{key}` has type {}; keys must be string, int, long, boolean or a list of those",
+                        ty.describe()
+                    ),
+                )
+                .at(locate_key(&source, "lookup_keys")),
+            ),
+        }
+        lookup_keys.push(LookupKey {
+            name: key.clone(),
+            column: key,
+            matching: KeyMatch::Exact,
+        });
+    }
+    let list_delimiter = match raw.list_delimiter.as_deref() {
+        None => ';',
+        Some(d) if d.chars().count() == 1 => d.chars().next().unwrap_or(';'),
+        Some(d) => {
+            errors.push(
+                ConfigError::new(file, format!("list_delimiter must be one character, got {d:?}"))
+                    .at(locate_key(&source, "list_delimiter")),
+            );
+            ';'
+        }
+    };
+    let kind = match raw.enrichment_type.unwrap_or(RawEnrichmentType::Static) {
+        RawEnrichmentType::Static => EnrichmentKind::Static,
+        RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
+    };
+    let data_files = find_data_files(dir);
+    if kind == EnrichmentKind::Static && data_files.is_empty() {
+        errors.push(ConfigError::new(
+            file,
+            format!(
+                "static table `{}` has no data file next to it (expected data.jsonl, data.json, data.csv, data.txt or data.parquet, optionally .gz)",
+                raw.name
+            ),
+        ));
+    }
+    let text_files = data_files.iter().any(|p| {
+        let n = p.to_string_lossy();
+        n.ends_with(".txt") || n.ends_with(".txt.gz")
+    });
+    if text_files && schema.fields.len() != 1 {
+        errors.push(ConfigError::new(
+            file,
+            "text data files hold one value per line, so the table must declare exactly one field",
+        ));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(EnrichmentDef {
+        name: raw.name,
+        dir: dir.to_path_buf(),
+        file: file.to_path_buf(),
+        kind,
+        write_mode: match raw.write_mode.unwrap_or(RawWriteMode::Overwrite) {
+            RawWriteMode::Overwrite => WriteMode::Overwrite,
+            RawWriteMode::Append => WriteMode::Append,
+        },
+        primary_key: raw.schema.primary_key,
+        schema,
+        lookup_keys,
+        list_delimiter,
+        data_files,
+        definition: source,
+    })
+}
+
+fn unknown_column_message(what: &str, name: &str, schema: &TableSchema) -> String {
+    let names = schema.names();
+    let hint = closest(name, &names)
+        .map(|c| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default();
+    format!("{what} `{name}` is not a field of the schema{hint}")
+}
+
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn load_detections(root: &Path, log_tables: &[LogTable], errors: &mut Vec<ConfigError>) -> Vec<DetectionDef> {
+    let mut detections: Vec<DetectionDef> = Vec::new();
+    for dir in component_dirs(&root.join("detections")) {
+        let file = dir.join("detection.yml");
+        if !file.exists() {
+            errors.push(ConfigError::new(&file, "missing detection.yml for this detection folder"));
+            continue;
+        }
+        let Some((raw, source)) = read_yaml::<RawDetection>(&file, errors) else {
+            continue;
+        };
+        let before = errors.len();
+        let script = dir.join("detect.py");
+        if !script.exists() {
+            errors.push(ConfigError::new(&script, "missing detect.py (it must define detect(r))"));
+        }
+        let tables = raw.tables.or(raw.log_sources).unwrap_or_default();
+        if tables.is_empty() {
+            errors.push(
+                ConfigError::new(&file, "detection lists no `tables` to run on")
+                    .at(locate_key(&source, "name")),
+            );
+        }
+        for t in &tables {
+            if !log_tables.iter().any(|l| &l.name == t) {
+                let names: Vec<&str> = log_tables.iter().map(|l| l.name.as_str()).collect();
+                let hint = closest(t, &names)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                errors.push(
+                    ConfigError::new(
+                        &file,
+                        format!("table `{t}` has no schema in schemas/{hint}"),
+                    )
+                    .at(locate_key(&source, "tables").or(locate_key(&source, "log_sources"))),
+                );
+            }
+        }
+        let alert = raw.alert.unwrap_or_default();
+        let threshold = alert.threshold.unwrap_or(1);
+        if threshold == 0 {
+            errors.push(
+                ConfigError::new(&file, "alert.threshold must be at least 1").at(locate_key(&source, "threshold")),
+            );
+        }
+        let window = alert
+            .deduplication_window_minutes
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW_MINUTES);
+        if window == 0 {
+            errors.push(
+                ConfigError::new(&file, "alert.deduplication_window_minutes must be at least 1")
+                    .at(locate_key(&source, "deduplication_window_minutes")),
+            );
+        }
+        if detections.iter().any(|d| d.name == raw.name) {
+            errors.push(
+                ConfigError::new(&file, format!("detection `{}` is defined twice", raw.name))
+                    .at(locate_key(&source, "name")),
+            );
+        }
+        if errors.len() > before {
+            continue;
+        }
+        detections.push(DetectionDef {
+            name: raw.name,
+            dir: dir.clone(),
+            file,
+            script,
+            display_name: raw.display_name,
+            description: raw.description,
+            enabled: raw.enabled.unwrap_or(true),
+            tables,
+            severity: alert.severity.unwrap_or(Severity::Info),
+            threshold,
+            dedupe_window_minutes: window,
+            destinations: alert.destinations.unwrap_or_default(),
+            runbook: raw.runbook,
+            references: raw.references.unwrap_or_default(),
+            false_positives: raw.false_positives.unwrap_or_default(),
+            tags: raw.tags.unwrap_or_default(),
+            reports: raw.reports.and_then(|r| serde_json::to_value(r).ok()),
+        });
+    }
+    detections
+}
+
+impl Severity {
+    pub const ALL: [Severity; 6] = [
+        Severity::Info,
+        Severity::Notice,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Notice => "notice",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        let lower = s.trim().to_ascii_lowercase();
+        Severity::ALL.into_iter().find(|v| v.as_str() == lower)
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,117 @@
+//! The YAML files exactly as written: serde types with `deny_unknown_fields`.
+//! Matano's own fields are accepted here even where Ravenwatch ignores them.
+
+use crate::schema::Field;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub name: Option<String>,
+    pub storage: Option<String>,
+    pub enrichment_uploads: Option<String>,
+    pub aws: Option<RawAws>,
+    /// Delivery destinations (a later issue); kept opaque until then.
+    pub destinations: Option<serde_yaml::Mapping>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogTable {
+    pub name: String,
+    pub timestamp: Option<String>,
+    pub description: Option<String>,
+    pub schema: RawLogSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogSchema {
+    pub fields: Vec<Field>,
+    /// Matano: whether the table follows ECS names; informational.
+    pub ecs_field_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawEnrichmentType {
+    Static,
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawWriteMode {
+    Overwrite,
+    Append,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrichment {
+    pub name: String,
+    pub description: Option<String>,
+    pub enrichment_type: Option<RawEnrichmentType>,
+    pub write_mode: Option<RawWriteMode>,
+    pub schema: RawEnrichmentSchema,
+    pub lookup_keys: Option<Vec<String>>,
+    /// Separator of list cells in CSV data (default `;`).
+    pub list_delimiter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrichmentSchema {
+    pub primary_key: Option<String>,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Notice,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlert {
+    pub severity: Option<Severity>,
+    pub threshold: Option<u64>,
+    pub deduplication_window_minutes: Option<u64>,
+    pub destinations: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetection {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub enabled: Option<bool>,
+    pub tables: Option<Vec<String>>,
+    /// Matano's older name for `tables`.
+    pub log_sources: Option<Vec<String>>,
+    pub alert: Option<RawAlert>,
+    pub runbook: Option<String>,
+    pub references: Option<Vec<String>>,
+    pub false_positives: Option<Vec<String>>,
+    /// Matano: framework mappings such as `attack: [T1078]`; carried into alerts.
+    pub reports: Option<serde_yaml::Value>,
+    pub tags: Option<Vec<String>>,
+    /// Test cases (run by `ravenwatch test`, a later issue); parsed as YAML here.
+    pub tests: Option<serde_yaml::Value>,
+}

@@ -1,0 +1,11 @@
+//! Ravenwatch: a detection engine for security logs.
+//!
+//! Enrichment tables defined in YAML are loaded into keyed Arrow tables and
+//! persisted as Parquet snapshots; Python detections run in an embedded
+//! interpreter over Arrow batches of log events and look rows up with
+//! `table.get(key)`; matches become deduplicated alerts. See ARCHITECTURE.md
+//! for how the modules below fit together.
+
+pub mod config;
+pub mod schema;
+pub mod storage;
