@@ -9,3 +9,9 @@
 pub mod config;
 pub mod schema;
 pub mod storage;
+pub mod enrichment;
+pub mod logs;
+pub mod python;
+pub mod alerts;
+pub mod engine;
+pub mod cli;

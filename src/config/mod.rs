@@ -26,6 +26,12 @@ pub const DEFAULT_DEDUPE_WINDOW_MINUTES: u64 = 60;
 /// Data file extensions recognised for static tables (each may end in `.gz`).
 pub const DATA_EXTENSIONS: &[&str] = &["jsonl", "ndjson", "json", "csv", "txt", "parquet"];
 
+/// A path as shown in messages: relative paths without a leading `./`.
+pub fn display_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    text.strip_prefix("./").map(str::to_string).unwrap_or(text)
+}
+
 /// A loaded, validated project directory.
 #[derive(Debug, Clone)]
 pub struct Project {

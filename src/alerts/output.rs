@@ -1,0 +1,162 @@
+//! The files a run writes: alerts.jsonl, alerts.parquet, matches.jsonl,
+//! errors.jsonl and summary.json.
+
+use super::{Alert, RuleMatch};
+use crate::schema::{coerce_value, rows_to_batch, Field, FieldType, Leniency, TableSchema};
+use crate::storage::{key, Storage, StorageError};
+use parquet::arrow::ArrowWriter;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// One problem met during a run that did not stop it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorRecord {
+    /// `event` (unreadable input), `rule` (detect raised), `function` (an
+    /// optional function raised or returned the wrong type), `enrichment`.
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The last line of the error (for a Python exception, `Type: message`).
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+impl ErrorRecord {
+    pub fn python(kind: &str, rule: &str, function: Option<&str>, source: String, traceback: String) -> Self {
+        let error = traceback.lines().last().unwrap_or_default().to_string();
+        Self {
+            kind: kind.into(),
+            rule: Some(rule.into()),
+            function: function.map(str::to_string),
+            source: Some(source),
+            error,
+            traceback: Some(traceback),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleSummary {
+    pub matches: u64,
+    pub errors: u64,
+    pub python_calls: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub events: u64,
+    pub rule_matches: u64,
+    pub alerts: u64,
+    pub activated_alerts: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub rules: BTreeMap<String, RuleSummary>,
+}
+
+pub struct RunOutputs<'a> {
+    pub alerts: &'a [Alert],
+    pub matches: &'a [RuleMatch],
+    pub errors: &'a [ErrorRecord],
+    pub summary: &'a Summary,
+}
+
+fn jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        if serde_json::to_writer(&mut out, item).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn alert_schema() -> TableSchema {
+    let strings = || FieldType::List(Box::new(FieldType::String));
+    TableSchema::new(vec![
+        Field::new("id", FieldType::String),
+        Field::new("rule", FieldType::String),
+        Field::new("title", FieldType::String),
+        Field::new("severity", FieldType::String),
+        Field::new("dedupe", FieldType::String),
+        Field::new("activated", FieldType::Boolean),
+        Field::new("match_count", FieldType::Long),
+        Field::new("first_match_time", FieldType::Timestamp),
+        Field::new("last_match_time", FieldType::Timestamp),
+        Field::new("created_at", FieldType::Timestamp),
+        Field::new("context", FieldType::String),
+        Field::new("description", FieldType::String),
+        Field::new("runbook", FieldType::String),
+        Field::new("reference", FieldType::String),
+        Field::new("destinations", strings()),
+        Field::new("tables", strings()),
+        Field::new("false_positives", strings()),
+        Field::new("events", FieldType::String),
+    ])
+}
+
+/// Alerts as Parquet; nested context and events are kept as JSON text so
+/// the file has one fixed schema whatever detections return.
+fn alerts_parquet(alerts: &[Alert]) -> Result<Vec<u8>, String> {
+    let schema = alert_schema();
+    let ty = FieldType::Struct(schema.fields.clone());
+    let mut rows = Vec::with_capacity(alerts.len());
+    for a in alerts {
+        let mut row = json!({
+            "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
+            "activated": a.activated, "match_count": a.match_count,
+            "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
+            "created_at": a.created_at,
+            "context": Value::Object(a.context.clone()).to_string(),
+            "description": a.description, "runbook": a.runbook, "reference": a.reference,
+            "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
+            "events": Value::Array(a.events.iter().cloned().map(Value::Object).collect()).to_string(),
+        });
+        coerce_value(&mut row, &ty, Leniency::Json).map_err(|e| format!("{}: {}", e.path, e.message))?;
+        rows.push(row);
+    }
+    let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), None).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(buffer)
+}
+
+/// Alert as written to alerts.jsonl: the persisted alert minus internal fields.
+fn alert_json(a: &Alert) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        for internal in ["window_start_us", "window_end_us", "last_match_us"] {
+            map.remove(internal);
+        }
+    }
+    v
+}
+
+/// Writes every output file under `prefix` of `storage`; summary.json last.
+///
+/// # Errors
+/// The first storage failure.
+pub fn write_outputs(storage: &dyn Storage, prefix: &str, out: &RunOutputs<'_>) -> Result<(), StorageError> {
+    let alerts: Vec<Value> = out.alerts.iter().map(alert_json).collect();
+    storage.write(&key(&[prefix, "alerts.jsonl"]), &jsonl(&alerts))?;
+    let parquet = alerts_parquet(out.alerts).map_err(|message| StorageError::Io {
+        location: storage.url(&key(&[prefix, "alerts.parquet"])),
+        source: std::io::Error::other(message),
+    })?;
+    storage.write(&key(&[prefix, "alerts.parquet"]), &parquet)?;
+    storage.write(&key(&[prefix, "matches.jsonl"]), &jsonl(out.matches))?;
+    storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
+    let mut summary = serde_json::to_vec_pretty(out.summary).unwrap_or_default();
+    summary.push(b'\n');
+    storage.write(&key(&[prefix, "summary.json"]), &summary)?;
+    Ok(())
+}

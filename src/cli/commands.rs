@@ -1,0 +1,259 @@
+use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
+use crate::config::{EnrichmentKind, Project};
+use crate::engine::{self, EngineError, RunOptions};
+use crate::enrichment::{load_files, sync_tables, EnrichmentTable, Lookup, SyncOutcome, Tables};
+use crate::python::{PythonError, PythonRuntime};
+use crate::storage::{self, LocalStorage, Storage};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::sync::Arc;
+
+pub fn dispatch(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Init { dir } => super::init::init(&dir),
+        Command::Validate => validate(&cli.global),
+        Command::Enrichment(cmd) => enrichment(&cli.global, cmd),
+        Command::Run {
+            inputs,
+            table,
+            output,
+            show,
+        } => run(&cli.global, inputs, table, output, show),
+    }
+}
+
+fn load_project(global: &GlobalArgs) -> Result<Project> {
+    Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
+    let location = global.storage.as_deref().unwrap_or(&project.settings.storage);
+    storage::open(location, &project.root).with_context(|| format!("cannot open storage `{location}`"))
+}
+
+fn validate(global: &GlobalArgs) -> Result<Outcome> {
+    let project = match Project::load(&global.project) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            println!("{} error{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            return Ok(Outcome::Failed);
+        }
+    };
+    let mut problems: Vec<String> = Vec::new();
+    let mut tables = Tables::new();
+    for def in &project.enrichment {
+        if def.kind == EnrichmentKind::Dynamic {
+            continue;
+        }
+        match load_files(def, &def.data_files) {
+            Ok(batch) => match EnrichmentTable::build(def, batch, None) {
+                Ok(t) => {
+                    tables.insert(def.name.clone(), Arc::new(t));
+                }
+                Err(e) => problems.push(e.to_string()),
+            },
+            Err(e) => problems.extend(e.errors.iter().map(|r| format!("{r}"))),
+        }
+    }
+    let rules: Vec<_> = project.detections.iter().collect();
+    match PythonRuntime::new(&project.detection_lib_dir(), &tables, &rules) {
+        Ok(_) => {}
+        Err(PythonError::Load(errors)) => problems.extend(errors.iter().map(ToString::to_string)),
+        Err(e) => problems.push(e.to_string()),
+    }
+    if problems.is_empty() {
+        println!(
+            "ok: {} log table(s), {} enrichment table(s), {} detection(s)",
+            project.log_tables.len(),
+            project.enrichment.len(),
+            project.detections.len()
+        );
+        Ok(Outcome::Done)
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        println!("{} error{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        Ok(Outcome::Failed)
+    }
+}
+
+fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    match cmd {
+        EnrichmentCommand::Sync { tables, force } => {
+            for name in &tables {
+                if project.enrichment_table(name).is_none() {
+                    bail!("no enrichment table `{name}` (tables: {})", table_names(&project));
+                }
+            }
+            let (report, _) = sync_tables(&project, storage.as_ref(), &tables, force);
+            let mut failed = false;
+            for (name, outcome) in &report.outcomes {
+                match outcome {
+                    SyncOutcome::Loaded { rows, snapshot_id } => println!("{name}: loaded {rows} rows (snapshot {snapshot_id})"),
+                    SyncOutcome::Unchanged { rows } => println!("{name}: unchanged ({rows} rows)"),
+                    SyncOutcome::Skipped => println!("{name}: dynamic table, changes only through uploads"),
+                    SyncOutcome::Failed(e) => {
+                        failed = true;
+                        eprintln!("{name}: FAILED, previous snapshot kept\n{e}");
+                    }
+                }
+            }
+            Ok(if failed { Outcome::Failed } else { Outcome::Done })
+        }
+        EnrichmentCommand::List => {
+            let (report, tables) = sync_tables(&project, storage.as_ref(), &[], false);
+            report_failures(&report);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<24} {:<8} {:>9}  {:<28} SNAPSHOT", "TABLE", "TYPE", "ROWS", "KEYS")?;
+            for def in &project.enrichment {
+                let kind = if def.kind == EnrichmentKind::Static { "static" } else { "dynamic" };
+                let keys = def.lookup_keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(",");
+                let (rows, snapshot) = match tables.get(&def.name) {
+                    Some(t) => (
+                        t.len().to_string(),
+                        t.manifest.as_ref().map(|m| m.snapshot_id.clone()).unwrap_or_default(),
+                    ),
+                    None => ("-".into(), "(none)".into()),
+                };
+                writeln!(out, "{:<24} {:<8} {:>9}  {:<28} {}", def.name, kind, rows, keys, snapshot)?;
+            }
+            Ok(Outcome::Done)
+        }
+        EnrichmentCommand::Show { table, limit, format } => {
+            let t = current_table(&project, storage.as_ref(), &table)?;
+            let n = limit.min(t.len());
+            match format {
+                Format::Table => {
+                    let shown = arrow::util::pretty::pretty_format_batches(&[t.batch.slice(0, n)])?;
+                    println!("{shown}");
+                    println!("{} of {} rows", n, t.len());
+                }
+                Format::Json => {
+                    let mut out = std::io::stdout().lock();
+                    for row in 0..n {
+                        writeln!(out, "{}", serde_json::Value::Object(t.row_json(row)))?;
+                    }
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        EnrichmentCommand::Get {
+            table,
+            key,
+            index_key,
+            all,
+        } => {
+            let t = current_table(&project, storage.as_ref(), &table)?;
+            let rows = if all {
+                t.lookup_all(&key, index_key.as_deref())?
+            } else {
+                t.lookup(&key, index_key.as_deref())?.into_iter().collect()
+            };
+            if rows.is_empty() {
+                eprintln!("no row in `{table}` for key {key:?}");
+                return Ok(Outcome::Failed);
+            }
+            for row in rows {
+                println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(t.row_json(row)))?);
+            }
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn table_names(project: &Project) -> String {
+    project.enrichment.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn report_failures(report: &crate::enrichment::SyncReport) {
+    for (name, e) in report.failures() {
+        eprintln!("warning: {name}: sync failed, using the previous snapshot\n{e}");
+    }
+}
+
+fn current_table(project: &Project, storage: &dyn Storage, name: &str) -> Result<Arc<EnrichmentTable>> {
+    if project.enrichment_table(name).is_none() {
+        bail!("no enrichment table `{name}` (tables: {})", table_names(project));
+    }
+    let (report, tables) = sync_tables(project, storage, &[name.to_string()], false);
+    report_failures(&report);
+    tables
+        .get(name)
+        .cloned()
+        .with_context(|| format!("table `{name}` has no snapshot"))
+}
+
+fn run(
+    global: &GlobalArgs,
+    inputs: Vec<String>,
+    table: Option<String>,
+    output: Option<std::path::PathBuf>,
+    show: usize,
+) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let options = RunOptions {
+        inputs,
+        table,
+        output: output.map(|dir| Arc::new(LocalStorage::new(dir)) as Arc<dyn Storage>),
+        progress: true,
+    };
+    let report = match engine::run(&project, storage, options) {
+        Ok(r) => r,
+        Err(EngineError::Usage(message)) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let s = &report.summary;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} events, {} rule(s), {:.2}s ({:.0} events/s)",
+        s.events,
+        s.rules.len(),
+        s.seconds,
+        s.events_per_second
+    )?;
+    writeln!(
+        out,
+        "{} rule matches -> {} alerts ({} activated), {} errors",
+        s.rule_matches, s.alerts, s.activated_alerts, s.errors
+    )?;
+    let activated: Vec<_> = report.alerts.iter().filter(|a| a.activated).collect();
+    for a in activated.iter().take(show) {
+        writeln!(
+            out,
+            "  {:<8} {:<34} {} (x{}, dedupe {})",
+            a.severity.as_str().to_uppercase(),
+            a.rule,
+            a.title,
+            a.match_count,
+            a.dedupe
+        )?;
+    }
+    if activated.len() > show {
+        writeln!(out, "  … {} more activated alerts", activated.len() - show)?;
+    }
+    for e in report.errors.iter().take(3) {
+        writeln!(
+            out,
+            "  error: {} {}",
+            e.source.as_deref().unwrap_or(""),
+            e.error
+        )?;
+    }
+    writeln!(out, "outputs: {}", report.output_location)?;
+    Ok(if report.errors.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::DoneWithErrors
+    })
+}

@@ -1,0 +1,130 @@
+//! Command line: argument parsing and the commands of DESIGN §7.
+//!
+//! Commands return an [`Outcome`] (exit code) or an `anyhow` error; `main`
+//! prints the error chain and exits 1. Usage errors exit 2 (clap's code).
+
+mod commands;
+mod init;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "ravenwatch", version, about = "Detection engine for security logs: enrichment tables, Python detections, alerts")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Project directory.
+    #[arg(short = 'p', long = "project", global = true, default_value = ".")]
+    pub project: PathBuf,
+    /// Storage location (local folder or s3://bucket/prefix); overrides `storage:` in ravenwatch.yml.
+    #[arg(long, global = true)]
+    pub storage: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a project.
+    Init {
+        /// Folder to create the project in.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Check every configuration file, table and detection; exit 1 on any error.
+    Validate,
+    /// Enrichment tables.
+    #[command(subcommand)]
+    Enrichment(EnrichmentCommand),
+    /// Run detections over log files.
+    Run {
+        /// Log files or folders (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).
+        #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
+        inputs: Vec<String>,
+        /// Log table of the inputs (needed when the project has several schemas).
+        #[arg(long)]
+        table: Option<String>,
+        /// Output folder (default: <storage>/runs/<run id>/).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Print up to this many activated alerts in the summary.
+        #[arg(long, default_value_t = 10)]
+        show: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrichmentCommand {
+    /// Load static tables whose data changed into new snapshots.
+    Sync {
+        /// Tables to sync (default: all).
+        tables: Vec<String>,
+        /// Reload even when the data files are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List tables with their row counts and current snapshots.
+    List,
+    /// Print a table's rows.
+    Show {
+        table: String,
+        /// Rows to print.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Look a key up, as a detection's `table.get(key)` would.
+    Get {
+        table: String,
+        key: String,
+        /// Lookup key to use (default: the table's first key).
+        #[arg(long = "key")]
+        index_key: Option<String>,
+        /// Print every matching row, not just the newest.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Exit codes of DESIGN §7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done = 0,
+    Failed = 1,
+    DoneWithErrors = 3,
+}
+
+/// Parses arguments, runs the command and maps the result to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(outcome) => ExitCode::from(outcome as u8),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(Outcome::Failed as u8)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,294 @@
+//! Inline data files → one typed `RecordBatch`.
+//!
+//! Every format is read into JSON rows, normalised with the schema's
+//! coercion rules and only then decoded into Arrow, so a JSON file, a CSV and
+//! a Parquet export of the same table are held to the same rules and report a
+//! bad value the same way: file, line (or row) and column.
+
+use crate::config::{display_path, EnrichmentDef};
+use crate::schema::{coerce_object, row_to_json, rows_to_batch, Leniency};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+/// Stop collecting after this many bad rows; the count still covers all.
+const MAX_REPORTED: usize = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Line(u64),
+    Row(u64),
+    File,
+}
+
+/// One row (or file) that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    pub file: String,
+    pub location: Location,
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Location::Line(n) => write!(f, "{}:{n}: ", self.file)?,
+            Location::Row(n) => write!(f, "{} row {n}: ", self.file)?,
+            Location::File => write!(f, "{}: ", self.file)?,
+        }
+        if let Some(column) = &self.column {
+            write!(f, "column `{column}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every bad row of one load (the first [`MAX_REPORTED`] are kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RowErrors {
+    pub table: String,
+    pub errors: Vec<RowError>,
+    pub total: usize,
+}
+
+impl fmt::Display for RowErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.total == 1 { "" } else { "s" };
+        write!(f, "table `{}`: {} bad row{s}", self.table, self.total)?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        if self.total > self.errors.len() {
+            write!(f, "\n  … and {} more", self.total - self.errors.len())?;
+        }
+        Ok(())
+    }
+}
+
+struct Collector<'a> {
+    def: &'a EnrichmentDef,
+    rows: Vec<Value>,
+    errors: Vec<RowError>,
+    total_errors: usize,
+}
+
+impl Collector<'_> {
+    fn error(&mut self, file: &str, location: Location, column: Option<String>, message: String) {
+        self.total_errors += 1;
+        if self.errors.len() < MAX_REPORTED {
+            self.errors.push(RowError {
+                file: file.to_string(),
+                location,
+                column,
+                message,
+            });
+        }
+    }
+
+    /// Normalises one row and checks that the primary key is present.
+    fn push(&mut self, file: &str, location: Location, mut row: Map<String, Value>, leniency: Leniency) {
+        if let Err(e) = coerce_object(&mut row, &self.def.schema.fields, leniency) {
+            let column = e.path.clone();
+            self.error(file, location, Some(column), e.message);
+            return;
+        }
+        if let Some(pk) = &self.def.primary_key {
+            if row.get(pk).is_none_or(Value::is_null) {
+                self.error(file, location, Some(pk.clone()), "primary key is missing or empty".into());
+                return;
+            }
+        }
+        self.rows.push(Value::Object(row));
+    }
+}
+
+/// Opens a file, transparently decompressing `.gz` and `.zst`.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let file = std::fs::File::open(path)?;
+    let name = path.to_string_lossy();
+    Ok(if name.ends_with(".gz") {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
+        ))
+    } else if name.ends_with(".zst") {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, zstd::Decoder::new(file)?))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
+    })
+}
+
+/// The format extension of a data file, ignoring compression suffixes.
+pub fn format_of(path: &Path) -> String {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let base = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    base.rsplit_once('.').map(|(_, e)| e.to_string()).unwrap_or_default()
+}
+
+/// Loads the given data files of a table into one batch.
+///
+/// # Errors
+/// All bad rows (up to a limit) with file, line/row and column; nothing is
+/// returned if any row is bad, so a partial table never replaces a good one.
+pub fn load_files(def: &EnrichmentDef, files: &[std::path::PathBuf]) -> Result<arrow::array::RecordBatch, RowErrors> {
+    let mut c = Collector {
+        def,
+        rows: Vec::new(),
+        errors: Vec::new(),
+        total_errors: 0,
+    };
+    for path in files {
+        let shown = display_path(path);
+        let result = match format_of(path).as_str() {
+            "jsonl" | "ndjson" | "json" => read_json(&mut c, path, &shown),
+            "csv" => read_csv(&mut c, path, &shown),
+            "txt" => read_text(&mut c, path, &shown),
+            "parquet" => read_parquet(&mut c, path, &shown),
+            other => Err(format!("unsupported data format `.{other}`")),
+        };
+        if let Err(message) = result {
+            c.error(&shown, Location::File, None, message);
+        }
+    }
+    if c.total_errors > 0 {
+        return Err(RowErrors {
+            table: def.name.clone(),
+            errors: c.errors,
+            total: c.total_errors,
+        });
+    }
+    rows_to_batch(&def.schema, &c.rows).map_err(|e| RowErrors {
+        table: def.name.clone(),
+        errors: vec![RowError {
+            file: display_path(&def.file),
+            location: Location::File,
+            column: None,
+            message: format!("internal error building the table (likely a bug): {e}"),
+        }],
+        total: 1,
+    })
+}
+
+fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
+    let mut reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut text = String::new();
+    reader
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.trim_start().starts_with('[') {
+        let rows: Vec<Value> = serde_json::from_str(&text).map_err(|e| format!("invalid JSON array: {e}"))?;
+        for (i, row) in rows.into_iter().enumerate() {
+            let location = Location::Row(i as u64 + 1);
+            match row {
+                Value::Object(map) => c.push(shown, location, map, Leniency::Json),
+                other => c.error(shown, location, None, format!("expected a JSON object, got {}", kind(&other))),
+            }
+        }
+        return Ok(());
+    }
+    for (i, line) in text.lines().enumerate() {
+        let location = Location::Line(i as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(map)) => c.push(shown, location, map, Leniency::Json),
+            Ok(other) => c.error(shown, location, None, format!("expected a JSON object, got {}", kind(&other))),
+            Err(e) => c.error(shown, location, None, format!("invalid JSON: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
+    let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let headers: Vec<String> = csv
+        .headers()
+        .map_err(|e| format!("cannot read the header: {e}"))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let declared: Vec<bool> = headers.iter().map(|h| c.def.schema.field(h).is_some()).collect();
+    if let Some(pk) = &c.def.primary_key {
+        if !headers.contains(pk) {
+            return Err(format!("the header has no primary key column `{pk}` (columns: {})", headers.join(", ")));
+        }
+    }
+    let leniency = Leniency::Text {
+        list_delimiter: c.def.list_delimiter,
+    };
+    for record in csv.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                c.error(shown, Location::Line(line), None, format!("malformed CSV: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let mut row = Map::with_capacity(headers.len());
+        for ((header, cell), keep) in headers.iter().zip(record.iter()).zip(&declared) {
+            if *keep {
+                row.insert(header.clone(), Value::String(cell.to_string()));
+            }
+        }
+        c.push(shown, Location::Line(line), row, leniency);
+    }
+    Ok(())
+}
+
+fn read_text(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
+    let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+    let column = c.def.schema.fields[0].name.clone();
+    let leniency = Leniency::Text {
+        list_delimiter: c.def.list_delimiter,
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read line {}: {e}", i + 1))?;
+        let value = line.trim();
+        if value.is_empty() || value.starts_with('#') {
+            continue;
+        }
+        let mut row = Map::with_capacity(1);
+        row.insert(column.clone(), Value::String(value.to_string()));
+        c.push(shown, Location::Line(i as u64 + 1), row, leniency);
+    }
+    Ok(())
+}
+
+fn read_parquet(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| format!("invalid Parquet file: {e}"))?;
+    let mut row_number = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| format!("invalid Parquet data: {e}"))?;
+        for row in 0..batch.num_rows() {
+            row_number += 1;
+            c.push(shown, Location::Row(row_number), row_to_json(&batch, row), Leniency::Json);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Enrichment tables: load data files, index lookup keys, persist snapshots.
+//!
+//! A table is one Arrow `RecordBatch` plus one hash index per lookup key.
+//! Loading (`load`) turns inline files into a typed batch, rejecting rows that
+//! do not fit the schema with file, line and column; `snapshot` persists each
+//! successful load as an immutable Parquet file and switches a small
+//! `current.json` pointer, so a failed load never disturbs what detections
+//! see. Detections (through the `python` module) and the CLI only read
+//! snapshots, which makes a run reproducible.
+
+mod index;
+mod load;
+mod snapshot;
+
+pub use index::KeyIndex;
+pub use load::{load_files, RowError, RowErrors};
+
+/// File helpers shared with the log readers.
+pub mod load_helpers {
+    pub use super::load::{format_of, open_decompressed};
+}
+pub use snapshot::{
+    load_current, read_manifest, sync_static, sync_tables, Manifest, SourceFingerprint, SyncOutcome,
+    SyncReport,
+};
+
+use crate::config::{EnrichmentDef, LookupKey};
+use crate::schema::{row_to_json, TableSchema};
+use arrow::array::RecordBatch;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichmentError {
+    #[error(transparent)]
+    Rows(#[from] RowErrors),
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("table `{table}`: snapshot {location}: {message}")]
+    Snapshot {
+        table: String,
+        location: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("table `{table}` has no lookup key `{key}`; its keys are: {known}")]
+    UnknownKey {
+        table: String,
+        key: String,
+        known: String,
+    },
+    #[error("table `{table}` has no snapshot yet; run `ravenwatch enrichment sync {table}`")]
+    NoSnapshot { table: String },
+}
+
+pub type Result<T, E = EnrichmentError> = std::result::Result<T, E>;
+
+/// Row lookups by key. Keys are compared as text: an `int`/`long` key column
+/// matches its decimal string.
+pub trait Lookup {
+    /// The newest row whose `index_key` (default: the first lookup key) equals `key`.
+    ///
+    /// # Errors
+    /// An `index_key` that is not a lookup key of the table.
+    fn lookup(&self, key: &str, index_key: Option<&str>) -> Result<Option<usize>>;
+    /// Every row whose key equals `key`, oldest first.
+    ///
+    /// # Errors
+    /// As [`Lookup::lookup`].
+    fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>>;
+}
+
+/// A loaded, indexed enrichment table.
+#[derive(Debug)]
+pub struct EnrichmentTable {
+    pub name: String,
+    pub schema: TableSchema,
+    pub batch: RecordBatch,
+    pub keys: Vec<LookupKey>,
+    indexes: Vec<KeyIndex>,
+    pub manifest: Option<Manifest>,
+}
+
+impl EnrichmentTable {
+    /// Indexes `batch` by every lookup key of `def`.
+    ///
+    /// # Errors
+    /// A key column missing from the batch.
+    pub fn build(def: &EnrichmentDef, batch: RecordBatch, manifest: Option<Manifest>) -> Result<Self> {
+        let mut indexes = Vec::with_capacity(def.lookup_keys.len());
+        for key in &def.lookup_keys {
+            let column = batch.column_by_name(&key.column).ok_or_else(|| EnrichmentError::File {
+                path: def.file.display().to_string(),
+                message: format!("lookup key column `{}` is missing from the data", key.column),
+            })?;
+            indexes.push(KeyIndex::build(column.as_ref()));
+        }
+        Ok(Self {
+            name: def.name.clone(),
+            schema: def.schema.clone(),
+            batch,
+            keys: def.lookup_keys.clone(),
+            indexes,
+            manifest,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn index(&self, index_key: Option<&str>) -> Result<&KeyIndex> {
+        let position = match index_key {
+            None => Some(0),
+            Some(name) => self.keys.iter().position(|k| k.name == name),
+        };
+        position
+            .and_then(|p| self.indexes.get(p))
+            .ok_or_else(|| EnrichmentError::UnknownKey {
+                table: self.name.clone(),
+                key: index_key.unwrap_or_default().to_string(),
+                known: self
+                    .keys
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// A row as a JSON object (timestamps as RFC 3339).
+    pub fn row_json(&self, row: usize) -> serde_json::Map<String, serde_json::Value> {
+        row_to_json(&self.batch, row)
+    }
+}
+
+impl Lookup for EnrichmentTable {
+    fn lookup(&self, key: &str, index_key: Option<&str>) -> Result<Option<usize>> {
+        Ok(self.index(index_key)?.newest(key))
+    }
+
+    fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>> {
+        Ok(self.index(index_key)?.all(key))
+    }
+}
+
+/// Every loaded table by name.
+pub type Tables = BTreeMap<String, Arc<EnrichmentTable>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Project;
+    use std::path::Path;
+
+    fn fixture_table(name: &str) -> EnrichmentTable {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = Project::load(root).expect("example project loads");
+        let def = project.enrichment_table(name).unwrap().clone();
+        let batch = load_files(&def, &def.data_files).unwrap();
+        EnrichmentTable::build(&def, batch, None).unwrap()
+    }
+
+    #[test]
+    fn list_key_finds_asset_by_second_ip() {
+        let assets = fixture_table("axonius_assets");
+        let by_first = assets.lookup("10.20.1.15", Some("network_interfaces_ips")).unwrap().unwrap();
+        let by_second = assets.lookup("10.20.9.15", Some("network_interfaces_ips")).unwrap().unwrap();
+        assert_eq!(by_first, by_second);
+        assert_eq!(assets.row_json(by_second)["hostname"], "fin-laptop-042");
+    }
+
+    #[test]
+    fn unknown_index_key_names_known_keys() {
+        let ips = fixture_table("known_ip_info");
+        let err = ips.lookup("1.1.1.1", Some("nope")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "table `known_ip_info` has no lookup key `nope`; its keys are: ip"
+        );
+    }
+}

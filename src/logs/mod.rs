@@ -1,0 +1,24 @@
+//! Log files → Arrow batches of events, typed by the table's schema.
+//!
+//! Declared fields become typed Arrow columns (timestamps as UTC
+//! microseconds). Fields the schema does not declare are not dropped: they
+//! travel beside the batch as one JSON text per event (`extra`), so a
+//! detection reading an undeclared field still gets its value. A line that is
+//! not JSON, or a value that cannot take its declared type, is reported with
+//! `file:line` and reading goes on.
+
+mod batch;
+mod reader;
+
+pub use batch::{EventBatch, PositionKind};
+pub use reader::{expand_inputs, EventReader, ReadItem, RecordError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("input `{path}` does not exist")]
+    MissingInput { path: String },
+    #[error("input `{path}`: {message}")]
+    Input { path: String, message: String },
+    #[error("input `{0}` is on S3, which this build cannot read yet")]
+    Unsupported(String),
+}

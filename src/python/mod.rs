@@ -1,0 +1,415 @@
+//! The embedded Python interpreter: the only module that imports pyo3.
+//!
+//! It exposes enrichment tables as the importable modules
+//! `ravenwatch.enrichment` and `matano.enrichment`, loads each `detect.py` as
+//! its own module, and runs a rule's functions over a batch of events while
+//! attached to the interpreter once per batch. Python exceptions never cross
+//! this boundary: they come back as [`RuleOutcome::Error`] or
+//! [`FunctionError`] values with a formatted traceback.
+
+mod convert;
+mod record;
+mod table;
+
+use crate::config::{display_path, DetectionDef, Severity};
+use crate::enrichment::Tables;
+use crate::logs::EventBatch;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyModule, PyString};
+use record::Record;
+use std::ffi::CString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use table::PyTable;
+
+/// A detection that could not be loaded (syntax error, failed import,
+/// missing `detect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub rule: String,
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error("cannot set up the Python interpreter: {0}")]
+    Setup(String),
+    #[error("{} detection(s) failed to load:\n  {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Load(Vec<LoadError>),
+}
+
+/// Optional functions, in the order they run after a match.
+pub const OPTIONAL_FUNCTIONS: [&str; 8] = [
+    "alert_context",
+    "title",
+    "severity",
+    "dedupe",
+    "description",
+    "runbook",
+    "reference",
+    "destinations",
+];
+
+/// An optional function that raised or returned the wrong type; the match
+/// still counts with the fallback value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionError {
+    pub function: &'static str,
+    pub message: String,
+}
+
+/// What a rule's functions produced for one matching event; `None` means
+/// "use the fallback".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchOutput {
+    pub row: usize,
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    pub title: Option<String>,
+    pub severity: Option<Severity>,
+    pub dedupe: Option<String>,
+    pub description: Option<String>,
+    pub runbook: Option<String>,
+    pub reference: Option<String>,
+    pub destinations: Option<Vec<String>>,
+    pub errors: Vec<FunctionError>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleOutcome {
+    Match(MatchOutput),
+    /// `detect` raised: the event is not a match and the error is reported.
+    Error { row: usize, message: String },
+}
+
+struct LoadedRule {
+    detect: Py<PyAny>,
+    optional: [Option<Py<PyAny>>; 8],
+}
+
+/// The interpreter with the project's tables and detections loaded.
+pub struct PythonRuntime {
+    rules: Vec<LoadedRule>,
+    format_exception: Py<PyAny>,
+}
+
+const HELPERS: &str = r#"
+import traceback as _tb
+
+def format_exception(e):
+    return "".join(_tb.format_exception(type(e), e, e.__traceback__)).rstrip()
+
+def error_line(e, filename):
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) and getattr(e, "filename", None) == filename else None
+    for frame in _tb.extract_tb(e.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line
+"#;
+
+const ENRICHMENT_MODULE: &str = r#"
+TABLES = {}
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    known = ", ".join(sorted(TABLES)) or "(none)"
+    raise ImportError(f"enrichment table '{name}' is not defined; known tables: {known}", name=name)
+
+def __dir__():
+    return sorted(TABLES)
+"#;
+
+fn cstring(text: &str) -> PyResult<CString> {
+    CString::new(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+}
+
+fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResult<Py<PyModule>> {
+    let sys = py.import("sys")?;
+    sys.setattr("dont_write_bytecode", true)?;
+    if sys.getattr("argv").map(|a| a.is_truthy().unwrap_or(false)).unwrap_or(false) {
+        // keep an embedding host's argv
+    } else {
+        sys.setattr("argv", PyList::new(py, ["ravenwatch"])?)?;
+    }
+    if let Ok(venv) = std::env::var("VIRTUAL_ENV") {
+        let site = py.import("site")?;
+        let version = py.version_info();
+        let packages = PathBuf::from(venv)
+            .join("lib")
+            .join(format!("python{}.{}", version.major, version.minor))
+            .join("site-packages");
+        if packages.is_dir() {
+            site.call_method1("addsitedir", (packages.to_string_lossy().as_ref(),))?;
+            // addsitedir appends; a virtualenv's packages must win over the base interpreter's.
+            let path = sys.getattr("path")?.cast_into::<PyList>()?;
+            let entry = PyString::new(py, &packages.to_string_lossy());
+            if let Ok(index) = path.index(&entry) {
+                path.del_item(index)?;
+            }
+            path.insert(0, entry)?;
+        }
+    }
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    let lib = lib_dir.to_string_lossy().into_owned();
+    if lib_dir.is_dir() && !path.contains(&lib)? {
+        path.insert(0, lib)?;
+    }
+
+    let modules = sys.getattr("modules")?.cast_into::<PyDict>()?;
+    let enrichment = PyModule::from_code(
+        py,
+        &cstring(ENRICHMENT_MODULE)?,
+        c"<ravenwatch.enrichment>",
+        c"ravenwatch.enrichment",
+    )?;
+    let registry = enrichment.getattr("TABLES")?.cast_into::<PyDict>()?;
+    for (name, table) in tables {
+        let object = Py::new(py, PyTable::new(py, Arc::clone(table)))?;
+        enrichment.setattr(name.as_str(), &object)?;
+        registry.set_item(name, &object)?;
+    }
+    for package in ["ravenwatch", "matano"] {
+        let module = PyModule::new(py, package)?;
+        module.setattr("__path__", PyList::empty(py))?;
+        module.setattr("enrichment", &enrichment)?;
+        modules.set_item(package, &module)?;
+        modules.set_item(format!("{package}.enrichment"), &enrichment)?;
+    }
+    let helpers = PyModule::from_code(py, &cstring(HELPERS)?, c"<ravenwatch.helpers>", c"_ravenwatch_helpers")?;
+    Ok(helpers.unbind())
+}
+
+fn format_error(py: Python<'_>, helpers: &Bound<'_, PyModule>, err: &PyErr) -> String {
+    helpers
+        .getattr("format_exception")
+        .and_then(|f| f.call1((err.value(py),)))
+        .and_then(|s| s.extract::<String>())
+        .unwrap_or_else(|_| err.to_string())
+}
+
+impl PythonRuntime {
+    /// Starts (or reuses) the interpreter, publishes `tables`, and imports
+    /// every detection in `rules`.
+    ///
+    /// # Errors
+    /// Every detection that fails to import or lacks `detect`, with file and line.
+    pub fn new(lib_dir: &Path, tables: &Tables, rules: &[&DetectionDef]) -> Result<Self, PythonError> {
+        Python::attach(|py| {
+            let helpers = setup_interpreter(py, lib_dir, tables).map_err(|e| {
+                PythonError::Setup(e.to_string())
+            })?;
+            let helpers_bound = helpers.bind(py);
+            let format_exception = helpers_bound
+                .getattr("format_exception")
+                .map_err(|e| PythonError::Setup(e.to_string()))?
+                .unbind();
+            let mut loaded = Vec::new();
+            let mut errors = Vec::new();
+            for def in rules {
+                match load_rule(py, helpers_bound, def) {
+                    Ok(rule) => loaded.push(rule),
+                    Err(e) => errors.push(e),
+                }
+            }
+            if errors.is_empty() {
+                Ok(Self {
+                    rules: loaded,
+                    format_exception,
+                })
+            } else {
+                Err(PythonError::Load(errors))
+            }
+        })
+    }
+
+    /// Runs rule number `rule` (in the order given to [`PythonRuntime::new`])
+    /// over every event of `batch`; `calls` counts Python function calls.
+    pub fn evaluate(&self, rule: usize, batch: &Arc<EventBatch>, calls: &mut u64) -> Vec<RuleOutcome> {
+        let loaded = &self.rules[rule];
+        Python::attach(|py| {
+            let mut out = Vec::new();
+            let detect = loaded.detect.bind(py);
+            for row in 0..batch.len() {
+                let record = match Py::new(py, Record::new(Arc::clone(batch), row)) {
+                    Ok(r) => r.into_bound(py).into_any(),
+                    Err(e) => {
+                        out.push(RuleOutcome::Error {
+                            row,
+                            message: self.format(py, &e),
+                        });
+                        continue;
+                    }
+                };
+                *calls += 1;
+                let matched = detect.call1((&record,)).and_then(|v| v.is_truthy());
+                match matched {
+                    Ok(false) => {}
+                    Ok(true) => out.push(RuleOutcome::Match(self.after_match(py, loaded, &record, row, calls))),
+                    Err(e) => out.push(RuleOutcome::Error {
+                        row,
+                        message: self.format(py, &e),
+                    }),
+                }
+            }
+            out
+        })
+    }
+
+    fn format(&self, py: Python<'_>, err: &PyErr) -> String {
+        self.format_exception
+            .bind(py)
+            .call1((err.value(py),))
+            .and_then(|s| s.extract::<String>())
+            .unwrap_or_else(|_| err.to_string())
+    }
+
+    fn after_match(
+        &self,
+        py: Python<'_>,
+        loaded: &LoadedRule,
+        record: &Bound<'_, PyAny>,
+        row: usize,
+        calls: &mut u64,
+    ) -> MatchOutput {
+        let mut out = MatchOutput {
+            row,
+            ..Default::default()
+        };
+        for (function, callable) in OPTIONAL_FUNCTIONS.iter().zip(&loaded.optional) {
+            let Some(callable) = callable else { continue };
+            *calls += 1;
+            let value = match callable.bind(py).call1((record,)) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.errors.push(FunctionError {
+                        function,
+                        message: self.format(py, &e),
+                    });
+                    continue;
+                }
+            };
+            if value.is_none() {
+                continue;
+            }
+            if let Err(message) = apply(&mut out, function, &value) {
+                out.errors.push(FunctionError { function, message });
+            }
+        }
+        out
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Stores one optional function's result, or says why it is the wrong type.
+fn apply(out: &mut MatchOutput, function: &str, value: &Bound<'_, PyAny>) -> Result<(), String> {
+    let text = |value: &Bound<'_, PyAny>| -> Result<String, String> {
+        if let Ok(s) = value.cast::<PyString>() {
+            return Ok(s.to_string_lossy().into_owned());
+        }
+        if value.is_instance_of::<pyo3::types::PyInt>() || value.is_instance_of::<pyo3::types::PyFloat>() {
+            return Ok(value.to_string());
+        }
+        Err(format!("{function}() must return a str, got {}", type_name(value)))
+    };
+    match function {
+        "alert_context" => match convert::py_to_json(value) {
+            serde_json::Value::Object(map) if value.is_instance_of::<PyDict>() => out.context = Some(map),
+            _ => return Err(format!("alert_context() must return a dict, got {}", type_name(value))),
+        },
+        "title" => out.title = Some(text(value)?),
+        "dedupe" => out.dedupe = Some(text(value)?),
+        "description" => out.description = Some(text(value)?),
+        "runbook" => out.runbook = Some(text(value)?),
+        "reference" => out.reference = Some(text(value)?),
+        "severity" => {
+            let s = value
+                .cast::<PyString>()
+                .map(|s| s.to_string_lossy().into_owned())
+                .map_err(|_| format!("severity() must return a str, got {}", type_name(value)))?;
+            out.severity = Some(Severity::parse(&s).ok_or_else(|| {
+                format!(
+                    "severity() returned {s:?}; expected one of {}",
+                    Severity::ALL.map(Severity::as_str).join(", ")
+                )
+            })?);
+        }
+        "destinations" => {
+            let items: Vec<String> = if let Ok(s) = value.cast::<PyString>() {
+                vec![s.to_string_lossy().into_owned()]
+            } else {
+                value
+                    .extract::<Vec<String>>()
+                    .map_err(|_| format!("destinations() must return a list of str, got {}", type_name(value)))?
+            };
+            out.destinations = Some(items);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn load_rule(py: Python<'_>, helpers: &Bound<'_, PyModule>, def: &DetectionDef) -> Result<LoadedRule, LoadError> {
+    let file = display_path(&def.script);
+    let fail = |line: Option<usize>, message: String| LoadError {
+        rule: def.name.clone(),
+        file: file.clone(),
+        line,
+        message,
+    };
+    let source = std::fs::read_to_string(&def.script).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let code = CString::new(source).map_err(|_| fail(None, "file contains a NUL byte".into()))?;
+    let filename = CString::new(file.clone()).map_err(|_| fail(None, "bad file name".into()))?;
+    let module_name = CString::new(format!("ravenwatch_detection_{}", def.name))
+        .map_err(|_| fail(None, "bad rule name".into()))?;
+    let module = PyModule::from_code(py, &code, &filename, &module_name).map_err(|err| {
+        let line = helpers
+            .getattr("error_line")
+            .and_then(|f| f.call1((err.value(py), &file)))
+            .and_then(|l| l.extract::<Option<usize>>())
+            .ok()
+            .flatten();
+        let value = err.value(py);
+        let kind = type_name(value.as_any());
+        let message = if err.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+            value
+                .getattr("msg")
+                .and_then(|m| m.extract::<String>())
+                .unwrap_or_else(|_| value.to_string())
+        } else {
+            value.to_string()
+        };
+        fail(line, format!("{kind}: {message}"))
+    })?;
+    let detect = module
+        .getattr("detect")
+        .ok()
+        .filter(|f| f.is_callable())
+        .ok_or_else(|| fail(None, "no detect(r) function defined".into()))?;
+    let mut optional: [Option<Py<PyAny>>; 8] = Default::default();
+    for (slot, name) in optional.iter_mut().zip(OPTIONAL_FUNCTIONS) {
+        *slot = module.getattr(name).ok().filter(|f| f.is_callable()).map(Bound::unbind);
+    }
+    Ok(LoadedRule {
+        detect: detect.unbind(),
+        optional,
+    })
+}

@@ -1,0 +1,150 @@
+//! The event object detections receive as `r`.
+//!
+//! A `Record` points into an Arrow batch instead of copying the event into a
+//! dict: `r.deepget("source.ip")` converts just that value. Attribute
+//! assignment (`r.is_known_ip = True`) goes to the instance `__dict__`, and a
+//! fresh record is made for every (rule, event), so state set in `detect`
+//! is visible in `title` of the same rule and nowhere else.
+
+use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict};
+use crate::logs::EventBatch;
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType;
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::Value;
+use std::sync::Arc;
+
+#[pyclass(dict, module = "ravenwatch", name = "Record")]
+pub struct Record {
+    batch: Arc<EventBatch>,
+    row: usize,
+}
+
+enum Declared<'a> {
+    Absent,
+    Null,
+    Present(&'a dyn Array),
+}
+
+impl Record {
+    pub fn new(batch: Arc<EventBatch>, row: usize) -> Self {
+        Self { batch, row }
+    }
+
+    fn declared<'a>(&'a self, parts: &[&str]) -> Declared<'a> {
+        let Some((first, rest)) = parts.split_first() else {
+            return Declared::Absent;
+        };
+        let Some(mut array) = self.batch.batch.column_by_name(first).map(|c| c.as_ref()) else {
+            return Declared::Absent;
+        };
+        for part in rest {
+            if array.is_null(self.row) {
+                return Declared::Null;
+            }
+            let DataType::Struct(_) = array.data_type() else {
+                return Declared::Absent;
+            };
+            match array.as_struct().column_by_name(part) {
+                Some(child) => array = child.as_ref(),
+                None => return Declared::Absent,
+            }
+        }
+        if array.is_null(self.row) {
+            Declared::Null
+        } else {
+            Declared::Present(array)
+        }
+    }
+
+    fn extra(&self, parts: &[&str]) -> Option<&Value> {
+        let mut value = self.batch.extra(self.row)?;
+        for part in parts {
+            value = value.as_object()?.get(*part)?;
+        }
+        (!value.is_null()).then_some(value)
+    }
+
+    /// The value at a path, or `None` when it is missing or null.
+    fn lookup<'py>(&self, py: Python<'py>, parts: &[&str]) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.declared(parts) {
+            Declared::Present(array) => {
+                let value = arrow_to_py(py, array, self.row)?;
+                if let (Ok(dict), Some(Value::Object(extra))) = (value.cast::<PyDict>(), self.extra(parts)) {
+                    merge_json_into_dict(py, dict, extra)?;
+                }
+                Ok(Some(value))
+            }
+            Declared::Null | Declared::Absent => match self.extra(parts) {
+                Some(v) => Ok(Some(json_to_py(py, v)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn to_dict_inner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        let batch = &self.batch.batch;
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            if !column.is_null(self.row) {
+                dict.set_item(field.name(), arrow_to_py(py, column.as_ref(), self.row)?)?;
+            }
+        }
+        if let Some(Value::Object(extra)) = self.batch.extra(self.row) {
+            merge_json_into_dict(py, &dict, extra)?;
+        }
+        Ok(dict)
+    }
+}
+
+#[pymethods]
+impl Record {
+    /// `r.deepget("a.b.c", default=None)`: a missing or null value gives the default.
+    #[pyo3(signature = (path, default = None))]
+    fn deepget<'py>(&self, py: Python<'py>, path: &str, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        let parts: Vec<&str> = path.split('.').collect();
+        Ok(match self.lookup(py, &parts)? {
+            Some(v) => v,
+            None => default.unwrap_or_else(|| py.None().into_bound(py)),
+        })
+    }
+
+    #[pyo3(signature = (key, default = None))]
+    fn get<'py>(&self, py: Python<'py>, key: &str, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.lookup(py, &[key])? {
+            Some(v) => v,
+            None => default.unwrap_or_else(|| py.None().into_bound(py)),
+        })
+    }
+
+    /// `r[key]`: a declared field is always present (None when absent from
+    /// the event); an undeclared one raises `KeyError` when missing.
+    fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        match self.lookup(py, &[key])? {
+            Some(v) => Ok(v),
+            None if !matches!(self.declared(&[key]), Declared::Absent) => Ok(py.None().into_bound(py)),
+            None => Err(PyKeyError::new_err(key.to_string())),
+        }
+    }
+
+    fn __contains__(&self, key: &str) -> bool {
+        matches!(self.declared(&[key]), Declared::Present(_)) || self.extra(&[key]).is_some()
+    }
+
+    fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let dict = self.to_dict_inner(py)?;
+        Ok(dict.keys())
+    }
+
+    /// The whole event as a plain dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.to_dict_inner(py)
+    }
+
+    fn __repr__(&self) -> String {
+        let event = serde_json::Value::Object(self.batch.event_json(self.row));
+        format!("Record({} {})", self.batch.source(self.row), event)
+    }
+}
