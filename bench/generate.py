@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Deterministic data for the example project and the benchmark (stdlib only).
+
+  generate.py events  --count N --out FILE[.gz] [--seed S]
+      ECS-style events: authentication, CloudTrail-like API calls, network
+      connections, with the scenarios that make every example detection fire.
+  generate.py project --out DIR [--known-ips 100000 --accounts 1000 --assets 50000]
+      A copy of the example project whose enrichment tables have realistic sizes.
+  generate.py table   --rows N --out DIR
+      A project with one N-row JSON-lines table, to time a table load.
+"""
+import argparse
+import gzip
+import json
+import random
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+USERS = ["maria.garcia", "dev.patel", "lee.wong", "sam.jones", "alex.kim", "root", "admin", "svc-deploy"]
+HOSTS = ["fin-laptop-042", "eng-laptop-007", "eng-laptop-019", "dc-01", "files-01", "web-01"]
+ACCOUNTS = ["111122223333", "222233334444", "333344445555", "444455556666", "555566667777"]
+API_CALLS = ["DescribeInstances", "GetObject", "PutObject", "AssumeRole", "ListBuckets", "CreateUser",
+             "AttachRolePolicy", "RunInstances", "StopInstances", "GetCallerIdentity"]
+INTERNAL = ["10.20.1.15", "10.20.9.15", "10.20.2.7", "10.20.2.19", "10.20.3.3", "10.30.0.10", "10.30.0.11", "10.40.0.5"]
+
+
+def ts(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def public_ip(rng):
+    return f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+
+
+def auth(t, rng, ip=None, outcome=None, user=None, host=None):
+    return {
+        "ts": ts(t),
+        "event": {"kind": "event", "category": ["authentication"], "action": "user_login",
+                  "outcome": outcome or rng.choice(["success", "success", "success", "failure"])},
+        "source": {"ip": ip or rng.choice([public_ip(rng), rng.choice(INTERNAL), "203.0.113.10"]),
+                   "port": rng.randint(1024, 65535)},
+        "user": {"name": user or rng.choice(USERS)},
+        "host": {"hostname": host or rng.choice(HOSTS)},
+        "user_agent": {"original": "OpenSSH_9.6"},
+    }
+
+
+def cloudtrail(t, rng, action=None, account=None):
+    account = account or rng.choice(ACCOUNTS)
+    return {
+        "ts": ts(t),
+        "event": {"kind": "event", "category": ["configuration"], "action": action or rng.choice(API_CALLS),
+                  "outcome": "success", "provider": "ec2.amazonaws.com"},
+        "source": {"ip": public_ip(rng)},
+        "user": {"name": rng.choice(USERS)},
+        "cloud": {"region": rng.choice(["us-east-1", "eu-west-1"]), "account": {"id": account}},
+        "user_agent": {"original": "aws-cli/2.15.0"},
+        "aws": {"cloudtrail": {"request_parameters": {"dryRun": False}, "event_version": "1.09"}},
+    }
+
+
+def network(t, rng, src=None, dst=None, port=None):
+    return {
+        "ts": ts(t),
+        "event": {"kind": "event", "category": ["network"], "action": "connection", "outcome": "success"},
+        "source": {"ip": src or rng.choice(INTERNAL), "port": rng.randint(1024, 65535)},
+        "destination": {"ip": dst or rng.choice(INTERNAL + ["8.8.8.8", "1.1.1.1"]),
+                        "port": port or rng.choice([53, 80, 443, 443, 22, 3389, 8080])},
+        "network": {"transport": "tcp", "bytes": rng.randint(40, 90000)},
+    }
+
+
+def scenarios():
+    """Events that make each example detection fire (and some that must not)."""
+    rng = random.Random(1)
+    t = START + timedelta(hours=2)
+    out = []
+    # Unknown IP: 8 failures in 10 minutes -> activated, severity medium.
+    out += [auth(t + timedelta(minutes=i * 1.2), rng, "198.51.100.23", "failure", "admin") for i in range(8)]
+    # VPN egress (known IP): 6 failures in 12 minutes -> activated, severity low.
+    t2 = START + timedelta(hours=5)
+    out += [auth(t2 + timedelta(minutes=i * 2), rng, "203.0.113.10", "failure", "maria.garcia") for i in range(6)]
+    # Only 4 failures: below the threshold, never activates.
+    t3 = START + timedelta(hours=7)
+    out += [auth(t3 + timedelta(minutes=i), rng, "198.51.100.99", "failure", "root") for i in range(4)]
+    # DisableEbsEncryptionByDefault in production (fires) and in dev (does not).
+    out.append(cloudtrail(START + timedelta(hours=9), rng, "DisableEbsEncryptionByDefault", "111122223333"))
+    out.append(cloudtrail(START + timedelta(hours=9, minutes=5), rng, "DisableEbsEncryptionByDefault", "444455556666"))
+    # Logins on stale assets (last seen March / February).
+    out.append(auth(START + timedelta(hours=11), rng, "10.20.3.3", "success", "sam.jones", "hr-desktop-003"))
+    out.append(auth(START + timedelta(hours=12), rng, "10.30.0.21", "success", "svc-deploy", "legacy-build-01"))
+    # Workstation-to-workstation SMB, found through the second interface IP.
+    t4 = START + timedelta(hours=14)
+    out += [network(t4 + timedelta(minutes=i * 3), rng, "10.20.9.15", "10.20.2.19", 445) for i in range(4)]
+    return out
+
+
+def events(count, seed):
+    rng = random.Random(seed)
+    special = scenarios()
+    n = max(count - len(special), 0)
+    span = 24 * 3600
+    out = []
+    for i in range(n):
+        t = START + timedelta(seconds=span * i / max(n, 1))
+        kind = rng.random()
+        if kind < 0.4:
+            e = auth(t, rng)
+            if e["event"]["outcome"] == "failure" and (e["source"]["ip"] in INTERNAL or e["source"]["ip"] == "203.0.113.10"):
+                e["event"]["outcome"] = "success"
+            out.append(e)
+        elif kind < 0.7:
+            out.append(cloudtrail(t, rng))
+        else:
+            e = network(t, rng)
+            if e["destination"]["port"] == 445:
+                e["destination"]["port"] = 443
+            out.append(e)
+    out += special
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def write_lines(path, rows):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as f:
+        for row in rows:
+            f.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+
+def cmd_events(a):
+    rows = events(a.count, a.seed)
+    write_lines(a.out, rows)
+    print(f"wrote {len(rows)} events to {a.out}")
+
+
+def cmd_project(a):
+    out = Path(a.out)
+    if out.exists():
+        shutil.rmtree(out)
+    for part in ["schemas", "detections", "enrichment"]:
+        shutil.copytree(ROOT / part, out / part, ignore=shutil.ignore_patterns("__pycache__", "data.*"))
+    (out / "ravenwatch.yml").write_text("name: bench\nstorage: .ravenwatch\n")
+    rng = random.Random(42)
+    known = [json.loads(l) for l in (ROOT / "enrichment/known_ip_info/data.jsonl").read_text().splitlines() if l]
+    while len(known) < a.known_ips:
+        known.append({"ip": public_ip(rng), "description": "partner egress", "category": "partner", "owner": "vendor"})
+    write_lines(out / "enrichment/known_ip_info/data.jsonl", known)
+    lines = (ROOT / "enrichment/aws_account_info/data.csv").read_text().splitlines()
+    for i in range(len(lines) - 1, a.accounts):
+        lines.append(f"{100000000000 + i},acct-{i},{'true' if i % 3 == 0 else 'false'},team-{i % 40},env")
+    (out / "enrichment/aws_account_info/data.csv").write_text("\n".join(lines) + "\n")
+    lines = (ROOT / "enrichment/axonius_assets/data.csv").read_text().splitlines()
+    for i in range(len(lines) - 1, a.assets):
+        n = rng.randint(1, 3)
+        ips = ";".join(f"10.{100 + i % 100}.{(i // 100) % 256}.{(i // 25600) * 3 + k + 1}" for k in range(n))
+        macs = ";".join(f"02:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}:{k:02x}" for k in range(n))
+        seen = (START - timedelta(days=rng.randint(0, 60))).strftime("%Y-%m-%dT%H:%M:%SZ")
+        kind = "workstation" if i % 4 else "server"
+        lines.append(f"asset-{i:06d},{seen},{ips},{macs},Windows 11,{kind},user{i}")
+    (out / "enrichment/axonius_assets/data.csv").write_text("\n".join(lines) + "\n")
+    print(f"wrote project to {out}: {len(known)} known IPs, {a.accounts} accounts, {a.assets} assets")
+
+
+def cmd_table(a):
+    out = Path(a.out)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "enrichment/big").mkdir(parents=True)
+    (out / "enrichment/big/enrichment.yml").write_text(
+        "name: big\nschema:\n  primary_key: ip\n  fields:\n"
+        "    - { name: ip, type: string }\n    - { name: description, type: string }\n"
+        "    - { name: score, type: int }\n    - { name: seen, type: timestamp }\n")
+    rng = random.Random(3)
+    with open(out / "enrichment/big/data.jsonl", "w") as f:
+        for i in range(a.rows):
+            f.write(json.dumps({"ip": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "description": "host",
+                                "score": rng.randint(0, 100), "seen": "2024-05-01T00:00:00Z"}) + "\n")
+    print(f"wrote a {a.rows}-row table to {out}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("events")
+    e.add_argument("--count", type=int, default=3000)
+    e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--out", required=True)
+    pr = sub.add_parser("project")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--known-ips", type=int, default=100_000)
+    pr.add_argument("--accounts", type=int, default=1_000)
+    pr.add_argument("--assets", type=int, default=50_000)
+    t = sub.add_parser("table")
+    t.add_argument("--rows", type=int, default=1_000_000)
+    t.add_argument("--out", required=True)
+    a = p.parse_args()
+    {"events": cmd_events, "project": cmd_project, "table": cmd_table}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
