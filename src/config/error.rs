@@ -45,7 +45,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        write!(f, "{}", super::display_path(&self.file))?;
         match (self.line, self.column) {
             (Some(line), Some(column)) => write!(f, ":{line}:{column}")?,
             (Some(line), None) => write!(f, ":{line}")?,

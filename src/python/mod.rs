@@ -107,12 +107,12 @@ pub struct PythonRuntime {
 const HELPERS: &str = r#"
 import traceback as _tb
 
-def format_exception(e):
-    return "".join(_tb.format_exception(type(e), e, e.__traceback__)).rstrip()
+def format_exception(e, tb):
+    return "".join(_tb.format_exception(type(e), e, tb)).rstrip()
 
-def error_line(e, filename):
+def error_line(e, tb, filename):
     line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) and getattr(e, "filename", None) == filename else None
-    for frame in _tb.extract_tb(e.__traceback__):
+    for frame in _tb.extract_tb(tb):
         if frame.filename == filename:
             line = frame.lineno
     return line
@@ -191,14 +191,6 @@ fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResul
     Ok(helpers.unbind())
 }
 
-fn format_error(py: Python<'_>, helpers: &Bound<'_, PyModule>, err: &PyErr) -> String {
-    helpers
-        .getattr("format_exception")
-        .and_then(|f| f.call1((err.value(py),)))
-        .and_then(|s| s.extract::<String>())
-        .unwrap_or_else(|_| err.to_string())
-}
-
 impl PythonRuntime {
     /// Starts (or reuses) the interpreter, publishes `tables`, and imports
     /// every detection in `rules`.
@@ -270,7 +262,7 @@ impl PythonRuntime {
     fn format(&self, py: Python<'_>, err: &PyErr) -> String {
         self.format_exception
             .bind(py)
-            .call1((err.value(py),))
+            .call1((err.value(py), err.traceback(py)))
             .and_then(|s| s.extract::<String>())
             .unwrap_or_else(|_| err.to_string())
     }
@@ -383,7 +375,7 @@ fn load_rule(py: Python<'_>, helpers: &Bound<'_, PyModule>, def: &DetectionDef) 
     let module = PyModule::from_code(py, &code, &filename, &module_name).map_err(|err| {
         let line = helpers
             .getattr("error_line")
-            .and_then(|f| f.call1((err.value(py), &file)))
+            .and_then(|f| f.call1((err.value(py), err.traceback(py), &file)))
             .and_then(|l| l.extract::<Option<usize>>())
             .ok()
             .flatten();

@@ -1,0 +1,6 @@
+def detect(r):
+    return r.deepget("event.outcome") == "failure"
+
+
+def title(r)
+    return "missing colon"

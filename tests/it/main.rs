@@ -1,0 +1,144 @@
+//! Integration tests: the real `ravenwatch` binary on fixture projects.
+//!
+//! Each test copies the example project at the repository root into a
+//! temporary folder, overlays a fixture from `tests/data/<case>/`, and runs
+//! the binary there with `-p .`, so messages show project-relative paths.
+
+mod bad_input;
+mod enrichment;
+mod python;
+mod run;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the example project with `tests/data/<overlay>` on top.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn example() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for part in ["schemas", "enrichment", "detections"] {
+            copy_dir(&repo().join(part), &dir.path().join(part));
+        }
+        std::fs::copy(repo().join("ravenwatch.yml"), dir.path().join("ravenwatch.yml")).unwrap();
+        Self { dir }
+    }
+
+    pub fn with(overlay: &str) -> Self {
+        let p = Self::example();
+        copy_dir(&repo().join("tests/data").join(overlay), p.dir.path());
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps only the named detections.
+    pub fn only_detections(&self, keep: &[&str]) -> &Self {
+        for entry in std::fs::read_dir(self.path().join("detections")).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('_') && !keep.contains(&name.as_str()) {
+                std::fs::remove_dir_all(entry.path()).unwrap();
+            }
+        }
+        self
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ravenwatch"));
+        cmd.current_dir(self.path()).args(["-p", "."]).args(args);
+        cmd.env_remove("VIRTUAL_ENV");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run ravenwatch");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `ravenwatch run` on fixture logs, writing to `out/<name>`.
+    pub fn detect(&self, logs: &[&str], name: &str) -> RunResult {
+        let mut args = vec!["run".to_string()];
+        for l in logs {
+            args.push("--input".into());
+            args.push(repo().join("tests/data/logs").join(l).display().to_string());
+        }
+        args.push("--output".into());
+        args.push(format!("out/{name}"));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = self.run(&refs);
+        RunResult {
+            dir: self.path().join("out").join(name),
+            output,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct RunResult {
+    pub dir: PathBuf,
+    pub output: Output,
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+impl RunResult {
+    pub fn alerts(&self) -> Vec<Value> {
+        read_jsonl(&self.dir.join("alerts.jsonl"))
+    }
+    pub fn alerts_of(&self, rule: &str) -> Vec<Value> {
+        self.alerts().into_iter().filter(|a| a["rule"] == rule).collect()
+    }
+    pub fn errors(&self) -> Vec<Value> {
+        read_jsonl(&self.dir.join("errors.jsonl"))
+    }
+    pub fn summary(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("summary.json")).unwrap()).unwrap()
+    }
+}
