@@ -6,12 +6,12 @@
 //! `table.get(key)`; matches become deduplicated alerts. See ARCHITECTURE.md
 //! for how the modules below fit together.
 
+pub mod alerts;
+pub mod cli;
 pub mod config;
-pub mod schema;
-pub mod storage;
+pub mod engine;
 pub mod enrichment;
 pub mod logs;
 pub mod python;
-pub mod alerts;
-pub mod engine;
-pub mod cli;
+pub mod schema;
+pub mod storage;

@@ -113,7 +113,10 @@ fn alert_id(rule: &str, dedupe: &str, window_start_us: i64) -> String {
     h.update(dedupe.as_bytes());
     h.update([0]);
     h.update(window_start_us.to_le_bytes());
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Groups matches into alerts, starting from persisted open windows.
@@ -127,7 +130,11 @@ pub struct AlertGrouper {
 }
 
 impl AlertGrouper {
-    pub fn new(rules: HashMap<String, RuleSettings>, state: AlertState, created_at: String) -> Self {
+    pub fn new(
+        rules: HashMap<String, RuleSettings>,
+        state: AlertState,
+        created_at: String,
+    ) -> Self {
         let open = state
             .alerts
             .into_iter()
@@ -230,7 +237,9 @@ impl AlertGrouper {
             .filter(|a| self.touched.contains(&a.id))
             .cloned()
             .collect();
-        touched.sort_by(|a, b| (a.window_start_us, &a.rule, &a.dedupe).cmp(&(b.window_start_us, &b.rule, &b.dedupe)));
+        touched.sort_by(|a, b| {
+            (a.window_start_us, &a.rule, &a.dedupe).cmp(&(b.window_start_us, &b.rule, &b.dedupe))
+        });
         let horizon = self.watermark_us.saturating_sub(state::GRACE_US);
         let mut open: Vec<Alert> = self
             .open
@@ -307,7 +316,10 @@ mod tests {
         assert!(alerts[0].activated);
         assert_eq!(alerts[0].match_count, 5);
         assert_eq!(more[0].alert_id, alerts[0].id);
-        assert_eq!(alerts[1].match_count, 1, "minute 20 is past the 15-minute window");
+        assert_eq!(
+            alerts[1].match_count, 1,
+            "minute 20 is past the 15-minute window"
+        );
         assert_ne!(alerts[0].id, alerts[1].id);
     }
 

@@ -28,7 +28,13 @@ pub struct ErrorRecord {
 }
 
 impl ErrorRecord {
-    pub fn python(kind: &str, rule: &str, function: Option<&str>, source: String, traceback: String) -> Self {
+    pub fn python(
+        kind: &str,
+        rule: &str,
+        function: Option<&str>,
+        source: String,
+        traceback: String,
+    ) -> Self {
         let error = traceback.lines().last().unwrap_or_default().to_string();
         Self {
             kind: kind.into(),
@@ -119,12 +125,14 @@ fn alerts_parquet(alerts: &[Alert]) -> Result<Vec<u8>, String> {
             "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
             "events": Value::Array(a.events.iter().cloned().map(Value::Object).collect()).to_string(),
         });
-        coerce_value(&mut row, &ty, Leniency::Json).map_err(|e| format!("{}: {}", e.path, e.message))?;
+        coerce_value(&mut row, &ty, Leniency::Json)
+            .map_err(|e| format!("{}: {}", e.path, e.message))?;
         rows.push(row);
     }
     let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
     let mut buffer = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), None).map_err(|e| e.to_string())?;
+    let mut writer =
+        ArrowWriter::try_new(&mut buffer, batch.schema(), None).map_err(|e| e.to_string())?;
     writer.write(&batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(buffer)
@@ -145,7 +153,11 @@ fn alert_json(a: &Alert) -> Value {
 ///
 /// # Errors
 /// The first storage failure.
-pub fn write_outputs(storage: &dyn Storage, prefix: &str, out: &RunOutputs<'_>) -> Result<(), StorageError> {
+pub fn write_outputs(
+    storage: &dyn Storage,
+    prefix: &str,
+    out: &RunOutputs<'_>,
+) -> Result<(), StorageError> {
     let alerts: Vec<Value> = out.alerts.iter().map(alert_json).collect();
     storage.write(&key(&[prefix, "alerts.jsonl"]), &jsonl(&alerts))?;
     let parquet = alerts_parquet(out.alerts).map_err(|message| StorageError::Io {

@@ -27,8 +27,12 @@ fn load_project(global: &GlobalArgs) -> Result<Project> {
 }
 
 fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
-    let location = global.storage.as_deref().unwrap_or(&project.settings.storage);
-    storage::open(location, &project.root).with_context(|| format!("cannot open storage `{location}`"))
+    let location = global
+        .storage
+        .as_deref()
+        .unwrap_or(&project.settings.storage);
+    storage::open(location, &project.root)
+        .with_context(|| format!("cannot open storage `{location}`"))
 }
 
 fn validate(global: &GlobalArgs) -> Result<Outcome> {
@@ -38,7 +42,11 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
             for e in &errors.0 {
                 println!("{e}");
             }
-            println!("{} error{} found", errors.0.len(), if errors.0.len() == 1 { "" } else { "s" });
+            println!(
+                "{} error{} found",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
             return Ok(Outcome::Failed);
         }
     };
@@ -76,7 +84,11 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
         for p in &problems {
             println!("{p}");
         }
-        println!("{} error{} found", problems.len(), if problems.len() == 1 { "" } else { "s" });
+        println!(
+            "{} error{} found",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        );
         Ok(Outcome::Failed)
     }
 }
@@ -88,44 +100,79 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
         EnrichmentCommand::Sync { tables, force } => {
             for name in &tables {
                 if project.enrichment_table(name).is_none() {
-                    bail!("no enrichment table `{name}` (tables: {})", table_names(&project));
+                    bail!(
+                        "no enrichment table `{name}` (tables: {})",
+                        table_names(&project)
+                    );
                 }
             }
             let (report, _) = sync_tables(&project, storage.as_ref(), &tables, force);
             let mut failed = false;
             for (name, outcome) in &report.outcomes {
                 match outcome {
-                    SyncOutcome::Loaded { rows, snapshot_id } => println!("{name}: loaded {rows} rows (snapshot {snapshot_id})"),
+                    SyncOutcome::Loaded { rows, snapshot_id } => {
+                        println!("{name}: loaded {rows} rows (snapshot {snapshot_id})")
+                    }
                     SyncOutcome::Unchanged { rows } => println!("{name}: unchanged ({rows} rows)"),
-                    SyncOutcome::Skipped => println!("{name}: dynamic table, changes only through uploads"),
+                    SyncOutcome::Skipped => {
+                        println!("{name}: dynamic table, changes only through uploads")
+                    }
                     SyncOutcome::Failed(e) => {
                         failed = true;
                         eprintln!("{name}: FAILED, previous snapshot kept\n{e}");
                     }
                 }
             }
-            Ok(if failed { Outcome::Failed } else { Outcome::Done })
+            Ok(if failed {
+                Outcome::Failed
+            } else {
+                Outcome::Done
+            })
         }
         EnrichmentCommand::List => {
             let (report, tables) = sync_tables(&project, storage.as_ref(), &[], false);
             report_failures(&report);
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<24} {:<8} {:>9}  {:<28} SNAPSHOT", "TABLE", "TYPE", "ROWS", "KEYS")?;
+            writeln!(
+                out,
+                "{:<24} {:<8} {:>9}  {:<28} SNAPSHOT",
+                "TABLE", "TYPE", "ROWS", "KEYS"
+            )?;
             for def in &project.enrichment {
-                let kind = if def.kind == EnrichmentKind::Static { "static" } else { "dynamic" };
-                let keys = def.lookup_keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(",");
+                let kind = if def.kind == EnrichmentKind::Static {
+                    "static"
+                } else {
+                    "dynamic"
+                };
+                let keys = def
+                    .lookup_keys
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 let (rows, snapshot) = match tables.get(&def.name) {
                     Some(t) => (
                         t.len().to_string(),
-                        t.manifest.as_ref().map(|m| m.snapshot_id.clone()).unwrap_or_default(),
+                        t.manifest
+                            .as_ref()
+                            .map(|m| m.snapshot_id.clone())
+                            .unwrap_or_default(),
                     ),
                     None => ("-".into(), "(none)".into()),
                 };
-                writeln!(out, "{:<24} {:<8} {:>9}  {:<28} {}", def.name, kind, rows, keys, snapshot)?;
+                writeln!(
+                    out,
+                    "{:<24} {:<8} {:>9}  {:<28} {}",
+                    def.name, kind, rows, keys, snapshot
+                )?;
             }
             Ok(Outcome::Done)
         }
-        EnrichmentCommand::Show { table, limit, format } => {
+        EnrichmentCommand::Show {
+            table,
+            limit,
+            format,
+        } => {
             let t = current_table(&project, storage.as_ref(), &table)?;
             let n = limit.min(t.len());
             match format {
@@ -160,7 +207,10 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
                 return Ok(Outcome::Failed);
             }
             for row in rows {
-                println!("{}", serde_json::to_string_pretty(&serde_json::Value::Object(t.row_json(row)))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::Value::Object(t.row_json(row)))?
+                );
             }
             Ok(Outcome::Done)
         }
@@ -168,7 +218,12 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
 }
 
 fn table_names(project: &Project) -> String {
-    project.enrichment.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+    project
+        .enrichment
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn report_failures(report: &crate::enrichment::SyncReport) {
@@ -177,9 +232,16 @@ fn report_failures(report: &crate::enrichment::SyncReport) {
     }
 }
 
-fn current_table(project: &Project, storage: &dyn Storage, name: &str) -> Result<Arc<EnrichmentTable>> {
+fn current_table(
+    project: &Project,
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Arc<EnrichmentTable>> {
     if project.enrichment_table(name).is_none() {
-        bail!("no enrichment table `{name}` (tables: {})", table_names(project));
+        bail!(
+            "no enrichment table `{name}` (tables: {})",
+            table_names(project)
+        );
     }
     let (report, tables) = sync_tables(project, storage, &[name.to_string()], false);
     report_failures(&report);

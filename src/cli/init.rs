@@ -7,11 +7,26 @@ use std::path::Path;
 const FILES: &[(&str, &str)] = &[
     ("ravenwatch.yml", include_str!("templates/ravenwatch.yml")),
     ("schemas/events.yml", include_str!("templates/events.yml")),
-    ("enrichment/known_ip_info/enrichment.yml", include_str!("templates/known_ip_enrichment.yml")),
-    ("enrichment/known_ip_info/data.jsonl", include_str!("templates/known_ip_data.jsonl")),
-    ("detections/failed_login/detection.yml", include_str!("templates/detection.yml")),
-    ("detections/failed_login/detect.py", include_str!("templates/detect.py")),
-    ("samples/events.jsonl", include_str!("templates/events.jsonl")),
+    (
+        "enrichment/known_ip_info/enrichment.yml",
+        include_str!("templates/known_ip_enrichment.yml"),
+    ),
+    (
+        "enrichment/known_ip_info/data.jsonl",
+        include_str!("templates/known_ip_data.jsonl"),
+    ),
+    (
+        "detections/failed_login/detection.yml",
+        include_str!("templates/detection.yml"),
+    ),
+    (
+        "detections/failed_login/detect.py",
+        include_str!("templates/detect.py"),
+    ),
+    (
+        "samples/events.jsonl",
+        include_str!("templates/events.jsonl"),
+    ),
 ];
 
 pub fn init(dir: &Path) -> Result<Outcome> {
@@ -30,11 +45,17 @@ pub fn init(dir: &Path) -> Result<Outcome> {
     for (path, content) in FILES {
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&target, content).with_context(|| format!("cannot write {}", target.display()))?;
+        std::fs::write(&target, content)
+            .with_context(|| format!("cannot write {}", target.display()))?;
     }
     println!("created a Ravenwatch project in {}", dir.display());
-    println!("next: ravenwatch run -p {} --input {}", dir.display(), dir.join("samples").display());
+    println!(
+        "next: ravenwatch run -p {} --input {}",
+        dir.display(),
+        dir.join("samples").display()
+    );
     Ok(Outcome::Done)
 }

@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "ravenwatch", version, about = "Detection engine for security logs: enrichment tables, Python detections, alerts")]
+#[command(
+    name = "ravenwatch",
+    version,
+    about = "Detection engine for security logs: enrichment tables, Python detections, alerts"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -54,6 +54,7 @@ pub struct ProjectSettings {
 #[derive(Debug, Clone)]
 pub struct LogTable {
     pub name: String,
+    pub description: Option<String>,
     pub file: PathBuf,
     /// Top-level or dotted path of the event-time field.
     pub timestamp: String,
@@ -91,6 +92,7 @@ pub struct LookupKey {
 #[derive(Debug, Clone)]
 pub struct EnrichmentDef {
     pub name: String,
+    pub description: Option<String>,
     pub dir: PathBuf,
     pub file: PathBuf,
     pub kind: EnrichmentKind,
@@ -184,7 +186,10 @@ impl Project {
     }
 }
 
-fn read_yaml<T: DeserializeOwned>(file: &Path, errors: &mut Vec<ConfigError>) -> Option<(T, String)> {
+fn read_yaml<T: DeserializeOwned>(
+    file: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(T, String)> {
     let source = match std::fs::read_to_string(file) {
         Ok(s) => s,
         Err(e) => {
@@ -242,7 +247,12 @@ fn load_settings(root: &Path, errors: &mut Vec<ConfigError>) -> ProjectSettings 
     }
 }
 
-fn check_unique_names(fields: &[crate::schema::Field], file: &Path, source: &str, errors: &mut Vec<ConfigError>) {
+fn check_unique_names(
+    fields: &[crate::schema::Field],
+    file: &Path,
+    source: &str,
+    errors: &mut Vec<ConfigError>,
+) {
     let mut seen = HashSet::new();
     for f in fields {
         if !seen.insert(f.name.as_str()) {
@@ -306,6 +316,7 @@ fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> 
         }
         tables.push(LogTable {
             name: raw.name,
+            description: raw.description,
             file,
             timestamp,
             schema,
@@ -352,7 +363,10 @@ fn load_enrichment(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<Enrichment
     for dir in component_dirs(&root.join("enrichment")) {
         let file = dir.join("enrichment.yml");
         if !file.exists() {
-            errors.push(ConfigError::new(&file, "missing enrichment.yml for this table folder"));
+            errors.push(ConfigError::new(
+                &file,
+                "missing enrichment.yml for this table folder",
+            ));
             continue;
         }
         let Some((raw, source)) = read_yaml::<RawEnrichment>(&file, errors) else {
@@ -361,8 +375,11 @@ fn load_enrichment(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<Enrichment
         if let Some(def) = validate_enrichment(raw, &dir, &file, source, errors) {
             if tables.iter().any(|t| t.name == def.name) {
                 errors.push(
-                    ConfigError::new(&file, format!("enrichment table `{}` is defined twice", def.name))
-                        .at(locate_key(&def.definition, "name")),
+                    ConfigError::new(
+                        &file,
+                        format!("enrichment table `{}` is defined twice", def.name),
+                    )
+                    .at(locate_key(&def.definition, "name")),
                 );
             } else {
                 tables.push(def);
@@ -384,7 +401,10 @@ fn validate_enrichment(
         errors.push(
             ConfigError::new(
                 file,
-                format!("table name `{}` must be a Python identifier (letters, digits, _)", raw.name),
+                format!(
+                    "table name `{}` must be a Python identifier (letters, digits, _)",
+                    raw.name
+                ),
             )
             .at(locate_key(&source, "name")),
         );
@@ -443,8 +463,11 @@ fn validate_enrichment(
         Some(d) if d.chars().count() == 1 => d.chars().next().unwrap_or(';'),
         Some(d) => {
             errors.push(
-                ConfigError::new(file, format!("list_delimiter must be one character, got {d:?}"))
-                    .at(locate_key(&source, "list_delimiter")),
+                ConfigError::new(
+                    file,
+                    format!("list_delimiter must be one character, got {d:?}"),
+                )
+                .at(locate_key(&source, "list_delimiter")),
             );
             ';'
         }
@@ -477,6 +500,7 @@ fn validate_enrichment(
         return None;
     }
     Some(EnrichmentDef {
+        description: raw.description,
         name: raw.name,
         dir: dir.to_path_buf(),
         file: file.to_path_buf(),
@@ -510,12 +534,19 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn load_detections(root: &Path, log_tables: &[LogTable], errors: &mut Vec<ConfigError>) -> Vec<DetectionDef> {
+fn load_detections(
+    root: &Path,
+    log_tables: &[LogTable],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<DetectionDef> {
     let mut detections: Vec<DetectionDef> = Vec::new();
     for dir in component_dirs(&root.join("detections")) {
         let file = dir.join("detection.yml");
         if !file.exists() {
-            errors.push(ConfigError::new(&file, "missing detection.yml for this detection folder"));
+            errors.push(ConfigError::new(
+                &file,
+                "missing detection.yml for this detection folder",
+            ));
             continue;
         }
         let Some((raw, source)) = read_yaml::<RawDetection>(&file, errors) else {
@@ -524,7 +555,10 @@ fn load_detections(root: &Path, log_tables: &[LogTable], errors: &mut Vec<Config
         let before = errors.len();
         let script = dir.join("detect.py");
         if !script.exists() {
-            errors.push(ConfigError::new(&script, "missing detect.py (it must define detect(r))"));
+            errors.push(ConfigError::new(
+                &script,
+                "missing detect.py (it must define detect(r))",
+            ));
         }
         let tables = raw.tables.or(raw.log_sources).unwrap_or_default();
         if tables.is_empty() {
@@ -552,7 +586,8 @@ fn load_detections(root: &Path, log_tables: &[LogTable], errors: &mut Vec<Config
         let threshold = alert.threshold.unwrap_or(1);
         if threshold == 0 {
             errors.push(
-                ConfigError::new(&file, "alert.threshold must be at least 1").at(locate_key(&source, "threshold")),
+                ConfigError::new(&file, "alert.threshold must be at least 1")
+                    .at(locate_key(&source, "threshold")),
             );
         }
         let window = alert
@@ -560,8 +595,11 @@ fn load_detections(root: &Path, log_tables: &[LogTable], errors: &mut Vec<Config
             .unwrap_or(DEFAULT_DEDUPE_WINDOW_MINUTES);
         if window == 0 {
             errors.push(
-                ConfigError::new(&file, "alert.deduplication_window_minutes must be at least 1")
-                    .at(locate_key(&source, "deduplication_window_minutes")),
+                ConfigError::new(
+                    &file,
+                    "alert.deduplication_window_minutes must be at least 1",
+                )
+                .at(locate_key(&source, "deduplication_window_minutes")),
             );
         }
         if detections.iter().any(|d| d.name == raw.name) {

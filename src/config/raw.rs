@@ -12,6 +12,10 @@ pub struct RawProject {
     pub enrichment_uploads: Option<String>,
     pub aws: Option<RawAws>,
     /// Delivery destinations (a later issue); kept opaque until then.
+    #[expect(
+        dead_code,
+        reason = "read for forward compatibility; delivery is a later issue"
+    )]
     pub destinations: Option<serde_yaml::Mapping>,
 }
 
@@ -38,6 +42,7 @@ pub struct RawLogTable {
 pub struct RawLogSchema {
     pub fields: Vec<Field>,
     /// Matano: whether the table follows ECS names; informational.
+    #[expect(dead_code, reason = "Matano field, accepted and ignored")]
     pub ecs_field_names: Option<Vec<String>>,
 }
 
@@ -75,7 +80,9 @@ pub struct RawEnrichmentSchema {
     pub fields: Vec<Field>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -113,5 +120,6 @@ pub struct RawDetection {
     pub reports: Option<serde_yaml::Value>,
     pub tags: Option<Vec<String>>,
     /// Test cases (run by `ravenwatch test`, a later issue); parsed as YAML here.
+    #[expect(dead_code, reason = "the test runner is a later issue")]
     pub tests: Option<serde_yaml::Value>,
 }

@@ -6,7 +6,10 @@
 //! until every input is processed: outputs first, alert state last, so a
 //! failed run leaves the previous state intact.
 
-use crate::alerts::{write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings, RunOutputs, StateError, Summary};
+use crate::alerts::{
+    write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings, RunOutputs,
+    StateError, Summary,
+};
 use crate::config::{DetectionDef, LogTable, Project};
 use crate::enrichment::{sync_tables, EnrichmentError, Tables};
 use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
@@ -75,14 +78,26 @@ fn enrichment_error(table: &str, e: &EnrichmentError) -> ErrorRecord {
 }
 
 fn select_table<'a>(project: &'a Project, name: Option<&str>) -> Result<&'a LogTable, EngineError> {
-    let names = || project.log_tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+    let names = || {
+        project
+            .log_tables
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match name {
-        Some(n) => project
-            .log_table(n)
-            .ok_or_else(|| EngineError::Usage(format!("no log table `{n}` in schemas/ (tables: {})", names()))),
+        Some(n) => project.log_table(n).ok_or_else(|| {
+            EngineError::Usage(format!(
+                "no log table `{n}` in schemas/ (tables: {})",
+                names()
+            ))
+        }),
         None => match project.log_tables.as_slice() {
             [only] => Ok(only),
-            [] => Err(EngineError::Usage("the project has no log table: add schemas/<table>.yml".into())),
+            [] => Err(EngineError::Usage(
+                "the project has no log table: add schemas/<table>.yml".into(),
+            )),
             _ => Err(EngineError::Usage(format!(
                 "the project has several log tables ({}); choose one with --table",
                 names()
@@ -96,7 +111,11 @@ fn select_table<'a>(project: &'a Project, name: Option<&str>) -> Result<&'a LogT
 /// # Errors
 /// Anything that prevents a complete run (missing input, a detection that
 /// does not load, storage failures); nothing is written in that case.
-pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) -> Result<RunReport, EngineError> {
+pub fn run(
+    project: &Project,
+    storage: Arc<dyn Storage>,
+    options: RunOptions,
+) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let table = select_table(project, options.table.as_deref())?;
     let files = expand_inputs(&options.inputs)?;
@@ -150,7 +169,7 @@ pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) ->
                 traceback: None,
             }),
             ReadItem::Batch(batch) => {
-                let batch = Arc::new(batch);
+                let batch: Arc<EventBatch> = Arc::from(batch);
                 summary.events += batch.len() as u64;
                 for (index, rule) in rules.iter().enumerate() {
                     let stats = summary.rules.entry(rule.name.clone()).or_default();
@@ -159,7 +178,13 @@ pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) ->
                         match outcome {
                             RuleOutcome::Error { row, message } => {
                                 stats.errors += 1;
-                                errors.push(ErrorRecord::python("rule", &rule.name, Some("detect"), batch.source(row), message));
+                                errors.push(ErrorRecord::python(
+                                    "rule",
+                                    &rule.name,
+                                    Some("detect"),
+                                    batch.source(row),
+                                    message,
+                                ));
                             }
                             RuleOutcome::Match(output) => {
                                 stats.matches += 1;
@@ -173,7 +198,7 @@ pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) ->
                                         fe.message.clone(),
                                     ));
                                 }
-                                matches.push(to_match(rule, &batch, output, sequence));
+                                matches.push(to_match(rule, &batch, *output, sequence));
                                 sequence += 1;
                             }
                         }
@@ -186,14 +211,23 @@ pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) ->
         }
     }
     if producer.join().is_err() {
-        return Err(EngineError::Usage("the log reader thread panicked (likely a bug)".into()));
+        return Err(EngineError::Usage(
+            "the log reader thread panicked (likely a bug)".into(),
+        ));
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
 
-    let settings: HashMap<String, RuleSettings> = rules.iter().map(|r| (r.name.clone(), RuleSettings::from(*r))).collect();
-    let mut grouper = AlertGrouper::new(settings, state, now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let settings: HashMap<String, RuleSettings> = rules
+        .iter()
+        .map(|r| (r.name.clone(), RuleSettings::from(*r)))
+        .collect();
+    let mut grouper = AlertGrouper::new(
+        settings,
+        state,
+        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
     grouper.add_all(&mut matches);
     let (alerts, new_state) = grouper.finish();
 
@@ -237,8 +271,15 @@ pub fn run(project: &Project, storage: Arc<dyn Storage>, options: RunOptions) ->
     })
 }
 
-fn to_match(rule: &DetectionDef, batch: &EventBatch, output: crate::python::MatchOutput, sequence: u64) -> RuleMatch {
-    let title = output.title.unwrap_or_else(|| rule.default_title().to_string());
+fn to_match(
+    rule: &DetectionDef,
+    batch: &EventBatch,
+    output: crate::python::MatchOutput,
+    sequence: u64,
+) -> RuleMatch {
+    let title = output
+        .title
+        .unwrap_or_else(|| rule.default_title().to_string());
     let time_us = batch.times[output.row];
     RuleMatch {
         alert_id: String::new(),
@@ -253,8 +294,12 @@ fn to_match(rule: &DetectionDef, batch: &EventBatch, output: crate::python::Matc
         event: batch.event_json(output.row),
         description: output.description.or_else(|| rule.description.clone()),
         runbook: output.runbook.or_else(|| rule.runbook.clone()),
-        reference: output.reference.or_else(|| rule.references.first().cloned()),
-        destinations: output.destinations.unwrap_or_else(|| rule.destinations.clone()),
+        reference: output
+            .reference
+            .or_else(|| rule.references.first().cloned()),
+        destinations: output
+            .destinations
+            .unwrap_or_else(|| rule.destinations.clone()),
         sequence,
     }
 }

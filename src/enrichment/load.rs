@@ -88,7 +88,13 @@ impl Collector<'_> {
     }
 
     /// Normalises one row and checks that the primary key is present.
-    fn push(&mut self, file: &str, location: Location, mut row: Map<String, Value>, leniency: Leniency) {
+    fn push(
+        &mut self,
+        file: &str,
+        location: Location,
+        mut row: Map<String, Value>,
+        leniency: Leniency,
+    ) {
         if let Err(e) = coerce_object(&mut row, &self.def.schema.fields, leniency) {
             let column = e.path.clone();
             self.error(file, location, Some(column), e.message);
@@ -96,7 +102,12 @@ impl Collector<'_> {
         }
         if let Some(pk) = &self.def.primary_key {
             if row.get(pk).is_none_or(Value::is_null) {
-                self.error(file, location, Some(pk.clone()), "primary key is missing or empty".into());
+                self.error(
+                    file,
+                    location,
+                    Some(pk.clone()),
+                    "primary key is missing or empty".into(),
+                );
                 return;
             }
         }
@@ -117,7 +128,10 @@ pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>
             flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
         ))
     } else if name.ends_with(".zst") {
-        Box::new(std::io::BufReader::with_capacity(1 << 16, zstd::Decoder::new(file)?))
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            zstd::Decoder::new(file)?,
+        ))
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 16, file))
     })
@@ -125,12 +139,18 @@ pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>
 
 /// The format extension of a data file, ignoring compression suffixes.
 pub fn format_of(path: &Path) -> String {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let base = name
         .strip_suffix(".gz")
         .or_else(|| name.strip_suffix(".zst"))
         .unwrap_or(&name);
-    base.rsplit_once('.').map(|(_, e)| e.to_string()).unwrap_or_default()
+    base.rsplit_once('.')
+        .map(|(_, e)| e.to_string())
+        .unwrap_or_default()
 }
 
 /// Loads the given data files of a table into one batch.
@@ -138,7 +158,10 @@ pub fn format_of(path: &Path) -> String {
 /// # Errors
 /// All bad rows (up to a limit) with file, line/row and column; nothing is
 /// returned if any row is bad, so a partial table never replaces a good one.
-pub fn load_files(def: &EnrichmentDef, files: &[std::path::PathBuf]) -> Result<arrow::array::RecordBatch, RowErrors> {
+pub fn load_files(
+    def: &EnrichmentDef,
+    files: &[std::path::PathBuf],
+) -> Result<arrow::array::RecordBatch, RowErrors> {
     let mut c = Collector {
         def,
         rows: Vec::new(),
@@ -184,12 +207,18 @@ fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Stri
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read: {e}"))?;
     if text.trim_start().starts_with('[') {
-        let rows: Vec<Value> = serde_json::from_str(&text).map_err(|e| format!("invalid JSON array: {e}"))?;
+        let rows: Vec<Value> =
+            serde_json::from_str(&text).map_err(|e| format!("invalid JSON array: {e}"))?;
         for (i, row) in rows.into_iter().enumerate() {
             let location = Location::Row(i as u64 + 1);
             match row {
                 Value::Object(map) => c.push(shown, location, map, Leniency::Json),
-                other => c.error(shown, location, None, format!("expected a JSON object, got {}", kind(&other))),
+                other => c.error(
+                    shown,
+                    location,
+                    None,
+                    format!("expected a JSON object, got {}", kind(&other)),
+                ),
             }
         }
         return Ok(());
@@ -201,7 +230,12 @@ fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Stri
         }
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(map)) => c.push(shown, location, map, Leniency::Json),
-            Ok(other) => c.error(shown, location, None, format!("expected a JSON object, got {}", kind(&other))),
+            Ok(other) => c.error(
+                shown,
+                location,
+                None,
+                format!("expected a JSON object, got {}", kind(&other)),
+            ),
             Err(e) => c.error(shown, location, None, format!("invalid JSON: {e}")),
         }
     }
@@ -221,17 +255,25 @@ fn kind(v: &Value) -> &'static str {
 
 fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
     let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
     let headers: Vec<String> = csv
         .headers()
         .map_err(|e| format!("cannot read the header: {e}"))?
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let declared: Vec<bool> = headers.iter().map(|h| c.def.schema.field(h).is_some()).collect();
+    let declared: Vec<bool> = headers
+        .iter()
+        .map(|h| c.def.schema.field(h).is_some())
+        .collect();
     if let Some(pk) = &c.def.primary_key {
         if !headers.contains(pk) {
-            return Err(format!("the header has no primary key column `{pk}` (columns: {})", headers.join(", ")));
+            return Err(format!(
+                "the header has no primary key column `{pk}` (columns: {})",
+                headers.join(", ")
+            ));
         }
     }
     let leniency = Leniency::Text {
@@ -242,7 +284,12 @@ fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Strin
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                c.error(shown, Location::Line(line), None, format!("malformed CSV: {e}"));
+                c.error(
+                    shown,
+                    Location::Line(line),
+                    None,
+                    format!("malformed CSV: {e}"),
+                );
                 continue;
             }
         };
@@ -287,7 +334,12 @@ fn read_parquet(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), S
         let batch = batch.map_err(|e| format!("invalid Parquet data: {e}"))?;
         for row in 0..batch.num_rows() {
             row_number += 1;
-            c.push(shown, Location::Row(row_number), row_to_json(&batch, row), Leniency::Json);
+            c.push(
+                shown,
+                Location::Row(row_number),
+                row_to_json(&batch, row),
+                Leniency::Json,
+            );
         }
     }
     Ok(())

@@ -20,8 +20,8 @@ pub mod load_helpers {
     pub use super::load::{format_of, open_decompressed};
 }
 pub use snapshot::{
-    load_current, read_manifest, sync_static, sync_tables, Manifest, SourceFingerprint, SyncOutcome,
-    SyncReport,
+    load_current, read_manifest, sync_static, sync_tables, Manifest, SourceFingerprint,
+    SyncOutcome, SyncReport,
 };
 
 use crate::config::{EnrichmentDef, LookupKey};
@@ -87,13 +87,23 @@ impl EnrichmentTable {
     ///
     /// # Errors
     /// A key column missing from the batch.
-    pub fn build(def: &EnrichmentDef, batch: RecordBatch, manifest: Option<Manifest>) -> Result<Self> {
+    pub fn build(
+        def: &EnrichmentDef,
+        batch: RecordBatch,
+        manifest: Option<Manifest>,
+    ) -> Result<Self> {
         let mut indexes = Vec::with_capacity(def.lookup_keys.len());
         for key in &def.lookup_keys {
-            let column = batch.column_by_name(&key.column).ok_or_else(|| EnrichmentError::File {
-                path: def.file.display().to_string(),
-                message: format!("lookup key column `{}` is missing from the data", key.column),
-            })?;
+            let column =
+                batch
+                    .column_by_name(&key.column)
+                    .ok_or_else(|| EnrichmentError::File {
+                        path: def.file.display().to_string(),
+                        message: format!(
+                            "lookup key column `{}` is missing from the data",
+                            key.column
+                        ),
+                    })?;
             indexes.push(KeyIndex::build(column.as_ref()));
         }
         Ok(Self {
@@ -169,8 +179,14 @@ mod tests {
     #[test]
     fn list_key_finds_asset_by_second_ip() {
         let assets = fixture_table("axonius_assets");
-        let by_first = assets.lookup("10.20.1.15", Some("network_interfaces_ips")).unwrap().unwrap();
-        let by_second = assets.lookup("10.20.9.15", Some("network_interfaces_ips")).unwrap().unwrap();
+        let by_first = assets
+            .lookup("10.20.1.15", Some("network_interfaces_ips"))
+            .unwrap()
+            .unwrap();
+        let by_second = assets
+            .lookup("10.20.9.15", Some("network_interfaces_ips"))
+            .unwrap()
+            .unwrap();
         assert_eq!(by_first, by_second);
         assert_eq!(assets.row_json(by_second)["hostname"], "fin-laptop-042");
     }

@@ -82,7 +82,11 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut file = std::fs::File::open(path)?;
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn stat(path: &Path) -> std::io::Result<(u64, u128)> {
@@ -178,12 +182,15 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
     let current = read_manifest(storage, &def.name)?;
     if let Some(manifest) = &current {
         if !force && !is_stale(def, manifest).map_err(io_error)? {
-            return Ok(SyncOutcome::Unchanged { rows: manifest.rows });
+            return Ok(SyncOutcome::Unchanged {
+                rows: manifest.rows,
+            });
         }
     }
     // Fingerprint before reading, so a file changed mid-load is seen as stale next time.
     let sources = fingerprints(def).map_err(io_error)?;
-    let batch = load_files(def, &def.data_files).map_err(|e: RowErrors| EnrichmentError::Rows(e))?;
+    let batch =
+        load_files(def, &def.data_files).map_err(|e: RowErrors| EnrichmentError::Rows(e))?;
     let rows = batch.num_rows();
     let manifest = write_snapshot(def, &batch, sources, storage)?;
     Ok(SyncOutcome::Loaded {
@@ -192,7 +199,11 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
     })
 }
 
-fn snapshot_error(def: &EnrichmentDef, location: String, e: impl std::fmt::Display) -> EnrichmentError {
+fn snapshot_error(
+    def: &EnrichmentDef,
+    location: String,
+    e: impl std::fmt::Display,
+) -> EnrichmentError {
     EnrichmentError::Snapshot {
         table: def.name.clone(),
         location,
@@ -217,11 +228,24 @@ pub fn write_snapshot(
         .build();
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(props))
         .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
-    writer.write(batch).map_err(|e| snapshot_error(def, def.name.clone(), e))?;
-    writer.close().map_err(|e| snapshot_error(def, def.name.clone(), e))?;
+    writer
+        .write(batch)
+        .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
+    writer
+        .close()
+        .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
     let content_hash = sha256_hex(&buffer);
-    let snapshot_id = format!("{}-{}", now.format("%Y%m%dT%H%M%S%.6fZ"), &content_hash[..12]);
-    let data_key = key(&["enrichment", &def.name, "snapshots", &format!("{snapshot_id}.parquet")]);
+    let snapshot_id = format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
+        &content_hash[..12]
+    );
+    let data_key = key(&[
+        "enrichment",
+        &def.name,
+        "snapshots",
+        &format!("{snapshot_id}.parquet"),
+    ]);
     storage.write(&data_key, &buffer)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -233,8 +257,17 @@ pub fn write_snapshot(
         data_key,
         sources,
     };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| snapshot_error(def, def.name.clone(), e))?;
-    storage.write(&key(&["enrichment", &def.name, "manifests", &format!("{snapshot_id}.json")]), &json)?;
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
+    storage.write(
+        &key(&[
+            "enrichment",
+            &def.name,
+            "manifests",
+            &format!("{snapshot_id}.json"),
+        ]),
+        &json,
+    )?;
     storage.write(&current_key(&def.name), &json)?;
     Ok(manifest)
 }
@@ -244,9 +277,10 @@ pub fn write_snapshot(
 /// # Errors
 /// No snapshot yet, or an unreadable one.
 pub fn load_current(def: &EnrichmentDef, storage: &dyn Storage) -> Result<EnrichmentTable> {
-    let manifest = read_manifest(storage, &def.name)?.ok_or_else(|| EnrichmentError::NoSnapshot {
-        table: def.name.clone(),
-    })?;
+    let manifest =
+        read_manifest(storage, &def.name)?.ok_or_else(|| EnrichmentError::NoSnapshot {
+            table: def.name.clone(),
+        })?;
     let location = storage.url(&manifest.data_key);
     let bytes = storage
         .read(&manifest.data_key)?
@@ -266,7 +300,12 @@ pub fn load_current(def: &EnrichmentDef, storage: &dyn Storage) -> Result<Enrich
 /// Syncs the named static tables (all when `only` is empty) and loads every
 /// table's current snapshot. Tables whose sync failed keep their previous
 /// snapshot; a table with no snapshot at all is an error in the report.
-pub fn sync_tables(project: &Project, storage: &dyn Storage, only: &[String], force: bool) -> (SyncReport, Tables) {
+pub fn sync_tables(
+    project: &Project,
+    storage: &dyn Storage,
+    only: &[String],
+    force: bool,
+) -> (SyncReport, Tables) {
     let mut report = SyncReport::default();
     let mut tables = Tables::new();
     for def in &project.enrichment {
@@ -279,7 +318,9 @@ pub fn sync_tables(project: &Project, storage: &dyn Storage, only: &[String], fo
             _ => match load_current(def, storage) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    report.outcomes.push((def.name.clone(), SyncOutcome::Failed(e)));
+                    report
+                        .outcomes
+                        .push((def.name.clone(), SyncOutcome::Failed(e)));
                     continue;
                 }
             },

@@ -22,7 +22,7 @@ pub struct RecordError {
 /// What reading a file produces, in order.
 #[derive(Debug)]
 pub enum ReadItem {
-    Batch(EventBatch),
+    Batch(Box<EventBatch>),
     Error(RecordError),
 }
 
@@ -112,7 +112,12 @@ impl EventReader {
         }
     }
 
-    fn read_file_inner(&self, path: &Path, shown: &Arc<str>, sink: &mut dyn FnMut(ReadItem)) -> Result<(), String> {
+    fn read_file_inner(
+        &self,
+        path: &Path,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(ReadItem),
+    ) -> Result<(), String> {
         let format = format_of(path);
         let mut reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
         if format == "json" {
@@ -123,8 +128,8 @@ impl EventReader {
             let start = text.iter().position(|b| !b.is_ascii_whitespace());
             match start.map(|i| text[i]) {
                 Some(b'[') => {
-                    let items: Vec<Value> =
-                        serde_json::from_slice(&text).map_err(|e| format!("invalid JSON array: {e}"))?;
+                    let items: Vec<Value> = serde_json::from_slice(&text)
+                        .map_err(|e| format!("invalid JSON array: {e}"))?;
                     return self.read_elements(items, shown, sink);
                 }
                 Some(b'{') => {
@@ -141,12 +146,24 @@ impl EventReader {
         self.read_lines(reader, shown, sink)
     }
 
-    fn read_elements(&self, items: Vec<Value>, shown: &Arc<str>, sink: &mut dyn FnMut(ReadItem)) -> Result<(), String> {
+    fn read_elements(
+        &self,
+        items: Vec<Value>,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(ReadItem),
+    ) -> Result<(), String> {
         let mut pending = self.pending();
         for (i, item) in items.into_iter().enumerate() {
             let position = i as u64 + 1;
             let result = self.decode(item);
-            self.accept(result, position, &mut pending, shown, PositionKind::Row, sink);
+            self.accept(
+                result,
+                position,
+                &mut pending,
+                shown,
+                PositionKind::Row,
+                sink,
+            );
             if pending.rows.len() >= self.batch_size {
                 self.flush(&mut pending, shown, PositionKind::Row, sink);
             }
@@ -155,7 +172,12 @@ impl EventReader {
         Ok(())
     }
 
-    fn read_lines(&self, mut reader: impl BufRead, shown: &Arc<str>, sink: &mut dyn FnMut(ReadItem)) -> Result<(), String> {
+    fn read_lines(
+        &self,
+        mut reader: impl BufRead,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(ReadItem),
+    ) -> Result<(), String> {
         let mut pending = self.pending();
         let mut line = Vec::with_capacity(1024);
         let mut number = 0u64;
@@ -171,9 +193,17 @@ impl EventReader {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let parsed = serde_json::from_slice::<Value>(&line).map_err(|e| format!("invalid JSON: {e}"));
+            let parsed =
+                serde_json::from_slice::<Value>(&line).map_err(|e| format!("invalid JSON: {e}"));
             let result = parsed.and_then(|v| self.decode(v));
-            self.accept(result, number, &mut pending, shown, PositionKind::Line, sink);
+            self.accept(
+                result,
+                number,
+                &mut pending,
+                shown,
+                PositionKind::Line,
+                sink,
+            );
             if pending.rows.len() >= self.batch_size {
                 self.flush(&mut pending, shown, PositionKind::Line, sink);
             }
@@ -217,13 +247,19 @@ impl EventReader {
         }
     }
 
-    fn flush(&self, pending: &mut Pending, shown: &Arc<str>, kind: PositionKind, sink: &mut dyn FnMut(ReadItem)) {
+    fn flush(
+        &self,
+        pending: &mut Pending,
+        shown: &Arc<str>,
+        kind: PositionKind,
+        sink: &mut dyn FnMut(ReadItem),
+    ) {
         if pending.rows.is_empty() {
             return;
         }
         let taken = std::mem::replace(pending, self.pending());
         match rows_to_batch(&self.schema, &taken.rows) {
-            Ok(batch) => sink(ReadItem::Batch(EventBatch::new(
+            Ok(batch) => sink(ReadItem::Batch(Box::new(EventBatch::new(
                 Arc::clone(&self.table),
                 Arc::clone(shown),
                 batch,
@@ -231,7 +267,7 @@ impl EventReader {
                 taken.positions,
                 kind,
                 taken.times,
-            ))),
+            )))),
             Err(e) => sink(ReadItem::Error(RecordError {
                 source: shown.to_string(),
                 message: format!(
@@ -252,7 +288,12 @@ impl EventReader {
             .map_err(|e| format!("field `{}`: {}", e.path, e.message))?;
         let time = lookup(&map, &self.timestamp_path)
             .and_then(Value::as_i64)
-            .ok_or_else(|| format!("missing event time field `{}`", self.timestamp_path.join(".")))?;
+            .ok_or_else(|| {
+                format!(
+                    "missing event time field `{}`",
+                    self.timestamp_path.join(".")
+                )
+            })?;
         Ok(Decoded {
             declared: Value::Object(map),
             extra: extra.map(|e| Value::Object(e).to_string()),
@@ -293,9 +334,12 @@ fn split_extras(map: &mut Map<String, Value>, fields: &[Field]) -> Option<Map<St
     for (k, mut v) in all {
         match fields.iter().find(|f| f.name == k) {
             Some(field) => {
-                if let (FieldType::Struct(inner), Value::Object(obj)) = (&field.field_type, &mut v) {
+                if let (FieldType::Struct(inner), Value::Object(obj)) = (&field.field_type, &mut v)
+                {
                     if let Some(nested) = split_extras(obj, inner) {
-                        extras.get_or_insert_with(Map::new).insert(k.clone(), Value::Object(nested));
+                        extras
+                            .get_or_insert_with(Map::new)
+                            .insert(k.clone(), Value::Object(nested));
                     }
                 }
                 map.insert(k, v);
@@ -318,6 +362,7 @@ mod tests {
     fn table() -> LogTable {
         LogTable {
             name: "events".into(),
+            description: None,
             file: PathBuf::from("schemas/events.yml"),
             timestamp: "ts".into(),
             schema: TableSchema::new(vec![
@@ -333,11 +378,14 @@ mod tests {
     fn read(content: &str, name: &str) -> (Vec<EventBatch>, Vec<RecordError>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
-        std::fs::File::create(&path).unwrap().write_all(content.as_bytes()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
         let mut batches = Vec::new();
         let mut errors = Vec::new();
         EventReader::new(&table()).read_file(&path, &mut |item| match item {
-            ReadItem::Batch(b) => batches.push(b),
+            ReadItem::Batch(b) => batches.push(*b),
             ReadItem::Error(e) => errors.push(e),
         });
         (batches, errors)

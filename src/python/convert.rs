@@ -1,7 +1,10 @@
 //! Values between Arrow/JSON and Python objects.
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType,
+};
 use chrono::{DateTime, NaiveDate};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
@@ -9,17 +12,37 @@ use serde_json::{Map, Value};
 
 /// The Arrow value at `row` as a plain Python value (timestamps as UTC
 /// `datetime`, dates as `date`, structs as `dict`, lists as `list`).
-pub fn arrow_to_py<'py>(py: Python<'py>, array: &dyn Array, row: usize) -> PyResult<Bound<'py, PyAny>> {
+pub fn arrow_to_py<'py>(
+    py: Python<'py>,
+    array: &dyn Array,
+    row: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     if array.is_null(row) {
         return Ok(py.None().into_bound(py));
     }
     Ok(match array.data_type() {
         DataType::Utf8 => PyString::new(py, array.as_string::<i32>().value(row)).into_any(),
-        DataType::Boolean => PyBool::new(py, array.as_boolean().value(row)).to_owned().into_any(),
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).into_pyobject(py)?.into_any(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into_pyobject(py)?.into_any(),
-        DataType::Float32 => f64::from(array.as_primitive::<Float32Type>().value(row)).into_pyobject(py)?.into_any(),
-        DataType::Float64 => array.as_primitive::<Float64Type>().value(row).into_pyobject(py)?.into_any(),
+        DataType::Boolean => PyBool::new(py, array.as_boolean().value(row))
+            .to_owned()
+            .into_any(),
+        DataType::Int32 => array
+            .as_primitive::<Int32Type>()
+            .value(row)
+            .into_pyobject(py)?
+            .into_any(),
+        DataType::Int64 => array
+            .as_primitive::<Int64Type>()
+            .value(row)
+            .into_pyobject(py)?
+            .into_any(),
+        DataType::Float32 => f64::from(array.as_primitive::<Float32Type>().value(row))
+            .into_pyobject(py)?
+            .into_any(),
+        DataType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .value(row)
+            .into_pyobject(py)?
+            .into_any(),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
             match DateTime::from_timestamp_micros(micros) {
@@ -93,7 +116,10 @@ pub fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, Py
     })
 }
 
-pub fn json_object_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> PyResult<Bound<'py, PyDict>> {
+pub fn json_object_to_py<'py>(
+    py: Python<'py>,
+    map: &Map<String, Value>,
+) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (k, v) in map {
         dict.set_item(k, json_to_py(py, v)?)?;
@@ -102,7 +128,11 @@ pub fn json_object_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> PyRe
 }
 
 /// Adds members of `extra` missing from `dict`, recursing into nested dicts.
-pub fn merge_json_into_dict(py: Python<'_>, dict: &Bound<'_, PyDict>, extra: &Map<String, Value>) -> PyResult<()> {
+pub fn merge_json_into_dict(
+    py: Python<'_>,
+    dict: &Bound<'_, PyDict>,
+    extra: &Map<String, Value>,
+) -> PyResult<()> {
     for (k, v) in extra {
         match dict.get_item(k)? {
             Some(existing) if !existing.is_none() => {
@@ -142,7 +172,9 @@ fn py_to_json_depth(value: &Bound<'_, PyAny>, depth: usize) -> Value {
         return Value::String(value.to_string());
     }
     if let Ok(f) = value.cast::<PyFloat>() {
-        return serde_json::Number::from_f64(f.value()).map(Value::Number).unwrap_or(Value::Null);
+        return serde_json::Number::from_f64(f.value())
+            .map(Value::Number)
+            .unwrap_or(Value::Null);
     }
     if let Ok(s) = value.cast::<PyString>() {
         return Value::String(s.to_string_lossy().into_owned());
@@ -158,9 +190,16 @@ fn py_to_json_depth(value: &Bound<'_, PyAny>, depth: usize) -> Value {
         }
         return Value::Object(map);
     }
-    if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() || value.is_instance_of::<PySet>() {
+    if value.is_instance_of::<PyList>()
+        || value.is_instance_of::<PyTuple>()
+        || value.is_instance_of::<PySet>()
+    {
         if let Ok(iter) = value.try_iter() {
-            return Value::Array(iter.flatten().map(|v| py_to_json_depth(&v, depth + 1)).collect());
+            return Value::Array(
+                iter.flatten()
+                    .map(|v| py_to_json_depth(&v, depth + 1))
+                    .collect(),
+            );
         }
     }
     if let Ok(iso) = value.call_method0("isoformat") {

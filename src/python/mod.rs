@@ -88,9 +88,12 @@ pub struct MatchOutput {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleOutcome {
-    Match(MatchOutput),
+    Match(Box<MatchOutput>),
     /// `detect` raised: the event is not a match and the error is reported.
-    Error { row: usize, message: String },
+    Error {
+        row: usize,
+        message: String,
+    },
 }
 
 struct LoadedRule {
@@ -138,7 +141,11 @@ fn cstring(text: &str) -> PyResult<CString> {
 fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResult<Py<PyModule>> {
     let sys = py.import("sys")?;
     sys.setattr("dont_write_bytecode", true)?;
-    if sys.getattr("argv").map(|a| a.is_truthy().unwrap_or(false)).unwrap_or(false) {
+    if sys
+        .getattr("argv")
+        .map(|a| a.is_truthy().unwrap_or(false))
+        .unwrap_or(false)
+    {
         // keep an embedding host's argv
     } else {
         sys.setattr("argv", PyList::new(py, ["ravenwatch"])?)?;
@@ -187,7 +194,12 @@ fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResul
         modules.set_item(package, &module)?;
         modules.set_item(format!("{package}.enrichment"), &enrichment)?;
     }
-    let helpers = PyModule::from_code(py, &cstring(HELPERS)?, c"<ravenwatch.helpers>", c"_ravenwatch_helpers")?;
+    let helpers = PyModule::from_code(
+        py,
+        &cstring(HELPERS)?,
+        c"<ravenwatch.helpers>",
+        c"_ravenwatch_helpers",
+    )?;
     Ok(helpers.unbind())
 }
 
@@ -197,11 +209,14 @@ impl PythonRuntime {
     ///
     /// # Errors
     /// Every detection that fails to import or lacks `detect`, with file and line.
-    pub fn new(lib_dir: &Path, tables: &Tables, rules: &[&DetectionDef]) -> Result<Self, PythonError> {
+    pub fn new(
+        lib_dir: &Path,
+        tables: &Tables,
+        rules: &[&DetectionDef],
+    ) -> Result<Self, PythonError> {
         Python::attach(|py| {
-            let helpers = setup_interpreter(py, lib_dir, tables).map_err(|e| {
-                PythonError::Setup(e.to_string())
-            })?;
+            let helpers = setup_interpreter(py, lib_dir, tables)
+                .map_err(|e| PythonError::Setup(e.to_string()))?;
             let helpers_bound = helpers.bind(py);
             let format_exception = helpers_bound
                 .getattr("format_exception")
@@ -228,7 +243,12 @@ impl PythonRuntime {
 
     /// Runs rule number `rule` (in the order given to [`PythonRuntime::new`])
     /// over every event of `batch`; `calls` counts Python function calls.
-    pub fn evaluate(&self, rule: usize, batch: &Arc<EventBatch>, calls: &mut u64) -> Vec<RuleOutcome> {
+    pub fn evaluate(
+        &self,
+        rule: usize,
+        batch: &Arc<EventBatch>,
+        calls: &mut u64,
+    ) -> Vec<RuleOutcome> {
         let loaded = &self.rules[rule];
         Python::attach(|py| {
             let mut out = Vec::new();
@@ -248,7 +268,9 @@ impl PythonRuntime {
                 let matched = detect.call1((&record,)).and_then(|v| v.is_truthy());
                 match matched {
                     Ok(false) => {}
-                    Ok(true) => out.push(RuleOutcome::Match(self.after_match(py, loaded, &record, row, calls))),
+                    Ok(true) => out.push(RuleOutcome::Match(Box::new(
+                        self.after_match(py, loaded, &record, row, calls),
+                    ))),
                     Err(e) => out.push(RuleOutcome::Error {
                         row,
                         message: self.format(py, &e),
@@ -317,15 +339,27 @@ fn apply(out: &mut MatchOutput, function: &str, value: &Bound<'_, PyAny>) -> Res
         if let Ok(s) = value.cast::<PyString>() {
             return Ok(s.to_string_lossy().into_owned());
         }
-        if value.is_instance_of::<pyo3::types::PyInt>() || value.is_instance_of::<pyo3::types::PyFloat>() {
+        if value.is_instance_of::<pyo3::types::PyInt>()
+            || value.is_instance_of::<pyo3::types::PyFloat>()
+        {
             return Ok(value.to_string());
         }
-        Err(format!("{function}() must return a str, got {}", type_name(value)))
+        Err(format!(
+            "{function}() must return a str, got {}",
+            type_name(value)
+        ))
     };
     match function {
         "alert_context" => match convert::py_to_json(value) {
-            serde_json::Value::Object(map) if value.is_instance_of::<PyDict>() => out.context = Some(map),
-            _ => return Err(format!("alert_context() must return a dict, got {}", type_name(value))),
+            serde_json::Value::Object(map) if value.is_instance_of::<PyDict>() => {
+                out.context = Some(map)
+            }
+            _ => {
+                return Err(format!(
+                    "alert_context() must return a dict, got {}",
+                    type_name(value)
+                ))
+            }
         },
         "title" => out.title = Some(text(value)?),
         "dedupe" => out.dedupe = Some(text(value)?),
@@ -348,9 +382,12 @@ fn apply(out: &mut MatchOutput, function: &str, value: &Bound<'_, PyAny>) -> Res
             let items: Vec<String> = if let Ok(s) = value.cast::<PyString>() {
                 vec![s.to_string_lossy().into_owned()]
             } else {
-                value
-                    .extract::<Vec<String>>()
-                    .map_err(|_| format!("destinations() must return a list of str, got {}", type_name(value)))?
+                value.extract::<Vec<String>>().map_err(|_| {
+                    format!(
+                        "destinations() must return a list of str, got {}",
+                        type_name(value)
+                    )
+                })?
             };
             out.destinations = Some(items);
         }
@@ -359,7 +396,11 @@ fn apply(out: &mut MatchOutput, function: &str, value: &Bound<'_, PyAny>) -> Res
     Ok(())
 }
 
-fn load_rule(py: Python<'_>, helpers: &Bound<'_, PyModule>, def: &DetectionDef) -> Result<LoadedRule, LoadError> {
+fn load_rule(
+    py: Python<'_>,
+    helpers: &Bound<'_, PyModule>,
+    def: &DetectionDef,
+) -> Result<LoadedRule, LoadError> {
     let file = display_path(&def.script);
     let fail = |line: Option<usize>, message: String| LoadError {
         rule: def.name.clone(),
@@ -367,7 +408,8 @@ fn load_rule(py: Python<'_>, helpers: &Bound<'_, PyModule>, def: &DetectionDef) 
         line,
         message,
     };
-    let source = std::fs::read_to_string(&def.script).map_err(|e| fail(None, format!("cannot read: {e}")))?;
+    let source = std::fs::read_to_string(&def.script)
+        .map_err(|e| fail(None, format!("cannot read: {e}")))?;
     let code = CString::new(source).map_err(|_| fail(None, "file contains a NUL byte".into()))?;
     let filename = CString::new(file.clone()).map_err(|_| fail(None, "bad file name".into()))?;
     let module_name = CString::new(format!("ravenwatch_detection_{}", def.name))
@@ -398,7 +440,11 @@ fn load_rule(py: Python<'_>, helpers: &Bound<'_, PyModule>, def: &DetectionDef) 
         .ok_or_else(|| fail(None, "no detect(r) function defined".into()))?;
     let mut optional: [Option<Py<PyAny>>; 8] = Default::default();
     for (slot, name) in optional.iter_mut().zip(OPTIONAL_FUNCTIONS) {
-        *slot = module.getattr(name).ok().filter(|f| f.is_callable()).map(Bound::unbind);
+        *slot = module
+            .getattr(name)
+            .ok()
+            .filter(|f| f.is_callable())
+            .map(Bound::unbind);
     }
     Ok(LoadedRule {
         detect: detect.unbind(),

@@ -72,7 +72,9 @@ impl Record {
         match self.declared(parts) {
             Declared::Present(array) => {
                 let value = arrow_to_py(py, array, self.row)?;
-                if let (Ok(dict), Some(Value::Object(extra))) = (value.cast::<PyDict>(), self.extra(parts)) {
+                if let (Ok(dict), Some(Value::Object(extra))) =
+                    (value.cast::<PyDict>(), self.extra(parts))
+                {
                     merge_json_into_dict(py, dict, extra)?;
                 }
                 Ok(Some(value))
@@ -103,7 +105,12 @@ impl Record {
 impl Record {
     /// `r.deepget("a.b.c", default=None)`: a missing or null value gives the default.
     #[pyo3(signature = (path, default = None))]
-    fn deepget<'py>(&self, py: Python<'py>, path: &str, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn deepget<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let parts: Vec<&str> = path.split('.').collect();
         Ok(match self.lookup(py, &parts)? {
             Some(v) => v,
@@ -112,7 +119,12 @@ impl Record {
     }
 
     #[pyo3(signature = (key, default = None))]
-    fn get<'py>(&self, py: Python<'py>, key: &str, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match self.lookup(py, &[key])? {
             Some(v) => v,
             None => default.unwrap_or_else(|| py.None().into_bound(py)),
@@ -124,7 +136,9 @@ impl Record {
     fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         match self.lookup(py, &[key])? {
             Some(v) => Ok(v),
-            None if !matches!(self.declared(&[key]), Declared::Absent) => Ok(py.None().into_bound(py)),
+            None if !matches!(self.declared(&[key]), Declared::Absent) => {
+                Ok(py.None().into_bound(py))
+            }
             None => Err(PyKeyError::new_err(key.to_string())),
         }
     }

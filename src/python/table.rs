@@ -23,7 +23,10 @@ impl PyTable {
             .iter()
             .map(|f| PyString::intern(py, f.name()).unbind())
             .collect();
-        Self { table, column_names }
+        Self {
+            table,
+            column_names,
+        }
     }
 
     fn row<'py>(&self, py: Python<'py>, row: usize) -> PyResult<Bound<'py, PyDict>> {
@@ -41,7 +44,11 @@ fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
         return Ok(Some(s.to_cow()?));
     }
     if let Ok(b) = key.cast::<PyBool>() {
-        return Ok(Some(Cow::Borrowed(if b.is_true() { "true" } else { "false" })));
+        return Ok(Some(Cow::Borrowed(if b.is_true() {
+            "true"
+        } else {
+            "false"
+        })));
     }
     if key.is_instance_of::<PyInt>() {
         return Ok(Some(Cow::Owned(key.to_string())));
@@ -71,7 +78,12 @@ impl PyTable {
 
     /// The row whose key equals `key` (the newest on duplicates), as a dict, or `None`.
     #[pyo3(signature = (key, index_key = None))]
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, index_key: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        index_key: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let Some(text) = key_text(key)? else {
             return Ok(py.None().into_bound(py));
         };
@@ -83,10 +95,19 @@ impl PyTable {
 
     /// Every row whose key equals `key`, oldest first.
     #[pyo3(signature = (key, index_key = None))]
-    fn get_all<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>, index_key: Option<&str>) -> PyResult<Bound<'py, PyList>> {
+    fn get_all<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        index_key: Option<&str>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         if let Some(text) = key_text(key)? {
-            for row in self.table.lookup_all(&text, index_key).map_err(lookup_error)? {
+            for row in self
+                .table
+                .lookup_all(&text, index_key)
+                .map_err(lookup_error)?
+            {
                 list.append(self.row(py, row)?)?;
             }
         }
@@ -95,7 +116,11 @@ impl PyTable {
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(match key_text(key)? {
-            Some(text) => self.table.lookup(&text, None).map_err(lookup_error)?.is_some(),
+            Some(text) => self
+                .table
+                .lookup(&text, None)
+                .map_err(lookup_error)?
+                .is_some(),
             None => false,
         })
     }

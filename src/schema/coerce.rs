@@ -67,7 +67,11 @@ fn mismatch(value: &Value, ty: &FieldType) -> CoerceError {
 /// # Errors
 /// Returns the path (relative to `value`) and reason of the first value that
 /// cannot take its declared type.
-pub fn coerce_value(value: &mut Value, ty: &FieldType, leniency: Leniency) -> Result<(), CoerceError> {
+pub fn coerce_value(
+    value: &mut Value,
+    ty: &FieldType,
+    leniency: Leniency,
+) -> Result<(), CoerceError> {
     if value.is_null() {
         return Ok(());
     }
@@ -157,7 +161,10 @@ pub fn coerce_value(value: &mut Value, ty: &FieldType, leniency: Leniency) -> Re
                 _ => None,
             };
             let days = days.ok_or_else(|| {
-                CoerceError::new(format!("{} is not a valid date (expected YYYY-MM-DD)", show(value)))
+                CoerceError::new(format!(
+                    "{} is not a valid date (expected YYYY-MM-DD)",
+                    show(value)
+                ))
             })?;
             *value = Value::Number(days.into());
             Ok(())
@@ -280,7 +287,9 @@ mod tests {
     fn co(mut v: Value, ty: FieldType, l: Leniency) -> Result<Value, CoerceError> {
         coerce_value(&mut v, &ty, l).map(|_| v)
     }
-    const CSV: Leniency = Leniency::Text { list_delimiter: ';' };
+    const CSV: Leniency = Leniency::Text {
+        list_delimiter: ';',
+    };
 
     #[test]
     fn timestamps_from_strings_and_epochs() {
@@ -293,7 +302,11 @@ mod tests {
             json!(1_700_000_000_000i64),
             json!("1700000000"),
         ] {
-            assert_eq!(co(input.clone(), FieldType::Timestamp, Leniency::Json).unwrap(), expected, "{input}");
+            assert_eq!(
+                co(input.clone(), FieldType::Timestamp, Leniency::Json).unwrap(),
+                expected,
+                "{input}"
+            );
         }
         let err = co(json!("yesterday"), FieldType::Timestamp, Leniency::Json).unwrap_err();
         assert!(err.message.contains("not a valid timestamp"));
@@ -301,15 +314,24 @@ mod tests {
 
     #[test]
     fn booleans_reject_maybe() {
-        assert_eq!(co(json!("yes"), FieldType::Boolean, CSV).unwrap(), json!(true));
+        assert_eq!(
+            co(json!("yes"), FieldType::Boolean, CSV).unwrap(),
+            json!(true)
+        );
         let err = co(json!("maybe"), FieldType::Boolean, CSV).unwrap_err();
-        assert_eq!(err.message, "\"maybe\" is not a valid boolean (expected true/false, yes/no or 1/0)");
+        assert_eq!(
+            err.message,
+            "\"maybe\" is not a valid boolean (expected true/false, yes/no or 1/0)"
+        );
     }
 
     #[test]
     fn csv_lists_split_and_nested_paths_reported() {
         let ty = FieldType::List(Box::new(FieldType::String));
-        assert_eq!(co(json!("10.0.0.1; 10.0.0.2"), ty, CSV).unwrap(), json!(["10.0.0.1", "10.0.0.2"]));
+        assert_eq!(
+            co(json!("10.0.0.1; 10.0.0.2"), ty, CSV).unwrap(),
+            json!(["10.0.0.1", "10.0.0.2"])
+        );
         let ports = FieldType::Struct(vec![super::super::Field::new(
             "ports",
             FieldType::List(Box::new(FieldType::Int)),
@@ -320,10 +342,16 @@ mod tests {
 
     #[test]
     fn ints_accept_numeric_strings_and_reject_fractions() {
-        assert_eq!(co(json!("443"), FieldType::Int, Leniency::Json).unwrap(), json!(443));
+        assert_eq!(
+            co(json!("443"), FieldType::Int, Leniency::Json).unwrap(),
+            json!(443)
+        );
         assert!(co(json!(1.5), FieldType::Long, Leniency::Json).is_err());
         assert!(co(json!(1i64 << 40), FieldType::Int, Leniency::Json).is_err());
-        assert_eq!(co(json!(123456789012i64), FieldType::String, Leniency::Json).unwrap(), json!("123456789012"));
+        assert_eq!(
+            co(json!(123456789012i64), FieldType::String, Leniency::Json).unwrap(),
+            json!("123456789012")
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 
 use super::TableSchema;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimeUnit,
+    TimestampMicrosecondType,
+};
 use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use serde_json::{Map, Value};
@@ -13,7 +16,7 @@ use serde_json::{Map, Value};
 /// Only if a row was not normalised for this schema (a bug, not bad input).
 pub fn rows_to_batch(schema: &TableSchema, rows: &[Value]) -> Result<RecordBatch, ArrowError> {
     let arrow_schema = schema.to_arrow();
-    let mut decoder = arrow::json::ReaderBuilder::new(arrow_schema.clone())
+    let mut decoder = arrow::json::ReaderBuilder::new(std::sync::Arc::clone(&arrow_schema))
         .with_batch_size(rows.len().max(1))
         .build_decoder()?;
     decoder.serialize(rows)?;
@@ -57,7 +60,11 @@ pub fn json_at(array: &dyn Array, row: usize) -> Value {
         DataType::List(_) => {
             let list = array.as_list::<i32>();
             let values = list.value(row);
-            Value::Array((0..values.len()).map(|i| json_at(values.as_ref(), i)).collect())
+            Value::Array(
+                (0..values.len())
+                    .map(|i| json_at(values.as_ref(), i))
+                    .collect(),
+            )
         }
         DataType::Struct(fields) => {
             let s = array.as_struct();
@@ -68,9 +75,10 @@ pub fn json_at(array: &dyn Array, row: usize) -> Value {
             Value::Object(map)
         }
         other => {
-            let formatted = arrow::util::display::ArrayFormatter::try_new(array, &Default::default())
-                .map(|f| f.value(row).to_string())
-                .unwrap_or_else(|_| format!("<{other}>"));
+            let formatted =
+                arrow::util::display::ArrayFormatter::try_new(array, &Default::default())
+                    .map(|f| f.value(row).to_string())
+                    .unwrap_or_else(|_| format!("<{other}>"));
             Value::String(formatted)
         }
     }
@@ -96,7 +104,10 @@ mod tests {
         let schema = TableSchema::new(vec![
             Field::new("ts", FieldType::Timestamp),
             Field::new("ips", FieldType::List(Box::new(FieldType::String))),
-            Field::new("host", FieldType::Struct(vec![Field::new("port", FieldType::Int)])),
+            Field::new(
+                "host",
+                FieldType::Struct(vec![Field::new("port", FieldType::Int)]),
+            ),
             Field::new("seen", FieldType::Date),
         ]);
         let mut row = json!({"ts": "2024-05-01T10:00:00Z", "ips": ["10.0.0.1", "10.0.0.2"], "host": {"port": "22"}, "seen": "2024-04-30"});

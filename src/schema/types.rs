@@ -158,7 +158,13 @@ impl<'de> Deserialize<'de> for FieldType {
 
 struct FieldTypeVisitor;
 
-const NESTED_KEYS: &[&str] = &["type", "element", "fields", "element-required", "element_id"];
+const NESTED_KEYS: &[&str] = &[
+    "type",
+    "element",
+    "fields",
+    "element-required",
+    "element_id",
+];
 
 impl<'de> Visitor<'de> for FieldTypeVisitor {
     type Value = FieldType;
@@ -191,7 +197,9 @@ impl<'de> Visitor<'de> for FieldTypeVisitor {
         match kind.as_str() {
             "list" | "array" => {
                 let element = element.ok_or_else(|| {
-                    de::Error::custom("a list type needs `element`, e.g. {type: list, element: string}")
+                    de::Error::custom(
+                        "a list type needs `element`, e.g. {type: list, element: string}",
+                    )
                 })?;
                 Ok(FieldType::List(Box::new(element)))
             }
@@ -227,7 +235,10 @@ mod tests {
 "#;
         let fields: Vec<Field> = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(fields[0].field_type, FieldType::String);
-        assert_eq!(fields[1].field_type, FieldType::List(Box::new(FieldType::String)));
+        assert_eq!(
+            fields[1].field_type,
+            FieldType::List(Box::new(FieldType::String))
+        );
         assert_eq!(fields[2].field_type, fields[1].field_type);
         assert_eq!(
             fields[3].field_type,

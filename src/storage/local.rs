@@ -19,11 +19,7 @@ impl LocalStorage {
 
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        if key.is_empty()
-            || rel
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
+        if key.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(StorageError::InvalidKey(key.to_string()));
         }
         Ok(self.root.join(rel))
@@ -56,7 +52,10 @@ impl Storage for LocalStorage {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
@@ -135,6 +134,9 @@ mod tests {
     fn rejects_escaping_keys() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::new(dir.path());
-        assert!(matches!(s.write("../x", b""), Err(StorageError::InvalidKey(_))));
+        assert!(matches!(
+            s.write("../x", b""),
+            Err(StorageError::InvalidKey(_))
+        ));
     }
 }

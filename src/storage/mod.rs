@@ -64,7 +64,11 @@ pub fn open(location: &str, base: &Path) -> Result<Arc<dyn Storage>> {
         return Err(StorageError::Unsupported(location.to_string()));
     }
     let path = PathBuf::from(location);
-    let path = if path.is_absolute() { path } else { base.join(path) };
+    let path = if path.is_absolute() {
+        path
+    } else {
+        base.join(path)
+    };
     Ok(Arc::new(LocalStorage::new(path)))
 }
 

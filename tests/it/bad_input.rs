@@ -27,10 +27,18 @@ fn csv_boolean_maybe_is_rejected_with_file_line_column() {
 fn bad_reload_keeps_previous_snapshot() {
     let p = Project::example();
     assert_eq!(p.run(&["enrichment", "sync"]).code, 0);
-    let before = std::fs::read_to_string(p.path().join(".ravenwatch/enrichment/aws_account_info/current.json")).unwrap();
+    let before = std::fs::read_to_string(
+        p.path()
+            .join(".ravenwatch/enrichment/aws_account_info/current.json"),
+    )
+    .unwrap();
     crate::copy_dir(&crate::repo().join("tests/data/bad_csv_bool"), p.path());
     assert_eq!(p.run(&["enrichment", "sync"]).code, 1);
-    let after = std::fs::read_to_string(p.path().join(".ravenwatch/enrichment/aws_account_info/current.json")).unwrap();
+    let after = std::fs::read_to_string(
+        p.path()
+            .join(".ravenwatch/enrichment/aws_account_info/current.json"),
+    )
+    .unwrap();
     assert_eq!(before, after);
     // Lookups still answer from the previous snapshot.
     let get = p.run(&["enrichment", "get", "aws_account_info", "222233334444"]);
@@ -48,10 +56,25 @@ fn syntax_error_fails_validate_and_aborts_run_before_input() {
     ");
     let run = p.run(&["run", "--input", "does-not-matter.jsonl"]);
     assert_eq!(run.code, 1);
-    let run = p.run(&["run", "--input", &crate::repo().join("tests/data/logs/four_failures.jsonl").display().to_string()]);
+    let run = p.run(&[
+        "run",
+        "--input",
+        &crate::repo()
+            .join("tests/data/logs/four_failures.jsonl")
+            .display()
+            .to_string(),
+    ]);
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("detections/syntax_error/detect.py:5: SyntaxError"), "{}", run.stderr);
-    assert!(!p.path().join(".ravenwatch/runs").exists(), "nothing is written");
+    assert!(
+        run.stderr
+            .contains("detections/syntax_error/detect.py:5: SyntaxError"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !p.path().join(".ravenwatch/runs").exists(),
+        "nothing is written"
+    );
 }
 
 #[test]
@@ -79,11 +102,20 @@ fn raising_detection_is_isolated() {
     let errors = r.errors();
     let detect_error = errors.iter().find(|e| e["function"] == "detect").unwrap();
     assert_eq!(detect_error["rule"], "raises_sometimes");
-    assert!(detect_error["source"].as_str().unwrap().ends_with("failed_logins.jsonl:1"));
-    assert_eq!(detect_error["error"], "ValueError: cannot handle the VPN address");
+    assert!(detect_error["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("failed_logins.jsonl:1"));
+    assert_eq!(
+        detect_error["error"],
+        "ValueError: cannot handle the VPN address"
+    );
     let tb = detect_error["traceback"].as_str().unwrap();
     assert!(tb.starts_with("Traceback (most recent call last):"), "{tb}");
-    assert!(tb.contains("detections/raises_sometimes/detect.py\", line 3, in detect"), "{tb}");
+    assert!(
+        tb.contains("detections/raises_sometimes/detect.py\", line 3, in detect"),
+        "{tb}"
+    );
     let severity_error = errors.iter().find(|e| e["function"] == "severity").unwrap();
     insta::assert_snapshot!(severity_error["traceback"].as_str().unwrap(), @r#"severity() returned "catastrophic"; expected one of info, notice, low, medium, high, critical"#);
     assert_eq!(r.summary()["errors"], 2);

@@ -45,7 +45,11 @@ impl Project {
         for part in ["schemas", "enrichment", "detections"] {
             copy_dir(&repo().join(part), &dir.path().join(part));
         }
-        std::fs::copy(repo().join("ravenwatch.yml"), dir.path().join("ravenwatch.yml")).unwrap();
+        std::fs::copy(
+            repo().join("ravenwatch.yml"),
+            dir.path().join("ravenwatch.yml"),
+        )
+        .unwrap();
         Self { dir }
     }
 
@@ -133,12 +137,16 @@ impl RunResult {
         read_jsonl(&self.dir.join("alerts.jsonl"))
     }
     pub fn alerts_of(&self, rule: &str) -> Vec<Value> {
-        self.alerts().into_iter().filter(|a| a["rule"] == rule).collect()
+        self.alerts()
+            .into_iter()
+            .filter(|a| a["rule"] == rule)
+            .collect()
     }
     pub fn errors(&self) -> Vec<Value> {
         read_jsonl(&self.dir.join("errors.jsonl"))
     }
     pub fn summary(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("summary.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("summary.json")).unwrap())
+            .unwrap()
     }
 }

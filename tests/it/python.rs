@@ -17,7 +17,10 @@ fn detections_import_pip_packages_and_virtualenv_packages() {
     // A virtualenv layout with a module only it provides.
     let venv = tempfile::tempdir().unwrap();
     let out = Command::new("python3")
-        .args(["-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"])
+        .args([
+            "-c",
+            "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')",
+        ])
         .output()
         .unwrap();
     let version = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -27,14 +30,26 @@ fn detections_import_pip_packages_and_virtualenv_packages() {
 
     let logs = crate::repo().join("tests/data/logs/failed_logins.jsonl");
     let out = p.run_env(
-        &["run", "--input", &logs.display().to_string(), "--output", "out/p"],
+        &[
+            "run",
+            "--input",
+            &logs.display().to_string(),
+            "--output",
+            "out/p",
+        ],
         &[("VIRTUAL_ENV", &venv.path().display().to_string())],
     );
     assert_eq!(out.code, 0, "{out:?}");
     let alerts = crate::read_jsonl(&p.path().join("out/p/alerts.jsonl"));
-    let known = alerts.iter().find(|a| a["dedupe"] == "Uses pip" || a["context"]["known"].is_object()).unwrap();
+    let known = alerts
+        .iter()
+        .find(|a| a["dedupe"] == "Uses pip" || a["context"]["known"].is_object())
+        .unwrap();
     assert_eq!(known["context"]["pip_file"], pip_file().as_str());
     assert_eq!(known["context"]["venv_marker"], "from-venv");
-    assert_eq!(known["context"]["known"]["category"], "vpn", "matano.enrichment works");
+    assert_eq!(
+        known["context"]["known"]["category"], "vpn",
+        "matano.enrichment works"
+    );
     assert_eq!(known["context"]["undeclared"], "none");
 }

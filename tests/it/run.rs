@@ -12,12 +12,22 @@ fn known_ip_is_low_unknown_is_medium() {
     let r = failed_logins(&p, &["failed_logins.jsonl"], "a");
     let alerts = r.alerts_of("failed_login_known_ip");
     let severity_of = |ip: &str| {
-        alerts.iter().find(|a| a["dedupe"] == ip).map(|a| a["severity"].clone()).unwrap()
+        alerts
+            .iter()
+            .find(|a| a["dedupe"] == ip)
+            .map(|a| a["severity"].clone())
+            .unwrap()
     };
     assert_eq!(severity_of("203.0.113.10"), "low");
     assert_eq!(severity_of("198.51.100.23"), "medium");
-    let known = alerts.iter().find(|a| a["dedupe"] == "203.0.113.10").unwrap();
-    assert_eq!(known["context"]["known_ip"]["description"], "Corporate VPN egress (us-east)");
+    let known = alerts
+        .iter()
+        .find(|a| a["dedupe"] == "203.0.113.10")
+        .unwrap();
+    assert_eq!(
+        known["context"]["known_ip"]["description"],
+        "Corporate VPN egress (us-east)"
+    );
     assert_eq!(known["title"], "Repeated failed logins from 203.0.113.10");
 }
 
@@ -26,12 +36,18 @@ fn threshold_five_activates_on_fifth_not_fourth() {
     let p = Project::example();
     let four = failed_logins(&p, &["four_failures.jsonl"], "four");
     let a = &four.alerts_of("failed_login_known_ip")[0];
-    assert_eq!((a["match_count"].as_u64(), a["activated"].as_bool()), (Some(4), Some(false)));
+    assert_eq!(
+        (a["match_count"].as_u64(), a["activated"].as_bool()),
+        (Some(4), Some(false))
+    );
 
     let p = Project::example();
     let five = failed_logins(&p, &["four_failures.jsonl", "fifth_failure.jsonl"], "five");
     let a = &five.alerts_of("failed_login_known_ip")[0];
-    assert_eq!((a["match_count"].as_u64(), a["activated"].as_bool()), (Some(5), Some(true)));
+    assert_eq!(
+        (a["match_count"].as_u64(), a["activated"].as_bool()),
+        (Some(5), Some(true))
+    );
     assert_eq!(five.summary()["activated_alerts"], 1);
 }
 
@@ -73,7 +89,10 @@ fn axonius_list_key_finds_asset_by_second_ip() {
     assert_eq!(a["title"], "SMB from fin-laptop-042 to eng-laptop-019");
     let src = &a["context"]["source_asset"];
     assert_eq!(src["hostname"], "fin-laptop-042");
-    assert_eq!(src["network_interfaces_ips"], serde_json::json!(["10.20.1.15", "10.20.9.15"]));
+    assert_eq!(
+        src["network_interfaces_ips"],
+        serde_json::json!(["10.20.1.15", "10.20.9.15"])
+    );
     assert_eq!(src["last_seen"], "2024-04-30T18:22:00+00:00");
 }
 
@@ -84,22 +103,44 @@ fn attribute_set_in_detect_is_read_in_title_and_records_json_works() {
     let alerts = r.alerts_of("disable_ebs_encryption_production");
     assert_eq!(alerts.len(), 1, "only the production account fires");
     let a = &alerts[0];
-    assert_eq!(a["title"], "EBS default encryption disabled in prod-payments (111122223333)");
+    assert_eq!(
+        a["title"],
+        "EBS default encryption disabled in prod-payments (111122223333)"
+    );
     assert_eq!(a["context"]["account"]["is_production"], true);
-    assert_eq!(a["context"]["user_agent"], "aws-cli/2.15.0", "undeclared fields reach detections");
+    assert_eq!(
+        a["context"]["user_agent"], "aws-cli/2.15.0",
+        "undeclared fields reach detections"
+    );
     let matches = crate::read_jsonl(&r.dir.join("matches.jsonl"));
-    assert!(matches[0]["source"].as_str().unwrap().ends_with("ebs.json#1"));
+    assert!(matches[0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("ebs.json#1"));
 }
 
 #[test]
 fn bundled_example_fires_every_detection() {
     let p = Project::example();
-    let out = p.run(&["run", "--input", &crate::repo().join("samples").display().to_string(), "--output", "out/x"]);
+    let out = p.run(&[
+        "run",
+        "--input",
+        &crate::repo().join("samples").display().to_string(),
+        "--output",
+        "out/x",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     let alerts = crate::read_jsonl(&p.path().join("out/x/alerts.jsonl"));
-    for rule in ["failed_login_known_ip", "disable_ebs_encryption_production", "login_on_stale_asset", "smb_lateral_movement"] {
+    for rule in [
+        "failed_login_known_ip",
+        "disable_ebs_encryption_production",
+        "login_on_stale_asset",
+        "smb_lateral_movement",
+    ] {
         assert!(
-            alerts.iter().any(|a| a["rule"] == rule && a["activated"] == true),
+            alerts
+                .iter()
+                .any(|a| a["rule"] == rule && a["activated"] == true),
             "{rule} did not fire"
         );
     }
@@ -114,7 +155,10 @@ fn bad_log_line_is_reported_and_run_goes_on() {
     assert_eq!(r.output.code, 3, "{:?}", r.output);
     let errors = r.errors();
     assert_eq!(errors.len(), 1);
-    assert!(errors[0]["source"].as_str().unwrap().ends_with("with_bad_line.jsonl:2"));
+    assert!(errors[0]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("with_bad_line.jsonl:2"));
     insta::assert_snapshot!(errors[0]["error"].as_str().unwrap(), @"invalid JSON: key must be a string at line 1 column 2");
     assert_eq!(r.summary()["events"], 2);
     assert_eq!(r.alerts_of("failed_login_known_ip")[0]["match_count"], 2);
