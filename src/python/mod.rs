@@ -451,3 +451,32 @@ fn load_rule(
         optional,
     })
 }
+
+/// Runs a Python snippet with the tables importable (as detections see
+/// them) and returns `str(result)`, where `result` is a variable the snippet
+/// sets. Used by the benchmark to time lookups from Python.
+///
+/// # Errors
+/// The snippet raised; the message holds the traceback.
+pub fn run_snippet(lib_dir: &Path, tables: &Tables, code: &str) -> Result<String, PythonError> {
+    Python::attach(|py| {
+        let helpers = setup_interpreter(py, lib_dir, tables).map_err(|e| PythonError::Setup(e.to_string()))?;
+        let globals = PyDict::new(py);
+        let code = cstring(code).map_err(|e| PythonError::Setup(e.to_string()))?;
+        py.run(&code, Some(&globals), None).map_err(|e| {
+            let text = helpers
+                .bind(py)
+                .getattr("format_exception")
+                .and_then(|f| f.call1((e.value(py), e.traceback(py))))
+                .and_then(|s| s.extract::<String>())
+                .unwrap_or_else(|_| e.to_string());
+            PythonError::Setup(text)
+        })?;
+        Ok(globals
+            .get_item("result")
+            .ok()
+            .flatten()
+            .map(|v| v.to_string())
+            .unwrap_or_default())
+    })
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Reproducible benchmark: generates data, runs Ravenwatch (release build) and
+# the pure-Python reference on the same project and events, and prints
+# events/s, enrichment load times, peak memory and ns per get() from Python.
+#   bash bench/run.sh [EVENTS]        (default 1,000,000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ravenwatch-target}"
+export PYO3_PYTHON="${PYO3_PYTHON:-$(command -v python3)}"
+N="${1:-1000000}"
+D=bench/data
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+cargo build --release --locked --bins
+RW="$CARGO_TARGET_DIR/release/ravenwatch"
+mkdir -p "$D"
+python3 bench/generate.py project --out "$D/project"
+[ -f "$D/events-$N.jsonl" ] || python3 bench/generate.py events --count "$N" --out "$D/events-$N.jsonl"
+rm -rf "$D/project/.ravenwatch" "$D/out"
+
+echo "== enrichment load (100k known IPs, 1k accounts, 50k assets), snapshot written"
+python3 bench/measure.py "$RW" -p "$D/project" enrichment sync --force
+echo "== ravenwatch run: $N events, example detections"
+python3 bench/measure.py "$RW" -p "$D/project" run --input "$D/events-$N.jsonl" --output "$D/out"
+python3 -c "import json;s=json.load(open('$D/out/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
+echo "== pure-Python reference: same project, same events"
+python3 bench/measure.py python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
+python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
+echo "== 1M-row table load (JSON lines -> Arrow -> Parquet snapshot)"
+[ -d "$D/table" ] || python3 bench/generate.py table --rows 1000000 --out "$D/table"
+rm -rf "$D/table/.ravenwatch"
+python3 bench/measure.py "$RW" -p "$D/table" enrichment sync --force
+echo "== table.get() from Python (100k-row known_ip_info)"
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" get-ns "$D/project" known_ip_info 203.0.113.10
