@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         }
     };
     let (_, tables) = sync_tables(&project, storage.as_ref(), &[], false);
-    let index = rest.first().map(|k| format!("{k:?}")).unwrap_or_else(|| "None".into());
+    let index = rest
+        .first()
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|| "None".into());
     let code = format!(
         r#"
 import time

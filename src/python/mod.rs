@@ -460,7 +460,8 @@ fn load_rule(
 /// The snippet raised; the message holds the traceback.
 pub fn run_snippet(lib_dir: &Path, tables: &Tables, code: &str) -> Result<String, PythonError> {
     Python::attach(|py| {
-        let helpers = setup_interpreter(py, lib_dir, tables).map_err(|e| PythonError::Setup(e.to_string()))?;
+        let helpers = setup_interpreter(py, lib_dir, tables)
+            .map_err(|e| PythonError::Setup(e.to_string()))?;
         let globals = PyDict::new(py);
         let code = cstring(code).map_err(|e| PythonError::Setup(e.to_string()))?;
         py.run(&code, Some(&globals), None).map_err(|e| {
