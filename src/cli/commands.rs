@@ -270,7 +270,7 @@ fn run(
         Ok(r) => r,
         Err(EngineError::Usage(message)) => {
             eprintln!("error: {message}");
-            std::process::exit(2);
+            return Ok(Outcome::Usage);
         }
         Err(e) => return Err(e.into()),
     };

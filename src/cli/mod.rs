@@ -108,6 +108,7 @@ pub enum Format {
 pub enum Outcome {
     Done = 0,
     Failed = 1,
+    Usage = 2,
     DoneWithErrors = 3,
 }
 

@@ -32,6 +32,8 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("{0}")]
     Usage(String),
+    #[error("internal error (likely a bug): {0}")]
+    Internal(String),
 }
 
 /// What to run on.
@@ -172,7 +174,9 @@ pub fn run(
                 let batch: Arc<EventBatch> = Arc::from(batch);
                 summary.events += batch.len() as u64;
                 for (index, rule) in rules.iter().enumerate() {
-                    let stats = summary.rules.entry(rule.name.clone()).or_default();
+                    let Some(stats) = summary.rules.get_mut(&rule.name) else {
+                        continue;
+                    };
                     let outcomes = runtime.evaluate(index, &batch, &mut stats.python_calls);
                     for outcome in outcomes {
                         match outcome {
@@ -211,8 +215,8 @@ pub fn run(
         }
     }
     if producer.join().is_err() {
-        return Err(EngineError::Usage(
-            "the log reader thread panicked (likely a bug)".into(),
+        return Err(EngineError::Internal(
+            "the log reader thread panicked".into(),
         ));
     }
     if let Some(bar) = progress {

@@ -141,13 +141,8 @@ fn cstring(text: &str) -> PyResult<CString> {
 fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResult<Py<PyModule>> {
     let sys = py.import("sys")?;
     sys.setattr("dont_write_bytecode", true)?;
-    if sys
-        .getattr("argv")
-        .map(|a| a.is_truthy().unwrap_or(false))
-        .unwrap_or(false)
-    {
-        // keep an embedding host's argv
-    } else {
+    // Some libraries read sys.argv[0]; an embedded interpreter starts without one.
+    if !sys.getattr("argv")?.is_truthy()? {
         sys.setattr("argv", PyList::new(py, ["ravenwatch"])?)?;
     }
     if let Ok(venv) = std::env::var("VIRTUAL_ENV") {
