@@ -15,3 +15,4 @@ pub mod logs;
 pub mod python;
 pub mod schema;
 pub mod storage;
+pub mod testing;

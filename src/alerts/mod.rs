@@ -11,7 +11,7 @@
 mod output;
 mod state;
 
-pub use output::{write_outputs, ErrorRecord, RunOutputs, Summary};
+pub use output::{write_outputs, ErrorRecord, RuleSummary, RunOutputs, Summary};
 pub use state::{AlertState, StateError, STATE_KEY};
 
 use crate::config::{DetectionDef, Severity};

@@ -4,6 +4,7 @@ use crate::engine::{self, EngineError, RunOptions};
 use crate::enrichment::{load_files, sync_tables, EnrichmentTable, Lookup, SyncOutcome, Tables};
 use crate::python::{PythonError, PythonRuntime};
 use crate::storage::{self, LocalStorage, Storage};
+use crate::testing;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::sync::Arc;
@@ -12,6 +13,12 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init { dir } => super::init::init(&dir),
         Command::Validate => validate(&cli.global),
+        Command::Test {
+            rules,
+            keyword,
+            format,
+            junit,
+        } => test(&cli.global, rules, keyword, format, junit),
         Command::Enrichment(cmd) => enrichment(&cli.global, cmd),
         Command::Run {
             inputs,
@@ -91,6 +98,43 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
         );
         Ok(Outcome::Failed)
     }
+}
+
+fn test(
+    global: &GlobalArgs,
+    rules: Vec<String>,
+    keyword: Option<String>,
+    format: Format,
+    junit: Option<std::path::PathBuf>,
+) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let selection = testing::Selection { rules, keyword };
+    let report = match testing::run_tests(&project, storage.as_ref(), &selection) {
+        Ok(r) => r,
+        Err(testing::TestError::Usage(message)) => {
+            eprintln!("error: {message}");
+            return Ok(Outcome::Usage);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => testing::write_human(&report, &mut out)?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &testing::json_report(&report))?;
+            writeln!(out)?;
+        }
+    }
+    if let Some(path) = junit {
+        std::fs::write(&path, testing::junit_xml(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if report.ok() {
+        Outcome::Done
+    } else {
+        Outcome::Failed
+    })
 }
 
 fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {

@@ -43,6 +43,20 @@ pub enum Command {
     },
     /// Check every configuration file, table and detection; exit 1 on any error.
     Validate,
+    /// Run detection test cases (detections/<rule>/tests/*.yml, `tests:` in detection.yml).
+    Test {
+        /// Detections to test (default: all).
+        rules: Vec<String>,
+        /// Only cases whose `rule::case` id contains this text (case-insensitive).
+        #[arg(short = 'k')]
+        keyword: Option<String>,
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also write a JUnit XML report to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
     /// Enrichment tables.
     #[command(subcommand)]
     Enrichment(EnrichmentCommand),

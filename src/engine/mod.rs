@@ -7,8 +7,8 @@
 //! failed run leaves the previous state intact.
 
 use crate::alerts::{
-    write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings, RunOutputs,
-    StateError, Summary,
+    write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings, RuleSummary,
+    RunOutputs, StateError, Summary,
 };
 use crate::config::{DetectionDef, LogTable, Project};
 use crate::enrichment::{sync_tables, EnrichmentError, Tables};
@@ -159,7 +159,6 @@ pub fn run(
 
     let progress = progress_bar(options.progress);
     let mut matches: Vec<RuleMatch> = Vec::new();
-    let mut sequence = 0u64;
     for item in receiver {
         match item {
             ReadItem::Error(e) => errors.push(ErrorRecord {
@@ -178,35 +177,7 @@ pub fn run(
                         continue;
                     };
                     let outcomes = runtime.evaluate(index, &batch, &mut stats.python_calls);
-                    for outcome in outcomes {
-                        match outcome {
-                            RuleOutcome::Error { row, message } => {
-                                stats.errors += 1;
-                                errors.push(ErrorRecord::python(
-                                    "rule",
-                                    &rule.name,
-                                    Some("detect"),
-                                    batch.source(row),
-                                    message,
-                                ));
-                            }
-                            RuleOutcome::Match(output) => {
-                                stats.matches += 1;
-                                for fe in &output.errors {
-                                    stats.errors += 1;
-                                    errors.push(ErrorRecord::python(
-                                        "function",
-                                        &rule.name,
-                                        Some(fe.function),
-                                        batch.source(output.row),
-                                        fe.message.clone(),
-                                    ));
-                                }
-                                matches.push(to_match(rule, &batch, *output, sequence));
-                                sequence += 1;
-                            }
-                        }
-                    }
+                    collect_outcomes(rule, &batch, outcomes, stats, &mut matches, &mut errors);
                 }
                 if let Some(bar) = &progress {
                     bar.set_position(summary.events);
@@ -273,6 +244,47 @@ pub fn run(
         errors,
         output_location: output_location.trim_end_matches('/').to_string(),
     })
+}
+
+/// Turns one batch's outcomes for `rule` into rule matches and error records
+/// (shared by `run` and `test`, so both see the same fallbacks).
+pub(crate) fn collect_outcomes(
+    rule: &DetectionDef,
+    batch: &EventBatch,
+    outcomes: Vec<RuleOutcome>,
+    stats: &mut RuleSummary,
+    matches: &mut Vec<RuleMatch>,
+    errors: &mut Vec<ErrorRecord>,
+) {
+    for outcome in outcomes {
+        match outcome {
+            RuleOutcome::Error { row, message } => {
+                stats.errors += 1;
+                errors.push(ErrorRecord::python(
+                    "rule",
+                    &rule.name,
+                    Some("detect"),
+                    batch.source(row),
+                    message,
+                ));
+            }
+            RuleOutcome::Match(output) => {
+                stats.matches += 1;
+                for fe in &output.errors {
+                    stats.errors += 1;
+                    errors.push(ErrorRecord::python(
+                        "function",
+                        &rule.name,
+                        Some(fe.function),
+                        batch.source(output.row),
+                        fe.message.clone(),
+                    ));
+                }
+                let sequence = matches.len() as u64;
+                matches.push(to_match(rule, batch, *output, sequence));
+            }
+        }
+    }
 }
 
 fn to_match(

@@ -112,6 +112,14 @@ impl EventReader {
         }
     }
 
+    /// Decodes events already in memory (a test case's `log`), as elements
+    /// `1..` of a source named `shown`.
+    pub fn read_values(&self, items: Vec<Value>, shown: &str, sink: &mut dyn FnMut(ReadItem)) {
+        let shown: Arc<str> = Arc::from(shown);
+        // read_elements never fails: errors are per element.
+        let _ = self.read_elements(items, &shown, sink);
+    }
+
     fn read_file_inner(
         &self,
         path: &Path,

@@ -105,13 +105,80 @@ struct LoadedRule {
 pub struct PythonRuntime {
     rules: Vec<LoadedRule>,
     format_exception: Py<PyAny>,
+    helpers: Py<PyModule>,
+    enrichment: Py<PyModule>,
+    /// The project's table objects, restored after a test case's fixtures.
+    published: Vec<(String, Py<PyAny>)>,
+    lib_dir: PathBuf,
+    /// The rule of the current test case (see [`PythonRuntime::load_case`]).
+    case_rule: Option<LoadedRule>,
 }
 
 const HELPERS: &str = r#"
+import ast, copy, importlib, inspect, os, sys
 import traceback as _tb
 
 def format_exception(e, tb):
     return "".join(_tb.format_exception(type(e), e, tb)).rstrip()
+
+def arity_problem(f):
+    """Why `f` cannot be called as f(r), or None."""
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(None)
+    except TypeError:
+        positional = [p for p in sig.parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return f"must take one argument (the record r), but it takes {len(positional)}"
+    return None
+
+def first_line(f):
+    code = getattr(f, "__code__", None)
+    return code.co_firstlineno if code is not None else None
+
+def table_imports(source, filename):
+    """(line, name) of every `from ravenwatch|matano.enrichment import name`."""
+    tree = ast.parse(source, filename)
+    found = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.ImportFrom) and node.level == 0
+                and node.module in ("ravenwatch.enrichment", "matano.enrichment")):
+            found.extend((node.lineno, a.name) for a in node.names if a.name != "*")
+    return found
+
+def purge_project_modules(lib_dir):
+    """Forgets detection modules and helpers under `lib_dir`, so the next
+    import starts from fresh module state."""
+    lib_dir = os.path.abspath(lib_dir) + os.sep
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if name.startswith("ravenwatch_detection_") or (path and os.path.abspath(path).startswith(lib_dir)):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+
+def apply_mocks(module, mocks):
+    """Replaces names in a detection module: a function by one returning the
+    value, anything else by the value. Dotted names reach into objects."""
+    for name, value in mocks.items():
+        parts = name.split(".")
+        target = module
+        for i, part in enumerate(parts):
+            if not hasattr(target, part):
+                where = "the detection module" if i == 0 else "`" + ".".join(parts[:i]) + "`"
+                raise LookupError(f"mock `{name}`: {where} has no name `{part}`")
+            if i < len(parts) - 1:
+                target = getattr(target, part)
+        current = getattr(target, parts[-1])
+        if callable(current):
+            def mocked(*args, _value=value, **kwargs):
+                return copy.deepcopy(_value)
+            replacement = mocked
+        else:
+            replacement = value
+        setattr(target, parts[-1], replacement)
 
 def error_line(e, tb, filename):
     line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) and getattr(e, "filename", None) == filename else None
@@ -138,7 +205,15 @@ fn cstring(text: &str) -> PyResult<CString> {
     CString::new(text).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
 }
 
-fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResult<Py<PyModule>> {
+/// What [`setup_interpreter`] hands back: helper functions, the enrichment
+/// module and the table objects it publishes.
+struct Interpreter {
+    helpers: Py<PyModule>,
+    enrichment: Py<PyModule>,
+    published: Vec<(String, Py<PyAny>)>,
+}
+
+fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResult<Interpreter> {
     let sys = py.import("sys")?;
     sys.setattr("dont_write_bytecode", true)?;
     // Some libraries read sys.argv[0]; an embedded interpreter starts without one.
@@ -176,11 +251,11 @@ fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResul
         c"<ravenwatch.enrichment>",
         c"ravenwatch.enrichment",
     )?;
-    let registry = enrichment.getattr("TABLES")?.cast_into::<PyDict>()?;
+    let mut published = Vec::with_capacity(tables.len());
     for (name, table) in tables {
-        let object = Py::new(py, PyTable::new(py, Arc::clone(table)))?;
-        enrichment.setattr(name.as_str(), &object)?;
-        registry.set_item(name, &object)?;
+        let object = Py::new(py, PyTable::new(py, Arc::clone(table)))?.into_any();
+        publish(&enrichment, name, object.bind(py))?;
+        published.push((name.clone(), object));
     }
     for package in ["ravenwatch", "matano"] {
         let module = PyModule::new(py, package)?;
@@ -195,7 +270,24 @@ fn setup_interpreter(py: Python<'_>, lib_dir: &Path, tables: &Tables) -> PyResul
         c"<ravenwatch.helpers>",
         c"_ravenwatch_helpers",
     )?;
-    Ok(helpers.unbind())
+    Ok(Interpreter {
+        helpers: helpers.unbind(),
+        enrichment: enrichment.unbind(),
+        published,
+    })
+}
+
+/// Makes `object` importable as `ravenwatch.enrichment.<name>`.
+fn publish(
+    enrichment: &Bound<'_, PyModule>,
+    name: &str,
+    object: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    enrichment.setattr(name, object)?;
+    enrichment
+        .getattr("TABLES")?
+        .cast_into::<PyDict>()?
+        .set_item(name, object)
 }
 
 impl PythonRuntime {
@@ -210,9 +302,9 @@ impl PythonRuntime {
         rules: &[&DetectionDef],
     ) -> Result<Self, PythonError> {
         Python::attach(|py| {
-            let helpers = setup_interpreter(py, lib_dir, tables)
+            let interpreter = setup_interpreter(py, lib_dir, tables)
                 .map_err(|e| PythonError::Setup(e.to_string()))?;
-            let helpers_bound = helpers.bind(py);
+            let helpers_bound = interpreter.helpers.bind(py);
             let format_exception = helpers_bound
                 .getattr("format_exception")
                 .map_err(|e| PythonError::Setup(e.to_string()))?
@@ -221,7 +313,7 @@ impl PythonRuntime {
             let mut errors = Vec::new();
             for def in rules {
                 match load_rule(py, helpers_bound, def) {
-                    Ok(rule) => loaded.push(rule),
+                    Ok((rule, _)) => loaded.push(rule),
                     Err(e) => errors.push(e),
                 }
             }
@@ -229,6 +321,11 @@ impl PythonRuntime {
                 Ok(Self {
                     rules: loaded,
                     format_exception,
+                    helpers: interpreter.helpers,
+                    enrichment: interpreter.enrichment,
+                    published: interpreter.published,
+                    lib_dir: lib_dir.to_path_buf(),
+                    case_rule: None,
                 })
             } else {
                 Err(PythonError::Load(errors))
@@ -244,7 +341,130 @@ impl PythonRuntime {
         batch: &Arc<EventBatch>,
         calls: &mut u64,
     ) -> Vec<RuleOutcome> {
-        let loaded = &self.rules[rule];
+        self.evaluate_loaded(&self.rules[rule], batch, calls)
+    }
+
+    /// Loads `def` afresh for one test case: detection modules and helpers
+    /// under `detections/` are re-imported (no state carried over from the
+    /// previous case), `fixtures` replace the named tables, and `mocks`
+    /// replace names in the detection module. Run it with
+    /// [`PythonRuntime::evaluate_case`].
+    ///
+    /// # Errors
+    /// The detection does not import, or a mock names nothing.
+    pub fn load_case(
+        &mut self,
+        def: &DetectionDef,
+        fixtures: &Tables,
+        mocks: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), LoadError> {
+        self.case_rule = None;
+        let loaded = Python::attach(|py| {
+            let fail = |message: String| LoadError {
+                rule: def.name.clone(),
+                file: display_path(&def.script),
+                line: None,
+                message,
+            };
+            let helpers = self.helpers.bind(py);
+            let enrichment = self.enrichment.bind(py);
+            let setup = || -> PyResult<()> {
+                for (name, object) in &self.published {
+                    publish(enrichment, name, object.bind(py))?;
+                }
+                for (name, table) in fixtures {
+                    let object = Bound::new(py, PyTable::new(py, Arc::clone(table)))?;
+                    publish(enrichment, name, object.as_any())?;
+                }
+                helpers.call_method1(
+                    "purge_project_modules",
+                    (self
+                        .lib_dir
+                        .parent()
+                        .unwrap_or(&self.lib_dir)
+                        .to_string_lossy()
+                        .as_ref(),),
+                )?;
+                Ok(())
+            };
+            setup()
+                .map_err(|e| fail(format!("cannot set up the case: {}", self.format(py, &e))))?;
+            let (loaded, module) = load_rule(py, helpers, def)?;
+            if !mocks.is_empty() {
+                let mocks = convert::json_object_to_py(py, mocks)
+                    .and_then(|m| helpers.call_method1("apply_mocks", (&module, m)));
+                if let Err(e) = mocks {
+                    let message = if e.is_instance_of::<pyo3::exceptions::PyLookupError>(py) {
+                        e.value(py).to_string().trim_matches('"').to_string()
+                    } else {
+                        self.format(py, &e)
+                    };
+                    return Err(fail(message));
+                }
+            }
+            Ok(loaded)
+        })?;
+        self.case_rule = Some(loaded);
+        Ok(())
+    }
+
+    /// Runs the rule loaded by [`PythonRuntime::load_case`] over `batch`.
+    pub fn evaluate_case(&self, batch: &Arc<EventBatch>, calls: &mut u64) -> Vec<RuleOutcome> {
+        match &self.case_rule {
+            Some(loaded) => self.evaluate_loaded(loaded, batch, calls),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every `from ravenwatch.enrichment import X` (or `matano.enrichment`)
+    /// in `files` whose `X` is not in `known`, with file and line.
+    ///
+    /// # Errors
+    /// Never for a file that does not parse (the import reports that); only
+    /// interpreter failures.
+    pub fn unknown_table_imports(&self, files: &[PathBuf], known: &[&str]) -> Vec<LoadError> {
+        Python::attach(|py| {
+            let helpers = self.helpers.bind(py);
+            let mut out = Vec::new();
+            for file in files {
+                let Ok(source) = std::fs::read_to_string(file) else {
+                    continue;
+                };
+                let shown = display_path(file);
+                let Ok(found) = helpers
+                    .call_method1("table_imports", (source, &shown))
+                    .and_then(|f| f.extract::<Vec<(usize, String)>>())
+                else {
+                    continue;
+                };
+                for (line, name) in found {
+                    if known.contains(&name.as_str()) {
+                        continue;
+                    }
+                    let hint = crate::config::closest(&name, known)
+                        .map(|c| format!(" (did you mean `{c}`?)"))
+                        .unwrap_or_default();
+                    out.push(LoadError {
+                        rule: String::new(),
+                        file: shown.clone(),
+                        line: Some(line),
+                        message: format!(
+                            "imports enrichment table `{name}`, which is not defined{hint}; known tables: {}",
+                            if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
+                        ),
+                    });
+                }
+            }
+            out
+        })
+    }
+
+    fn evaluate_loaded(
+        &self,
+        loaded: &LoadedRule,
+        batch: &Arc<EventBatch>,
+        calls: &mut u64,
+    ) -> Vec<RuleOutcome> {
         Python::attach(|py| {
             let mut out = Vec::new();
             let detect = loaded.detect.bind(py);
@@ -391,11 +611,11 @@ fn apply(out: &mut MatchOutput, function: &str, value: &Bound<'_, PyAny>) -> Res
     Ok(())
 }
 
-fn load_rule(
-    py: Python<'_>,
-    helpers: &Bound<'_, PyModule>,
+fn load_rule<'py>(
+    py: Python<'py>,
+    helpers: &Bound<'py, PyModule>,
     def: &DetectionDef,
-) -> Result<LoadedRule, LoadError> {
+) -> Result<(LoadedRule, Bound<'py, PyModule>), LoadError> {
     let file = display_path(&def.script);
     let fail = |line: Option<usize>, message: String| LoadError {
         rule: def.name.clone(),
@@ -433,18 +653,40 @@ fn load_rule(
         .ok()
         .filter(|f| f.is_callable())
         .ok_or_else(|| fail(None, "no detect(r) function defined".into()))?;
+    let check_arity = |name: &str, f: &Bound<'_, PyAny>| -> Result<(), LoadError> {
+        let problem = helpers
+            .call_method1("arity_problem", (f,))
+            .and_then(|p| p.extract::<Option<String>>())
+            .ok()
+            .flatten();
+        match problem {
+            None => Ok(()),
+            Some(problem) => {
+                let line = helpers
+                    .call_method1("first_line", (f,))
+                    .and_then(|l| l.extract::<Option<usize>>())
+                    .ok()
+                    .flatten();
+                Err(fail(line, format!("{name}() {problem}")))
+            }
+        }
+    };
+    check_arity("detect", &detect)?;
     let mut optional: [Option<Py<PyAny>>; 8] = Default::default();
     for (slot, name) in optional.iter_mut().zip(OPTIONAL_FUNCTIONS) {
-        *slot = module
-            .getattr(name)
-            .ok()
-            .filter(|f| f.is_callable())
-            .map(Bound::unbind);
+        let Some(f) = module.getattr(name).ok().filter(|f| f.is_callable()) else {
+            continue;
+        };
+        check_arity(name, &f)?;
+        *slot = Some(f.unbind());
     }
-    Ok(LoadedRule {
-        detect: detect.unbind(),
-        optional,
-    })
+    Ok((
+        LoadedRule {
+            detect: detect.unbind(),
+            optional,
+        },
+        module,
+    ))
 }
 
 /// Runs a Python snippet with the tables importable (as detections see
@@ -456,7 +698,8 @@ fn load_rule(
 pub fn run_snippet(lib_dir: &Path, tables: &Tables, code: &str) -> Result<String, PythonError> {
     Python::attach(|py| {
         let helpers = setup_interpreter(py, lib_dir, tables)
-            .map_err(|e| PythonError::Setup(e.to_string()))?;
+            .map_err(|e| PythonError::Setup(e.to_string()))?
+            .helpers;
         let globals = PyDict::new(py);
         let code = cstring(code).map_err(|e| PythonError::Setup(e.to_string()))?;
         py.run(&code, Some(&globals), None).map_err(|e| {
