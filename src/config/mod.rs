@@ -148,28 +148,33 @@ impl Project {
     /// # Errors
     /// Every problem found, each naming its file and (where known) line and column.
     pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
+        let (project, errors) = Self::load_partial(root);
+        if errors.is_empty() {
+            Ok(project)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Like [`Project::load`], but returns the parts that are valid along
+    /// with every error, so `validate` can go on checking them.
+    pub fn load_partial(root: &Path) -> (Project, Vec<ConfigError>) {
         let mut errors = Vec::new();
         if !root.is_dir() {
-            return Err(ConfigErrors(vec![ConfigError::new(
-                root,
-                "project directory does not exist",
-            )]));
+            errors.push(ConfigError::new(root, "project directory does not exist"));
         }
         let settings = load_settings(root, &mut errors);
         let log_tables = load_log_tables(root, &mut errors);
         let enrichment = load_enrichment(root, &mut errors);
         let detections = load_detections(root, &log_tables, &mut errors);
-        if errors.is_empty() {
-            Ok(Project {
-                root: root.to_path_buf(),
-                settings,
-                log_tables,
-                enrichment,
-                detections,
-            })
-        } else {
-            Err(ConfigErrors(errors))
-        }
+        let project = Project {
+            root: root.to_path_buf(),
+            settings,
+            log_tables,
+            enrichment,
+            detections,
+        };
+        (project, errors)
     }
 
     pub fn log_table(&self, name: &str) -> Option<&LogTable> {

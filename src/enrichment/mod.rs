@@ -116,6 +116,14 @@ impl EnrichmentTable {
         })
     }
 
+    /// A table with no rows (a dynamic table before its first upload).
+    ///
+    /// # Errors
+    /// As [`EnrichmentTable::build`] (a key column not in the schema).
+    pub fn empty(def: &EnrichmentDef) -> Result<Self> {
+        Self::build(def, RecordBatch::new_empty(def.schema.to_arrow()), None)
+    }
+
     pub fn len(&self) -> usize {
         self.batch.num_rows()
     }

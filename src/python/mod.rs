@@ -416,49 +416,6 @@ impl PythonRuntime {
         }
     }
 
-    /// Every `from ravenwatch.enrichment import X` (or `matano.enrichment`)
-    /// in `files` whose `X` is not in `known`, with file and line.
-    ///
-    /// # Errors
-    /// Never for a file that does not parse (the import reports that); only
-    /// interpreter failures.
-    pub fn unknown_table_imports(&self, files: &[PathBuf], known: &[&str]) -> Vec<LoadError> {
-        Python::attach(|py| {
-            let helpers = self.helpers.bind(py);
-            let mut out = Vec::new();
-            for file in files {
-                let Ok(source) = std::fs::read_to_string(file) else {
-                    continue;
-                };
-                let shown = display_path(file);
-                let Ok(found) = helpers
-                    .call_method1("table_imports", (source, &shown))
-                    .and_then(|f| f.extract::<Vec<(usize, String)>>())
-                else {
-                    continue;
-                };
-                for (line, name) in found {
-                    if known.contains(&name.as_str()) {
-                        continue;
-                    }
-                    let hint = crate::config::closest(&name, known)
-                        .map(|c| format!(" (did you mean `{c}`?)"))
-                        .unwrap_or_default();
-                    out.push(LoadError {
-                        rule: String::new(),
-                        file: shown.clone(),
-                        line: Some(line),
-                        message: format!(
-                            "imports enrichment table `{name}`, which is not defined{hint}; known tables: {}",
-                            if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
-                        ),
-                    });
-                }
-            }
-            out
-        })
-    }
-
     fn evaluate_loaded(
         &self,
         loaded: &LoadedRule,
@@ -688,6 +645,52 @@ fn load_rule<'py>(
         module,
     ))
 }
+
+/// Every `from ravenwatch.enrichment import X` (or `matano.enrichment`)
+/// in `files` whose `X` is not in `known`, with file and line.
+///
+/// A file that does not parse is left to the import, which reports it.
+pub fn unknown_table_imports(files: &[PathBuf], known: &[&str]) -> Vec<LoadError> {
+    Python::attach(|py| {
+        let Ok(helpers) = cstring(HELPERS).and_then(|code| {
+            PyModule::from_code(py, &code, c"<ravenwatch.helpers>", c"_ravenwatch_helpers")
+        }) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for file in files {
+            let Ok(source) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            let shown = display_path(file);
+            let Ok(found) = helpers
+                .call_method1("table_imports", (source, &shown))
+                .and_then(|f| f.extract::<Vec<(usize, String)>>())
+            else {
+                continue;
+            };
+            for (line, name) in found {
+                if known.contains(&name.as_str()) {
+                    continue;
+                }
+                let hint = crate::config::closest(&name, known)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                out.push(LoadError {
+                    rule: String::new(),
+                    file: shown.clone(),
+                    line: Some(line),
+                    message: format!(
+                        "imports enrichment table `{name}`, which is not defined{hint}; known tables: {}",
+                        if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
+                    ),
+                });
+            }
+        }
+        out
+    })
+}
+
 
 /// Runs a Python snippet with the tables importable (as detections see
 /// them) and returns `str(result)`, where `result` is a variable the snippet

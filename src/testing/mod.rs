@@ -174,8 +174,7 @@ pub fn run_tests(
     // is empty, so fixtures can still fill it.
     for def in &project.enrichment {
         if !tables.contains_key(&def.name) {
-            let empty = arrow::array::RecordBatch::new_empty(def.schema.to_arrow());
-            if let Ok(table) = EnrichmentTable::build(def, empty, None) {
+            if let Ok(table) = EnrichmentTable::empty(def) {
                 tables.insert(def.name.clone(), Arc::new(table));
             }
         }

@@ -179,13 +179,16 @@ pub fn junit_xml(report: &TestReport) -> String {
                 )),
                 Status::Failed => {
                     let reasons = failure_text(r);
-                    let message = reasons
+                    // A mismatch's line, or an exception's last line (`Type: message`).
+                    let message = r
+                        .mismatches
                         .first()
-                        .and_then(|m| m.lines().next())
-                        .unwrap_or("failed");
+                        .map(mismatch_line)
+                        .or_else(|| r.errors.first().and_then(|e| e.lines().last()).map(str::to_string))
+                        .unwrap_or_else(|| "failed".into());
                     xml.push_str(&format!(
                         ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
-                        xml_escape(message),
+                        xml_escape(&message),
                         xml_escape(&reasons.join("\n"))
                     ));
                 }
