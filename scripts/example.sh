@@ -8,5 +8,6 @@ export PYO3_PYTHON="${PYO3_PYTHON:-$(command -v python3)}"
 cargo build --release --locked --bin ravenwatch
 bin="$CARGO_TARGET_DIR/release/ravenwatch"
 "$bin" validate
+"$bin" test
 "$bin" enrichment sync
 "$bin" run --input samples/ "$@"

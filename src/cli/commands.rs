@@ -72,8 +72,11 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     }
 
     let known: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
-    let mut scripts: Vec<std::path::PathBuf> =
-        project.detections.iter().map(|d| d.script.clone()).collect();
+    let mut scripts: Vec<std::path::PathBuf> = project
+        .detections
+        .iter()
+        .map(|d| d.script.clone())
+        .collect();
     scripts.extend(python_files(&project.detection_lib_dir()));
     let import_errors = python::unknown_table_imports(&scripts, &known);
     let flagged: std::collections::HashSet<&str> =
@@ -87,7 +90,8 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     }
     // The static check already names every unknown table of a flagged file.
     load_errors.retain(|e| {
-        !(e.message.starts_with("ImportError: enrichment table") && flagged.contains(e.file.as_str()))
+        !(e.message.starts_with("ImportError: enrichment table")
+            && flagged.contains(e.file.as_str()))
     });
     problems.extend(import_errors.iter().map(ToString::to_string));
     problems.extend(load_errors.iter().map(ToString::to_string));

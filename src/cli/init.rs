@@ -24,6 +24,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("templates/detect.py"),
     ),
     (
+        "detections/failed_login/tests/cases.yml",
+        include_str!("templates/detection_tests.yml"),
+    ),
+    (
         "samples/events.jsonl",
         include_str!("templates/events.jsonl"),
     ),
@@ -52,8 +56,9 @@ pub fn init(dir: &Path) -> Result<Outcome> {
             .with_context(|| format!("cannot write {}", target.display()))?;
     }
     println!("created a Ravenwatch project in {}", dir.display());
+    println!("next: ravenwatch test -p {}", dir.display());
     println!(
-        "next: ravenwatch run -p {} --input {}",
+        "      ravenwatch run -p {} --input {}",
         dir.display(),
         dir.join("samples").display()
     );

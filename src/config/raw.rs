@@ -119,7 +119,8 @@ pub struct RawDetection {
     /// Matano: framework mappings such as `attack: [T1078]`; carried into alerts.
     pub reports: Option<serde_yaml::Value>,
     pub tags: Option<Vec<String>>,
-    /// Test cases (run by `ravenwatch test`, a later issue); parsed as YAML here.
-    #[expect(dead_code, reason = "the test runner is a later issue")]
+    /// Test cases: accepted here, parsed and validated by `testing::load_cases`
+    /// (so a bad test case never blocks `run`).
+    #[expect(dead_code, reason = "read by the testing module with its own types")]
     pub tests: Option<serde_yaml::Value>,
 }

@@ -691,7 +691,6 @@ pub fn unknown_table_imports(files: &[PathBuf], known: &[&str]) -> Vec<LoadError
     })
 }
 
-
 /// Runs a Python snippet with the tables importable (as detections see
 /// them) and returns `str(result)`, where `result` is a variable the snippet
 /// sets. Used by the benchmark to time lookups from Python.

@@ -184,7 +184,12 @@ pub fn junit_xml(report: &TestReport) -> String {
                         .mismatches
                         .first()
                         .map(mismatch_line)
-                        .or_else(|| r.errors.first().and_then(|e| e.lines().last()).map(str::to_string))
+                        .or_else(|| {
+                            r.errors
+                                .first()
+                                .and_then(|e| e.lines().last())
+                                .map(str::to_string)
+                        })
                         .unwrap_or_else(|| "failed".into());
                     xml.push_str(&format!(
                         ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",

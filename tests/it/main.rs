@@ -8,6 +8,7 @@ mod bad_input;
 mod enrichment;
 mod python;
 mod run;
+mod testing;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,12 @@ impl Project {
         let p = Self::example();
         copy_dir(&repo().join("tests/data").join(overlay), p.dir.path());
         p
+    }
+
+    /// Copies `tests/data/<overlay>` on top of the project.
+    pub fn overlay(&self, overlay: &str) -> &Self {
+        copy_dir(&repo().join("tests/data").join(overlay), self.path());
+        self
     }
 
     pub fn path(&self) -> &Path {
