@@ -27,14 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let storage = match ravenwatch::storage::open(&project.settings.storage, &project.root) {
+    let storage = match ravenwatch::storage::open(
+        &project.settings.storage,
+        &project.root,
+        &project.settings.aws,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let (_, tables) = sync_tables(&project, storage.as_ref(), &[], false);
+    let (_, tables) = sync_tables(&project, storage.as_ref(), &Default::default());
     let index = rest
         .first()
         .map(|k| format!("{k:?}"))

@@ -11,8 +11,10 @@
 mod output;
 mod state;
 
-pub use output::{write_outputs, ErrorRecord, RuleSummary, RunOutputs, Summary};
-pub use state::{AlertState, StateError, STATE_KEY};
+pub use output::{
+    remove_outputs, write_outputs, ErrorRecord, RuleSummary, RunOutputs, Summary, OUTPUT_FILES,
+};
+pub use state::{AlertState, StateError, StateVersion, STATE_KEY};
 
 use crate::config::{DetectionDef, Severity};
 use crate::schema::micros_to_rfc3339;

@@ -149,6 +149,27 @@ fn alert_json(a: &Alert) -> Value {
     v
 }
 
+/// The files a run writes, in writing order (summary.json last, so its
+/// presence means the rest are complete).
+pub const OUTPUT_FILES: [&str; 5] = [
+    "alerts.jsonl",
+    "alerts.parquet",
+    "matches.jsonl",
+    "errors.jsonl",
+    "summary.json",
+];
+
+/// Removes a run's output files (when its state could not be committed).
+///
+/// # Errors
+/// The first storage failure.
+pub fn remove_outputs(storage: &dyn Storage, prefix: &str) -> Result<(), StorageError> {
+    for file in OUTPUT_FILES.iter().rev() {
+        storage.delete(&key(&[prefix, file]))?;
+    }
+    Ok(())
+}
+
 /// Writes every output file under `prefix` of `storage`; summary.json last.
 ///
 /// # Errors

@@ -1,5 +1,9 @@
 use super::Alert;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Precondition, Storage, StorageError};
+
+/// The version of the state object a run started from (`None`: there was none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateVersion(Option<String>);
 use serde::{Deserialize, Serialize};
 
 pub const STATE_KEY: &str = "state/alerts.json";
@@ -33,34 +37,48 @@ pub enum StateError {
     Storage(#[from] StorageError),
     #[error("{location}: unreadable alert state: {message}")]
     Corrupt { location: String, message: String },
+    #[error("{location}: the alert state was changed by another run while this one was running; this run's results were not committed (its outputs were removed), run it again")]
+    Conflict { location: String },
 }
 
 impl AlertState {
-    /// The persisted state, or an empty one.
+    /// The persisted state (or an empty one) and the version it was read
+    /// at, which [`AlertState::save`] is conditional on.
     ///
     /// # Errors
     /// Storage failures, or a state file that cannot be parsed (never
     /// silently replaced: that would forget open windows).
-    pub fn load(storage: &dyn Storage) -> Result<Self, StateError> {
-        match storage.read(STATE_KEY)? {
-            None => Ok(Self::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                location: storage.url(STATE_KEY),
-                message: e.to_string(),
-            }),
+    pub fn load(storage: &dyn Storage) -> Result<(Self, StateVersion), StateError> {
+        match storage.read_versioned(STATE_KEY)? {
+            None => Ok((Self::default(), StateVersion(None))),
+            Some((bytes, version)) => serde_json::from_slice(&bytes)
+                .map(|state| (state, StateVersion(Some(version))))
+                .map_err(|e| StateError::Corrupt {
+                    location: storage.url(STATE_KEY),
+                    message: e.to_string(),
+                }),
         }
     }
 
-    /// Replaces the persisted state atomically.
+    /// Replaces the persisted state atomically, only if nobody changed it
+    /// since it was read at `read`.
     ///
     /// # Errors
-    /// Storage failures; the previous state is then intact.
-    pub fn save(&self, storage: &dyn Storage) -> Result<(), StateError> {
+    /// [`StateError::Conflict`] if another run wrote it first; storage
+    /// failures. The persisted state is unchanged in both cases.
+    pub fn save(&self, storage: &dyn Storage, read: &StateVersion) -> Result<(), StateError> {
         let json = serde_json::to_vec(self).map_err(|e| StateError::Corrupt {
             location: storage.url(STATE_KEY),
             message: e.to_string(),
         })?;
-        storage.write(STATE_KEY, &json)?;
-        Ok(())
+        let condition = match &read.0 {
+            Some(version) => Precondition::Version(version.clone()),
+            None => Precondition::Absent,
+        };
+        match storage.write_if(STATE_KEY, &json, &condition) {
+            Ok(()) => Ok(()),
+            Err(StorageError::Conflict { location }) => Err(StateError::Conflict { location }),
+            Err(e) => Err(e.into()),
+        }
     }
 }

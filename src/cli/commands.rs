@@ -1,7 +1,9 @@
 use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
 use crate::config::{EnrichmentKind, Project};
 use crate::engine::{self, EngineError, RunOptions};
-use crate::enrichment::{load_files, sync_tables, EnrichmentTable, Lookup, SyncOutcome, Tables};
+use crate::enrichment::{
+    load_files, sync_tables, EnrichmentTable, Lookup, SyncOptions, SyncOutcome, Tables,
+};
 use crate::python::{self, PythonError, PythonRuntime};
 use crate::storage::{self, LocalStorage, Storage};
 use crate::testing;
@@ -38,8 +40,36 @@ fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storag
         .storage
         .as_deref()
         .unwrap_or(&project.settings.storage);
-    storage::open(location, &project.root)
-        .with_context(|| format!("cannot open storage `{location}`"))
+    let opened = storage::open(location, &project.root, &project.settings.aws)
+        .with_context(|| format!("cannot open storage `{location}`"))?;
+    opened.check()?;
+    Ok(opened)
+}
+
+/// Where dynamic tables' uploads live: `enrichment_uploads`, else
+/// `<storage>/uploads`.
+fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
+    let location = match &project.settings.enrichment_uploads {
+        Some(l) => l.clone(),
+        None => {
+            let storage = global
+                .storage
+                .as_deref()
+                .unwrap_or(&project.settings.storage);
+            if storage.starts_with("s3://") {
+                format!("{}/uploads", storage.trim_end_matches('/'))
+            } else {
+                std::path::Path::new(storage)
+                    .join("uploads")
+                    .display()
+                    .to_string()
+            }
+        }
+    };
+    let opened = storage::open(&location, &project.root, &project.settings.aws)
+        .with_context(|| format!("cannot open the uploads location `{location}`"))?;
+    opened.check()?;
+    Ok(opened)
 }
 
 /// Every problem in the project at once: configuration, static table data,
@@ -197,10 +227,36 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
                     );
                 }
             }
-            let (report, _) = sync_tables(&project, storage.as_ref(), &tables, force);
+            let needs_uploads = project.enrichment.iter().any(|d| {
+                d.kind == EnrichmentKind::Dynamic && (tables.is_empty() || tables.contains(&d.name))
+            });
+            let uploads = if needs_uploads {
+                Some(open_uploads(global, &project)?)
+            } else {
+                None
+            };
+            let options = SyncOptions {
+                only: &tables,
+                force,
+                uploads: uploads.as_deref(),
+            };
+            let (report, _) = sync_tables(&project, storage.as_ref(), &options);
             let mut failed = false;
             for (name, outcome) in &report.outcomes {
                 match outcome {
+                    SyncOutcome::Ingested {
+                        rows,
+                        snapshot_id,
+                        uploads,
+                    } => {
+                        println!(
+                            "{name}: ingested {} upload(s), table has {rows} rows (snapshot {snapshot_id})",
+                            uploads.len()
+                        );
+                        for u in uploads {
+                            println!("  {u}");
+                        }
+                    }
                     SyncOutcome::Loaded { rows, snapshot_id } => {
                         println!("{name}: loaded {rows} rows (snapshot {snapshot_id})")
                     }
@@ -220,8 +276,9 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
                 Outcome::Done
             })
         }
+        EnrichmentCommand::Upload { table, files } => upload(global, &project, &table, &files),
         EnrichmentCommand::List => {
-            let (report, tables) = sync_tables(&project, storage.as_ref(), &[], false);
+            let (report, tables) = sync_tables(&project, storage.as_ref(), &SyncOptions::default());
             report_failures(&report);
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -323,6 +380,62 @@ fn report_failures(report: &crate::enrichment::SyncReport) {
     }
 }
 
+/// Validates every file against the table's schema, then puts them under
+/// `<uploads>/<table>/` (named `<UTC time>-<file>` so they sort by upload
+/// time). One bad file refuses them all, so a half-uploaded batch never
+/// reaches `sync`.
+fn upload(
+    global: &GlobalArgs,
+    project: &Project,
+    table: &str,
+    files: &[std::path::PathBuf],
+) -> Result<Outcome> {
+    let Some(def) = project.enrichment_table(table) else {
+        bail!(
+            "no enrichment table `{table}` (tables: {})",
+            table_names(project)
+        );
+    };
+    if def.kind != EnrichmentKind::Dynamic {
+        bail!(
+            "table `{table}` is static: its data comes from files in {}; only dynamic tables take uploads",
+            crate::config::display_path(&def.dir)
+        );
+    }
+    let mut failed = false;
+    for file in files {
+        if !file.is_file() {
+            eprintln!("{}: no such file", file.display());
+            failed = true;
+            continue;
+        }
+        match load_files(def, std::slice::from_ref(file)) {
+            Ok(batch) => println!("{}: ok, {} rows", file.display(), batch.num_rows()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        eprintln!("nothing uploaded");
+        return Ok(Outcome::Failed);
+    }
+    let uploads = open_uploads(global, project)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "upload".into());
+        let key = storage::key(&[table, &format!("{stamp}-{name}")]);
+        uploads.put_file(&key, file)?;
+        println!("uploaded {}", uploads.url(&key));
+    }
+    println!("next: ravenwatch enrichment sync {table}");
+    Ok(Outcome::Done)
+}
+
 fn current_table(
     project: &Project,
     storage: &dyn Storage,
@@ -334,7 +447,12 @@ fn current_table(
             table_names(project)
         );
     }
-    let (report, tables) = sync_tables(project, storage, &[name.to_string()], false);
+    let only = [name.to_string()];
+    let options = SyncOptions {
+        only: &only,
+        ..Default::default()
+    };
+    let (report, tables) = sync_tables(project, storage, &options);
     report_failures(&report);
     tables
         .get(name)
@@ -346,15 +464,24 @@ fn run(
     global: &GlobalArgs,
     inputs: Vec<String>,
     table: Option<String>,
-    output: Option<std::path::PathBuf>,
+    output: Option<String>,
     show: usize,
 ) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
+    let output = match output {
+        None => None,
+        Some(location) if location.starts_with("s3://") => {
+            let opened = storage::open(&location, &project.root, &project.settings.aws)?;
+            opened.check()?;
+            Some(opened)
+        }
+        Some(dir) => Some(Arc::new(LocalStorage::new(dir)) as Arc<dyn Storage>),
+    };
     let options = RunOptions {
         inputs,
         table,
-        output: output.map(|dir| Arc::new(LocalStorage::new(dir)) as Arc<dyn Storage>),
+        output,
         progress: true,
     };
     let report = match engine::run(&project, storage, options) {

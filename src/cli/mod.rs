@@ -62,15 +62,15 @@ pub enum Command {
     Enrichment(EnrichmentCommand),
     /// Run detections over log files.
     Run {
-        /// Log files or folders (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).
+        /// Log files, folders or s3://bucket/prefix (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).
         #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
         inputs: Vec<String>,
         /// Log table of the inputs (needed when the project has several schemas).
         #[arg(long)]
         table: Option<String>,
-        /// Output folder (default: <storage>/runs/<run id>/).
+        /// Output folder or s3://bucket/prefix (default: <storage>/runs/<run id>/).
         #[arg(long, short = 'o')]
-        output: Option<PathBuf>,
+        output: Option<String>,
         /// Print up to this many activated alerts in the summary.
         #[arg(long, default_value_t = 10)]
         show: usize,
@@ -79,13 +79,19 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum EnrichmentCommand {
-    /// Load static tables whose data changed into new snapshots.
+    /// Load changed static tables and ingest new uploads of dynamic tables into snapshots.
     Sync {
         /// Tables to sync (default: all).
         tables: Vec<String>,
         /// Reload even when the data files are unchanged.
         #[arg(long)]
         force: bool,
+    },
+    /// Put files into a dynamic table's upload prefix (validated first).
+    Upload {
+        table: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// List tables with their row counts and current snapshots.
     List,

@@ -10,7 +10,7 @@ mod error;
 mod raw;
 
 pub use error::{closest, locate_key, locate_text, ConfigError, ConfigErrors};
-pub use raw::{RawAws, Severity};
+pub use raw::Severity;
 
 use crate::schema::{FieldType, TableSchema};
 use raw::*;
@@ -47,8 +47,9 @@ pub struct ProjectSettings {
     pub name: String,
     /// Local folder (relative to the project root) or `s3://bucket/prefix`.
     pub storage: String,
+    /// Where dynamic tables' uploads live (default `<storage>/uploads`).
     pub enrichment_uploads: Option<String>,
-    pub aws: RawAws,
+    pub aws: crate::storage::AwsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +249,16 @@ fn load_settings(root: &Path, errors: &mut Vec<ConfigError>) -> ProjectSettings 
         name,
         storage: raw.storage.unwrap_or_else(|| DEFAULT_STORAGE.into()),
         enrichment_uploads: raw.enrichment_uploads,
-        aws: raw.aws.unwrap_or_default(),
+        aws: raw
+            .aws
+            .map(|a| crate::storage::AwsSettings {
+                region: a.region,
+                endpoint: a.endpoint,
+                force_path_style: a.force_path_style,
+                profile: a.profile,
+                max_attempts: a.max_attempts,
+            })
+            .unwrap_or_default(),
     }
 }
 

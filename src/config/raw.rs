@@ -26,6 +26,8 @@ pub struct RawAws {
     pub endpoint: Option<String>,
     pub force_path_style: Option<bool>,
     pub profile: Option<String>,
+    /// Attempts per S3 request, retries included.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,12 +7,12 @@
 //! failed run leaves the previous state intact.
 
 use crate::alerts::{
-    write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings, RuleSummary,
-    RunOutputs, StateError, Summary,
+    remove_outputs, write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings,
+    RuleSummary, RunOutputs, StateError, Summary,
 };
 use crate::config::{DetectionDef, LogTable, Project};
-use crate::enrichment::{sync_tables, EnrichmentError, Tables};
-use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
+use crate::enrichment::{sync_tables, EnrichmentError, SyncOptions, Tables};
+use crate::logs::{expand_inputs, read_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::{PythonError, PythonRuntime, RuleOutcome};
 use crate::schema::micros_to_rfc3339;
 use crate::storage::{Storage, StorageError};
@@ -60,7 +60,7 @@ pub struct RunReport {
 /// Syncs changed static tables and loads every table's current snapshot;
 /// sync failures become error records (the previous snapshot is used).
 pub fn prepare_tables(project: &Project, storage: &dyn Storage) -> (Tables, Vec<ErrorRecord>) {
-    let (report, tables) = sync_tables(project, storage, &[], false);
+    let (report, tables) = sync_tables(project, storage, &SyncOptions::default());
     let errors = report
         .failures()
         .map(|(table, e)| enrichment_error(table, e))
@@ -120,8 +120,8 @@ pub fn run(
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let table = select_table(project, options.table.as_deref())?;
-    let files = expand_inputs(&options.inputs)?;
-    let state = AlertState::load(storage.as_ref())?;
+    let inputs = expand_inputs(&options.inputs, &project.settings.aws)?;
+    let (state, state_version) = AlertState::load(storage.as_ref())?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
 
     let rules: Vec<&DetectionDef> = project
@@ -144,23 +144,18 @@ pub fn run(
     let reader = EventReader::new(table);
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ReadItem>(4);
     let producer = std::thread::spawn(move || {
-        for file in files {
-            let mut closed = false;
-            reader.read_file(&file, &mut |item| {
-                if !closed && sender.send(item).is_err() {
-                    closed = true;
-                }
-            });
-            if closed {
-                break;
-            }
-        }
+        read_inputs(&reader, inputs, &mut |item| sender.send(item).is_ok());
     });
 
     let progress = progress_bar(options.progress);
     let mut matches: Vec<RuleMatch> = Vec::new();
     for item in receiver {
         match item {
+            ReadItem::Fatal(e) => {
+                // Dropping the receiver stops the reader; nothing is written.
+                drop(progress);
+                return Err(EngineError::Storage(e));
+            }
             ReadItem::Error(e) => errors.push(ErrorRecord {
                 kind: "event".into(),
                 rule: None,
@@ -232,7 +227,14 @@ pub fn run(
             summary: &summary,
         },
     )?;
-    new_state.save(storage.as_ref())?;
+    if let Err(e) = new_state.save(storage.as_ref(), &state_version) {
+        // Outputs describe alerts whose state was not committed: remove them
+        // so the next run is the only record of these events.
+        if matches!(e, StateError::Conflict { .. }) {
+            let _ = remove_outputs(out_storage.as_ref(), &prefix);
+        }
+        return Err(e.into());
+    }
     let output_location = if prefix.is_empty() {
         out_storage.url("")
     } else {

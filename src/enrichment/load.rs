@@ -121,29 +121,37 @@ impl Collector<'_> {
 /// The file cannot be opened.
 pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let file = std::fs::File::open(path)?;
-    let name = path.to_string_lossy();
+    decompress(Box::new(file), &path.to_string_lossy())
+}
+
+/// Wraps `input` in the decompressor its name calls for (`.gz`, `.zst`).
+pub fn decompress(
+    input: Box<dyn Read + Send>,
+    name: &str,
+) -> std::io::Result<Box<dyn BufRead + Send>> {
     Ok(if name.ends_with(".gz") {
         Box::new(std::io::BufReader::with_capacity(
             1 << 16,
-            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
         ))
     } else if name.ends_with(".zst") {
         Box::new(std::io::BufReader::with_capacity(
             1 << 16,
-            zstd::Decoder::new(file)?,
+            zstd::Decoder::new(input)?,
         ))
     } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
+        Box::new(std::io::BufReader::with_capacity(1 << 16, input))
     })
 }
 
 /// The format extension of a data file, ignoring compression suffixes.
 pub fn format_of(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    format_of_name(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+}
+
+/// [`format_of`] for a file or object name.
+pub fn format_of_name(name: &str) -> String {
+    let name = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
     let base = name
         .strip_suffix(".gz")
         .or_else(|| name.strip_suffix(".zst"))
@@ -162,14 +170,28 @@ pub fn load_files(
     def: &EnrichmentDef,
     files: &[std::path::PathBuf],
 ) -> Result<arrow::array::RecordBatch, RowErrors> {
+    let named: Vec<(std::path::PathBuf, String)> =
+        files.iter().map(|p| (p.clone(), display_path(p))).collect();
+    load_named(def, &named)
+}
+
+/// [`load_files`] with the name each file has in messages (an upload's
+/// `s3://` URL for a downloaded copy); the format comes from the local path.
+///
+/// # Errors
+/// As [`load_files`].
+pub fn load_named(
+    def: &EnrichmentDef,
+    files: &[(std::path::PathBuf, String)],
+) -> Result<arrow::array::RecordBatch, RowErrors> {
     let mut c = Collector {
         def,
         rows: Vec::new(),
         errors: Vec::new(),
         total_errors: 0,
     };
-    for path in files {
-        let shown = display_path(path);
+    for (path, shown) in files {
+        let shown = shown.clone();
         let result = match format_of(path).as_str() {
             "jsonl" | "ndjson" | "json" => read_json(&mut c, path, &shown),
             "csv" => read_csv(&mut c, path, &shown),

@@ -17,11 +17,11 @@ pub use load::{load_files, RowError, RowErrors};
 
 /// File helpers shared with the log readers.
 pub mod load_helpers {
-    pub use super::load::{format_of, open_decompressed};
+    pub use super::load::{decompress, format_of, format_of_name, open_decompressed};
 }
 pub use snapshot::{
-    load_current, read_manifest, sync_static, sync_tables, Manifest, SourceFingerprint,
-    SyncOutcome, SyncReport,
+    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, IngestedUpload, Manifest,
+    Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
 };
 
 use crate::config::{EnrichmentDef, LookupKey};

@@ -7,9 +7,12 @@
 //! A load writes the snapshot and its manifest first and replaces
 //! `current.json` last, so readers never see a half-written table.
 
+use super::load::{format_of_name, load_named};
 use super::{load_files, EnrichmentError, EnrichmentTable, Result, RowErrors, Tables};
-use crate::config::{display_path, EnrichmentDef, EnrichmentKind, Project};
-use crate::storage::{key, Storage};
+use crate::config::{
+    display_path, EnrichmentDef, EnrichmentKind, Project, WriteMode, DATA_EXTENSIONS,
+};
+use crate::storage::{key, ObjectInfo, Precondition, Storage, StorageError};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -32,6 +35,16 @@ pub struct SourceFingerprint {
     pub sha256: String,
 }
 
+/// An upload of a dynamic table that a snapshot has ingested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestedUpload {
+    /// Key under the uploads location (`<table>/<file>`).
+    pub key: String,
+    /// ETag (S3) or size-mtime (local) when ingested.
+    pub version: String,
+    pub rows: usize,
+}
+
 /// What a snapshot holds and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -42,7 +55,19 @@ pub struct Manifest {
     pub rows: usize,
     pub definition_sha256: String,
     pub data_key: String,
+    /// Static tables: the data files loaded.
     pub sources: Vec<SourceFingerprint>,
+    /// Dynamic tables: every upload ingested so far (this snapshot's and
+    /// the earlier ones it builds on), so no upload is ingested twice.
+    #[serde(default)]
+    pub uploads: Vec<IngestedUpload>,
+}
+
+/// Where a snapshot's rows came from.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub sources: Vec<SourceFingerprint>,
+    pub uploads: Vec<IngestedUpload>,
 }
 
 /// The result of syncing one table.
@@ -54,8 +79,14 @@ pub enum SyncOutcome {
     Loaded { rows: usize, snapshot_id: String },
     /// Loading failed; the previous snapshot (if any) stays current.
     Failed(EnrichmentError),
-    /// Dynamic tables change only through uploads.
+    /// Dynamic tables change only through uploads (`enrichment sync`).
     Skipped,
+    /// Uploads of a dynamic table were ingested into a new snapshot.
+    Ingested {
+        rows: usize,
+        snapshot_id: String,
+        uploads: Vec<String>,
+    },
 }
 
 /// Outcomes of a sync over several tables.
@@ -109,17 +140,34 @@ fn current_key(table: &str) -> String {
 /// # Errors
 /// Storage failures or an unreadable manifest.
 pub fn read_manifest(storage: &dyn Storage, table: &str) -> Result<Option<Manifest>> {
+    Ok(read_manifest_versioned(storage, table)?.map(|(m, _)| m))
+}
+
+/// The current manifest and the version of `current.json`, which the next
+/// snapshot's pointer switch is conditional on.
+fn read_manifest_versioned(
+    storage: &dyn Storage,
+    table: &str,
+) -> Result<Option<(Manifest, String)>> {
     let k = current_key(table);
-    let Some(bytes) = storage.read(&k)? else {
+    let Some((bytes, version)) = storage.read_versioned(&k)? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
-        .map(Some)
+        .map(|m| Some((m, version)))
         .map_err(|e| EnrichmentError::Snapshot {
             table: table.to_string(),
             location: storage.url(&k),
             message: format!("unreadable manifest: {e}"),
         })
+}
+
+/// The precondition for replacing `current.json`: unchanged since `read`.
+fn pointer_condition(read: Option<&(Manifest, String)>) -> Precondition {
+    match read {
+        Some((_, version)) => Precondition::Version(version.clone()),
+        None => Precondition::Absent,
+    }
 }
 
 /// Whether the data files or definition differ from what `manifest` recorded.
@@ -179,8 +227,8 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
         path: display_path(&def.dir),
         message: e.to_string(),
     };
-    let current = read_manifest(storage, &def.name)?;
-    if let Some(manifest) = &current {
+    let current = read_manifest_versioned(storage, &def.name)?;
+    if let Some((manifest, _)) = &current {
         if !force && !is_stale(def, manifest).map_err(io_error)? {
             return Ok(SyncOutcome::Unchanged {
                 rows: manifest.rows,
@@ -192,7 +240,12 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
     let batch =
         load_files(def, &def.data_files).map_err(|e: RowErrors| EnrichmentError::Rows(e))?;
     let rows = batch.num_rows();
-    let manifest = write_snapshot(def, &batch, sources, storage)?;
+    let provenance = Provenance {
+        sources,
+        uploads: Vec::new(),
+    };
+    let condition = pointer_condition(current.as_ref());
+    let manifest = write_snapshot(def, &batch, provenance, &condition, storage)?;
     Ok(SyncOutcome::Loaded {
         rows,
         snapshot_id: manifest.snapshot_id,
@@ -211,14 +264,17 @@ fn snapshot_error(
     }
 }
 
-/// Writes `batch` as a new snapshot and makes it current.
+/// Writes `batch` as a new snapshot and makes it current, provided
+/// `current.json` still satisfies `condition` (no concurrent sync won).
 ///
 /// # Errors
-/// Encoding or storage failures; the previous snapshot stays current.
+/// Encoding or storage failures, or a conflicting sync; the previous
+/// snapshot stays current.
 pub fn write_snapshot(
     def: &EnrichmentDef,
     batch: &arrow::array::RecordBatch,
-    sources: Vec<SourceFingerprint>,
+    provenance: Provenance,
+    condition: &Precondition,
     storage: &dyn Storage,
 ) -> Result<Manifest> {
     let now = chrono::Utc::now();
@@ -255,7 +311,8 @@ pub fn write_snapshot(
         rows: batch.num_rows(),
         definition_sha256: sha256_hex(def.definition.as_bytes()),
         data_key,
-        sources,
+        sources: provenance.sources,
+        uploads: provenance.uploads,
     };
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
@@ -268,8 +325,153 @@ pub fn write_snapshot(
         ]),
         &json,
     )?;
-    storage.write(&current_key(&def.name), &json)?;
+    storage.write_if(&current_key(&def.name), &json, condition)?;
     Ok(manifest)
+}
+
+/// Uploads of `table` not yet ingested according to `manifest`, oldest first.
+fn new_uploads(uploads: &[ObjectInfo], manifest: Option<&Manifest>) -> Vec<ObjectInfo> {
+    let seen: std::collections::HashSet<(&str, &str)> = manifest
+        .map(|m| {
+            m.uploads
+                .iter()
+                .map(|u| (u.key.as_str(), u.version.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut fresh: Vec<ObjectInfo> = uploads
+        .iter()
+        .filter(|o| !seen.contains(&(o.key.as_str(), o.version.as_str())))
+        .cloned()
+        .collect();
+    fresh.sort_by(|a, b| (a.modified_ms, &a.key).cmp(&(b.modified_ms, &b.key)));
+    fresh
+}
+
+fn is_data_object(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    !name.starts_with('.') && DATA_EXTENSIONS.contains(&format_of_name(name).as_str())
+}
+
+/// Ingests the uploads of a dynamic table that no snapshot has ingested yet
+/// (`overwrite`: the newest upload becomes the table; `append`: their rows
+/// are added after the current snapshot's, so the newest row wins on a
+/// duplicate key). A bad upload fails the table with the object key and row;
+/// nothing is recorded, so the next sync retries it.
+pub fn sync_dynamic(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    uploads: &dyn Storage,
+) -> SyncOutcome {
+    match try_sync_dynamic(def, storage, uploads) {
+        Ok(outcome) => outcome,
+        Err(e) => SyncOutcome::Failed(e),
+    }
+}
+
+fn try_sync_dynamic(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    uploads: &dyn Storage,
+) -> Result<SyncOutcome> {
+    let current = read_manifest_versioned(storage, &def.name)?;
+    let manifest = current.as_ref().map(|(m, _)| m);
+    let listed = uploads.list_info(&def.name)?;
+    let (data, other): (Vec<ObjectInfo>, Vec<ObjectInfo>) =
+        listed.into_iter().partition(|o| is_data_object(&o.key));
+    if let Some(bad) = other
+        .iter()
+        .find(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))
+    {
+        return Err(EnrichmentError::File {
+            path: uploads.url(&bad.key),
+            message: format!(
+                "unsupported upload format (expected one of: {}, optionally .gz)",
+                DATA_EXTENSIONS.join(", ")
+            ),
+        });
+    }
+    let fresh = new_uploads(&data, manifest);
+    if fresh.is_empty() {
+        return Ok(SyncOutcome::Unchanged {
+            rows: manifest.map(|m| m.rows).unwrap_or(0),
+        });
+    }
+    // Overwrite: only the newest upload's rows make the table; the older new
+    // ones are superseded (recorded as ingested, with no rows).
+    let to_load: Vec<&ObjectInfo> = match def.write_mode {
+        WriteMode::Overwrite => fresh.last().into_iter().collect(),
+        WriteMode::Append => fresh.iter().collect(),
+    };
+    let temp = tempfile::tempdir().map_err(|e| EnrichmentError::File {
+        path: std::env::temp_dir().display().to_string(),
+        message: format!("cannot create a temporary folder: {e}"),
+    })?;
+    let mut batches = Vec::new();
+    if def.write_mode == WriteMode::Append {
+        if let Some(previous) = manifest {
+            batches.push(read_snapshot(def, storage, previous)?);
+        }
+    }
+    let mut ingested: Vec<IngestedUpload> = match def.write_mode {
+        WriteMode::Append => manifest.map(|m| m.uploads.clone()).unwrap_or_default(),
+        WriteMode::Overwrite => Vec::new(),
+    };
+    for object in &fresh {
+        if !to_load.iter().any(|o| o.key == object.key) {
+            ingested.push(IngestedUpload {
+                key: object.key.clone(),
+                version: object.version.clone(),
+                rows: 0,
+            });
+        }
+    }
+    for (i, object) in to_load.iter().enumerate() {
+        let name = object.key.rsplit('/').next().unwrap_or(&object.key);
+        let local = temp.path().join(format!("{i}-{name}"));
+        download(uploads, &object.key, &local)?;
+        let batch = load_named(def, &[(local, uploads.url(&object.key))])?;
+        ingested.push(IngestedUpload {
+            key: object.key.clone(),
+            version: object.version.clone(),
+            rows: batch.num_rows(),
+        });
+        batches.push(batch);
+    }
+    let schema = def.schema.to_arrow();
+    let batch = arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
+    let rows = batch.num_rows();
+    let provenance = Provenance {
+        sources: Vec::new(),
+        uploads: ingested,
+    };
+    let manifest = write_snapshot(
+        def,
+        &batch,
+        provenance,
+        &pointer_condition(current.as_ref()),
+        storage,
+    )?;
+    Ok(SyncOutcome::Ingested {
+        rows,
+        snapshot_id: manifest.snapshot_id,
+        uploads: fresh.iter().map(|o| uploads.url(&o.key)).collect(),
+    })
+}
+
+/// Streams an object to a local file.
+fn download(storage: &dyn Storage, key: &str, to: &Path) -> Result<()> {
+    let mut reader = storage.reader(key)?;
+    let io = |e: std::io::Error| {
+        EnrichmentError::Storage(StorageError::Io {
+            location: storage.url(key),
+            source: e,
+        })
+    };
+    let mut file = std::fs::File::create(to).map_err(io)?;
+    std::io::copy(&mut reader, &mut file).map_err(io)?;
+    Ok(())
 }
 
 /// Reads the current snapshot of a table and indexes it.
@@ -281,6 +483,16 @@ pub fn load_current(def: &EnrichmentDef, storage: &dyn Storage) -> Result<Enrich
         read_manifest(storage, &def.name)?.ok_or_else(|| EnrichmentError::NoSnapshot {
             table: def.name.clone(),
         })?;
+    let batch = read_snapshot(def, storage, &manifest)?;
+    EnrichmentTable::build(def, batch, Some(manifest))
+}
+
+/// The rows of the snapshot `manifest` points at.
+fn read_snapshot(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    manifest: &Manifest,
+) -> Result<arrow::array::RecordBatch> {
     let location = storage.url(&manifest.data_key);
     let bytes = storage
         .read(&manifest.data_key)?
@@ -292,38 +504,52 @@ pub fn load_current(def: &EnrichmentDef, storage: &dyn Storage) -> Result<Enrich
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| snapshot_error(def, location.clone(), e))?;
-    let batch = arrow::compute::concat_batches(&schema, &batches)
-        .map_err(|e| snapshot_error(def, location, e))?;
-    EnrichmentTable::build(def, batch, Some(manifest))
+    arrow::compute::concat_batches(&schema, &batches).map_err(|e| snapshot_error(def, location, e))
 }
 
-/// Syncs the named static tables (all when `only` is empty) and loads every
-/// table's current snapshot. Tables whose sync failed keep their previous
-/// snapshot; a table with no snapshot at all is an error in the report.
+/// What [`sync_tables`] does.
+#[derive(Default)]
+pub struct SyncOptions<'a> {
+    /// Tables to sync (all when empty).
+    pub only: &'a [String],
+    /// Reload static tables even when their files are unchanged.
+    pub force: bool,
+    /// Where dynamic tables' uploads are; `None` leaves dynamic tables as
+    /// they are (only `enrichment sync` ingests uploads).
+    pub uploads: Option<&'a dyn Storage>,
+}
+
+/// Syncs the chosen tables and loads every one's current snapshot. Tables
+/// whose sync failed keep their previous snapshot; a dynamic table with no
+/// snapshot yet is empty; a static table with no snapshot at all is an
+/// error in the report.
 pub fn sync_tables(
     project: &Project,
     storage: &dyn Storage,
-    only: &[String],
-    force: bool,
+    options: &SyncOptions<'_>,
 ) -> (SyncReport, Tables) {
     let mut report = SyncReport::default();
     let mut tables = Tables::new();
     for def in &project.enrichment {
-        if !only.is_empty() && !only.contains(&def.name) {
+        if !options.only.is_empty() && !options.only.contains(&def.name) {
             continue;
         }
-        let outcome = sync_static(def, storage, force);
-        let loaded = match &outcome {
-            SyncOutcome::Failed(_) => load_current(def, storage).ok(),
-            _ => match load_current(def, storage) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    report
-                        .outcomes
-                        .push((def.name.clone(), SyncOutcome::Failed(e)));
-                    continue;
-                }
-            },
+        let outcome = match (def.kind, options.uploads) {
+            (EnrichmentKind::Dynamic, Some(uploads)) => sync_dynamic(def, storage, uploads),
+            _ => sync_static(def, storage, options.force),
+        };
+        let loaded = match (&outcome, load_current(def, storage)) {
+            (_, Ok(t)) => Some(t),
+            (SyncOutcome::Failed(_), Err(_)) => None,
+            (_, Err(EnrichmentError::NoSnapshot { .. })) if def.kind == EnrichmentKind::Dynamic => {
+                EnrichmentTable::empty(def).ok()
+            }
+            (_, Err(e)) => {
+                report
+                    .outcomes
+                    .push((def.name.clone(), SyncOutcome::Failed(e)));
+                continue;
+            }
         };
         if let Some(table) = loaded {
             tables.insert(def.name.clone(), Arc::new(table));

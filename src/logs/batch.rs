@@ -61,11 +61,14 @@ impl EventBatch {
         self.len() == 0
     }
 
-    /// `file:line` or `file#element` of an event.
+    /// `file:line` or `file#element` of an event; `s3://bucket/key#n` for
+    /// objects (a `:` would be ambiguous in a URL).
     pub fn source(&self, row: usize) -> String {
         match self.position_kind {
-            PositionKind::Line => format!("{}:{}", self.file, self.positions[row]),
-            PositionKind::Row => format!("{}#{}", self.file, self.positions[row]),
+            PositionKind::Line if !self.file.starts_with("s3://") => {
+                format!("{}:{}", self.file, self.positions[row])
+            }
+            _ => format!("{}#{}", self.file, self.positions[row]),
         }
     }
 

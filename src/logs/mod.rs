@@ -5,13 +5,15 @@
 //! travel beside the batch as one JSON text per event (`extra`), so a
 //! detection reading an undeclared field still gets its value. A line that is
 //! not JSON, or a value that cannot take its declared type, is reported with
-//! `file:line` and reading goes on.
+//! `file:line` (`s3://bucket/key#line` for objects) and reading goes on.
 
 mod batch;
+mod input;
 mod reader;
 
 pub use batch::{EventBatch, PositionKind};
-pub use reader::{expand_inputs, EventReader, ReadItem, RecordError};
+pub use input::{expand_inputs, read_inputs, Input, PREFETCH, STREAM_ABOVE};
+pub use reader::{EventReader, ReadItem, RecordError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -19,6 +21,6 @@ pub enum LogError {
     MissingInput { path: String },
     #[error("input `{path}`: {message}")]
     Input { path: String, message: String },
-    #[error("input `{0}` is on S3, which this build cannot read yet")]
-    Unsupported(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
 }

@@ -1,11 +1,11 @@
-use super::{EventBatch, LogError, PositionKind};
+use super::{EventBatch, PositionKind};
 use crate::config::{display_path, LogTable};
-use crate::enrichment::load_helpers::{format_of, open_decompressed};
+use crate::enrichment::load_helpers::{decompress, format_of, format_of_name, open_decompressed};
 use crate::schema::{coerce_object, rows_to_batch, Field, FieldType, Leniency};
 use arrow::array::StringArray;
 use serde_json::{Map, Value};
 use std::io::{BufRead, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Default number of events per batch.
@@ -24,48 +24,9 @@ pub struct RecordError {
 pub enum ReadItem {
     Batch(Box<EventBatch>),
     Error(RecordError),
-}
-
-/// Expands files and folders (recursively, sorted, skipping hidden files) into input files.
-///
-/// # Errors
-/// A path that does not exist, or an S3 path.
-pub fn expand_inputs(paths: &[String]) -> Result<Vec<PathBuf>, LogError> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.starts_with("s3://") {
-            return Err(LogError::Unsupported(p.clone()));
-        }
-        let path = PathBuf::from(p);
-        if path.is_file() {
-            files.push(path);
-        } else if path.is_dir() {
-            let mut found = Vec::new();
-            let mut stack = vec![path];
-            while let Some(dir) = stack.pop() {
-                let entries = std::fs::read_dir(&dir).map_err(|e| LogError::Input {
-                    path: dir.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                for entry in entries.flatten() {
-                    let child = entry.path();
-                    if entry.file_name().to_string_lossy().starts_with('.') {
-                        continue;
-                    }
-                    if child.is_dir() {
-                        stack.push(child);
-                    } else {
-                        found.push(child);
-                    }
-                }
-            }
-            found.sort();
-            files.extend(found);
-        } else {
-            return Err(LogError::MissingInput { path: p.clone() });
-        }
-    }
-    Ok(files)
+    /// An input could not be fetched at all (storage failure after
+    /// retries): the run stops, since continuing would skip its events.
+    Fatal(crate::storage::StorageError),
 }
 
 /// Reads log files of one table into event batches.
@@ -120,6 +81,28 @@ impl EventReader {
         let _ = self.read_elements(items, &shown, sink);
     }
 
+    /// Reads one object or stream named `shown` (its name picks format and
+    /// compression).
+    pub fn read_stream(
+        &self,
+        shown: &str,
+        input: Box<dyn Read + Send>,
+        sink: &mut dyn FnMut(ReadItem),
+    ) {
+        let shown: Arc<str> = Arc::from(shown);
+        let result = decompress(input, &shown)
+            .map_err(|e| format!("cannot open: {e}"))
+            .and_then(|reader| {
+                self.read_decompressed(&format_of_name(&shown), reader, &shown, sink)
+            });
+        if let Err(message) = result {
+            sink(ReadItem::Error(RecordError {
+                source: shown.to_string(),
+                message,
+            }));
+        }
+    }
+
     fn read_file_inner(
         &self,
         path: &Path,
@@ -127,7 +110,17 @@ impl EventReader {
         sink: &mut dyn FnMut(ReadItem),
     ) -> Result<(), String> {
         let format = format_of(path);
-        let mut reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+        let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+        self.read_decompressed(&format, reader, shown, sink)
+    }
+
+    fn read_decompressed(
+        &self,
+        format: &str,
+        mut reader: Box<dyn BufRead + Send>,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(ReadItem),
+    ) -> Result<(), String> {
         if format == "json" {
             let mut text = Vec::new();
             reader
@@ -247,8 +240,10 @@ impl EventReader {
             }
             Err(message) => {
                 let source = match kind {
-                    PositionKind::Line => format!("{shown}:{position}"),
-                    PositionKind::Row => format!("{shown}#{position}"),
+                    PositionKind::Line if !shown.starts_with("s3://") => {
+                        format!("{shown}:{position}")
+                    }
+                    _ => format!("{shown}#{position}"),
                 };
                 sink(ReadItem::Error(RecordError { source, message }));
             }
@@ -366,6 +361,7 @@ mod tests {
     use crate::config::LogTable;
     use crate::schema::TableSchema;
     use std::io::Write;
+    use std::path::PathBuf;
 
     fn table() -> LogTable {
         LogTable {
@@ -395,6 +391,7 @@ mod tests {
         EventReader::new(&table()).read_file(&path, &mut |item| match item {
             ReadItem::Batch(b) => batches.push(*b),
             ReadItem::Error(e) => errors.push(e),
+            ReadItem::Fatal(e) => panic!("a local file is never fatal: {e}"),
         });
         (batches, errors)
     }

@@ -1,6 +1,18 @@
-use super::{Result, Storage, StorageError};
+use super::{ObjectInfo, Precondition, Result, Storage, StorageError};
+use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// A lock older than this is left over from a crashed writer.
+const STALE_LOCK: Duration = Duration::from_secs(600);
+
+fn content_version(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// Storage in a local folder; keys are relative paths below it.
 #[derive(Debug, Clone)]
@@ -31,6 +43,42 @@ impl LocalStorage {
             source,
         }
     }
+
+    /// Writes through a temporary file in the target's folder, then renames.
+    fn write_with(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            fill(&mut f)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.io(key, e));
+        }
+        Ok(())
+    }
+}
+
+/// An exclusive lock file beside an object, removed on drop.
+struct LockFile(PathBuf);
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Storage for LocalStorage {
@@ -46,9 +94,27 @@ impl Storage for LocalStorage {
         }
     }
 
+    fn read_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
+        Ok(self.read(key)?.map(|data| {
+            let version = content_version(&data);
+            (data, version)
+        }))
+    }
+
+    fn reader(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>> {
+        let file = std::fs::File::open(self.path(key)?).map_err(|e| self.io(key, e))?;
+        Ok(Box::new(std::io::BufReader::new(file)))
+    }
+
     /// Writes to a temporary file in the same folder, syncs it, then renames
     /// it over the target, so a crash leaves either the old or the new file.
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.write_with(key, |f| f.write_all(data))
+    }
+
+    /// Takes a lock file beside the object (another process holding it is a
+    /// conflict), checks the version, then writes as [`Storage::write`] does.
+    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
@@ -56,21 +122,49 @@ impl Storage for LocalStorage {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(self.io(key, e));
+        let lock_path = dir.join(format!(".{name}.lock"));
+        let stale = std::fs::metadata(&lock_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_LOCK);
+        if stale {
+            let _ = std::fs::remove_file(&lock_path);
         }
-        Ok(())
+        let _lock = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+        {
+            Ok(_) => LockFile(lock_path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::Conflict {
+                    location: self.url(key),
+                })
+            }
+            Err(e) => return Err(self.io(key, e)),
+        };
+        let current = self.read_versioned(key)?.map(|(_, v)| v);
+        let holds = match condition {
+            Precondition::Absent => current.is_none(),
+            Precondition::Version(v) => current.as_deref() == Some(v.as_str()),
+        };
+        if !holds {
+            return Err(StorageError::Conflict {
+                location: self.url(key),
+            });
+        }
+        self.write(key, data)
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    fn put_file(&self, key: &str, source: &Path) -> Result<()> {
+        self.write_with(key, |f| {
+            let mut input = std::fs::File::open(source)?;
+            std::io::copy(&mut input, f).map(|_| ())
+        })
+    }
+
+    fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         let start = if prefix.is_empty() {
             self.root.clone()
@@ -90,16 +184,29 @@ impl Storage for LocalStorage {
                 let path = entry.path();
                 if path.is_dir() {
                     stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.root) {
-                    let name = entry.file_name();
-                    if name.to_string_lossy().starts_with('.') {
-                        continue;
-                    }
-                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                    continue;
                 }
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let meta = entry.metadata().map_err(|e| self.io(prefix, e))?;
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default();
+                out.push(ObjectInfo {
+                    key: rel.to_string_lossy().replace('\\', "/"),
+                    size: meta.len(),
+                    version: format!("{}-{}", meta.len(), modified.as_nanos()),
+                    modified_ms: i64::try_from(modified.as_millis()).unwrap_or(i64::MAX),
+                });
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
@@ -128,6 +235,34 @@ mod tests {
         assert_eq!(s.list("a").unwrap(), vec!["a/b.json", "a/c/d.txt"]);
         s.delete("a/b.json").unwrap();
         assert_eq!(s.list("").unwrap(), vec!["a/c/d.txt"]);
+    }
+
+    #[test]
+    fn conditional_write_refuses_a_changed_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path());
+        s.write_if("state.json", b"one", &Precondition::Absent)
+            .unwrap();
+        assert!(matches!(
+            s.write_if("state.json", b"again", &Precondition::Absent),
+            Err(StorageError::Conflict { .. })
+        ));
+        let (_, version) = s.read_versioned("state.json").unwrap().unwrap();
+        s.write("state.json", b"someone else").unwrap();
+        assert!(matches!(
+            s.write_if("state.json", b"mine", &Precondition::Version(version)),
+            Err(StorageError::Conflict { .. })
+        ));
+        assert_eq!(s.read("state.json").unwrap().unwrap(), b"someone else");
+        let (_, version) = s.read_versioned("state.json").unwrap().unwrap();
+        s.write_if("state.json", b"mine", &Precondition::Version(version))
+            .unwrap();
+        assert_eq!(s.read("state.json").unwrap().unwrap(), b"mine");
+        assert_eq!(
+            s.list("").unwrap(),
+            vec!["state.json"],
+            "no lock left behind"
+        );
     }
 
     #[test]

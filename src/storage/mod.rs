@@ -1,13 +1,17 @@
 //! Where snapshots, alert state and run outputs live.
 //!
 //! Everything persistent goes through the [`Storage`] trait with
-//! `/`-separated keys, so the same code writes to a local folder today and to
-//! S3 once that backend lands. Writes are atomic per key: a reader sees the
-//! old object or the new one, never a torn file.
+//! `/`-separated keys, so the same code writes to a local folder or to S3.
+//! Writes are atomic per key: a reader sees the old object or the new one,
+//! never a torn file. Objects several runs may update (alert state, table
+//! pointers) are written with a precondition on the version that was read,
+//! so a racing writer is refused instead of silently overwritten.
 
 mod local;
+mod s3;
 
 pub use local::LocalStorage;
+pub use s3::{parse_url as parse_s3_url, S3Storage, MULTIPART_PART_SIZE};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,10 +24,60 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}: S3 storage is not supported by this build yet; use a local folder")]
-    Unsupported(String),
     #[error("invalid storage key `{0}`")]
     InvalidKey(String),
+    #[error("{location}: S3 {operation} failed: {code}: {message}")]
+    S3 {
+        location: String,
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("{location}: cannot reach the S3 endpoint {endpoint}: {message}")]
+    Unreachable {
+        location: String,
+        endpoint: String,
+        message: String,
+    },
+    #[error(
+        "{location}: the object changed since it was read (another run wrote it); not overwritten"
+    )]
+    Conflict { location: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where and how to reach S3; `None` fields fall back to the standard AWS
+/// environment and configuration files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub profile: Option<String>,
+    /// Attempts per request, retries included (default 4).
+    pub max_attempts: Option<u32>,
+}
+
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the storage root.
+    pub key: String,
+    pub size: u64,
+    /// Changes whenever the content changes (S3 ETag; size and mtime locally).
+    pub version: String,
+    /// Last modification, epoch milliseconds.
+    pub modified_ms: i64,
+}
+
+/// Condition of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The object must not exist yet.
+    Absent,
+    /// The object must still have this version (from `read_versioned`).
+    Version(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -37,31 +91,66 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Any failure other than absence.
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// The object and its version token (for [`Storage::write_if`]).
+    ///
+    /// # Errors
+    /// Any failure other than absence.
+    fn read_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>>;
+    /// A streaming reader over the object, for objects too large to hold.
+    ///
+    /// # Errors
+    /// The object is missing or cannot be opened.
+    fn reader(&self, key: &str) -> Result<Box<dyn std::io::Read + Send>>;
     /// Replaces the object atomically.
     ///
     /// # Errors
     /// The object is unchanged when this fails.
     fn write(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Replaces the object only if `condition` holds.
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] when it does not; the object is unchanged.
+    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()>;
+    /// Copies a local file to `key`, streaming it (multipart on S3).
+    ///
+    /// # Errors
+    /// Read or write failures; no partial object is left behind.
+    fn put_file(&self, key: &str, path: &Path) -> Result<()>;
+    /// Objects under a prefix (a folder-like prefix: `a` lists `a/…`), sorted by key.
+    ///
+    /// # Errors
+    /// Listing failures.
+    fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Keys under a prefix, sorted.
     ///
     /// # Errors
     /// Listing failures.
-    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_info(prefix)?.into_iter().map(|o| o.key).collect())
+    }
     /// Removes the object; absent objects are fine.
     ///
     /// # Errors
     /// Failures other than absence.
     fn delete(&self, key: &str) -> Result<()>;
+    /// Checks that the storage is reachable and usable (the bucket exists,
+    /// the credentials work), so a command can fail before doing any work.
+    ///
+    /// # Errors
+    /// The first problem found.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Opens the storage named by a location string: a local folder (relative
-/// paths are resolved against `base`) or an `s3://` URL.
+/// paths are resolved against `base`) or an `s3://bucket/prefix` URL.
 ///
 /// # Errors
-/// Unsupported schemes.
-pub fn open(location: &str, base: &Path) -> Result<Arc<dyn Storage>> {
+/// A malformed S3 URL.
+pub fn open(location: &str, base: &Path, aws: &AwsSettings) -> Result<Arc<dyn Storage>> {
     if location.starts_with("s3://") {
-        return Err(StorageError::Unsupported(location.to_string()));
+        return Ok(Arc::new(S3Storage::open(location, aws)?));
     }
     let path = PathBuf::from(location);
     let path = if path.is_absolute() {

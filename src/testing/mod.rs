@@ -261,6 +261,7 @@ fn case_batches(project: &Project, case: &TestCase) -> Result<Vec<Arc<EventBatch
     let mut errors = Vec::new();
     reader.read_values(events, &case.location(), &mut |item| match item {
         ReadItem::Batch(b) => batches.push(Arc::from(b)),
+        ReadItem::Fatal(e) => errors.push(e.to_string()),
         ReadItem::Error(e) => {
             let position = e
                 .source

@@ -1,0 +1,214 @@
+//! Inputs of a run: local files and folders, and objects under S3 prefixes.
+//!
+//! Objects are fetched ahead, [`PREFETCH`] at a time on their own threads,
+//! while earlier inputs are decoded, so S3 latency overlaps with detection
+//! work; inputs are still decoded in order, so sources and alert order are
+//! the same as for the same files on disk. Objects above [`STREAM_ABOVE`]
+//! bytes are streamed rather than held whole.
+
+use super::{EventReader, LogError, ReadItem};
+use crate::config::display_path;
+use crate::storage::{AwsSettings, S3Storage, Storage, StorageError};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Objects fetched ahead of the one being decoded.
+pub const PREFETCH: usize = 8;
+/// Objects larger than this are streamed instead of fetched whole.
+pub const STREAM_ABOVE: u64 = 64 * 1024 * 1024;
+
+/// One input of a run.
+#[derive(Debug, Clone)]
+pub enum Input {
+    File(PathBuf),
+    Object {
+        storage: Arc<dyn Storage>,
+        key: String,
+        size: u64,
+    },
+}
+
+impl Input {
+    /// The name shown in sources and messages.
+    pub fn name(&self) -> String {
+        match self {
+            Input::File(path) => display_path(path),
+            Input::Object { storage, key, .. } => storage.url(key),
+        }
+    }
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
+}
+
+/// Expands files, folders (recursively, sorted, skipping hidden files) and
+/// `s3://bucket/prefix` URLs (every object under the prefix, or the object
+/// itself) into inputs.
+///
+/// # Errors
+/// A local path that does not exist, an S3 prefix with no objects, or an S3
+/// failure (unreachable endpoint, missing bucket, denied access).
+pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
+    let mut inputs = Vec::new();
+    for p in paths {
+        if p.starts_with("s3://") {
+            inputs.extend(expand_s3(p, aws)?);
+            continue;
+        }
+        let path = PathBuf::from(p);
+        if path.is_file() {
+            inputs.push(Input::File(path));
+        } else if path.is_dir() {
+            let mut found = Vec::new();
+            let mut stack = vec![path];
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir).map_err(|e| LogError::Input {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                for entry in entries.flatten() {
+                    let child = entry.path();
+                    if entry.file_name().to_string_lossy().starts_with('.') {
+                        continue;
+                    }
+                    if child.is_dir() {
+                        stack.push(child);
+                    } else {
+                        found.push(child);
+                    }
+                }
+            }
+            found.sort();
+            inputs.extend(found.into_iter().map(Input::File));
+        } else {
+            return Err(LogError::MissingInput { path: p.clone() });
+        }
+    }
+    Ok(inputs)
+}
+
+fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
+    let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(url, aws)?);
+    let objects = storage.list_info("")?;
+    if objects.is_empty() {
+        // Not a prefix: perhaps the URL is one object.
+        let (bucket, key) = crate::storage::parse_s3_url(url)?;
+        let (parent, _) = key.rsplit_once('/').unwrap_or(("", &key));
+        let parent_storage: Arc<dyn Storage> =
+            Arc::new(S3Storage::open(&format!("s3://{bucket}/{parent}"), aws)?);
+        let found = parent_storage
+            .list_info("")?
+            .into_iter()
+            .find(|o| parent_storage.url(&o.key) == format!("s3://{bucket}/{key}"));
+        return match found {
+            Some(o) => Ok(vec![Input::Object {
+                storage: parent_storage,
+                key: o.key,
+                size: o.size,
+            }]),
+            None => Err(LogError::MissingInput {
+                path: url.to_string(),
+            }),
+        };
+    }
+    Ok(objects
+        .into_iter()
+        .filter(|o| !is_hidden(&o.key))
+        .map(|o| Input::Object {
+            storage: Arc::clone(&storage),
+            key: o.key,
+            size: o.size,
+        })
+        .collect())
+}
+
+type Fetch = JoinHandle<Result<Vec<u8>, StorageError>>;
+
+fn start_fetch(input: &Input) -> Option<Fetch> {
+    match input {
+        Input::Object { storage, key, size } if *size <= STREAM_ABOVE => {
+            let storage = Arc::clone(storage);
+            let key = key.clone();
+            Some(std::thread::spawn(move || {
+                storage.read(&key)?.ok_or_else(|| StorageError::S3 {
+                    location: storage.url(&key),
+                    operation: "GetObject",
+                    code: "NoSuchKey".into(),
+                    message: "the object disappeared after it was listed".into(),
+                })
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Reads every input in order into `sink`, fetching S3 objects ahead.
+/// Stops after a [`ReadItem::Fatal`] or when `sink` returns false.
+pub fn read_inputs(
+    reader: &EventReader,
+    inputs: Vec<Input>,
+    sink: &mut dyn FnMut(ReadItem) -> bool,
+) {
+    let mut pending: VecDeque<(Input, Option<Fetch>)> = VecDeque::new();
+    let mut rest = inputs.into_iter();
+    let open = std::cell::Cell::new(true);
+    let mut forward = |item: ReadItem| {
+        if open.get() {
+            open.set(sink(item));
+        }
+    };
+    loop {
+        while pending.len() <= PREFETCH {
+            let Some(input) = rest.next() else { break };
+            let fetch = start_fetch(&input);
+            pending.push_back((input, fetch));
+        }
+        let Some((input, fetch)) = pending.pop_front() else {
+            break;
+        };
+        let fatal = match (&input, fetch) {
+            (Input::File(path), _) => {
+                reader.read_file(path, &mut forward);
+                None
+            }
+            (Input::Object { .. }, Some(fetch)) => match fetch.join() {
+                Ok(Ok(bytes)) => {
+                    reader.read_stream(
+                        &input.name(),
+                        Box::new(std::io::Cursor::new(bytes)),
+                        &mut forward,
+                    );
+                    None
+                }
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(StorageError::Config(format!(
+                    "{}: the fetch thread panicked (likely a bug)",
+                    input.name()
+                ))),
+            },
+            (Input::Object { storage, key, .. }, None) => match storage.reader(key) {
+                Ok(stream) => {
+                    reader.read_stream(&input.name(), stream, &mut forward);
+                    None
+                }
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = fatal {
+            forward(ReadItem::Fatal(e));
+            break;
+        }
+        if !open.get() {
+            break;
+        }
+    }
+    // Let in-flight fetches finish; their results are dropped.
+    for (_, fetch) in pending {
+        if let Some(f) = fetch {
+            let _ = f.join();
+        }
+    }
+}
