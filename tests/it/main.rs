@@ -8,6 +8,7 @@ mod bad_input;
 mod enrichment;
 mod python;
 mod run;
+mod s3;
 mod testing;
 
 use serde_json::Value;
