@@ -36,7 +36,7 @@ trap 'kill -9 "$WEED_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
 python3 bench/s3_upload.py "$S3_ENDPOINT" bench "events-$N" "$D/events-$N.jsonl" 100
 printf 'aws: { endpoint: "%s", force_path_style: true }\n' "$S3_ENDPOINT" >> "$D/project/ravenwatch.yml"
 rm -rf "$D/project/.ravenwatch/state" "$D/out-s3"
-AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
+AWS_ACCESS_KEY_ID=ravenwatch-test AWS_SECRET_ACCESS_KEY=ravenwatch-test-secret AWS_EC2_METADATA_DISABLED=true \
   python3 bench/measure.py "$RW" -p "$D/project" run --input "s3://bench/events-$N" --output "$D/out-s3"
 python3 -c "import json;s=json.load(open('$D/out-s3/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
 kill -9 "$WEED_PID" 2>/dev/null || true

@@ -5,8 +5,11 @@
 
 picks free ports (SeaweedFS also uses port+10000 for gRPC), starts
 `weed server` with its data in DATA_DIR, waits until the S3 API answers and
-prints `PID ENDPOINT`. The caller stops it with SIGKILL (SIGTERM is slow).
+prints `PID ENDPOINT`. Signed requests must use the access key
+`ravenwatch-test` / secret `ravenwatch-test-secret`; unsigned requests are
+allowed (anonymous). The caller stops it with SIGKILL (SIGTERM is slow).
 """
+import json
 import socket
 import subprocess
 import sys
@@ -36,11 +39,22 @@ def main():
     while len(ports) < 4:
         ports.add(free_port())
     s3, master, volume, filer = sorted(ports)
+    # Signed requests must use the test identity (so wrong credentials are
+    # refused as on AWS); unsigned ones are anonymous, which the tests use to
+    # arrange and inspect buckets.
+    config = f"{data}/s3.json"
+    with open(config, "w") as f:
+        json.dump({"identities": [
+            {"name": "anonymous", "actions": ["Read", "Write", "List", "Admin", "Tagging"]},
+            {"name": "ravenwatch-test",
+             "credentials": [{"accessKey": "ravenwatch-test", "secretKey": "ravenwatch-test-secret"}],
+             "actions": ["Read", "Write", "List", "Admin", "Tagging"]},
+        ]}, f)
     log = open(f"{data}/weed.log", "w")
     proc = subprocess.Popen(
         [weed, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-         "-s3", f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+         "-s3", f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",
          "-master.volumeSizeLimitMB=64", "-volume.max=200"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{s3}"

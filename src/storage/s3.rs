@@ -198,10 +198,15 @@ impl S3Storage {
         }
         let message = match code.as_str() {
             "NoSuchBucket" => format!("bucket `{}` does not exist", self.bucket),
-            _ => err
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" => format!(
+                "{} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)",
+                err.message().unwrap_or("the credentials were not accepted")
+            ),
+            _ => match (err.message(), status) {
+                (Some(m), _) => m.to_string(),
+                (None, Some(s)) => format!("HTTP {s}"),
+                (None, None) => root_cause(&err),
+            },
         };
         StorageError::S3 {
             location,
@@ -469,25 +474,22 @@ impl Storage for S3Storage {
             .map_err(|e| self.error("DeleteObject", key, e))
     }
 
+    /// Lists at most one key under the prefix: this proves the endpoint
+    /// answers, the bucket exists and the credentials may list it, and
+    /// (unlike HeadBucket) a failure carries an S3 error code.
     fn check(&self) -> Result<()> {
+        let prefix = self.full_key("");
         runtime()
-            .block_on(self.client.head_bucket().bucket(&self.bucket).send())
+            .block_on(
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send(),
+            )
             .map(|_| ())
-            .map_err(|e| {
-                let err = self.error("HeadBucket", "", e);
-                match err {
-                    // HeadBucket has no body, so S3 gives only the status.
-                    StorageError::S3 { location, code, .. } if code == "NotFound" => {
-                        StorageError::S3 {
-                            location,
-                            operation: "HeadBucket",
-                            code: "NoSuchBucket".into(),
-                            message: format!("bucket `{}` does not exist", self.bucket),
-                        }
-                    }
-                    other => other,
-                }
-            })
+            .map_err(|e| self.error("ListObjectsV2", "", e))
     }
 }
 

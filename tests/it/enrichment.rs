@@ -71,3 +71,50 @@ fn get_by_secondary_key_and_list() {
         list.stdout
     );
 }
+
+#[test]
+fn dynamic_tables_work_on_local_storage() {
+    let p = Project::with("s3_project");
+    p.only_detections(&["threat_ip_traffic"]);
+    let upload = |table: &str, file: &str| {
+        let path = crate::repo().join("tests/data/uploads").join(file);
+        p.run(&["enrichment", "upload", table, &path.display().to_string()])
+    };
+    // Before any upload the table is empty, and a run still works.
+    let logs = crate::repo().join("tests/data/logs/threat_traffic.jsonl");
+    let empty = p.run(&[
+        "run",
+        "--input",
+        &logs.display().to_string(),
+        "--output",
+        "out/empty",
+    ]);
+    assert_eq!(empty.code, 0, "{empty:?}");
+    assert!(crate::read_jsonl(&p.path().join("out/empty/alerts.jsonl")).is_empty());
+
+    assert_eq!(upload("threat_ips", "threats-1.csv").code, 0);
+    assert_eq!(upload("threat_ips", "threats-2.jsonl").code, 0);
+    let uploads = std::fs::read_dir(p.path().join(".ravenwatch/uploads/threat_ips")).unwrap();
+    assert_eq!(uploads.count(), 2);
+    // `run` does not ingest uploads; `enrichment sync` does, both at once.
+    let sync = p.run(&["enrichment", "sync", "threat_ips"]);
+    assert!(
+        sync.stdout
+            .contains("threat_ips: ingested 2 upload(s), table has 4 rows"),
+        "{sync:?}"
+    );
+    let get = p.run(&["enrichment", "get", "threat_ips", "198.51.100.66"]);
+    assert!(get.stdout.contains("new intel: ransomware C2"), "{get:?}");
+    let again = p.run(&["enrichment", "sync", "threat_ips"]);
+    assert!(
+        again.stdout.contains("threat_ips: unchanged (4 rows)"),
+        "{again:?}"
+    );
+
+    let refused = p.run(&["enrichment", "upload", "known_ip_info", "x.csv"]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("table `known_ip_info` is static"),
+        "{refused:?}"
+    );
+}

@@ -136,8 +136,8 @@ impl S3 {
         }
     }
 
-    /// Environment for `ravenwatch`: credentials (any; SeaweedFS has no IAM
-    /// here), and nothing that could reach a real AWS endpoint.
+    /// Environment for `ravenwatch`: the test server's credentials, and
+    /// nothing that could reach a real AWS endpoint.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", "ravenwatch-test".into()),
