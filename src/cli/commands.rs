@@ -2,7 +2,8 @@ use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
 use crate::config::{EnrichmentKind, Project};
 use crate::engine::{self, EngineError, RunOptions};
 use crate::enrichment::{
-    load_files, sync_tables, EnrichmentTable, Lookup, SyncOptions, SyncOutcome, Tables,
+    composite_key, load_files, sync_tables, EnrichmentTable, Lookup, SyncOptions, SyncOutcome,
+    Tables,
 };
 use crate::python::{self, PythonError, PythonRuntime};
 use crate::storage::{self, LocalStorage, Storage};
@@ -102,13 +103,29 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     }
 
     let known: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
+    // Tables whose enrichment.yml has errors (already reported): imports of
+    // them are not reported again.
+    let broken: Vec<String> = std::fs::read_dir(project.root.join("enrichment"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("enrichment.yml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !known.contains(&n.as_str()))
+        .collect();
     let mut scripts: Vec<std::path::PathBuf> = project
         .detections
         .iter()
         .map(|d| d.script.clone())
         .collect();
     scripts.extend(python_files(&project.detection_lib_dir()));
-    let import_errors = python::unknown_table_imports(&scripts, &known);
+    let mut import_errors = python::unknown_table_imports(&scripts, &known);
+    import_errors.retain(|e| {
+        !broken.iter().any(|b| {
+            e.message
+                .starts_with(&format!("imports enrichment table `{b}`,"))
+        })
+    });
     let flagged: std::collections::HashSet<&str> =
         import_errors.iter().map(|e| e.file.as_str()).collect();
     let mut load_errors = Vec::new();
@@ -118,10 +135,15 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
         Err(PythonError::Load(errors)) => load_errors = errors,
         Err(e) => problems.push(e.to_string()),
     }
-    // The static check already names every unknown table of a flagged file.
+    // The static check already names every unknown table of a flagged file,
+    // and broken tables have their own errors.
     load_errors.retain(|e| {
-        !(e.message.starts_with("ImportError: enrichment table")
-            && flagged.contains(e.file.as_str()))
+        let about_table = e.message.starts_with("ImportError: enrichment table");
+        let broken_table = broken.iter().any(|b| {
+            e.message
+                .starts_with(&format!("ImportError: enrichment table '{b}'"))
+        });
+        !(about_table && (flagged.contains(e.file.as_str()) || broken_table))
     });
     problems.extend(import_errors.iter().map(ToString::to_string));
     problems.extend(load_errors.iter().map(ToString::to_string));
@@ -343,21 +365,32 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
             key,
             index_key,
             all,
+            select,
         } => {
             let t = current_table(&project, storage.as_ref(), &table)?;
+            for column in &select {
+                if t.batch.column_by_name(column).is_none() {
+                    bail!("table `{table}` has no column `{column}`");
+                }
+            }
+            let text = composite_key(&key);
             let rows = if all {
-                t.lookup_all(&key, index_key.as_deref())?
+                t.lookup_all(&text, index_key.as_deref())?
             } else {
-                t.lookup(&key, index_key.as_deref())?.into_iter().collect()
+                t.lookup(&text, index_key.as_deref())?.into_iter().collect()
             };
             if rows.is_empty() {
-                eprintln!("no row in `{table}` for key {key:?}");
+                eprintln!("no row in `{table}` for key {}", key.join(" "));
                 return Ok(Outcome::Failed);
             }
             for row in rows {
+                let mut json = t.row_json(row);
+                if !select.is_empty() {
+                    json.retain(|k, _| select.contains(k));
+                }
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::Value::Object(t.row_json(row)))?
+                    serde_json::to_string_pretty(&serde_json::Value::Object(json))?
                 );
             }
             Ok(Outcome::Done)

@@ -107,13 +107,18 @@ pub enum EnrichmentCommand {
     /// Look a key up, as a detection's `table.get(key)` would.
     Get {
         table: String,
-        key: String,
+        /// The key; several values for a composite key (in column order).
+        #[arg(required = true, num_args = 1..)]
+        key: Vec<String>,
         /// Lookup key to use (default: the table's first key).
         #[arg(long = "key")]
         index_key: Option<String>,
-        /// Print every matching row, not just the newest.
+        /// Print every matching row, not just the newest (every containing range for a CIDR key).
         #[arg(long)]
         all: bool,
+        /// Only these columns (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        select: Vec<String>,
     },
 }
 

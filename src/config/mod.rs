@@ -74,20 +74,32 @@ pub enum WriteMode {
     Append,
 }
 
-/// How a lookup key matches. Only exact matching exists today; CIDR and
-/// case-insensitive keys are planned variants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a lookup key matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyMatch {
+    /// Equal values (optionally ignoring case).
     Exact,
+    /// The column holds CIDR ranges or single IPs; an address finds the
+    /// most specific range containing it.
+    Cidr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupKey {
     /// The name used as `index_key` from Python and `--key` on the CLI.
     pub name: String,
-    /// The column whose values are indexed (a list column indexes every element).
-    pub column: String,
+    /// The indexed columns: one (a list column indexes every element), or
+    /// several for a composite key.
+    pub columns: Vec<String>,
     pub matching: KeyMatch,
+    /// `false`: strings are compared case-insensitively.
+    pub case_sensitive: bool,
+}
+
+impl LookupKey {
+    pub fn is_composite(&self) -> bool {
+        self.columns.len() > 1
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -426,7 +438,11 @@ fn validate_enrichment(
     }
     check_unique_names(&raw.schema.fields, file, &source, errors);
     let schema = TableSchema::new(raw.schema.fields);
-    let mut key_names: Vec<String> = raw.lookup_keys.unwrap_or_default();
+    let mut raw_keys: Vec<RawLookupKey> = raw.lookup_keys.unwrap_or_default();
+    let key_name = |k: &RawLookupKey| match k {
+        RawLookupKey::Name(n) => n.clone(),
+        RawLookupKey::Spec(s) => s.name.clone(),
+    };
     if let Some(pk) = &raw.schema.primary_key {
         if schema.field(pk).is_none() {
             errors.push(
@@ -434,11 +450,11 @@ fn validate_enrichment(
                     .at(locate_key(&source, "primary_key")),
             );
         }
-        if !key_names.contains(pk) {
-            key_names.insert(0, pk.clone());
+        if !raw_keys.iter().any(|k| &key_name(k) == pk) {
+            raw_keys.insert(0, RawLookupKey::Name(pk.clone()));
         }
     }
-    if key_names.is_empty() {
+    if raw_keys.is_empty() {
         errors.push(
             ConfigError::new(
                 file,
@@ -447,31 +463,131 @@ fn validate_enrichment(
             .at(locate_key(&source, "schema")),
         );
     }
-    let mut lookup_keys = Vec::new();
-    for key in key_names {
-        match schema.field(&key).map(|f| &f.field_type) {
-            None => errors.push(
-                ConfigError::new(file, unknown_column_message("lookup key", &key, &schema))
-                    .at(locate_key(&source, "lookup_keys").or(locate_text(&source, &key))),
-            ),
-            Some(ty) if ty.is_scalar_key() => {}
-            Some(FieldType::List(e)) if e.is_scalar_key() => {}
-            Some(ty) => errors.push(
+    let mut lookup_keys: Vec<LookupKey> = Vec::new();
+    for raw_key in raw_keys {
+        // The key's own line within `lookup_keys:`, else that section.
+        let at = |name: &str| {
+            let section = locate_key(&source, "lookup_keys");
+            let start = section.map(|(l, _)| l).unwrap_or(1);
+            source
+                .lines()
+                .enumerate()
+                .skip(start)
+                .find_map(|(i, line)| {
+                    [format!("name: {name}"), format!("- {name}")]
+                        .iter()
+                        .find_map(|n| line.find(n.as_str()))
+                        .map(|c| (i + 1, c + 1))
+                })
+                .or(section)
+        };
+        let key = match raw_key {
+            RawLookupKey::Name(name) => LookupKey {
+                columns: vec![name.clone()],
+                name,
+                matching: KeyMatch::Exact,
+                case_sensitive: true,
+            },
+            RawLookupKey::Spec(spec) => {
+                let columns = match (spec.column, spec.columns) {
+                    (Some(_), Some(_)) => {
+                        errors.push(
+                            ConfigError::new(
+                                file,
+                                format!(
+                                    "lookup key `{}`: set `column` or `columns`, not both",
+                                    spec.name
+                                ),
+                            )
+                            .at(at(&spec.name)),
+                        );
+                        continue;
+                    }
+                    (Some(c), None) => vec![c],
+                    (None, Some(cs)) => cs,
+                    (None, None) => vec![spec.name.clone()],
+                };
+                LookupKey {
+                    name: spec.name,
+                    columns,
+                    matching: match spec.matching {
+                        Some(RawKeyMatch::Cidr) => KeyMatch::Cidr,
+                        _ => KeyMatch::Exact,
+                    },
+                    case_sensitive: spec.case_sensitive.unwrap_or(true),
+                }
+            }
+        };
+        if lookup_keys.iter().any(|k| k.name == key.name) {
+            errors.push(
+                ConfigError::new(file, format!("lookup key `{}` is defined twice", key.name))
+                    .at(at(&key.name)),
+            );
+            continue;
+        }
+        let mut ok = true;
+        if key.columns.is_empty() {
+            errors.push(
                 ConfigError::new(
                     file,
-                    format!(
-                        "lookup key `{key}` has type {}; keys must be string, int, long, boolean or a list of those",
-                        ty.describe()
-                    ),
+                    format!("lookup key `{}` has an empty `columns` list", key.name),
                 )
-                .at(locate_key(&source, "lookup_keys")),
-            ),
+                .at(at(&key.name)),
+            );
+            ok = false;
         }
-        lookup_keys.push(LookupKey {
-            name: key.clone(),
-            column: key,
-            matching: KeyMatch::Exact,
-        });
+        for column in &key.columns {
+            let message = match schema.field(column).map(|f| &f.field_type) {
+                None if *column == key.name => {
+                    Some(unknown_column_message("lookup key", column, &schema))
+                }
+                None => Some(unknown_column_message(
+                    &format!("lookup key `{}`: column", key.name),
+                    column,
+                    &schema,
+                )),
+                Some(FieldType::List(_)) if key.is_composite() => Some(format!(
+                    "lookup key `{}`: column `{column}` is a list; composite keys take scalar columns",
+                    key.name
+                )),
+                Some(ty) if ty.is_scalar_key() => None,
+                Some(FieldType::List(e)) if e.is_scalar_key() => None,
+                Some(ty) => Some(format!(
+                    "lookup key `{}` has type {}; keys must be string, int, long, boolean or a list of those",
+                    key.name,
+                    ty.describe()
+                )),
+            };
+            if key.matching == KeyMatch::Cidr {
+                let is_string = matches!(
+                    schema.field(column).map(|f| &f.field_type),
+                    Some(FieldType::String)
+                ) || matches!(
+                    schema.field(column).map(|f| &f.field_type),
+                    Some(FieldType::List(e)) if **e == FieldType::String
+                );
+                if message.is_none() && (!is_string || key.is_composite()) {
+                    errors.push(
+                        ConfigError::new(
+                            file,
+                            format!(
+                                "lookup key `{}`: `match: cidr` needs one string column (or list of strings) of CIDRs or IPs",
+                                key.name
+                            ),
+                        )
+                        .at(at(&key.name)),
+                    );
+                    ok = false;
+                }
+            }
+            if let Some(message) = message {
+                errors.push(ConfigError::new(file, message).at(at(&key.name)));
+                ok = false;
+            }
+        }
+        if ok {
+            lookup_keys.push(key);
+        }
     }
     let list_delimiter = match raw.list_delimiter.as_deref() {
         None => ';',

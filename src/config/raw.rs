@@ -70,7 +70,7 @@ pub struct RawEnrichment {
     pub enrichment_type: Option<RawEnrichmentType>,
     pub write_mode: Option<RawWriteMode>,
     pub schema: RawEnrichmentSchema,
-    pub lookup_keys: Option<Vec<String>>,
+    pub lookup_keys: Option<Vec<RawLookupKey>>,
     /// Separator of list cells in CSV data (default `;`).
     pub list_delimiter: Option<String>,
 }
@@ -125,4 +125,57 @@ pub struct RawDetection {
     /// (so a bad test case never blocks `run`).
     #[expect(dead_code, reason = "read by the testing module with its own types")]
     pub tests: Option<serde_yaml::Value>,
+}
+
+/// A lookup key: Matano's plain column name, or a mapping with options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawLookupKey {
+    Name(String),
+    Spec(RawKeySpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeySpec {
+    pub name: String,
+    /// `exact` (default) or `cidr`.
+    #[serde(rename = "match")]
+    pub matching: Option<RawKeyMatch>,
+    pub case_sensitive: Option<bool>,
+    /// The indexed column (default: `name`).
+    pub column: Option<String>,
+    /// Several columns: a composite key.
+    pub columns: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawKeyMatch {
+    Exact,
+    Cidr,
+}
+
+impl<'de> Deserialize<'de> for RawLookupKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawLookupKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a column name or a mapping {name, match, case_sensitive, column, columns}",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawLookupKey::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawKeySpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawLookupKey::Spec)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }

@@ -5,7 +5,8 @@
 //! a Parquet export of the same table are held to the same rules and report a
 //! bad value the same way: file, line (or row) and column.
 
-use crate::config::{display_path, EnrichmentDef};
+use super::index::parse_cidr;
+use crate::config::{display_path, EnrichmentDef, KeyMatch};
 use crate::schema::{coerce_object, row_to_json, rows_to_batch, Leniency};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -108,6 +109,21 @@ impl Collector<'_> {
                     Some(pk.clone()),
                     "primary key is missing or empty".into(),
                 );
+                return;
+            }
+        }
+        for key in &self.def.lookup_keys {
+            if key.matching != KeyMatch::Cidr {
+                continue;
+            }
+            let column = &key.columns[0];
+            let values: Vec<&str> = match row.get(column) {
+                Some(Value::String(s)) => vec![s.as_str()],
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if let Some(message) = values.iter().find_map(|v| parse_cidr(v).err()) {
+                self.error(file, location, Some(column.clone()), message);
                 return;
             }
         }

@@ -12,7 +12,7 @@ mod index;
 mod load;
 mod snapshot;
 
-pub use index::KeyIndex;
+pub use index::{parse_cidr, KeyIndex, COMPOSITE_SEPARATOR};
 pub use load::{load_files, RowError, RowErrors};
 
 /// File helpers shared with the log readers.
@@ -57,18 +57,51 @@ pub enum EnrichmentError {
 pub type Result<T, E = EnrichmentError> = std::result::Result<T, E>;
 
 /// Row lookups by key. Keys are compared as text: an `int`/`long` key column
-/// matches its decimal string.
+/// matches its decimal string; a composite key's parts are joined with
+/// [`COMPOSITE_SEPARATOR`] (see [`composite_key`]); a CIDR key takes an IP
+/// address; a case-insensitive key ignores case.
 pub trait Lookup {
-    /// The newest row whose `index_key` (default: the first lookup key) equals `key`.
+    /// The newest row whose `index_key` (default: the first lookup key)
+    /// matches `key` (for a CIDR key: in the most specific containing range).
     ///
     /// # Errors
     /// An `index_key` that is not a lookup key of the table.
     fn lookup(&self, key: &str, index_key: Option<&str>) -> Result<Option<usize>>;
-    /// Every row whose key equals `key`, oldest first.
+    /// Every matching row: oldest first, or for a CIDR key every containing
+    /// range, most specific first.
     ///
     /// # Errors
     /// As [`Lookup::lookup`].
     fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>>;
+    /// [`Lookup::lookup`] for many keys at once, aligned with `keys` (`None`
+    /// keys find nothing).
+    ///
+    /// # Errors
+    /// As [`Lookup::lookup`].
+    fn lookup_many(
+        &self,
+        keys: &[Option<&str>],
+        index_key: Option<&str>,
+    ) -> Result<Vec<Option<usize>>> {
+        keys.iter()
+            .map(|k| match k {
+                Some(k) => self.lookup(k, index_key),
+                None => Ok(None),
+            })
+            .collect()
+    }
+}
+
+/// The lookup text of a composite key from its parts.
+pub fn composite_key<S: AsRef<str>>(parts: &[S]) -> String {
+    let mut out = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(COMPOSITE_SEPARATOR);
+        }
+        out.push_str(p.as_ref());
+    }
+    out
 }
 
 /// A loaded, indexed enrichment table.
@@ -94,17 +127,17 @@ impl EnrichmentTable {
     ) -> Result<Self> {
         let mut indexes = Vec::with_capacity(def.lookup_keys.len());
         for key in &def.lookup_keys {
-            let column =
-                batch
-                    .column_by_name(&key.column)
+            let mut columns = Vec::with_capacity(key.columns.len());
+            for name in &key.columns {
+                let column = batch
+                    .column_by_name(name)
                     .ok_or_else(|| EnrichmentError::File {
                         path: def.file.display().to_string(),
-                        message: format!(
-                            "lookup key column `{}` is missing from the data",
-                            key.column
-                        ),
+                        message: format!("lookup key column `{name}` is missing from the data"),
                     })?;
-            indexes.push(KeyIndex::build(column.as_ref()));
+                columns.push(column.as_ref());
+            }
+            indexes.push(KeyIndex::build(key, &columns));
         }
         Ok(Self {
             name: def.name.clone(),
@@ -164,6 +197,18 @@ impl Lookup for EnrichmentTable {
 
     fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>> {
         Ok(self.index(index_key)?.all(key))
+    }
+
+    fn lookup_many(
+        &self,
+        keys: &[Option<&str>],
+        index_key: Option<&str>,
+    ) -> Result<Vec<Option<usize>>> {
+        let index = self.index(index_key)?;
+        Ok(keys
+            .iter()
+            .map(|k| k.and_then(|k| index.newest(k)))
+            .collect())
     }
 }
 

@@ -77,6 +77,24 @@ pub fn arrow_to_py<'py>(
     })
 }
 
+/// A batch row as a dict of only the columns at `indices`.
+pub fn row_to_pydict_select<'py>(
+    py: Python<'py>,
+    batch: &RecordBatch,
+    names: &[Py<PyString>],
+    indices: &[usize],
+    row: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for &i in indices {
+        dict.set_item(
+            names[i].bind(py),
+            arrow_to_py(py, batch.column(i).as_ref(), row)?,
+        )?;
+    }
+    Ok(dict)
+}
+
 /// A batch row as a dict, using pre-interned column names.
 pub fn row_to_pydict<'py>(
     py: Python<'py>,

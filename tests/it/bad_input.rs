@@ -128,3 +128,26 @@ fn raising_detection_is_isolated() {
     insta::assert_snapshot!(severity_error["traceback"].as_str().unwrap(), @r#"severity() returned "catastrophic"; expected one of info, notice, low, medium, high, critical"#);
     assert_eq!(r.summary()["errors"], 2);
 }
+
+#[test]
+fn bad_lookup_key_specs_are_named() {
+    let p = Project::with("key_kinds");
+    std::fs::write(
+        p.path().join("enrichment/ports/enrichment.yml"),
+        "name: ports\nschema:\n  fields:\n    - { name: port, type: int }\n    - { name: service, type: string }\nlookup_keys:\n  - { name: port, match: cidr }\n  - { name: svc, columns: [service, protocol] }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.path().join("enrichment/hosts/enrichment.yml"),
+        "name: hosts\nschema:\n  fields:\n    - { name: hostname, type: string }\nlookup_keys:\n  - { name: hostname, case_sensitiv: false }\n",
+    )
+    .unwrap();
+    let out = p.run(&["validate"]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(out.stdout, @r"
+    enrichment/hosts/enrichment.yml:6:23: lookup_keys[0]: unknown field `case_sensitiv`, expected one of `name`, `match`, `case_sensitive`, `column`, `columns` (did you mean `case_sensitive`?)
+    enrichment/ports/enrichment.yml:7:7: lookup key `port`: `match: cidr` needs one string column (or list of strings) of CIDRs or IPs
+    enrichment/ports/enrichment.yml:8:7: lookup key `svc`: column `protocol` is not a field of the schema
+    3 errors found
+    ");
+}

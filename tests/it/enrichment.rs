@@ -118,3 +118,62 @@ fn dynamic_tables_work_on_local_storage() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn cidr_case_insensitive_composite_and_typed_keys_from_python() {
+    let p = Project::with("key_kinds");
+    p.only_detections(&["key_kinds_demo"]);
+    let out = p.run(&["test"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("3 passed, 0 failed\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn cidr_composite_and_select_from_the_cli() {
+    let p = Project::with("key_kinds");
+    let get = |args: &[&str]| {
+        let mut all = vec!["enrichment", "get"];
+        all.extend_from_slice(args);
+        p.run(&all)
+    };
+    let out = get(&["networks", "10.20.1.1", "--all", "--select", "name"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let names: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.unwrap()["name"].clone())
+        .collect();
+    assert_eq!(names, ["office-lan", "corp"]);
+    let out = get(&[
+        "account_regions",
+        "111122223333",
+        "us-east-1",
+        "--key",
+        "account_region",
+    ]);
+    assert!(out.stdout.contains("vpc-a"), "{out:?}");
+    assert_eq!(get(&["networks", "172.16.0.1"]).code, 1);
+    assert!(get(&["hosts", "Host-2.Corp"]).stdout.contains("bob"));
+}
+
+#[test]
+fn invalid_cidr_is_a_load_error_with_row_and_column() {
+    let p = Project::with("key_kinds");
+    std::fs::write(
+        p.path().join("enrichment/networks/data.csv"),
+        "network,name,zone\n10.0.0.0/8,corp,internal\n10.0.0.300/8,typo,internal\n",
+    )
+    .unwrap();
+    let out = p.run(&["enrichment", "sync", "networks"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "enrichment/networks/data.csv:3: column `network`: \"10.0.0.300/8\" is not a CIDR range or IP address"
+        ),
+        "{}",
+        out.stderr
+    );
+}
