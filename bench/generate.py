@@ -145,7 +145,7 @@ def cmd_project(a):
     if out.exists():
         shutil.rmtree(out)
     for part in ["schemas", "detections", "enrichment"]:
-        shutil.copytree(ROOT / part, out / part, ignore=shutil.ignore_patterns("__pycache__", "data.*"))
+        shutil.copytree(ROOT / part, out / part, ignore=shutil.ignore_patterns("__pycache__"))
     (out / "ravenwatch.yml").write_text("name: bench\nstorage: .ravenwatch\n")
     rng = random.Random(42)
     known = [json.loads(l) for l in (ROOT / "enrichment/known_ip_info/data.jsonl").read_text().splitlines() if l]

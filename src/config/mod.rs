@@ -115,10 +115,50 @@ pub struct EnrichmentDef {
     /// Lookup keys; the first is the default for `get`.
     pub lookup_keys: Vec<LookupKey>,
     pub list_delimiter: char,
+    pub source: SourceOptions,
     /// Inline data files of a static table, sorted by name.
     pub data_files: Vec<PathBuf>,
     /// The YAML text, hashed into snapshots so a schema change forces a reload.
     pub definition: String,
+}
+
+/// How data files are read (`source:` in enrichment.yml), so published
+/// feeds load as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// Dotted paths of the arrays holding the rows in a JSON document
+    /// (empty: the document is JSON lines or one array).
+    pub records: Vec<String>,
+    /// CSV comment character.
+    pub comment: Option<u8>,
+    pub has_header: bool,
+    /// CSV column names when there is no header (or to override it).
+    pub columns: Option<Vec<String>>,
+    /// Source column → schema field.
+    pub rename: Vec<(String, String)>,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            comment: None,
+            has_header: true,
+            columns: None,
+            rename: Vec::new(),
+        }
+    }
+}
+
+impl SourceOptions {
+    /// The schema name of a source column.
+    pub fn renamed<'a>(&'a self, column: &'a str) -> &'a str {
+        self.rename
+            .iter()
+            .find(|(from, _)| from == column)
+            .map(|(_, to)| to.as_str())
+            .unwrap_or(column)
+    }
 }
 
 impl EnrichmentDef {
@@ -603,6 +643,58 @@ fn validate_enrichment(
             ';'
         }
     };
+    let raw_source = raw.source.unwrap_or_default();
+    let mut source_options = SourceOptions {
+        records: match raw_source.records {
+            None => Vec::new(),
+            Some(OneOrMany::One(r)) => vec![r],
+            Some(OneOrMany::Many(rs)) => rs,
+        },
+        comment: None,
+        has_header: raw_source.has_header.unwrap_or(true),
+        columns: raw_source.columns,
+        rename: raw_source.rename.unwrap_or_default().into_iter().collect(),
+    };
+    match raw_source.comment.as_deref() {
+        None => {}
+        Some(c) if c.len() == 1 && c.is_ascii() => source_options.comment = Some(c.as_bytes()[0]),
+        Some(c) => errors.push(
+            ConfigError::new(
+                file,
+                format!("source.comment must be one ASCII character, got {c:?}"),
+            )
+            .at(locate_key(&source, "comment")),
+        ),
+    }
+    if !source_options.has_header && source_options.columns.is_none() {
+        errors.push(
+            ConfigError::new(
+                file,
+                "source.has_header is false, so source.columns must name the columns",
+            )
+            .at(locate_key(&source, "has_header")),
+        );
+    }
+    if source_options.records.iter().any(|r| r.trim().is_empty()) {
+        errors.push(
+            ConfigError::new(
+                file,
+                "source.records must name the array holding the rows (a dotted path)",
+            )
+            .at(locate_key(&source, "records")),
+        );
+    }
+    for (from, to) in &source_options.rename {
+        if schema.field(to).is_none() {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    unknown_column_message(&format!("source.rename of `{from}` to"), to, &schema),
+                )
+                .at(locate_text(&source, from).or(locate_key(&source, "rename"))),
+            );
+        }
+    }
     let kind = match raw.enrichment_type.unwrap_or(RawEnrichmentType::Static) {
         RawEnrichmentType::Static => EnrichmentKind::Static,
         RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
@@ -644,6 +736,7 @@ fn validate_enrichment(
         schema,
         lookup_keys,
         list_delimiter,
+        source: source_options,
         data_files,
         definition: source,
     })

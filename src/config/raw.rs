@@ -73,6 +73,31 @@ pub struct RawEnrichment {
     pub lookup_keys: Option<Vec<RawLookupKey>>,
     /// Separator of list cells in CSV data (default `;`).
     pub list_delimiter: Option<String>,
+    /// How to read feed files as they are published.
+    pub source: Option<RawSource>,
+}
+
+/// Reading options for data files (static) and uploads (dynamic).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// Dotted path(s) of the array(s) holding the rows in a JSON document.
+    pub records: Option<OneOrMany>,
+    /// CSV: lines starting with this character are skipped.
+    pub comment: Option<String>,
+    /// CSV: whether the first line is a header (default true).
+    pub has_header: Option<bool>,
+    /// CSV: column names, in order (required without a header).
+    pub columns: Option<Vec<String>>,
+    /// Source column → schema field.
+    pub rename: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -96,6 +96,11 @@ impl Collector<'_> {
         mut row: Map<String, Value>,
         leniency: Leniency,
     ) {
+        for (from, to) in &self.def.source.rename {
+            if let Some(value) = row.remove(from) {
+                row.insert(to.clone(), value);
+            }
+        }
         if let Err(e) = coerce_object(&mut row, &self.def.schema.fields, leniency) {
             let column = e.path.clone();
             self.error(file, location, Some(column), e.message);
@@ -244,21 +249,34 @@ fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Stri
     reader
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read: {e}"))?;
+    if !c.def.source.records.is_empty() {
+        let mut document: Value =
+            serde_json::from_str(&text).map_err(|e| format!("invalid JSON document: {e}"))?;
+        let paths = c.def.source.records.clone();
+        for path in &paths {
+            let mut at = &mut document;
+            for part in path.split('.') {
+                at = at.get_mut(part).ok_or_else(|| {
+                    format!("source.records: the document has no `{path}` (missing `{part}`)")
+                })?;
+            }
+            let Value::Array(rows) = at.take() else {
+                return Err(format!("source.records: `{path}` is not an array"));
+            };
+            // Rows are numbered within their array: `file#path` row N.
+            let label = if paths.len() > 1 {
+                format!("{shown}#{path}")
+            } else {
+                shown.to_string()
+            };
+            push_elements(c, &label, rows);
+        }
+        return Ok(());
+    }
     if text.trim_start().starts_with('[') {
         let rows: Vec<Value> =
             serde_json::from_str(&text).map_err(|e| format!("invalid JSON array: {e}"))?;
-        for (i, row) in rows.into_iter().enumerate() {
-            let location = Location::Row(i as u64 + 1);
-            match row {
-                Value::Object(map) => c.push(shown, location, map, Leniency::Json),
-                other => c.error(
-                    shown,
-                    location,
-                    None,
-                    format!("expected a JSON object, got {}", kind(&other)),
-                ),
-            }
-        }
+        push_elements(c, shown, rows);
         return Ok(());
     }
     for (i, line) in text.lines().enumerate() {
@@ -280,6 +298,22 @@ fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Stri
     Ok(())
 }
 
+/// Rows of a JSON array, numbered from 1.
+fn push_elements(c: &mut Collector<'_>, shown: &str, rows: Vec<Value>) {
+    for (i, row) in rows.into_iter().enumerate() {
+        let location = Location::Row(i as u64 + 1);
+        match row {
+            Value::Object(map) => c.push(shown, location, map, Leniency::Json),
+            other => c.error(
+                shown,
+                location,
+                None,
+                format!("expected a JSON object, got {}", kind(&other)),
+            ),
+        }
+    }
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -293,14 +327,32 @@ fn kind(v: &Value) -> &'static str {
 
 fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
     let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
+    let options = &c.def.source;
     let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
+        .has_headers(options.has_header)
+        .comment(options.comment)
+        .flexible(options.columns.is_some())
         .from_reader(reader);
-    let headers: Vec<String> = csv
-        .headers()
-        .map_err(|e| format!("cannot read the header: {e}"))?
+    let source_headers: Vec<String> = match &options.columns {
+        Some(columns) => {
+            if options.has_header {
+                // Read (and skip) the file's own header.
+                csv.headers()
+                    .map_err(|e| format!("cannot read the header: {e}"))?;
+            }
+            columns.clone()
+        }
+        None => csv
+            .headers()
+            .map_err(|e| format!("cannot read the header: {e}"))?
+            .iter()
+            .map(|h| h.trim().to_string())
+            .collect(),
+    };
+    // Rows are built with schema names, so rename applies to headers here.
+    let headers: Vec<String> = source_headers
         .iter()
-        .map(|h| h.trim().to_string())
+        .map(|h| options.renamed(h).to_string())
         .collect();
     let declared: Vec<bool> = headers
         .iter()

@@ -177,3 +177,80 @@ fn invalid_cidr_is_a_load_error_with_row_and_column() {
         out.stderr
     );
 }
+
+#[test]
+fn feed_formats_load_as_published() {
+    let p = Project::with("axonius_export");
+    let sync = p.run(&["enrichment", "sync"]);
+    assert_eq!(sync.code, 0, "{sync:?}");
+    let get = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["enrichment", "get"];
+        all.extend_from_slice(args);
+        let out = p.run(&all);
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        serde_json::Deserializer::from_str(&out.stdout)
+            .into_iter::<serde_json::Value>()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // CISA KEV: rows under `vulnerabilities`; case-insensitive CVE ids.
+    let kev = get(&["cisa_kev", "cve-2021-44228"]);
+    assert_eq!(kev[0]["product"], "Log4j2");
+    assert_eq!(
+        kev[0]["cwes"],
+        serde_json::json!(["CWE-20", "CWE-400", "CWE-502"])
+    );
+    assert_eq!(kev[0]["dueDate"], "2021-12-24");
+    // AWS ip-ranges.json: IPv4 and IPv6 arrays, renamed onto one CIDR key.
+    let aws = get(&[
+        "aws_ip_ranges",
+        "18.210.4.4",
+        "--all",
+        "--select",
+        "service",
+    ]);
+    assert_eq!(
+        aws,
+        [
+            serde_json::json!({"service": "AMAZON"}),
+            serde_json::json!({"service": "EC2"})
+        ]
+    );
+    let v6 = get(&["aws_ip_ranges", "2600:1f18::5"]);
+    assert_eq!(v6[0]["service"], "EC2");
+    assert_eq!(v6[0]["ip_prefix"], "2600:1f18::/33");
+    // abuse.ch URLhaus: commented header, columns named in the YAML.
+    let url = get(&["urlhaus", "http://198.51.100.23:45870/Mozi.m"]);
+    assert_eq!(url[0]["id"], 2849101);
+    assert_eq!(url[0]["tags"], serde_json::json!(["elf", "Mozi"]));
+    assert_eq!(url[0]["dateadded"], "2024-05-10T11:58:05Z");
+    // Axonius export columns renamed onto schema names.
+    let asset = get(&[
+        "axonius_export",
+        "10.20.9.15",
+        "--key",
+        "network_interfaces_ips",
+    ]);
+    assert_eq!(asset[0]["hostname"], "fin-laptop-042");
+    assert_eq!(asset[0]["os"], "macOS 14.4");
+}
+
+#[test]
+fn a_missing_records_path_names_the_path() {
+    let p = Project::example();
+    let yml = p.path().join("enrichment/cisa_kev/enrichment.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    std::fs::write(
+        &yml,
+        text.replace("records: vulnerabilities", "records: vulns"),
+    )
+    .unwrap();
+    let out = p.run(&["enrichment", "sync", "cisa_kev"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("enrichment/cisa_kev/data.json: source.records: the document has no `vulns`"),
+        "{}",
+        out.stderr
+    );
+}
