@@ -36,15 +36,24 @@ fn load_project(global: &GlobalArgs) -> Result<Project> {
     Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
 }
 
-fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
-    let location = global
-        .storage
-        .as_deref()
-        .unwrap_or(&project.settings.storage);
+/// Opens `location` (`what` names it in errors) and checks it is usable,
+/// so a bad bucket or credentials fail before any work.
+fn open_checked(project: &Project, location: &str, what: &str) -> Result<Arc<dyn Storage>> {
     let opened = storage::open(location, &project.root, &project.settings.aws)
-        .with_context(|| format!("cannot open storage `{location}`"))?;
+        .with_context(|| format!("cannot open {what} `{location}`"))?;
     opened.check()?;
     Ok(opened)
+}
+
+fn storage_location<'a>(global: &'a GlobalArgs, project: &'a Project) -> &'a str {
+    global
+        .storage
+        .as_deref()
+        .unwrap_or(&project.settings.storage)
+}
+
+fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
+    open_checked(project, storage_location(global, project), "storage")
 }
 
 /// Where dynamic tables' uploads live: `enrichment_uploads`, else
@@ -53,10 +62,7 @@ fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storag
     let location = match &project.settings.enrichment_uploads {
         Some(l) => l.clone(),
         None => {
-            let storage = global
-                .storage
-                .as_deref()
-                .unwrap_or(&project.settings.storage);
+            let storage = storage_location(global, project);
             if storage.starts_with("s3://") {
                 format!("{}/uploads", storage.trim_end_matches('/'))
             } else {
@@ -67,10 +73,7 @@ fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storag
             }
         }
     };
-    let opened = storage::open(&location, &project.root, &project.settings.aws)
-        .with_context(|| format!("cannot open the uploads location `{location}`"))?;
-    opened.check()?;
-    Ok(opened)
+    open_checked(project, &location, "the uploads location")
 }
 
 /// Every problem in the project at once: configuration, static table data,
@@ -505,9 +508,7 @@ fn run(
     let output = match output {
         None => None,
         Some(location) if location.starts_with("s3://") => {
-            let opened = storage::open(&location, &project.root, &project.settings.aws)?;
-            opened.check()?;
-            Some(opened)
+            Some(open_checked(&project, &location, "output")?)
         }
         Some(dir) => Some(Arc::new(LocalStorage::new(dir)) as Arc<dyn Storage>),
     };

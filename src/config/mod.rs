@@ -244,7 +244,8 @@ impl Project {
     }
 }
 
-fn read_yaml<T: DeserializeOwned>(
+/// Reads and parses one YAML file; a failure becomes a located error.
+pub(crate) fn read_yaml<T: DeserializeOwned>(
     file: &Path,
     errors: &mut Vec<ConfigError>,
 ) -> Option<(T, String)> {

@@ -20,8 +20,8 @@ pub mod load_helpers {
     pub use super::load::{decompress, format_of, format_of_name, open_decompressed};
 }
 pub use snapshot::{
-    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, IngestedUpload, Manifest,
-    Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
+    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, Fresh, IngestedUpload,
+    Manifest, Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
 };
 
 use crate::config::{EnrichmentDef, LookupKey};

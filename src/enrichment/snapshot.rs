@@ -212,16 +212,28 @@ fn fingerprints(def: &EnrichmentDef) -> std::io::Result<Vec<SourceFingerprint>> 
 /// Loads a static table's data files into a new snapshot if they changed
 /// (or always, with `force`). Never fails outright: a failure is reported
 /// in the outcome and leaves the current snapshot in place.
-pub fn sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> SyncOutcome {
+pub fn sync_static(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    force: bool,
+) -> (SyncOutcome, Fresh) {
     match try_sync_static(def, storage, force) {
-        Ok(outcome) => outcome,
-        Err(e) => SyncOutcome::Failed(e),
+        Ok(synced) => synced,
+        Err(e) => (SyncOutcome::Failed(e), None),
     }
 }
 
-fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> Result<SyncOutcome> {
+/// The rows and manifest a sync has just written, so the caller indexes
+/// them without reading the snapshot back from storage.
+pub type Fresh = Option<(arrow::array::RecordBatch, Manifest)>;
+
+fn try_sync_static(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    force: bool,
+) -> Result<(SyncOutcome, Fresh)> {
     if def.kind == EnrichmentKind::Dynamic {
-        return Ok(SyncOutcome::Skipped);
+        return Ok((SyncOutcome::Skipped, None));
     }
     let io_error = |e: std::io::Error| EnrichmentError::File {
         path: display_path(&def.dir),
@@ -230,9 +242,10 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
     let current = read_manifest_versioned(storage, &def.name)?;
     if let Some((manifest, _)) = &current {
         if !force && !is_stale(def, manifest).map_err(io_error)? {
-            return Ok(SyncOutcome::Unchanged {
+            let outcome = SyncOutcome::Unchanged {
                 rows: manifest.rows,
-            });
+            };
+            return Ok((outcome, None));
         }
     }
     // Fingerprint before reading, so a file changed mid-load is seen as stale next time.
@@ -246,10 +259,11 @@ fn try_sync_static(def: &EnrichmentDef, storage: &dyn Storage, force: bool) -> R
     };
     let condition = pointer_condition(current.as_ref());
     let manifest = write_snapshot(def, &batch, provenance, &condition, storage)?;
-    Ok(SyncOutcome::Loaded {
+    let outcome = SyncOutcome::Loaded {
         rows,
-        snapshot_id: manifest.snapshot_id,
-    })
+        snapshot_id: manifest.snapshot_id.clone(),
+    };
+    Ok((outcome, Some((batch, manifest))))
 }
 
 fn snapshot_error(
@@ -362,10 +376,10 @@ pub fn sync_dynamic(
     def: &EnrichmentDef,
     storage: &dyn Storage,
     uploads: &dyn Storage,
-) -> SyncOutcome {
+) -> (SyncOutcome, Fresh) {
     match try_sync_dynamic(def, storage, uploads) {
-        Ok(outcome) => outcome,
-        Err(e) => SyncOutcome::Failed(e),
+        Ok(synced) => synced,
+        Err(e) => (SyncOutcome::Failed(e), None),
     }
 }
 
@@ -373,7 +387,7 @@ fn try_sync_dynamic(
     def: &EnrichmentDef,
     storage: &dyn Storage,
     uploads: &dyn Storage,
-) -> Result<SyncOutcome> {
+) -> Result<(SyncOutcome, Fresh)> {
     let current = read_manifest_versioned(storage, &def.name)?;
     let manifest = current.as_ref().map(|(m, _)| m);
     let listed = uploads.list_info(&def.name)?;
@@ -393,9 +407,10 @@ fn try_sync_dynamic(
     }
     let fresh = new_uploads(&data, manifest);
     if fresh.is_empty() {
-        return Ok(SyncOutcome::Unchanged {
+        let outcome = SyncOutcome::Unchanged {
             rows: manifest.map(|m| m.rows).unwrap_or(0),
-        });
+        };
+        return Ok((outcome, None));
     }
     // Overwrite: only the newest upload's rows make the table; the older new
     // ones are superseded (recorded as ingested, with no rows).
@@ -453,11 +468,12 @@ fn try_sync_dynamic(
         &pointer_condition(current.as_ref()),
         storage,
     )?;
-    Ok(SyncOutcome::Ingested {
+    let outcome = SyncOutcome::Ingested {
         rows,
-        snapshot_id: manifest.snapshot_id,
+        snapshot_id: manifest.snapshot_id.clone(),
         uploads: fresh.iter().map(|o| uploads.url(&o.key)).collect(),
-    })
+    };
+    Ok((outcome, Some((batch, manifest))))
 }
 
 /// Streams an object to a local file.
@@ -534,11 +550,15 @@ pub fn sync_tables(
         if !options.only.is_empty() && !options.only.contains(&def.name) {
             continue;
         }
-        let outcome = match (def.kind, options.uploads) {
+        let (outcome, fresh) = match (def.kind, options.uploads) {
             (EnrichmentKind::Dynamic, Some(uploads)) => sync_dynamic(def, storage, uploads),
             _ => sync_static(def, storage, options.force),
         };
-        let loaded = match (&outcome, load_current(def, storage)) {
+        let current = match fresh {
+            Some((batch, manifest)) => EnrichmentTable::build(def, batch, Some(manifest)),
+            None => load_current(def, storage),
+        };
+        let loaded = match (&outcome, current) {
             (_, Ok(t)) => Some(t),
             (SyncOutcome::Failed(_), Err(_)) => None,
             (_, Err(EnrichmentError::NoSnapshot { .. })) if def.kind == EnrichmentKind::Dynamic => {

@@ -105,6 +105,10 @@ fn part_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
 /// A lookup key as text; a tuple or list is a composite key. `None` (or a
 /// composite with a `None` part) finds nothing.
 fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
+    // A str is by far the most common key: test it first.
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(Some(s.to_cow()?));
+    }
     if key.is_instance_of::<PyTuple>() || key.is_instance_of::<PyList>() {
         let mut parts = Vec::new();
         for part in key.try_iter()? {

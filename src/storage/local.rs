@@ -44,12 +44,9 @@ impl LocalStorage {
         }
     }
 
-    /// Writes through a temporary file in the target's folder, then renames.
-    fn write_with(
-        &self,
-        key: &str,
-        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-    ) -> Result<()> {
+    /// The object's path and a hidden sibling `.<name><suffix>` (which
+    /// listings skip), with their folder created.
+    fn with_sibling(&self, key: &str, suffix: &str) -> Result<(PathBuf, PathBuf)> {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
@@ -57,7 +54,17 @@ impl LocalStorage {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let sibling = dir.join(format!(".{name}{suffix}"));
+        Ok((path, sibling))
+    }
+
+    /// Writes through a temporary file in the target's folder, then renames.
+    fn write_with(
+        &self,
+        key: &str,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let (path, tmp) = self.with_sibling(key, &format!(".tmp-{}", std::process::id()))?;
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             fill(&mut f)?;
@@ -115,14 +122,7 @@ impl Storage for LocalStorage {
     /// Takes a lock file beside the object (another process holding it is a
     /// conflict), checks the version, then writes as [`Storage::write`] does.
     fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()> {
-        let path = self.path(key)?;
-        let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| self.io(key, e))?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object");
-        let lock_path = dir.join(format!(".{name}.lock"));
+        let (_, lock_path) = self.with_sibling(key, ".lock")?;
         let stale = std::fs::metadata(&lock_path)
             .and_then(|m| m.modified())
             .ok()

@@ -5,8 +5,8 @@
 //! and line.
 
 use crate::config::{
-    closest, display_path, locate_key, locate_text, ConfigError, DetectionDef, EnrichmentDef,
-    Project, Severity,
+    closest, display_path, locate_key, locate_text, read_yaml, ConfigError, DetectionDef,
+    EnrichmentDef, Project, Severity,
 };
 use crate::schema::{coerce_object, Leniency};
 use serde::Deserialize;
@@ -120,7 +120,7 @@ pub fn test_files(def: &DetectionDef) -> Vec<PathBuf> {
 pub fn load_cases(project: &Project, def: &DetectionDef) -> (Vec<TestCase>, Vec<ConfigError>) {
     let mut cases = Vec::new();
     let mut errors = Vec::new();
-    if let Some((raw, source)) = parse::<InlineCases>(&def.file, &mut errors) {
+    if let Some((raw, source)) = read_yaml::<InlineCases>(&def.file, &mut errors) {
         for case in raw.tests.unwrap_or_default() {
             if let Some(case) = validate(project, def, &def.file, &source, case, &mut errors) {
                 cases.push(case);
@@ -128,25 +128,26 @@ pub fn load_cases(project: &Project, def: &DetectionDef) -> (Vec<TestCase>, Vec<
         }
     }
     for file in test_files(def) {
-        let Some((document, source)) = parse::<serde_yaml::Value>(&file, &mut errors) else {
+        let Some((document, source)) = read_yaml::<serde_yaml::Value>(&file, &mut errors) else {
             continue;
         };
-        let raws = match document {
-            serde_yaml::Value::Sequence(_) => parse::<Vec<RawCase>>(&file, &mut errors),
-            serde_yaml::Value::Mapping(_) => {
-                parse::<RawCase>(&file, &mut errors).map(|(c, s)| (vec![c], s))
+        let raws: Vec<RawCase> = match document {
+            serde_yaml::Value::Sequence(_) => {
+                from_source(&file, &source, &mut errors).unwrap_or_default()
             }
-            serde_yaml::Value::Null => Some((Vec::new(), source)),
+            serde_yaml::Value::Mapping(_) => from_source(&file, &source, &mut errors)
+                .into_iter()
+                .collect(),
+            serde_yaml::Value::Null => Vec::new(),
             _ => {
                 errors.push(ConfigError::new(
                     &file,
                     "a test file holds a list of test cases (or one case)",
                 ));
-                None
+                Vec::new()
             }
         };
-        for case in raws.map(|(r, _)| r).unwrap_or_default() {
-            let source = std::fs::read_to_string(&file).unwrap_or_default();
+        for case in raws {
             if let Some(case) = validate(project, def, &file, &source, case, &mut errors) {
                 cases.push(case);
             }
@@ -170,24 +171,15 @@ pub fn load_cases(project: &Project, def: &DetectionDef) -> (Vec<TestCase>, Vec<
     (cases, errors)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+/// Parses already-read YAML text as `T`; a failure becomes a located error.
+fn from_source<T: serde::de::DeserializeOwned>(
     file: &Path,
+    source: &str,
     errors: &mut Vec<ConfigError>,
-) -> Option<(T, String)> {
-    let source = match std::fs::read_to_string(file) {
-        Ok(s) => s,
-        Err(e) => {
-            errors.push(ConfigError::new(file, format!("cannot read file: {e}")));
-            return None;
-        }
-    };
-    match serde_yaml::from_str::<T>(&source) {
-        Ok(value) => Some((value, source)),
-        Err(e) => {
-            errors.push(ConfigError::from_yaml(file, &e));
-            None
-        }
-    }
+) -> Option<T> {
+    serde_yaml::from_str(source)
+        .map_err(|e| errors.push(ConfigError::from_yaml(file, &e)))
+        .ok()
 }
 
 /// Line of `name: <case name>` in `source`.

@@ -189,6 +189,11 @@ fn run(p: &Project, s3: &S3, args: &[&str]) -> Output {
     p.run_env(args, &env)
 }
 
+/// `ravenwatch enrichment upload TABLE tests/data/uploads/FILE`.
+fn upload(p: &Project, s3: &S3, table: &str, file: &str) -> Output {
+    run(p, s3, &["enrichment", "upload", table, &upload_file(file)])
+}
+
 fn upload_file(name: &str) -> String {
     repo()
         .join("tests/data/uploads")
@@ -210,16 +215,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     let bucket = s3.bucket();
     let p = s3_project(&s3, &bucket, "s3_project", &["threat_ip_traffic"]);
 
-    let up = run(
-        &p,
-        &s3,
-        &[
-            "enrichment",
-            "upload",
-            "threat_ips",
-            &upload_file("threats-1.csv"),
-        ],
-    );
+    let up = upload(&p, &s3, "threat_ips", "threats-1.csv");
     assert_eq!(up.code, 0, "{up:?}");
     let sync = run(&p, &s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 0, "{sync:?}");
@@ -235,11 +231,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         ("threat_ips", "threats-2.jsonl"),
         ("allowlisted_hosts", "allow-1.csv"),
     ] {
-        let up = run(
-            &p,
-            &s3,
-            &["enrichment", "upload", table, &upload_file(file)],
-        );
+        let up = upload(&p, &s3, table, file);
         assert_eq!(up.code, 0, "{up:?}");
     }
     let sync = run(&p, &s3, &["enrichment", "sync"]);
@@ -289,16 +281,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     );
 
     // Overwrite: the second upload replaces the table.
-    let up = run(
-        &p,
-        &s3,
-        &[
-            "enrichment",
-            "upload",
-            "allowlisted_hosts",
-            &upload_file("allow-2.csv"),
-        ],
-    );
+    let up = upload(&p, &s3, "allowlisted_hosts", "allow-2.csv");
     assert_eq!(up.code, 0, "{up:?}");
     let sync = run(&p, &s3, &["enrichment", "sync", "allowlisted_hosts"]);
     assert!(
@@ -379,16 +362,7 @@ fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
     let bucket = s3.bucket();
     let p = s3_project(&s3, &bucket, "s3_project", &["threat_ip_traffic"]);
 
-    let refused = run(
-        &p,
-        &s3,
-        &[
-            "enrichment",
-            "upload",
-            "threat_ips",
-            &upload_file("threats-bad.csv"),
-        ],
-    );
+    let refused = upload(&p, &s3, "threat_ips", "threats-bad.csv");
     assert_eq!(refused.code, 1);
     assert!(
         refused
@@ -400,39 +374,13 @@ fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
     assert!(refused.stderr.contains("nothing uploaded"));
     assert!(s3.keys(&bucket, "store/uploads/").is_empty());
 
-    assert_eq!(
-        run(
-            &p,
-            &s3,
-            &[
-                "enrichment",
-                "upload",
-                "threat_ips",
-                &upload_file("threats-1.csv")
-            ]
-        )
-        .code,
-        0
-    );
+    assert_eq!(upload(&p, &s3, "threat_ips", "threats-1.csv").code, 0);
     assert_eq!(run(&p, &s3, &["enrichment", "sync"]).code, 0);
 
     // A bad file put straight into the bucket (as `aws s3 cp` would).
     let bad = std::fs::read(upload_file("threats-bad.csv")).unwrap();
     s3.put(&bucket, "store/uploads/threat_ips/zz-threats-bad.csv", &bad);
-    assert_eq!(
-        run(
-            &p,
-            &s3,
-            &[
-                "enrichment",
-                "upload",
-                "allowlisted_hosts",
-                &upload_file("allow-1.csv")
-            ]
-        )
-        .code,
-        0
-    );
+    assert_eq!(upload(&p, &s3, "allowlisted_hosts", "allow-1.csv").code, 0);
     let sync = run(&p, &s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 1, "{sync:?}");
     assert!(
