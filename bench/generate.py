@@ -144,8 +144,12 @@ def cmd_project(a):
     out = Path(a.out)
     if out.exists():
         shutil.rmtree(out)
-    for part in ["schemas", "detections", "enrichment"]:
+    for part in ["schemas", "detections"]:
         shutil.copytree(ROOT / part, out / part, ignore=shutil.ignore_patterns("__pycache__"))
+    # The tables the example detections use; their data is generated below.
+    for table in ["known_ip_info", "aws_account_info", "axonius_assets"]:
+        shutil.copytree(ROOT / "enrichment" / table, out / "enrichment" / table,
+                        ignore=shutil.ignore_patterns("__pycache__", "data.*"))
     (out / "ravenwatch.yml").write_text("name: bench\nstorage: .ravenwatch\n")
     rng = random.Random(42)
     known = [json.loads(l) for l in (ROOT / "enrichment/known_ip_info/data.jsonl").read_text().splitlines() if l]
