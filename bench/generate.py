@@ -96,6 +96,8 @@ def scenarios():
     # Workstation-to-workstation SMB, found through the second interface IP.
     t4 = START + timedelta(hours=14)
     out += [network(t4 + timedelta(minutes=i * 3), rng, "10.20.9.15", "10.20.2.19", 445) for i in range(4)]
+    # A successful login from Brazil (example GeoIP data): unexpected country.
+    out.append(auth(START + timedelta(hours=16), rng, "198.51.100.20", "success", "maria.garcia"))
     return out
 
 
@@ -150,6 +152,12 @@ def cmd_project(a):
     for table in ["known_ip_info", "aws_account_info", "axonius_assets"]:
         shutil.copytree(ROOT / "enrichment" / table, out / "enrichment" / table,
                         ignore=shutil.ignore_patterns("__pycache__", "data.*"))
+    # The example GeoIP database, used by the `enrich:` selectors of events.
+    shutil.copytree(ROOT / "enrichment" / "geoip", out / "enrichment" / "geoip")
+    if a.no_enrich:
+        schema = out / "schemas" / "events.yml"
+        text = schema.read_text()
+        schema.write_text(text[:text.index("\nenrich:")] + "\n")
     (out / "ravenwatch.yml").write_text("name: bench\nstorage: .ravenwatch\n")
     rng = random.Random(42)
     known = [json.loads(l) for l in (ROOT / "enrichment/known_ip_info/data.jsonl").read_text().splitlines() if l]
@@ -198,6 +206,7 @@ def main():
     e.add_argument("--out", required=True)
     pr = sub.add_parser("project")
     pr.add_argument("--out", required=True)
+    pr.add_argument("--no-enrich", action="store_true", help="drop the enrich: selectors of events")
     pr.add_argument("--known-ips", type=int, default=100_000)
     pr.add_argument("--accounts", type=int, default=1_000)
     pr.add_argument("--assets", type=int, default=50_000)

@@ -64,6 +64,11 @@ pub struct Summary {
     pub errors: u64,
     pub seconds: f64,
     pub events_per_second: f64,
+    /// Values the `enrich:` selectors looked up, and how many matched.
+    pub enrichment_lookups: u64,
+    pub enrichment_hits: u64,
+    /// Tables switched to a newer snapshot during the run.
+    pub table_refreshes: Vec<crate::enrichment::Refresh>,
     pub rules: BTreeMap<String, RuleSummary>,
 }
 

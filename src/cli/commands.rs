@@ -2,7 +2,7 @@ use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
 use crate::config::{EnrichmentKind, Project};
 use crate::engine::{self, EngineError, RunOptions};
 use crate::enrichment::{
-    composite_key, load_files, sync_tables, EnrichmentTable, Lookup, SyncOptions, SyncOutcome,
+    composite_key, load_files, sync_tables, EnrichmentTable, SyncOptions, SyncOutcome,
     Tables,
 };
 use crate::python::{self, PythonError, PythonRuntime};
@@ -28,7 +28,19 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             table,
             output,
             show,
-        } => run(&cli.global, inputs, table, output, show),
+            refresh_seconds,
+        } => run(
+            &cli.global,
+            RunOptions {
+                inputs,
+                table,
+                output: None,
+                progress: true,
+                refresh_interval: Some(std::time::Duration::from_secs(refresh_seconds)),
+            },
+            output,
+            show,
+        ),
     }
 }
 
@@ -347,6 +359,17 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
             format,
         } => {
             let t = current_table(&project, storage.as_ref(), &table)?;
+            if let Some(geo) = t.geo() {
+                let built = chrono::DateTime::from_timestamp(geo.build_epoch() as i64, 0)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default();
+                println!(
+                    "MaxMind DB `{}`: {} search-tree nodes, built {built}; look addresses up with `ravenwatch enrichment get {table} IP`",
+                    geo.database_type(),
+                    geo.node_count()
+                );
+                return Ok(Outcome::Done);
+            }
             let n = limit.min(t.len());
             match format {
                 Format::Table => {
@@ -372,29 +395,20 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
         } => {
             let t = current_table(&project, storage.as_ref(), &table)?;
             for column in &select {
-                if t.batch.column_by_name(column).is_none() {
+                if !t.is_mmdb() && t.batch.column_by_name(column).is_none() {
                     bail!("table `{table}` has no column `{column}`");
                 }
             }
-            let text = composite_key(&key);
-            let rows = if all {
-                t.lookup_all(&text, index_key.as_deref())?
-            } else {
-                t.lookup(&text, index_key.as_deref())?.into_iter().collect()
-            };
-            if rows.is_empty() {
+            let found = t.find_json(&composite_key(&key), index_key.as_deref(), all)?;
+            if found.is_empty() {
                 eprintln!("no row in `{table}` for key {}", key.join(" "));
                 return Ok(Outcome::Failed);
             }
-            for row in rows {
-                let mut json = t.row_json(row);
-                if !select.is_empty() {
-                    json.retain(|k, _| select.contains(k));
+            for mut json in found {
+                if let (false, serde_json::Value::Object(map)) = (select.is_empty(), &mut json) {
+                    map.retain(|k, _| select.contains(k));
                 }
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::Value::Object(json))?
-                );
+                println!("{}", serde_json::to_string_pretty(&json)?);
             }
             Ok(Outcome::Done)
         }
@@ -498,8 +512,7 @@ fn current_table(
 
 fn run(
     global: &GlobalArgs,
-    inputs: Vec<String>,
-    table: Option<String>,
+    mut options: RunOptions,
     output: Option<String>,
     show: usize,
 ) -> Result<Outcome> {
@@ -512,12 +525,7 @@ fn run(
         }
         Some(dir) => Some(Arc::new(LocalStorage::new(dir)) as Arc<dyn Storage>),
     };
-    let options = RunOptions {
-        inputs,
-        table,
-        output,
-        progress: true,
-    };
+    options.output = output;
     let report = match engine::run(&project, storage, options) {
         Ok(r) => r,
         Err(EngineError::Usage(message)) => {

@@ -74,6 +74,9 @@ pub enum Command {
         /// Print up to this many activated alerts in the summary.
         #[arg(long, default_value_t = 10)]
         show: usize,
+        /// Look for newer enrichment snapshots (switched by `enrichment sync`) at most this often, between batches; 0 checks before every batch.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        refresh_seconds: u64,
     },
 }
 

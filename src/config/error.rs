@@ -118,6 +118,17 @@ pub fn locate_text(source: &str, needle: &str) -> Option<(usize, usize)> {
         .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
 }
 
+/// [`locate_text`] from the line of the YAML key `section:` on (the
+/// first occurrence of `needle` within that section, roughly).
+pub fn locate_text_after(source: &str, section: &str, needle: &str) -> Option<(usize, usize)> {
+    let (start, _) = locate_key(source, section)?;
+    source
+        .lines()
+        .enumerate()
+        .skip(start - 1)
+        .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

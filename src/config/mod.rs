@@ -9,10 +9,11 @@
 mod error;
 mod raw;
 
-pub use error::{closest, locate_key, locate_text, ConfigError, ConfigErrors};
+pub use error::{closest, locate_key, locate_text, locate_text_after, ConfigError, ConfigErrors};
 pub use raw::Severity;
 
 use crate::schema::{FieldType, TableSchema};
+use crate::enrichment::load_helpers::format_of;
 use raw::*;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -25,6 +26,8 @@ pub const DEFAULT_DEDUPE_WINDOW_MINUTES: u64 = 60;
 
 /// Data file extensions recognised for static tables (each may end in `.gz`).
 pub const DATA_EXTENSIONS: &[&str] = &["jsonl", "ndjson", "json", "csv", "txt", "parquet"];
+/// The data file extension of `format: mmdb` tables.
+pub const MMDB_EXTENSION: &str = "mmdb";
 
 /// A path as shown in messages: relative paths without a leading `./`.
 pub fn display_path(path: &Path) -> String {
@@ -60,12 +63,36 @@ pub struct LogTable {
     /// Top-level or dotted path of the event-time field.
     pub timestamp: String,
     pub schema: TableSchema,
+    /// Automatic enrichment selectors (`enrich:`), validated against the
+    /// enrichment tables.
+    pub enrich: Vec<Selector>,
+}
+
+/// Look up `fields` of every event in `table` by `key` before detections
+/// run; matches reach detections as `r.enrichment[table][field]` and alerts
+/// as `context.enrichment`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    pub table: String,
+    /// Dotted paths of declared string, int, long, boolean (or list) fields.
+    pub fields: Vec<String>,
+    /// The table's lookup key used.
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrichmentKind {
     Static,
     Dynamic,
+}
+
+/// How a table's data is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Rows with a declared schema, indexed per lookup key.
+    Rows,
+    /// A MaxMind DB (GeoIP) file: one implicit CIDR key, records as dicts.
+    Mmdb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +137,7 @@ pub struct EnrichmentDef {
     pub file: PathBuf,
     pub kind: EnrichmentKind,
     pub write_mode: WriteMode,
+    pub format: TableFormat,
     pub schema: TableSchema,
     pub primary_key: Option<String>,
     /// Lookup keys; the first is the default for `get`.
@@ -218,7 +246,9 @@ impl Project {
         }
         let settings = load_settings(root, &mut errors);
         let log_tables = load_log_tables(root, &mut errors);
+        let mut log_tables = log_tables;
         let enrichment = load_enrichment(root, &mut errors);
+        check_selectors(&mut log_tables, &enrichment, &mut errors);
         let detections = load_detections(root, &log_tables, &mut errors);
         let project = Project {
             root: root.to_path_buf(),
@@ -382,15 +412,133 @@ fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> 
             );
             continue;
         }
+        let enrich = raw
+            .enrich
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|sel| log_selector(sel, &schema, &file, &source, errors))
+            .collect();
         tables.push(LogTable {
             name: raw.name,
             description: raw.description,
             file,
             timestamp,
             schema,
+            enrich,
         });
     }
     tables
+}
+
+/// A selector whose fields are declared lookup-able fields of the log
+/// table; its table and key are checked by [`check_selectors`].
+fn log_selector(
+    raw: RawSelector,
+    schema: &TableSchema,
+    file: &Path,
+    source: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Selector> {
+    let fields = match raw.fields {
+        OneOrMany::One(f) => vec![f],
+        OneOrMany::Many(fs) => fs,
+    };
+    let before = errors.len();
+    let at = |text: &str| {
+        locate_text_after(source, "enrich", text).or(locate_key(source, "enrich"))
+    };
+    if fields.is_empty() {
+        errors.push(
+            ConfigError::new(file, format!("enrich: selector of `{}` lists no fields", raw.table))
+                .at(at(&raw.table)),
+        );
+    }
+    for field in &fields {
+        let problem = match resolve_path(schema, field) {
+            None => Some("is not declared in schema.fields (selectors read typed fields)".to_string()),
+            Some(ty) if ty.is_scalar_key() => None,
+            Some(FieldType::List(e)) if e.is_scalar_key() => None,
+            Some(ty) => Some(format!(
+                "has type {}; selector fields must be string, int, long, boolean or a list of those",
+                ty.describe()
+            )),
+        };
+        if let Some(problem) = problem {
+            errors.push(
+                ConfigError::new(file, format!("enrich: field `{field}` {problem}")).at(at(field)),
+            );
+        }
+    }
+    (errors.len() == before).then(|| Selector {
+        table: raw.table,
+        fields,
+        key: raw.key.unwrap_or_default(),
+    })
+}
+
+/// Resolves each selector's table and key against the enrichment tables
+/// (an empty key means the table's first); bad selectors are dropped with
+/// an error at their line.
+fn check_selectors(
+    log_tables: &mut [LogTable],
+    enrichment: &[EnrichmentDef],
+    errors: &mut Vec<ConfigError>,
+) {
+    for log in log_tables.iter_mut() {
+        let source = std::fs::read_to_string(&log.file).unwrap_or_default();
+        let file = log.file.clone();
+        log.enrich.retain_mut(|sel| {
+            let at = locate_text_after(&source, "enrich", &sel.table).or(locate_key(&source, "enrich"));
+            let Some(def) = enrichment.iter().find(|d| d.name == sel.table) else {
+                let names: Vec<&str> = enrichment.iter().map(|d| d.name.as_str()).collect();
+                let hint = closest(&sel.table, &names)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                errors.push(
+                    ConfigError::new(&file, format!("enrich: no enrichment table `{}`{hint}", sel.table))
+                        .at(at),
+                );
+                return false;
+            };
+            if sel.key.is_empty() {
+                if let Some(first) = def.lookup_keys.first() {
+                    sel.key = first.name.clone();
+                }
+            }
+            match def.lookup_keys.iter().find(|k| k.name == sel.key) {
+                None => {
+                    let keys: Vec<&str> = def.lookup_keys.iter().map(|k| k.name.as_str()).collect();
+                    errors.push(
+                        ConfigError::new(
+                            &file,
+                            format!(
+                                "enrich: table `{}` has no lookup key `{}` (keys: {})",
+                                sel.table,
+                                sel.key,
+                                keys.join(", ")
+                            ),
+                        )
+                        .at(at),
+                    );
+                    false
+                }
+                Some(k) if k.is_composite() => {
+                    errors.push(
+                        ConfigError::new(
+                            &file,
+                            format!(
+                                "enrich: key `{}` of `{}` is composite; selectors look up one field at a time",
+                                sel.key, sel.table
+                            ),
+                        )
+                        .at(at),
+                    );
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+    }
 }
 
 /// The declared type at a dotted path (`source.ip`), through structs.
@@ -419,7 +567,7 @@ pub fn find_data_files(dir: &Path) -> Vec<PathBuf> {
             let base = name.strip_suffix(".gz").unwrap_or(name);
             let (stem, ext) = base.rsplit_once('.').unwrap_or((base, ""));
             (stem == "data" || stem.starts_with("data_") || stem.starts_with("data-"))
-                && DATA_EXTENSIONS.contains(&ext)
+                && (DATA_EXTENSIONS.contains(&ext) || ext == MMDB_EXTENSION)
         })
         .collect();
     files.sort();
@@ -477,14 +625,27 @@ fn validate_enrichment(
             .at(locate_key(&source, "name")),
         );
     }
-    check_unique_names(&raw.schema.fields, file, &source, errors);
-    let schema = TableSchema::new(raw.schema.fields);
+    if raw.format == Some(RawTableFormat::Mmdb) {
+        return validate_mmdb(raw, dir, file, source, errors);
+    }
+    let Some(raw_schema) = raw.schema else {
+        errors.push(
+            ConfigError::new(
+                file,
+                "missing `schema` (the table's fields; only `format: mmdb` tables go without)",
+            )
+            .at(locate_key(&source, "name")),
+        );
+        return None;
+    };
+    check_unique_names(&raw_schema.fields, file, &source, errors);
+    let schema = TableSchema::new(raw_schema.fields);
     let mut raw_keys: Vec<RawLookupKey> = raw.lookup_keys.unwrap_or_default();
     let key_name = |k: &RawLookupKey| match k {
         RawLookupKey::Name(n) => n.clone(),
         RawLookupKey::Spec(s) => s.name.clone(),
     };
-    if let Some(pk) = &raw.schema.primary_key {
+    if let Some(pk) = &raw_schema.primary_key {
         if schema.field(pk).is_none() {
             errors.push(
                 ConfigError::new(file, unknown_column_message("primary_key", pk, &schema))
@@ -701,6 +862,15 @@ fn validate_enrichment(
         RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
     };
     let data_files = find_data_files(dir);
+    if let Some(mmdb) = data_files.iter().find(|p| format_of(p) == MMDB_EXTENSION) {
+        errors.push(ConfigError::new(
+            file,
+            format!(
+                "{} is a MaxMind DB: set `format: mmdb` to make this a GeoIP table",
+                display_path(mmdb)
+            ),
+        ));
+    }
     if kind == EnrichmentKind::Static && data_files.is_empty() {
         errors.push(ConfigError::new(
             file,
@@ -733,11 +903,126 @@ fn validate_enrichment(
             RawWriteMode::Overwrite => WriteMode::Overwrite,
             RawWriteMode::Append => WriteMode::Append,
         },
-        primary_key: raw.schema.primary_key,
+        format: TableFormat::Rows,
+        primary_key: raw_schema.primary_key,
         schema,
         lookup_keys,
         list_delimiter,
         source: source_options,
+        data_files,
+        definition: source,
+    })
+}
+
+/// A `format: mmdb` table: one MaxMind DB file (static) or uploaded
+/// databases (dynamic, overwrite only); no schema, no row-format options.
+fn validate_mmdb(
+    raw: RawEnrichment,
+    dir: &Path,
+    file: &Path,
+    source: String,
+    errors: &mut Vec<ConfigError>,
+) -> Option<EnrichmentDef> {
+    let before = errors.len();
+    let mut refuse = |key: &str, message: &str| {
+        errors.push(
+            ConfigError::new(file, format!("`format: mmdb` tables {message}"))
+                .at(locate_key(&source, key)),
+        );
+    };
+    if raw.schema.is_some() {
+        refuse(
+            "schema",
+            "take their records from the database: remove `schema`",
+        );
+    }
+    if raw.source.is_some() {
+        refuse("source", "are read as they are: remove `source`");
+    }
+    if raw.list_delimiter.is_some() {
+        refuse("list_delimiter", "have no CSV cells: remove `list_delimiter`");
+    }
+    if raw.write_mode == Some(RawWriteMode::Append) {
+        refuse(
+            "write_mode",
+            "are replaced by each upload: use `write_mode: overwrite`",
+        );
+    }
+    let key_name = match raw.lookup_keys.as_deref() {
+        None | Some([]) => "ip".to_string(),
+        Some([RawLookupKey::Name(name)]) => name.clone(),
+        Some([RawLookupKey::Spec(spec)])
+            if spec.columns.is_none()
+                && spec.column.is_none()
+                && !matches!(spec.matching, Some(RawKeyMatch::Exact)) =>
+        {
+            spec.name.clone()
+        }
+        Some(_) => {
+            refuse(
+                "lookup_keys",
+                "have one lookup key, an IP address matched against the database's networks: \
+                 give at most one key name",
+            );
+            String::new()
+        }
+    };
+    let kind = match raw.enrichment_type.unwrap_or(RawEnrichmentType::Static) {
+        RawEnrichmentType::Static => EnrichmentKind::Static,
+        RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
+    };
+    let data_files = find_data_files(dir);
+    let mmdb_files = data_files
+        .iter()
+        .filter(|p| format_of(p) == MMDB_EXTENSION)
+        .count();
+    if kind == EnrichmentKind::Static && (mmdb_files != 1 || data_files.len() != 1) {
+        errors.push(ConfigError::new(
+            file,
+            format!(
+                "static `format: mmdb` table `{}` needs exactly one data file, data.mmdb (found: {})",
+                raw.name,
+                if data_files.is_empty() {
+                    "none".to_string()
+                } else {
+                    data_files.iter().map(|p| display_path(p)).collect::<Vec<_>>().join(", ")
+                }
+            ),
+        ));
+    }
+    if !is_identifier(&raw.name) {
+        errors.push(
+            ConfigError::new(
+                file,
+                format!(
+                    "table name `{}` must be a Python identifier (letters, digits, _)",
+                    raw.name
+                ),
+            )
+            .at(locate_key(&source, "name")),
+        );
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(EnrichmentDef {
+        description: raw.description,
+        name: raw.name,
+        dir: dir.to_path_buf(),
+        file: file.to_path_buf(),
+        kind,
+        write_mode: WriteMode::Overwrite,
+        format: TableFormat::Mmdb,
+        schema: TableSchema::new(Vec::new()),
+        primary_key: None,
+        lookup_keys: vec![LookupKey {
+            name: key_name,
+            columns: Vec::new(),
+            matching: KeyMatch::Cidr,
+            case_sensitive: true,
+        }],
+        list_delimiter: ';',
+        source: SourceOptions::default(),
         data_files,
         definition: source,
     })

@@ -37,6 +37,18 @@ pub struct RawLogTable {
     pub timestamp: Option<String>,
     pub description: Option<String>,
     pub schema: RawLogSchema,
+    /// Automatic enrichment: fields looked up in tables before detections run.
+    pub enrich: Option<Vec<RawSelector>>,
+}
+
+/// `{ table: geoip, fields: [source.ip, destination.ip], key: ip }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelector {
+    pub table: String,
+    pub fields: OneOrMany,
+    /// The table's lookup key (default: its first).
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +74,14 @@ pub enum RawWriteMode {
     Append,
 }
 
+/// How a table's data is stored: rows (any row format) or a MaxMind DB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawTableFormat {
+    Rows,
+    Mmdb,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnrichment {
@@ -69,7 +89,10 @@ pub struct RawEnrichment {
     pub description: Option<String>,
     pub enrichment_type: Option<RawEnrichmentType>,
     pub write_mode: Option<RawWriteMode>,
-    pub schema: RawEnrichmentSchema,
+    /// `mmdb`: the data is a MaxMind DB file (GeoIP); default: rows.
+    pub format: Option<RawTableFormat>,
+    /// Required unless `format: mmdb` (whose records are free-form).
+    pub schema: Option<RawEnrichmentSchema>,
     pub lookup_keys: Option<Vec<RawLookupKey>>,
     /// Separator of list cells in CSV data (default `;`).
     pub list_delimiter: Option<String>,

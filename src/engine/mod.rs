@@ -11,7 +11,9 @@ use crate::alerts::{
     RuleSummary, RunOutputs, StateError, Summary,
 };
 use crate::config::{DetectionDef, LogTable, Project};
-use crate::enrichment::{sync_tables, EnrichmentError, SyncOptions, Tables};
+use crate::enrichment::{
+    sync_tables, BatchEnrichment, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
+};
 use crate::logs::{expand_inputs, read_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::{PythonError, PythonRuntime, RuleOutcome};
 use crate::schema::micros_to_rfc3339;
@@ -45,6 +47,9 @@ pub struct RunOptions {
     /// Output location; `None` means `<storage>/runs/<run id>/`.
     pub output: Option<Arc<dyn Storage>>,
     pub progress: bool,
+    /// How often to look for newer table snapshots between batches
+    /// (`Some(0)`: before every batch; `None`: never).
+    pub refresh_interval: Option<std::time::Duration>,
 }
 
 /// The result of a completed run.
@@ -141,15 +146,40 @@ pub fn run(
         summary.rules.insert(rule.name.clone(), Default::default());
     }
 
+    // The reader thread decodes, polls for newer snapshots and applies the
+    // `enrich:` selectors, stamping each batch with its table generation.
     let reader = EventReader::new(table);
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<ReadItem>(4);
+    let selectors = table.enrich.clone();
+    let mut watcher = TableWatcher::new(
+        project.enrichment.clone(),
+        Arc::clone(&storage),
+        tables.clone(),
+        options.refresh_interval.unwrap_or(std::time::Duration::MAX),
+    );
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(ReadItem, Arc<Generation>)>(4);
     let producer = std::thread::spawn(move || {
-        read_inputs(&reader, inputs, &mut |item| sender.send(item).is_ok());
+        read_inputs(&reader, inputs, &mut |item| {
+            let generation = watcher.poll();
+            let item = match item {
+                ReadItem::Batch(mut batch) if !selectors.is_empty() => {
+                    batch.enrichment = Some(BatchEnrichment::compute(
+                        &selectors,
+                        &generation.tables,
+                        &batch.batch,
+                    ));
+                    ReadItem::Batch(batch)
+                }
+                other => other,
+            };
+            sender.send((item, generation)).is_ok()
+        });
+        watcher
     });
 
     let progress = progress_bar(options.progress);
     let mut matches: Vec<RuleMatch> = Vec::new();
-    for item in receiver {
+    let mut generation_id = 0;
+    for (item, generation) in receiver {
         match item {
             ReadItem::Fatal(e) => {
                 // Dropping the receiver stops the reader; nothing is written.
@@ -165,8 +195,16 @@ pub fn run(
                 traceback: None,
             }),
             ReadItem::Batch(batch) => {
+                if generation.id != generation_id {
+                    runtime.refresh_tables(&generation.tables);
+                    generation_id = generation.id;
+                }
                 let batch: Arc<EventBatch> = Arc::from(batch);
                 summary.events += batch.len() as u64;
+                if let Some(e) = &batch.enrichment {
+                    summary.enrichment_lookups += e.lookups;
+                    summary.enrichment_hits += e.hits;
+                }
                 for (index, rule) in rules.iter().enumerate() {
                     let Some(stats) = summary.rules.get_mut(&rule.name) else {
                         continue;
@@ -180,11 +218,18 @@ pub fn run(
             }
         }
     }
-    if producer.join().is_err() {
+    let Ok(watcher) = producer.join() else {
         return Err(EngineError::Internal(
             "the log reader thread panicked".into(),
         ));
-    }
+    };
+    errors.extend(
+        watcher
+            .errors
+            .iter()
+            .map(|(table, e)| enrichment_error(table, e)),
+    );
+    summary.table_refreshes = watcher.refreshes;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -307,7 +352,7 @@ fn to_match(
         dedupe: output.dedupe.unwrap_or_else(|| title.clone()),
         title,
         severity: output.severity.unwrap_or(rule.severity),
-        context: output.context.unwrap_or_default(),
+        context: with_enrichment(output.context.unwrap_or_default(), batch, output.row),
         source: batch.source(output.row),
         event: batch.event_json(output.row),
         description: output.description.or_else(|| rule.description.clone()),
@@ -320,6 +365,19 @@ fn to_match(
             .unwrap_or_else(|| rule.destinations.clone()),
         sequence,
     }
+}
+
+/// Adds what the `enrich:` selectors found as `context.enrichment` (unless
+/// the detection set that key itself).
+fn with_enrichment(
+    mut context: serde_json::Map<String, serde_json::Value>,
+    batch: &EventBatch,
+    row: usize,
+) -> serde_json::Map<String, serde_json::Value> {
+    if let Some(found) = batch.enrichment.as_ref().and_then(|e| e.to_json(row)) {
+        context.entry("enrichment").or_insert(found);
+    }
+    context
 }
 
 fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {

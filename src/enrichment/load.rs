@@ -6,7 +6,7 @@
 //! bad value the same way: file, line (or row) and column.
 
 use super::index::parse_cidr;
-use crate::config::{display_path, EnrichmentDef, KeyMatch};
+use crate::config::{display_path, EnrichmentDef, KeyMatch, TableFormat, MMDB_EXTENSION};
 use crate::schema::{coerce_object, row_to_json, rows_to_batch, Leniency};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -205,6 +205,9 @@ pub fn load_named(
     def: &EnrichmentDef,
     files: &[(std::path::PathBuf, String)],
 ) -> Result<arrow::array::RecordBatch, RowErrors> {
+    if def.format == TableFormat::Mmdb {
+        return load_mmdb(def, files);
+    }
     let mut c = Collector {
         def,
         rows: Vec::new(),
@@ -241,6 +244,41 @@ pub fn load_named(
         }],
         total: 1,
     })
+}
+
+/// A `format: mmdb` table: one database file (possibly gzipped), checked
+/// whole before it can become a snapshot.
+fn load_mmdb(
+    def: &EnrichmentDef,
+    files: &[(std::path::PathBuf, String)],
+) -> Result<arrow::array::RecordBatch, RowErrors> {
+    let fail = |file: &str, message: String| RowErrors {
+        table: def.name.clone(),
+        errors: vec![RowError {
+            file: file.to_string(),
+            location: Location::File,
+            column: None,
+            message,
+        }],
+        total: 1,
+    };
+    let [(path, shown)] = files else {
+        return Err(fail(
+            &display_path(&def.file),
+            format!("an MMDB table loads one database file, got {}", files.len()),
+        ));
+    };
+    if format_of(path) != MMDB_EXTENSION {
+        return Err(fail(
+            shown,
+            format!("unsupported data format `.{}` for an MMDB table (expected .mmdb)", format_of(path)),
+        ));
+    }
+    let mut bytes = Vec::new();
+    open_decompressed(path)
+        .and_then(|mut r| r.read_to_end(&mut bytes))
+        .map_err(|e| fail(shown, format!("cannot read: {e}")))?;
+    super::mmdb_batch(bytes).map_err(|message| fail(shown, message))
 }
 
 fn read_json(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {

@@ -8,10 +8,15 @@
 //! see. Detections (through the `python` module) and the CLI only read
 //! snapshots, which makes a run reproducible.
 
+mod auto;
+mod geo;
 mod index;
 mod load;
+mod refresh;
 mod snapshot;
 
+pub use auto::{BatchEnrichment, EnrichedField, Found, Hit};
+pub use geo::{mmdb_batch, GeoDb, MMDB_COLUMN};
 pub use index::{parse_cidr, KeyIndex, COMPOSITE_SEPARATOR};
 pub use load::{load_files, RowError, RowErrors};
 
@@ -19,12 +24,13 @@ pub use load::{load_files, RowError, RowErrors};
 pub mod load_helpers {
     pub use super::load::{decompress, format_of, format_of_name, open_decompressed};
 }
+pub use refresh::{Generation, Refresh, TableWatcher};
 pub use snapshot::{
     load_current, read_manifest, sync_dynamic, sync_static, sync_tables, Fresh, IngestedUpload,
     Manifest, Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
 };
 
-use crate::config::{EnrichmentDef, LookupKey};
+use crate::config::{EnrichmentDef, LookupKey, TableFormat};
 use crate::schema::{row_to_json, TableSchema};
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
@@ -50,6 +56,8 @@ pub enum EnrichmentError {
         key: String,
         known: String,
     },
+    #[error("table `{table}` is a MaxMind DB: it answers record lookups (`get`), not row lookups")]
+    NotRows { table: String },
     #[error("table `{table}` has no snapshot yet; run `ravenwatch enrichment sync {table}`")]
     NoSnapshot { table: String },
 }
@@ -111,8 +119,19 @@ pub struct EnrichmentTable {
     pub schema: TableSchema,
     pub batch: RecordBatch,
     pub keys: Vec<LookupKey>,
+    pub format: TableFormat,
     indexes: Vec<KeyIndex>,
+    /// The database of a `format: mmdb` table (whose batch is its bytes).
+    geo: Option<GeoDb>,
     pub manifest: Option<Manifest>,
+}
+
+/// The Arrow schema of a table's snapshot.
+pub fn arrow_schema(def: &EnrichmentDef) -> arrow::datatypes::SchemaRef {
+    match def.format {
+        TableFormat::Rows => def.schema.to_arrow(),
+        TableFormat::Mmdb => geo::mmdb_schema(),
+    }
 }
 
 impl EnrichmentTable {
@@ -126,7 +145,16 @@ impl EnrichmentTable {
         manifest: Option<Manifest>,
     ) -> Result<Self> {
         let mut indexes = Vec::with_capacity(def.lookup_keys.len());
-        for key in &def.lookup_keys {
+        let geo = match def.format {
+            TableFormat::Mmdb if batch.num_rows() > 0 => {
+                Some(GeoDb::from_batch(&batch).map_err(|message| EnrichmentError::File {
+                    path: def.file.display().to_string(),
+                    message,
+                })?)
+            }
+            _ => None,
+        };
+        for key in def.lookup_keys.iter().filter(|k| !k.columns.is_empty()) {
             let mut columns = Vec::with_capacity(key.columns.len());
             for name in &key.columns {
                 let column = batch
@@ -144,7 +172,9 @@ impl EnrichmentTable {
             schema: def.schema.clone(),
             batch,
             keys: def.lookup_keys.clone(),
+            format: def.format,
             indexes,
+            geo,
             manifest,
         })
     }
@@ -154,11 +184,27 @@ impl EnrichmentTable {
     /// # Errors
     /// As [`EnrichmentTable::build`] (a key column not in the schema).
     pub fn empty(def: &EnrichmentDef) -> Result<Self> {
-        Self::build(def, RecordBatch::new_empty(def.schema.to_arrow()), None)
+        Self::build(def, RecordBatch::new_empty(arrow_schema(def)), None)
     }
 
+    /// Rows; for an MMDB table, the nodes of its search tree.
     pub fn len(&self) -> usize {
-        self.batch.num_rows()
+        match &self.geo {
+            Some(geo) => geo.node_count(),
+            None if self.is_mmdb() => 0,
+            None => self.batch.num_rows(),
+        }
+    }
+
+    /// The database of a `format: mmdb` table (`None` before its first
+    /// upload, or for a row table).
+    pub fn geo(&self) -> Option<&GeoDb> {
+        self.geo.as_ref()
+    }
+
+    /// Whether this is a `format: mmdb` table.
+    pub fn is_mmdb(&self) -> bool {
+        self.format == TableFormat::Mmdb
     }
 
     pub fn is_empty(&self) -> bool {
@@ -166,6 +212,11 @@ impl EnrichmentTable {
     }
 
     fn index(&self, index_key: Option<&str>) -> Result<&KeyIndex> {
+        if self.is_mmdb() {
+            return Err(EnrichmentError::NotRows {
+                table: self.name.clone(),
+            });
+        }
         let position = match index_key {
             None => Some(0),
             Some(name) => self.keys.iter().position(|k| k.name == name),
@@ -184,9 +235,55 @@ impl EnrichmentTable {
             })
     }
 
+    /// The index of the lookup key `name` (`None` for an unknown key or an
+    /// MMDB table).
+    pub fn key_index(&self, name: &str) -> Option<&KeyIndex> {
+        self.index(Some(name)).ok()
+    }
+
     /// A row as a JSON object (timestamps as RFC 3339).
     pub fn row_json(&self, row: usize) -> serde_json::Map<String, serde_json::Value> {
         row_to_json(&self.batch, row)
+    }
+
+    /// What `key` finds, as JSON: the newest row (or, with `all`, every
+    /// matching row) of a row table, or the record of an MMDB table.
+    ///
+    /// # Errors
+    /// An unknown `index_key`, or an MMDB record that does not decode.
+    pub fn find_json(
+        &self,
+        key: &str,
+        index_key: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<serde_json::Value>> {
+        if !self.is_mmdb() {
+            let rows = if all {
+                self.lookup_all(key, index_key)?
+            } else {
+                self.lookup(key, index_key)?.into_iter().collect()
+            };
+            return Ok(rows
+                .into_iter()
+                .map(|r| serde_json::Value::Object(self.row_json(r)))
+                .collect());
+        }
+        if let Some(k) = index_key.filter(|k| !self.keys.iter().any(|key| key.name == *k)) {
+            return Err(EnrichmentError::UnknownKey {
+                table: self.name.clone(),
+                key: k.to_string(),
+                known: self.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let Some(geo) = &self.geo else {
+            return Ok(Vec::new());
+        };
+        geo.lookup(key)
+            .map(|r| r.into_iter().collect())
+            .map_err(|message| EnrichmentError::File {
+                path: self.name.clone(),
+                message,
+            })
     }
 }
 

@@ -10,7 +10,8 @@
 use super::load::{format_of_name, load_named};
 use super::{load_files, EnrichmentError, EnrichmentTable, Result, RowErrors, Tables};
 use crate::config::{
-    display_path, EnrichmentDef, EnrichmentKind, Project, WriteMode, DATA_EXTENSIONS,
+    display_path, EnrichmentDef, EnrichmentKind, Project, TableFormat, WriteMode, DATA_EXTENSIONS,
+    MMDB_EXTENSION,
 };
 use crate::storage::{key, ObjectInfo, Precondition, Storage, StorageError};
 use bytes::Bytes;
@@ -168,6 +169,11 @@ fn pointer_condition(read: Option<&(Manifest, String)>) -> Precondition {
         Some((_, version)) => Precondition::Version(version.clone()),
         None => Precondition::Absent,
     }
+}
+
+/// The hash of a table's YAML recorded in its manifests.
+pub fn definition_sha256(def: &EnrichmentDef) -> String {
+    sha256_hex(def.definition.as_bytes())
 }
 
 /// Whether the data files or definition differ from what `manifest` recorded.
@@ -362,9 +368,17 @@ fn new_uploads(uploads: &[ObjectInfo], manifest: Option<&Manifest>) -> Vec<Objec
     fresh
 }
 
-fn is_data_object(key: &str) -> bool {
+/// The upload formats a table takes: an MMDB table takes databases only.
+fn upload_formats(def: &EnrichmentDef) -> &'static [&'static str] {
+    match def.format {
+        TableFormat::Rows => DATA_EXTENSIONS,
+        TableFormat::Mmdb => &[MMDB_EXTENSION],
+    }
+}
+
+fn is_data_object(def: &EnrichmentDef, key: &str) -> bool {
     let name = key.rsplit('/').next().unwrap_or(key);
-    !name.starts_with('.') && DATA_EXTENSIONS.contains(&format_of_name(name).as_str())
+    !name.starts_with('.') && upload_formats(def).contains(&format_of_name(name).as_str())
 }
 
 /// Ingests the uploads of a dynamic table that no snapshot has ingested yet
@@ -392,7 +406,7 @@ fn try_sync_dynamic(
     let manifest = current.as_ref().map(|(m, _)| m);
     let listed = uploads.list_info(&def.name)?;
     let (data, other): (Vec<ObjectInfo>, Vec<ObjectInfo>) =
-        listed.into_iter().partition(|o| is_data_object(&o.key));
+        listed.into_iter().partition(|o| is_data_object(def, &o.key));
     if let Some(bad) = other
         .iter()
         .find(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))
@@ -401,7 +415,7 @@ fn try_sync_dynamic(
             path: uploads.url(&bad.key),
             message: format!(
                 "unsupported upload format (expected one of: {}, optionally .gz)",
-                DATA_EXTENSIONS.join(", ")
+                upload_formats(def).join(", ")
             ),
         });
     }
@@ -453,7 +467,7 @@ fn try_sync_dynamic(
         });
         batches.push(batch);
     }
-    let schema = def.schema.to_arrow();
+    let schema = super::arrow_schema(def);
     let batch = arrow::compute::concat_batches(&schema, &batches)
         .map_err(|e| snapshot_error(def, def.name.clone(), e))?;
     let rows = batch.num_rows();

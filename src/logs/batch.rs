@@ -27,6 +27,8 @@ pub struct EventBatch {
     pub position_kind: PositionKind,
     /// Event time of each event, epoch microseconds (UTC).
     pub times: Vec<i64>,
+    /// What the log table's `enrich:` selectors found (set before rules run).
+    pub enrichment: Option<crate::enrichment::BatchEnrichment>,
     parsed_extra: Vec<OnceLock<Option<Value>>>,
 }
 
@@ -49,6 +51,7 @@ impl EventBatch {
             positions,
             position_kind,
             times,
+            enrichment: None,
             parsed_extra,
         }
     }

@@ -352,6 +352,25 @@ impl PythonRuntime {
     ///
     /// # Errors
     /// The detection does not import, or a mock names nothing.
+    /// Switches the published tables to the snapshots in `tables` (a newer
+    /// [`crate::enrichment::Generation`]); detections keep the objects they
+    /// imported, which now answer from the new snapshots. Call between
+    /// batches only.
+    pub fn refresh_tables(&self, tables: &Tables) {
+        Python::attach(|py| {
+            for (name, object) in &self.published {
+                let (Some(table), Ok(py_table)) =
+                    (tables.get(name), object.bind(py).cast::<PyTable>())
+                else {
+                    continue;
+                };
+                if !Arc::ptr_eq(&py_table.get().current(), table) {
+                    py_table.get().replace(Arc::clone(table));
+                }
+            }
+        });
+    }
+
     pub fn load_case(
         &mut self,
         def: &DetectionDef,

@@ -6,13 +6,14 @@
 //! fresh record is made for every (rule, event), so state set in `detect`
 //! is visible in `title` of the same rule and nowhere else.
 
-use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict};
+use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict, row_to_pydict};
+use crate::enrichment::{EnrichmentTable, Found, Hit};
 use crate::logs::EventBatch;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -101,6 +102,24 @@ impl Record {
     }
 }
 
+/// A selector hit as Python: a row dict (typed, like `table.get`) or an
+/// MMDB record.
+fn hit_to_py<'py>(py: Python<'py>, table: &EnrichmentTable, hit: &Hit) -> PyResult<Bound<'py, PyAny>> {
+    match hit {
+        Hit::Row(row) => {
+            let names: Vec<Py<PyString>> = table
+                .batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| PyString::intern(py, f.name()).unbind())
+                .collect();
+            Ok(row_to_pydict(py, &table.batch, &names, *row)?.into_any())
+        }
+        Hit::Record(record) => json_to_py(py, record),
+    }
+}
+
 #[pymethods]
 impl Record {
     /// `r.deepget("a.b.c", default=None)`: a missing or null value gives the default.
@@ -155,6 +174,40 @@ impl Record {
     /// The whole event as a plain dict.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.to_dict_inner(py)
+    }
+
+    /// What the log table's `enrich:` selectors found for this event:
+    /// `{table: {field: row dict, or a list of them for a list field}}`;
+    /// empty when nothing matched.
+    #[getter]
+    fn enrichment<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        let Some(enrichment) = &self.batch.enrichment else {
+            return Ok(out);
+        };
+        for (field, found) in enrichment.row(self.row) {
+            let table = &field.table;
+            let per_table = match out.get_item(&table.name)? {
+                Some(existing) => existing.cast_into::<PyDict>()?,
+                None => {
+                    let fresh = PyDict::new(py);
+                    out.set_item(&table.name, &fresh)?;
+                    fresh
+                }
+            };
+            let value = match found {
+                Found::One(hit) => hit_to_py(py, table, hit)?,
+                Found::Many(hits) => {
+                    let list = PyList::empty(py);
+                    for hit in hits {
+                        list.append(hit_to_py(py, table, hit)?)?;
+                    }
+                    list.into_any()
+                }
+            };
+            per_table.set_item(&field.field, value)?;
+        }
+        Ok(out)
     }
 
     fn __repr__(&self) -> String {

@@ -1,16 +1,19 @@
 //! Enrichment tables as Python objects: `known_ip_info.get("1.1.1.1")`.
 
-use super::convert::{row_to_pydict, row_to_pydict_select};
-use crate::enrichment::{composite_key, EnrichmentTable, Lookup};
-use pyo3::exceptions::{PyKeyError, PyTypeError};
+use super::convert::{json_to_py, row_to_pydict, row_to_pydict_select};
+use crate::enrichment::{composite_key, EnrichmentTable, GeoDb, Lookup};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 #[pyclass(frozen, module = "ravenwatch.enrichment", name = "EnrichmentTable")]
 pub struct PyTable {
-    table: Arc<EnrichmentTable>,
+    /// Swapped between batches when a newer snapshot is published (see
+    /// [`PyTable::replace`]); detections keep the object they imported.
+    table: ArcSwap<EnrichmentTable>,
     column_names: Vec<Py<PyString>>,
 }
 
@@ -24,9 +27,20 @@ impl PyTable {
             .map(|f| PyString::intern(py, f.name()).unbind())
             .collect();
         Self {
-            table,
+            table: ArcSwap::new(table),
             column_names,
         }
+    }
+
+    /// Makes `table` (a newer snapshot of the same definition, so the same
+    /// columns) what every later lookup sees.
+    pub fn replace(&self, table: Arc<EnrichmentTable>) {
+        self.table.store(table);
+    }
+
+    /// The snapshot lookups currently see.
+    pub fn current(&self) -> Arc<EnrichmentTable> {
+        self.table.load_full()
     }
 
     /// Column positions for `select=[...]` (`None`: every column).
@@ -41,14 +55,15 @@ impl PyTable {
                 .extract()
                 .map_err(|_| PyTypeError::new_err("select must be a list of column names"))?
         };
-        let schema = self.table.batch.schema();
+        let table = self.table.load();
+        let schema = table.batch.schema();
         names
             .iter()
             .map(|n| {
                 schema.index_of(n).map_err(|_| {
                     PyKeyError::new_err(format!(
                         "table `{}` has no column `{n}`; its columns are: {}",
-                        self.table.name,
+                        table.name,
                         schema
                             .fields()
                             .iter()
@@ -65,16 +80,48 @@ impl PyTable {
     fn row<'py>(
         &self,
         py: Python<'py>,
+        table: &EnrichmentTable,
         row: usize,
         select: Option<&[usize]>,
     ) -> PyResult<Bound<'py, PyDict>> {
         match select {
-            None => row_to_pydict(py, &self.table.batch, &self.column_names, row),
+            None => row_to_pydict(py, &table.batch, &self.column_names, row),
             Some(indices) => {
-                row_to_pydict_select(py, &self.table.batch, &self.column_names, indices, row)
+                row_to_pydict_select(py, &table.batch, &self.column_names, indices, row)
             }
         }
     }
+}
+
+/// An MMDB record as a dict, keeping only the `select`ed top-level keys.
+fn geo_record<'py>(
+    py: Python<'py>,
+    geo: &GeoDb,
+    key: &str,
+    select: Option<&[String]>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let record = geo.lookup(key).map_err(PyValueError::new_err)?;
+    let Some(mut record) = record else {
+        return Ok(None);
+    };
+    if let (Some(keep), serde_json::Value::Object(map)) = (select, &mut record) {
+        map.retain(|k, _| keep.iter().any(|s| s == k));
+    }
+    json_to_py(py, &record).map(Some)
+}
+
+/// `select=[...]` of an MMDB lookup: top-level record keys.
+fn geo_selection(select: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
+    let Some(select) = select.filter(|s| !s.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(s) = select.cast::<PyString>() {
+        return Ok(Some(vec![s.to_string_lossy().into_owned()]));
+    }
+    select
+        .extract()
+        .map(Some)
+        .map_err(|_| PyTypeError::new_err("select must be a list of field names"))
 }
 
 /// One part of a key as text: `str` as is, `int` as its decimal form,
@@ -127,21 +174,37 @@ fn lookup_error(e: crate::enrichment::EnrichmentError) -> PyErr {
     PyKeyError::new_err(e.to_string())
 }
 
+/// An `index_key` that an MMDB table does not have.
+fn check_geo_key(table: &EnrichmentTable, index_key: Option<&str>) -> PyResult<()> {
+    match index_key {
+        Some(k) if !table.keys.iter().any(|key| key.name == k) => Err(PyKeyError::new_err(
+            crate::enrichment::EnrichmentError::UnknownKey {
+                table: table.name.clone(),
+                key: k.to_string(),
+                known: table.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "),
+            }
+            .to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[pymethods]
 impl PyTable {
     #[getter]
-    fn name(&self) -> &str {
-        &self.table.name
+    fn name(&self) -> String {
+        self.table.load().name.clone()
     }
 
     /// Names of the lookup keys, the default first.
     #[getter]
     fn lookup_keys(&self) -> Vec<String> {
-        self.table.keys.iter().map(|k| k.name.clone()).collect()
+        self.table.load().keys.iter().map(|k| k.name.clone()).collect()
     }
 
     /// The row whose key matches `key` (the newest on duplicates; for a
-    /// CIDR key the most specific range), as a dict, or `default`.
+    /// CIDR key the most specific range; for an MMDB table the record of
+    /// the most specific network), as a dict, or `default`.
     #[pyo3(signature = (key, index_key = None, default = None, select = None))]
     fn get<'py>(
         &self,
@@ -151,21 +214,31 @@ impl PyTable {
         default: Option<Bound<'py, PyAny>>,
         select: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let found = match key_text(key)? {
-            Some(text) => self.table.lookup(&text, index_key).map_err(lookup_error)?,
-            None => None,
+        let table = self.table.load();
+        let missing = || default.clone().unwrap_or_else(|| py.None().into_bound(py));
+        let Some(text) = key_text(key)? else {
+            return Ok(missing());
         };
-        match found {
+        if table.is_mmdb() {
+            check_geo_key(&table, index_key)?;
+            let select = geo_selection(select.as_ref())?;
+            return Ok(match table.geo() {
+                Some(geo) => geo_record(py, geo, &text, select.as_deref())?,
+                None => None,
+            }
+            .unwrap_or_else(missing));
+        }
+        match table.lookup(&text, index_key).map_err(lookup_error)? {
             Some(row) => {
                 let select = self.selection(select.as_ref())?;
-                Ok(self.row(py, row, select.as_deref())?.into_any())
+                Ok(self.row(py, &table, row, select.as_deref())?.into_any())
             }
-            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+            None => Ok(missing()),
         }
     }
 
     /// Every matching row: oldest first, or for a CIDR key every
-    /// containing range, most specific first.
+    /// containing range, most specific first (an MMDB table: its one record).
     #[pyo3(signature = (key, index_key = None, select = None))]
     fn get_all<'py>(
         &self,
@@ -174,16 +247,24 @@ impl PyTable {
         index_key: Option<&str>,
         select: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let table = self.table.load();
         let list = PyList::empty(py);
-        if let Some(text) = key_text(key)? {
-            let select = self.selection(select.as_ref())?;
-            for row in self
-                .table
-                .lookup_all(&text, index_key)
-                .map_err(lookup_error)?
-            {
-                list.append(self.row(py, row, select.as_deref())?)?;
+        let Some(text) = key_text(key)? else {
+            return Ok(list);
+        };
+        if table.is_mmdb() {
+            check_geo_key(&table, index_key)?;
+            let select = geo_selection(select.as_ref())?;
+            if let Some(geo) = table.geo() {
+                if let Some(record) = geo_record(py, geo, &text, select.as_deref())? {
+                    list.append(record)?;
+                }
             }
+            return Ok(list);
+        }
+        let select = self.selection(select.as_ref())?;
+        for row in table.lookup_all(&text, index_key).map_err(lookup_error)? {
+            list.append(self.row(py, &table, row, select.as_deref())?)?;
         }
         Ok(list)
     }
@@ -198,7 +279,7 @@ impl PyTable {
         index_key: Option<&str>,
         select: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let select = self.selection(select.as_ref())?;
+        let table = self.table.load();
         let items: Vec<Bound<'py, PyAny>> = keys
             .try_iter()
             .map_err(|_| PyTypeError::new_err("lookup_many takes an iterable of keys"))?
@@ -207,15 +288,25 @@ impl PyTable {
         for item in &items {
             texts.push(key_text(item)?);
         }
-        let refs: Vec<Option<&str>> = texts.iter().map(|t| t.as_deref()).collect();
-        let rows = self
-            .table
-            .lookup_many(&refs, index_key)
-            .map_err(lookup_error)?;
         let list = PyList::empty(py);
+        if table.is_mmdb() {
+            check_geo_key(&table, index_key)?;
+            let select = geo_selection(select.as_ref())?;
+            for text in &texts {
+                let record = match (text, table.geo()) {
+                    (Some(text), Some(geo)) => geo_record(py, geo, text, select.as_deref())?,
+                    _ => None,
+                };
+                list.append(record.unwrap_or_else(|| py.None().into_bound(py)))?;
+            }
+            return Ok(list);
+        }
+        let select = self.selection(select.as_ref())?;
+        let refs: Vec<Option<&str>> = texts.iter().map(|t| t.as_deref()).collect();
+        let rows = table.lookup_many(&refs, index_key).map_err(lookup_error)?;
         for row in rows {
             match row {
-                Some(row) => list.append(self.row(py, row, select.as_deref())?)?,
+                Some(row) => list.append(self.row(py, &table, row, select.as_deref())?)?,
                 None => list.append(py.None())?,
             }
         }
@@ -223,25 +314,28 @@ impl PyTable {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(match key_text(key)? {
-            Some(text) => self
-                .table
-                .lookup(&text, None)
-                .map_err(lookup_error)?
-                .is_some(),
-            None => false,
-        })
+        let table = self.table.load();
+        let Some(text) = key_text(key)? else {
+            return Ok(false);
+        };
+        if table.is_mmdb() {
+            return Ok(table.geo().and_then(|g| g.offset(&text)).is_some());
+        }
+        Ok(table.lookup(&text, None).map_err(lookup_error)?.is_some())
     }
 
+    /// Rows (an MMDB table: the nodes of its search tree).
     fn __len__(&self) -> usize {
-        self.table.len()
+        self.table.load().len()
     }
 
     fn __repr__(&self) -> String {
+        let table = self.table.load();
+        let size = if table.is_mmdb() { "nodes" } else { "rows" };
         format!(
-            "<EnrichmentTable {} rows={} keys={}>",
-            self.table.name,
-            self.table.len(),
+            "<EnrichmentTable {} {size}={} keys={}>",
+            table.name,
+            table.len(),
             self.lookup_keys().join(",")
         )
     }

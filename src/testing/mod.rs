@@ -17,7 +17,7 @@ pub use report::{json_report, junit_xml, write_human};
 use crate::alerts::{AlertGrouper, AlertState, ErrorRecord, RuleSettings, RuleSummary};
 use crate::config::{closest, ConfigError, DetectionDef, Project, Severity};
 use crate::engine::{collect_outcomes, prepare_tables};
-use crate::enrichment::{EnrichmentTable, Tables};
+use crate::enrichment::{BatchEnrichment, EnrichmentTable, Tables};
 use crate::logs::{EventBatch, EventReader, ReadItem};
 use crate::python::{PythonError, PythonRuntime};
 use crate::schema::rows_to_batch;
@@ -231,7 +231,13 @@ fn fill_missing(event: &mut Map<String, Value>, path: &[&str], value: Value) {
 }
 
 /// The case's events as batches, as the log reader decodes them.
-fn case_batches(project: &Project, case: &TestCase) -> Result<Vec<Arc<EventBatch>>, Vec<String>> {
+/// A case's events as typed batches, enriched by the log table's selectors
+/// from `tables`.
+fn case_batches(
+    project: &Project,
+    case: &TestCase,
+    tables: &Tables,
+) -> Result<Vec<Arc<EventBatch>>, Vec<String>> {
     let Some(table) = project.log_table(&case.table) else {
         return Err(vec![format!("log table `{}` has no schema", case.table)]);
     };
@@ -260,7 +266,12 @@ fn case_batches(project: &Project, case: &TestCase) -> Result<Vec<Arc<EventBatch
     let mut batches = Vec::new();
     let mut errors = Vec::new();
     reader.read_values(events, &case.location(), &mut |item| match item {
-        ReadItem::Batch(b) => batches.push(Arc::from(b)),
+        ReadItem::Batch(mut b) => {
+            if !table.enrich.is_empty() {
+                b.enrichment = Some(BatchEnrichment::compute(&table.enrich, tables, &b.batch));
+            }
+            batches.push(Arc::from(b))
+        }
         ReadItem::Fatal(e) => errors.push(e.to_string()),
         ReadItem::Error(e) => {
             let position = e
@@ -286,6 +297,12 @@ fn fixture_tables(project: &Project, tables: &Tables, case: &TestCase) -> Result
         let def = project
             .enrichment_table(&fixture.table)
             .ok_or_else(|| format!("enrichment table `{}` is not defined", fixture.table))?;
+        if def.format == crate::config::TableFormat::Mmdb {
+            return Err(format!(
+                "enrichment fixture `{}`: an MMDB table takes no fixture rows (point its data.mmdb at a test database instead)",
+                fixture.table
+            ));
+        }
         let rows = rows_to_batch(&def.schema, &fixture.rows)
             .map_err(|e| format!("enrichment fixture `{}`: {e}", fixture.table))?;
         let batch = match (fixture.mode, tables.get(&fixture.table)) {
@@ -326,13 +343,18 @@ fn run_case(
         seconds: 0.0,
     };
     let case = &result.case;
-    let prepared = case_batches(project, case).and_then(|batches| {
-        let fixtures = fixture_tables(project, tables, case).map_err(|e| vec![e])?;
-        runtime
-            .load_case(def, &fixtures, &case.mocks)
-            .map_err(|e| vec![e.to_string()])?;
-        Ok(batches)
-    });
+    let prepared = fixture_tables(project, tables, case)
+        .map_err(|e| vec![e])
+        .and_then(|fixtures| {
+            // Selectors see the fixtures too, as detections do.
+            let mut effective = tables.clone();
+            effective.extend(fixtures.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
+            let batches = case_batches(project, case, &effective)?;
+            runtime
+                .load_case(def, &fixtures, &case.mocks)
+                .map_err(|e| vec![e.to_string()])?;
+            Ok(batches)
+        });
     let batches = match prepared {
         Ok(b) => b,
         Err(errors) => {
