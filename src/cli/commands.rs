@@ -1,9 +1,8 @@
 use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
-use crate::config::{EnrichmentKind, Project};
+use crate::config::{EnrichmentKind, Project, TableFormat};
 use crate::engine::{self, EngineError, RunOptions};
 use crate::enrichment::{
-    composite_key, load_files, sync_tables, EnrichmentTable, SyncOptions, SyncOutcome,
-    Tables,
+    composite_key, load_files, sync_tables, EnrichmentTable, SyncOptions, SyncOutcome, Tables,
 };
 use crate::python::{self, PythonError, PythonRuntime};
 use crate::storage::{self, LocalStorage, Storage};
@@ -320,14 +319,15 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<24} {:<8} {:>9}  {:<28} SNAPSHOT",
+                "{:<24} {:<12} {:>9}  {:<28} SNAPSHOT",
                 "TABLE", "TYPE", "ROWS", "KEYS"
             )?;
             for def in &project.enrichment {
-                let kind = if def.kind == EnrichmentKind::Static {
-                    "static"
-                } else {
-                    "dynamic"
+                let kind = match (def.kind, def.format) {
+                    (EnrichmentKind::Static, TableFormat::Rows) => "static",
+                    (EnrichmentKind::Dynamic, TableFormat::Rows) => "dynamic",
+                    (EnrichmentKind::Static, TableFormat::Mmdb) => "static mmdb",
+                    (EnrichmentKind::Dynamic, TableFormat::Mmdb) => "dynamic mmdb",
                 };
                 let keys = def
                     .lookup_keys
@@ -347,7 +347,7 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
                 };
                 writeln!(
                     out,
-                    "{:<24} {:<8} {:>9}  {:<28} {}",
+                    "{:<24} {:<12} {:>9}  {:<28} {}",
                     def.name, kind, rows, keys, snapshot
                 )?;
             }

@@ -12,8 +12,8 @@ mod raw;
 pub use error::{closest, locate_key, locate_text, locate_text_after, ConfigError, ConfigErrors};
 pub use raw::Severity;
 
-use crate::schema::{FieldType, TableSchema};
 use crate::enrichment::load_helpers::format_of;
+use crate::schema::{FieldType, TableSchema};
 use raw::*;
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
@@ -444,13 +444,15 @@ fn log_selector(
         OneOrMany::Many(fs) => fs,
     };
     let before = errors.len();
-    let at = |text: &str| {
-        locate_text_after(source, "enrich", text).or(locate_key(source, "enrich"))
-    };
+    let at =
+        |text: &str| locate_text_after(source, "enrich", text).or(locate_key(source, "enrich"));
     if fields.is_empty() {
         errors.push(
-            ConfigError::new(file, format!("enrich: selector of `{}` lists no fields", raw.table))
-                .at(at(&raw.table)),
+            ConfigError::new(
+                file,
+                format!("enrich: selector of `{}` lists no fields", raw.table),
+            )
+            .at(at(&raw.table)),
         );
     }
     for field in &fields {
@@ -507,6 +509,8 @@ fn check_selectors(
             }
             match def.lookup_keys.iter().find(|k| k.name == sel.key) {
                 None => {
+                    let at = locate_text_after(&source, "enrich", &format!("key: {}", sel.key))
+                        .or(at);
                     let keys: Vec<&str> = def.lookup_keys.iter().map(|k| k.name.as_str()).collect();
                     errors.push(
                         ConfigError::new(
@@ -940,7 +944,10 @@ fn validate_mmdb(
         refuse("source", "are read as they are: remove `source`");
     }
     if raw.list_delimiter.is_some() {
-        refuse("list_delimiter", "have no CSV cells: remove `list_delimiter`");
+        refuse(
+            "list_delimiter",
+            "have no CSV cells: remove `list_delimiter`",
+        );
     }
     if raw.write_mode == Some(RawWriteMode::Append) {
         refuse(

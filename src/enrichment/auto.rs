@@ -228,18 +228,14 @@ fn scalar_text(array: &dyn Array, i: usize, out: &mut String) -> bool {
             let _ = write!(
                 out,
                 "{}",
-                array
-                    .as_primitive::<arrow::datatypes::Int32Type>()
-                    .value(i)
+                array.as_primitive::<arrow::datatypes::Int32Type>().value(i)
             );
         }
         DataType::Int64 => {
             let _ = write!(
                 out,
                 "{}",
-                array
-                    .as_primitive::<arrow::datatypes::Int64Type>()
-                    .value(i)
+                array.as_primitive::<arrow::datatypes::Int64Type>().value(i)
             );
         }
         DataType::Boolean => out.push_str(if array.as_boolean().value(i) {
@@ -250,4 +246,46 @@ fn scalar_text(array: &dyn Array, i: usize, out: &mut String) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, ListArray, StringArray, StructArray};
+    use arrow::datatypes::{Field, Fields, Int32Type};
+
+    #[test]
+    fn scalar_text_writes_key_text_and_skips_nulls() {
+        let mut out = String::new();
+        let ints = Int64Array::from(vec![Some(42), None]);
+        assert!(scalar_text(&ints, 0, &mut out));
+        assert_eq!(out, "42");
+        assert!(!scalar_text(&ints, 1, &mut out));
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![Some(1)])]);
+        assert!(
+            !scalar_text(&list, 0, &mut out),
+            "a list is not a scalar key"
+        );
+    }
+
+    #[test]
+    fn a_null_parent_struct_hides_its_fields() {
+        let ip: ArrayRef = Arc::new(StringArray::from(vec![Some("10.0.0.1"), Some("10.0.0.2")]));
+        let fields = Fields::from(vec![Field::new("ip", DataType::Utf8, true)]);
+        let source = StructArray::new(fields.clone(), vec![ip], Some(vec![true, false].into()));
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
+            "source",
+            DataType::Struct(fields),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(source)]).unwrap();
+        let column = FieldColumn::at(&batch, "source.ip").unwrap();
+        assert!(column.is_valid(0));
+        assert!(
+            !column.is_valid(1),
+            "the child value under a null struct is not an event value"
+        );
+        assert!(FieldColumn::at(&batch, "source.port").is_none());
+        assert!(FieldColumn::at(&batch, "source.ip.deeper").is_none());
+    }
 }

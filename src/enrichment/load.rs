@@ -271,7 +271,10 @@ fn load_mmdb(
     if format_of(path) != MMDB_EXTENSION {
         return Err(fail(
             shown,
-            format!("unsupported data format `.{}` for an MMDB table (expected .mmdb)", format_of(path)),
+            format!(
+                "unsupported data format `.{}` for an MMDB table (expected .mmdb)",
+                format_of(path)
+            ),
         ));
     }
     let mut bytes = Vec::new();

@@ -146,12 +146,12 @@ impl EnrichmentTable {
     ) -> Result<Self> {
         let mut indexes = Vec::with_capacity(def.lookup_keys.len());
         let geo = match def.format {
-            TableFormat::Mmdb if batch.num_rows() > 0 => {
-                Some(GeoDb::from_batch(&batch).map_err(|message| EnrichmentError::File {
+            TableFormat::Mmdb if batch.num_rows() > 0 => Some(GeoDb::from_batch(&batch).map_err(
+                |message| EnrichmentError::File {
                     path: def.file.display().to_string(),
                     message,
-                })?)
-            }
+                },
+            )?),
             _ => None,
         };
         for key in def.lookup_keys.iter().filter(|k| !k.columns.is_empty()) {
@@ -272,7 +272,12 @@ impl EnrichmentTable {
             return Err(EnrichmentError::UnknownKey {
                 table: self.name.clone(),
                 key: k.to_string(),
-                known: self.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "),
+                known: self
+                    .keys
+                    .iter()
+                    .map(|k| k.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let Some(geo) = &self.geo else {

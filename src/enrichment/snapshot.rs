@@ -405,8 +405,9 @@ fn try_sync_dynamic(
     let current = read_manifest_versioned(storage, &def.name)?;
     let manifest = current.as_ref().map(|(m, _)| m);
     let listed = uploads.list_info(&def.name)?;
-    let (data, other): (Vec<ObjectInfo>, Vec<ObjectInfo>) =
-        listed.into_iter().partition(|o| is_data_object(def, &o.key));
+    let (data, other): (Vec<ObjectInfo>, Vec<ObjectInfo>) = listed
+        .into_iter()
+        .partition(|o| is_data_object(def, &o.key));
     if let Some(bad) = other
         .iter()
         .find(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))

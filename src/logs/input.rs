@@ -59,9 +59,7 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
             continue;
         }
         let path = PathBuf::from(p);
-        if path.is_file() {
-            inputs.push(Input::File(path));
-        } else if path.is_dir() {
+        if path.is_dir() {
             let mut found = Vec::new();
             let mut stack = vec![path];
             while let Some(dir) = stack.pop() {
@@ -83,6 +81,9 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
             }
             found.sort();
             inputs.extend(found.into_iter().map(Input::File));
+        } else if path.exists() {
+            // A file, or a named pipe that a producer writes into.
+            inputs.push(Input::File(path));
         } else {
             return Err(LogError::MissingInput { path: p.clone() });
         }

@@ -369,6 +369,7 @@ mod tests {
             description: None,
             file: PathBuf::from("schemas/events.yml"),
             timestamp: "ts".into(),
+            enrich: Vec::new(),
             schema: TableSchema::new(vec![
                 Field::new("ts", FieldType::Timestamp),
                 Field::new(

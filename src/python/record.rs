@@ -104,7 +104,11 @@ impl Record {
 
 /// A selector hit as Python: a row dict (typed, like `table.get`) or an
 /// MMDB record.
-fn hit_to_py<'py>(py: Python<'py>, table: &EnrichmentTable, hit: &Hit) -> PyResult<Bound<'py, PyAny>> {
+fn hit_to_py<'py>(
+    py: Python<'py>,
+    table: &EnrichmentTable,
+    hit: &Hit,
+) -> PyResult<Bound<'py, PyAny>> {
     match hit {
         Hit::Row(row) => {
             let names: Vec<Py<PyString>> = table

@@ -2,11 +2,11 @@
 
 use super::convert::{json_to_py, row_to_pydict, row_to_pydict_select};
 use crate::enrichment::{composite_key, EnrichmentTable, GeoDb, Lookup};
+use arc_swap::ArcSwap;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
-use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 #[pyclass(frozen, module = "ravenwatch.enrichment", name = "EnrichmentTable")]
@@ -181,7 +181,12 @@ fn check_geo_key(table: &EnrichmentTable, index_key: Option<&str>) -> PyResult<(
             crate::enrichment::EnrichmentError::UnknownKey {
                 table: table.name.clone(),
                 key: k.to_string(),
-                known: table.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>().join(", "),
+                known: table
+                    .keys
+                    .iter()
+                    .map(|k| k.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
             .to_string(),
         )),
@@ -199,7 +204,12 @@ impl PyTable {
     /// Names of the lookup keys, the default first.
     #[getter]
     fn lookup_keys(&self) -> Vec<String> {
-        self.table.load().keys.iter().map(|k| k.name.clone()).collect()
+        self.table
+            .load()
+            .keys
+            .iter()
+            .map(|k| k.name.clone())
+            .collect()
     }
 
     /// The row whose key matches `key` (the newest on duplicates; for a

@@ -6,9 +6,11 @@
 
 mod bad_input;
 mod enrichment;
+mod geo;
 mod python;
 mod run;
 mod s3;
+mod selectors;
 mod testing;
 
 use serde_json::Value;
