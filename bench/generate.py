@@ -197,6 +197,34 @@ def cmd_table(a):
     print(f"wrote a {a.rows}-row table to {out}")
 
 
+def cmd_ranges(a):
+    """A table of IP ranges with a CIDR key: mostly /24s, nested /28s and some /16s and IPv6 /48s."""
+    out = Path(a.out)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "enrichment/ranges").mkdir(parents=True)
+    (out / "enrichment/ranges/enrichment.yml").write_text(
+        "name: ranges\nschema:\n  fields:\n"
+        "    - { name: network, type: string }\n    - { name: owner, type: string }\n"
+        "    - { name: kind, type: string }\n"
+        "lookup_keys:\n  - { name: network, match: cidr }\n")
+    rng = random.Random(11)
+    with open(out / "enrichment/ranges/data.jsonl", "w") as f:
+        for i in range(a.rows):
+            r = i % 100
+            a1, a2, a3 = rng.randrange(1, 224), rng.randrange(256), rng.randrange(256)
+            if r < 89:
+                net, kind = f"{a1}.{a2}.{a3}.0/24", "hosting"
+            elif r < 98:
+                net, kind = f"{a1}.{a2}.{a3}.{rng.randrange(16) * 16}/28", "customer"
+            elif r < 99:
+                net, kind = f"{a1}.{a2}.0.0/16", "isp"
+            else:
+                net, kind = f"2001:db8:{rng.randrange(65536):x}::/48", "ipv6"
+            f.write(json.dumps({"network": net, "owner": f"org-{i % 5000}", "kind": kind}) + "\n")
+    print(f"wrote a {a.rows}-range table to {out}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -210,11 +238,14 @@ def main():
     pr.add_argument("--known-ips", type=int, default=100_000)
     pr.add_argument("--accounts", type=int, default=1_000)
     pr.add_argument("--assets", type=int, default=50_000)
+    rg = sub.add_parser("ranges")
+    rg.add_argument("--rows", type=int, default=1000000)
+    rg.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("--rows", type=int, default=1_000_000)
     t.add_argument("--out", required=True)
     a = p.parse_args()
-    {"events": cmd_events, "project": cmd_project, "table": cmd_table}[a.cmd](a)
+    {"events": cmd_events, "project": cmd_project, "table": cmd_table, "ranges": cmd_ranges}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ def load_tables(project):
     tables = {}
     for yml in sorted(project.glob("enrichment/*/enrichment.yml")):
         d = yaml.safe_load(yml.read_text())
+        if d.get("format") == "mmdb":
+            import maxminddb  # pip install maxminddb (MaxMind's reader)
+            tables[d["name"]] = maxminddb.open_database(str(yml.parent / "data.mmdb"))
+            continue
         fields = {f["name"]: f["type"] for f in d["schema"]["fields"]}
         keys = [d["schema"]["primary_key"]] + [k for k in d.get("lookup_keys", []) if k != d["schema"]["primary_key"]]
         t = Table(d["name"], keys)
@@ -79,6 +83,40 @@ def load_tables(project):
                         t.add(json.loads(line))
         tables[t.name] = t
     return tables
+
+
+def deepget(v, path):
+    for part in path.split("."):
+        if not isinstance(v, dict):
+            return None
+        v = v.get(part)
+    return v
+
+
+def selectors(project):
+    """The `enrich:` selectors of schemas/events.yml: (table, field, key)."""
+    schema = yaml.safe_load((project / "schemas/events.yml").read_text())
+    out = []
+    for s in schema.get("enrich") or []:
+        fields = s["fields"] if isinstance(s["fields"], list) else [s["fields"]]
+        out += [(s["table"], f, s.get("key")) for f in fields]
+    return out
+
+
+def enrich(raw, tables, sels):
+    found = {}
+    for table, field, key in sels:
+        v = deepget(raw, field)
+        if v is None:
+            continue
+        t = tables[table]
+        try:
+            hit = t.get(v, key) if isinstance(t, Table) else t.get(v)
+        except ValueError:  # not an IP address
+            hit = None
+        if hit:
+            found.setdefault(table, {})[field] = hit
+    return found
 
 
 class Record(dict):
@@ -105,6 +143,7 @@ def main():
     sys.modules["ravenwatch"] = types.ModuleType("ravenwatch")
     sys.modules["ravenwatch.enrichment"] = shim
     sys.path.insert(0, str(project / "detections/_lib"))
+    sels = selectors(project)
     rules = []
     for yml in sorted(project.glob("detections/*/detection.yml")):
         d = yaml.safe_load(yml.read_text())
@@ -127,8 +166,10 @@ def main():
                 errors += 1
                 continue
             events += 1
+            enrichment = enrich(raw, tables, sels) if sels else {}
             for d, mod, threshold, window in rules:
                 r = Record(raw)
+                r.enrichment = enrichment
                 try:
                     if not mod.detect(r):
                         continue

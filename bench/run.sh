@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Reproducible benchmark: generates data, runs Ravenwatch (release build) and
 # the pure-Python reference on the same project and events, and prints
-# events/s, enrichment load times, peak memory and ns per get() from Python.
+# events/s (with and without automatic enrichment), enrichment load times,
+# peak memory, ns per get() from Python, CIDR lookups against 1M ranges and
+# the memory of a 1M-row table beside its Parquet snapshot.
 #   bash bench/run.sh [EVENTS]        (default 1,000,000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,7 @@ export PYO3_PYTHON="${PYO3_PYTHON:-$(command -v python3)}"
 N="${1:-1000000}"
 D=bench/data
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+python3 -c 'import maxminddb' 2>/dev/null || python3 -m pip install --quiet maxminddb
 cargo build --release --locked --bins
 RW="$CARGO_TARGET_DIR/release/ravenwatch"
 mkdir -p "$D"
@@ -47,5 +50,30 @@ echo "== 1M-row table load (JSON lines -> Arrow -> Parquet snapshot)"
 [ -d "$D/table" ] || python3 bench/generate.py table --rows 1000000 --out "$D/table"
 rm -rf "$D/table/.ravenwatch"
 python3 bench/measure.py "$RW" -p "$D/table" enrichment sync --force
+echo "== 1M-row table in memory (load snapshot + index; peak RSS of 'enrichment show')"
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" table-mem "$D/table" big
+python3 bench/measure.py "$RW" -p "$D/table" enrichment show big --limit 1
 echo "== table.get() from Python (100k-row known_ip_info)"
 "$CARGO_TARGET_DIR/release/ravenwatch-bench" get-ns "$D/project" known_ip_info 203.0.113.10
+echo "== CIDR lookups against 1M ranges (random IPv4 addresses)"
+[ -d "$D/ranges" ] || python3 bench/generate.py ranges --rows 1000000 --out "$D/ranges"
+rm -rf "$D/ranges/.ravenwatch"
+python3 bench/measure.py "$RW" -p "$D/ranges" enrichment sync --force
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" cidr-ns "$D/ranges" ranges network
+echo "== automatic enrichment: $N events, 2 selector fields (source.ip, destination.ip)"
+python3 bench/generate.py project --no-enrich --out "$D/project-plain" >/dev/null
+rm -rf "$D/out-plain"
+"$RW" -p "$D/project-plain" enrichment sync >/dev/null
+python3 bench/measure.py "$RW" -p "$D/project-plain" run --input "$D/events-$N.jsonl" --output "$D/out-plain"
+python3 -c "import json;s=json.load(open('$D/out-plain/summary.json'));print('without enrich:', {k:s[k] for k in ['events','rule_matches','seconds','events_per_second']})"
+rm -rf "$D/project/.ravenwatch/state" "$D/out-geo"
+python3 bench/measure.py "$RW" -p "$D/project" run --input "$D/events-$N.jsonl" --output "$D/out-geo"
+python3 -c "import json;s=json.load(open('$D/out-geo/summary.json'));print('with geoip (MMDB):', {k:s[k] for k in ['events','rule_matches','seconds','events_per_second','enrichment_lookups','enrichment_hits']})"
+rm -rf "$D/project-ranges"
+cp -r "$D/project-plain" "$D/project-ranges"
+rm -rf "$D/project-ranges/.ravenwatch"
+cp -r "$D/ranges/enrichment/ranges" "$D/project-ranges/enrichment/"
+printf 'enrich:\n  - { table: ranges, fields: [source.ip, destination.ip], key: network }\n' >> "$D/project-ranges/schemas/events.yml"
+"$RW" -p "$D/project-ranges" enrichment sync >/dev/null
+python3 bench/measure.py "$RW" -p "$D/project-ranges" run --input "$D/events-$N.jsonl" --output "$D/out-ranges"
+python3 -c "import json;s=json.load(open('$D/out-ranges/summary.json'));print('with 1M CIDR ranges:', {k:s[k] for k in ['events','rule_matches','seconds','events_per_second','enrichment_lookups','enrichment_hits']})"

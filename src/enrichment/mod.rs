@@ -223,16 +223,31 @@ impl EnrichmentTable {
         };
         position
             .and_then(|p| self.indexes.get(p))
-            .ok_or_else(|| EnrichmentError::UnknownKey {
-                table: self.name.clone(),
-                key: index_key.unwrap_or_default().to_string(),
-                known: self
-                    .keys
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            .ok_or_else(|| self.unknown_key(index_key.unwrap_or_default()))
+    }
+
+    /// An `index_key` that is not one of the table's lookup keys.
+    ///
+    /// # Errors
+    /// [`EnrichmentError::UnknownKey`], naming the known keys.
+    pub fn check_key(&self, index_key: Option<&str>) -> Result<()> {
+        match index_key {
+            Some(k) if !self.keys.iter().any(|key| key.name == k) => Err(self.unknown_key(k)),
+            _ => Ok(()),
+        }
+    }
+
+    fn unknown_key(&self, key: &str) -> EnrichmentError {
+        EnrichmentError::UnknownKey {
+            table: self.name.clone(),
+            key: key.to_string(),
+            known: self
+                .keys
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 
     /// The index of the lookup key `name` (`None` for an unknown key or an
@@ -268,18 +283,7 @@ impl EnrichmentTable {
                 .map(|r| serde_json::Value::Object(self.row_json(r)))
                 .collect());
         }
-        if let Some(k) = index_key.filter(|k| !self.keys.iter().any(|key| key.name == *k)) {
-            return Err(EnrichmentError::UnknownKey {
-                table: self.name.clone(),
-                key: k.to_string(),
-                known: self
-                    .keys
-                    .iter()
-                    .map(|k| k.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        self.check_key(index_key)?;
         let Some(geo) = &self.geo else {
             return Ok(Vec::new());
         };

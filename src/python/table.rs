@@ -176,22 +176,7 @@ fn lookup_error(e: crate::enrichment::EnrichmentError) -> PyErr {
 
 /// An `index_key` that an MMDB table does not have.
 fn check_geo_key(table: &EnrichmentTable, index_key: Option<&str>) -> PyResult<()> {
-    match index_key {
-        Some(k) if !table.keys.iter().any(|key| key.name == k) => Err(PyKeyError::new_err(
-            crate::enrichment::EnrichmentError::UnknownKey {
-                table: table.name.clone(),
-                key: k.to_string(),
-                known: table
-                    .keys
-                    .iter()
-                    .map(|k| k.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-            .to_string(),
-        )),
-        _ => Ok(()),
-    }
+    table.check_key(index_key).map_err(lookup_error)
 }
 
 #[pymethods]
