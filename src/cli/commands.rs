@@ -399,12 +399,17 @@ fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
                     bail!("table `{table}` has no column `{column}`");
                 }
             }
-            let found = t.find_json(&composite_key(&key), index_key.as_deref(), all)?;
+            let text = composite_key(&key);
+            let found = if all {
+                t.find_all(&text, index_key.as_deref())?
+            } else {
+                t.find(&text, index_key.as_deref())?.into_iter().collect()
+            };
             if found.is_empty() {
                 eprintln!("no row in `{table}` for key {}", key.join(" "));
                 return Ok(Outcome::Failed);
             }
-            for mut json in found {
+            for mut json in found.iter().map(|hit| t.hit_json(hit)) {
                 if let (false, serde_json::Value::Object(map)) = (select.is_empty(), &mut json) {
                     map.retain(|k, _| select.contains(k));
                 }

@@ -245,10 +245,12 @@ impl Project {
             errors.push(ConfigError::new(root, "project directory does not exist"));
         }
         let settings = load_settings(root, &mut errors);
-        let log_tables = load_log_tables(root, &mut errors);
-        let mut log_tables = log_tables;
-        let enrichment = load_enrichment(root, &mut errors);
-        check_selectors(&mut log_tables, &enrichment, &mut errors);
+        // Log tables' selectors refer to enrichment tables; their errors
+        // are still reported first.
+        let mut enrichment_errors = Vec::new();
+        let enrichment = load_enrichment(root, &mut enrichment_errors);
+        let log_tables = load_log_tables(root, &enrichment, &mut errors);
+        errors.append(&mut enrichment_errors);
         let detections = load_detections(root, &log_tables, &mut errors);
         let project = Project {
             root: root.to_path_buf(),
@@ -365,7 +367,11 @@ fn check_unique_names(
     }
 }
 
-fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> {
+fn load_log_tables(
+    root: &Path,
+    enrichment: &[EnrichmentDef],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<LogTable> {
     let dir = root.join("schemas");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .into_iter()
@@ -416,7 +422,7 @@ fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> 
             .enrich
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|sel| log_selector(sel, &schema, &file, &source, errors))
+            .filter_map(|sel| log_selector(sel, &schema, enrichment, &file, &source, errors))
             .collect();
         tables.push(LogTable {
             name: raw.name,
@@ -431,10 +437,12 @@ fn load_log_tables(root: &Path, errors: &mut Vec<ConfigError>) -> Vec<LogTable> 
 }
 
 /// A selector whose fields are declared lookup-able fields of the log
-/// table; its table and key are checked by [`check_selectors`].
+/// table and whose table and key exist (an absent key means the table's
+/// first); a bad one is dropped with an error at its line.
 fn log_selector(
     raw: RawSelector,
     schema: &TableSchema,
+    enrichment: &[EnrichmentDef],
     file: &Path,
     source: &str,
     errors: &mut Vec<ConfigError>,
@@ -446,13 +454,13 @@ fn log_selector(
     let before = errors.len();
     let at =
         |text: &str| locate_text_after(source, "enrich", text).or(locate_key(source, "enrich"));
+    let mut fail = |at: Option<(usize, usize)>, message: String| {
+        errors.push(ConfigError::new(file, format!("enrich: {message}")).at(at));
+    };
     if fields.is_empty() {
-        errors.push(
-            ConfigError::new(
-                file,
-                format!("enrich: selector of `{}` lists no fields", raw.table),
-            )
-            .at(at(&raw.table)),
+        fail(
+            at(&raw.table),
+            format!("selector of `{}` lists no fields", raw.table),
         );
     }
     for field in &fields {
@@ -466,82 +474,53 @@ fn log_selector(
             )),
         };
         if let Some(problem) = problem {
-            errors.push(
-                ConfigError::new(file, format!("enrich: field `{field}` {problem}")).at(at(field)),
-            );
+            fail(at(field), format!("field `{field}` {problem}"));
         }
     }
-    (errors.len() == before).then(|| Selector {
-        table: raw.table,
-        fields,
-        key: raw.key.unwrap_or_default(),
-    })
-}
-
-/// Resolves each selector's table and key against the enrichment tables
-/// (an empty key means the table's first); bad selectors are dropped with
-/// an error at their line.
-fn check_selectors(
-    log_tables: &mut [LogTable],
-    enrichment: &[EnrichmentDef],
-    errors: &mut Vec<ConfigError>,
-) {
-    for log in log_tables.iter_mut() {
-        let source = std::fs::read_to_string(&log.file).unwrap_or_default();
-        let file = log.file.clone();
-        log.enrich.retain_mut(|sel| {
-            let at = locate_text_after(&source, "enrich", &sel.table).or(locate_key(&source, "enrich"));
-            let Some(def) = enrichment.iter().find(|d| d.name == sel.table) else {
-                let names: Vec<&str> = enrichment.iter().map(|d| d.name.as_str()).collect();
-                let hint = closest(&sel.table, &names)
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
-                errors.push(
-                    ConfigError::new(&file, format!("enrich: no enrichment table `{}`{hint}", sel.table))
-                        .at(at),
-                );
-                return false;
-            };
-            if sel.key.is_empty() {
-                if let Some(first) = def.lookup_keys.first() {
-                    sel.key = first.name.clone();
-                }
-            }
-            match def.lookup_keys.iter().find(|k| k.name == sel.key) {
-                None => {
-                    let at = locate_text_after(&source, "enrich", &format!("key: {}", sel.key))
-                        .or(at);
-                    let keys: Vec<&str> = def.lookup_keys.iter().map(|k| k.name.as_str()).collect();
-                    errors.push(
-                        ConfigError::new(
-                            &file,
-                            format!(
-                                "enrich: table `{}` has no lookup key `{}` (keys: {})",
-                                sel.table,
-                                sel.key,
-                                keys.join(", ")
-                            ),
-                        )
-                        .at(at),
-                    );
-                    false
-                }
-                Some(k) if k.is_composite() => {
-                    errors.push(
-                        ConfigError::new(
-                            &file,
-                            format!(
-                                "enrich: key `{}` of `{}` is composite; selectors look up one field at a time",
-                                sel.key, sel.table
-                            ),
-                        )
-                        .at(at),
-                    );
-                    false
-                }
-                Some(_) => true,
-            }
-        });
+    let Some(def) = enrichment.iter().find(|d| d.name == raw.table) else {
+        let names: Vec<&str> = enrichment.iter().map(|d| d.name.as_str()).collect();
+        let hint = closest(&raw.table, &names)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        fail(
+            at(&raw.table),
+            format!("no enrichment table `{}`{hint}", raw.table),
+        );
+        return None;
+    };
+    let key = match &raw.key {
+        Some(name) => def.lookup_keys.iter().find(|k| &k.name == name),
+        None => def.lookup_keys.first(),
+    };
+    match key {
+        None => {
+            let name = raw.key.as_deref().unwrap_or_default();
+            let keys: Vec<&str> = def.lookup_keys.iter().map(|k| k.name.as_str()).collect();
+            fail(
+                at(&format!("key: {name}")),
+                format!(
+                    "table `{}` has no lookup key `{name}` (keys: {})",
+                    raw.table,
+                    keys.join(", ")
+                ),
+            );
+            None
+        }
+        Some(k) if k.is_composite() => {
+            fail(
+                at(&raw.table),
+                format!(
+                    "key `{}` of `{}` is composite; selectors look up one field at a time",
+                    k.name, raw.table
+                ),
+            );
+            None
+        }
+        Some(k) => (errors.len() == before).then(|| Selector {
+            key: k.name.clone(),
+            table: raw.table,
+            fields,
+        }),
     }
 }
 
@@ -630,7 +609,7 @@ fn validate_enrichment(
         );
     }
     if raw.format == Some(RawTableFormat::Mmdb) {
-        return validate_mmdb(raw, dir, file, source, errors);
+        return validate_mmdb(raw, dir, file, source, before, errors);
     }
     let Some(raw_schema) = raw.schema else {
         errors.push(
@@ -861,10 +840,7 @@ fn validate_enrichment(
             );
         }
     }
-    let kind = match raw.enrichment_type.unwrap_or(RawEnrichmentType::Static) {
-        RawEnrichmentType::Static => EnrichmentKind::Static,
-        RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
-    };
+    let kind = enrichment_kind(raw.enrichment_type);
     let data_files = find_data_files(dir);
     if let Some(mmdb) = data_files.iter().find(|p| format_of(p) == MMDB_EXTENSION) {
         errors.push(ConfigError::new(
@@ -918,6 +894,13 @@ fn validate_enrichment(
     })
 }
 
+fn enrichment_kind(raw: Option<RawEnrichmentType>) -> EnrichmentKind {
+    match raw.unwrap_or(RawEnrichmentType::Static) {
+        RawEnrichmentType::Static => EnrichmentKind::Static,
+        RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
+    }
+}
+
 /// A `format: mmdb` table: one MaxMind DB file (static) or uploaded
 /// databases (dynamic, overwrite only); no schema, no row-format options.
 fn validate_mmdb(
@@ -925,9 +908,9 @@ fn validate_mmdb(
     dir: &Path,
     file: &Path,
     source: String,
+    before: usize,
     errors: &mut Vec<ConfigError>,
 ) -> Option<EnrichmentDef> {
-    let before = errors.len();
     let mut refuse = |key: &str, message: &str| {
         errors.push(
             ConfigError::new(file, format!("`format: mmdb` tables {message}"))
@@ -974,10 +957,7 @@ fn validate_mmdb(
             String::new()
         }
     };
-    let kind = match raw.enrichment_type.unwrap_or(RawEnrichmentType::Static) {
-        RawEnrichmentType::Static => EnrichmentKind::Static,
-        RawEnrichmentType::Dynamic => EnrichmentKind::Dynamic,
-    };
+    let kind = enrichment_kind(raw.enrichment_type);
     let data_files = find_data_files(dir);
     let mmdb_files = data_files
         .iter()
@@ -996,18 +976,6 @@ fn validate_mmdb(
                 }
             ),
         ));
-    }
-    if !is_identifier(&raw.name) {
-        errors.push(
-            ConfigError::new(
-                file,
-                format!(
-                    "table name `{}` must be a Python identifier (letters, digits, _)",
-                    raw.name
-                ),
-            )
-            .at(locate_key(&source, "name")),
-        );
     }
     if errors.len() > before {
         return None;

@@ -87,16 +87,11 @@ impl BatchEnrichment {
             let mut find = |text: &str| -> Option<Hit> {
                 match probe {
                     Probe::Index(index) => index.newest(text).map(Hit::Row),
-                    Probe::Geo(geo) => {
-                        let offset = geo.offset(text)?;
-                        if let Some(record) = records.get(&offset) {
-                            return Some(Hit::Record(Arc::clone(record)));
-                        }
-                        let (_, record) = geo.lookup_with_offset(text).ok()??;
-                        let record = Arc::new(record);
-                        records.insert(offset, Arc::clone(&record));
-                        Some(Hit::Record(record))
-                    }
+                    Probe::Geo(geo) => geo
+                        .lookup_shared(text, &mut records)
+                        .ok()
+                        .flatten()
+                        .map(Hit::Record),
                     Probe::Nothing => None,
                 }
             };
@@ -161,9 +156,9 @@ impl BatchEnrichment {
         let mut out = Map::new();
         for (field, found) in self.row(row) {
             let value = match found {
-                Found::One(hit) => hit_json(&field.table, hit),
+                Found::One(hit) => field.table.hit_json(hit),
                 Found::Many(hits) => {
-                    Value::Array(hits.iter().map(|h| hit_json(&field.table, h)).collect())
+                    Value::Array(hits.iter().map(|h| field.table.hit_json(h)).collect())
                 }
             };
             let per_table = out
@@ -174,13 +169,6 @@ impl BatchEnrichment {
             }
         }
         (!out.is_empty()).then_some(Value::Object(out))
-    }
-}
-
-fn hit_json(table: &EnrichmentTable, hit: &Hit) -> Value {
-    match hit {
-        Hit::Row(row) => Value::Object(table.row_json(*row)),
-        Hit::Record(record) => (**record).clone(),
     }
 }
 

@@ -10,6 +10,7 @@ use arrow::array::{Array, BinaryArray, RecordBatch};
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -90,34 +91,42 @@ impl GeoDb {
     /// # Errors
     /// A record that does not decode (a corrupt data section).
     pub fn lookup(&self, ip: &str) -> Result<Option<Value>, String> {
-        Ok(self.lookup_with_offset(ip)?.map(|(_, v)| v))
+        match self.walk(ip) {
+            Some((_, result)) => decode(ip, &result),
+            None => Ok(None),
+        }
     }
 
-    /// [`GeoDb::lookup`] with the record's offset in the data section:
-    /// records are shared by many networks, so callers can cache by it
-    /// (see [`GeoDb::offset`]).
+    /// [`GeoDb::lookup`] that decodes each record once: records are shared
+    /// by many networks, so `cache` (by data-section offset) serves every
+    /// later address in the same record.
     ///
     /// # Errors
     /// As [`GeoDb::lookup`].
-    pub fn lookup_with_offset(&self, ip: &str) -> Result<Option<(usize, Value)>, String> {
-        let Some(address) = self.address(ip) else {
+    pub fn lookup_shared(
+        &self,
+        ip: &str,
+        cache: &mut HashMap<usize, Arc<Value>>,
+    ) -> Result<Option<Arc<Value>>, String> {
+        let Some((offset, result)) = self.walk(ip) else {
             return Ok(None);
         };
-        let Ok(result) = self.reader.lookup(address) else {
+        if let Some(record) = cache.get(&offset) {
+            return Ok(Some(Arc::clone(record)));
+        }
+        let Some(record) = decode(ip, &result)? else {
             return Ok(None);
         };
-        let Some(offset) = result.offset() else {
-            return Ok(None);
-        };
-        let record = result
-            .decode::<Value>()
-            .map_err(|e| format!("cannot decode the record for {ip}: {e}"))?;
-        Ok(record.map(|v| (offset, v)))
+        let record = Arc::new(record);
+        cache.insert(offset, Arc::clone(&record));
+        Ok(Some(record))
     }
 
-    /// The data-section offset of the record for `ip`, without decoding it.
-    pub fn offset(&self, ip: &str) -> Option<usize> {
-        self.reader.lookup(self.address(ip)?).ok()?.offset()
+    /// The search-tree walk for `ip`: the record's data-section offset and
+    /// the result to decode it from; `None` when no network holds data.
+    fn walk(&self, ip: &str) -> Option<(usize, maxminddb::LookupResult<'_, Blob>)> {
+        let result = self.reader.lookup(self.address(ip)?).ok()?;
+        Some((result.offset()?, result))
     }
 
     /// `ip` as an address this database can answer: IPv4-mapped IPv6
@@ -148,4 +157,10 @@ impl GeoDb {
     pub fn build_epoch(&self) -> u64 {
         self.reader.metadata().build_epoch
     }
+}
+
+fn decode(ip: &str, result: &maxminddb::LookupResult<'_, Blob>) -> Result<Option<Value>, String> {
+    result
+        .decode::<Value>()
+        .map_err(|e| format!("cannot decode the record for {ip}: {e}"))
 }

@@ -58,6 +58,8 @@ pub enum EnrichmentError {
     },
     #[error("table `{table}` is a MaxMind DB: it answers record lookups (`get`), not row lookups")]
     NotRows { table: String },
+    #[error("table `{table}`: {message}")]
+    Record { table: String, message: String },
     #[error("table `{table}` has no snapshot yet; run `ravenwatch enrichment sync {table}`")]
     NoSnapshot { table: String },
 }
@@ -261,38 +263,78 @@ impl EnrichmentTable {
         row_to_json(&self.batch, row)
     }
 
-    /// What `key` finds, as JSON: the newest row (or, with `all`, every
-    /// matching row) of a row table, or the record of an MMDB table.
+    /// What `key` finds: the newest row of a row table (see
+    /// [`Lookup::lookup`]), or the record of an MMDB table.
     ///
     /// # Errors
     /// An unknown `index_key`, or an MMDB record that does not decode.
-    pub fn find_json(
-        &self,
-        key: &str,
-        index_key: Option<&str>,
-        all: bool,
-    ) -> Result<Vec<serde_json::Value>> {
-        if !self.is_mmdb() {
-            let rows = if all {
-                self.lookup_all(key, index_key)?
-            } else {
-                self.lookup(key, index_key)?.into_iter().collect()
-            };
-            return Ok(rows
-                .into_iter()
-                .map(|r| serde_json::Value::Object(self.row_json(r)))
-                .collect());
+    pub fn find(&self, key: &str, index_key: Option<&str>) -> Result<Option<Hit>> {
+        match self.format {
+            TableFormat::Rows => Ok(self.lookup(key, index_key)?.map(Hit::Row)),
+            TableFormat::Mmdb => self.find_record(key, index_key),
         }
+    }
+
+    /// Every match of `key` (see [`Lookup::lookup_all`]; an MMDB table has
+    /// at most one record per address).
+    ///
+    /// # Errors
+    /// As [`EnrichmentTable::find`].
+    pub fn find_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<Hit>> {
+        match self.format {
+            TableFormat::Rows => Ok(self
+                .lookup_all(key, index_key)?
+                .into_iter()
+                .map(Hit::Row)
+                .collect()),
+            TableFormat::Mmdb => Ok(self.find_record(key, index_key)?.into_iter().collect()),
+        }
+    }
+
+    /// [`EnrichmentTable::find`] for many keys, aligned with `keys`.
+    ///
+    /// # Errors
+    /// As [`EnrichmentTable::find`].
+    pub fn find_many(
+        &self,
+        keys: &[Option<&str>],
+        index_key: Option<&str>,
+    ) -> Result<Vec<Option<Hit>>> {
+        match self.format {
+            TableFormat::Rows => Ok(self
+                .lookup_many(keys, index_key)?
+                .into_iter()
+                .map(|r| r.map(Hit::Row))
+                .collect()),
+            TableFormat::Mmdb => keys
+                .iter()
+                .map(|k| match k {
+                    Some(k) => self.find_record(k, index_key),
+                    None => Ok(None),
+                })
+                .collect(),
+        }
+    }
+
+    fn find_record(&self, key: &str, index_key: Option<&str>) -> Result<Option<Hit>> {
         self.check_key(index_key)?;
         let Some(geo) = &self.geo else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         geo.lookup(key)
-            .map(|r| r.into_iter().collect())
-            .map_err(|message| EnrichmentError::File {
-                path: self.name.clone(),
+            .map(|r| r.map(|v| Hit::Record(Arc::new(v))))
+            .map_err(|message| EnrichmentError::Record {
+                table: self.name.clone(),
                 message,
             })
+    }
+
+    /// A hit as JSON (a row object, or the record).
+    pub fn hit_json(&self, hit: &Hit) -> serde_json::Value {
+        match hit {
+            Hit::Row(row) => serde_json::Value::Object(self.row_json(*row)),
+            Hit::Record(record) => (**record).clone(),
+        }
     }
 }
 

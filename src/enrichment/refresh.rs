@@ -141,9 +141,4 @@ impl TableWatcher {
         }
         Arc::clone(&self.current)
     }
-
-    /// The generation handed out last.
-    pub fn current(&self) -> Arc<Generation> {
-        Arc::clone(&self.current)
-    }
 }

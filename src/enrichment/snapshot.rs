@@ -180,7 +180,7 @@ pub fn definition_sha256(def: &EnrichmentDef) -> String {
 /// Size and mtime are compared first; content is hashed only when they differ.
 fn is_stale(def: &EnrichmentDef, manifest: &Manifest) -> std::io::Result<bool> {
     if manifest.format != MANIFEST_FORMAT
-        || manifest.definition_sha256 != sha256_hex(def.definition.as_bytes())
+        || manifest.definition_sha256 != definition_sha256(def)
         || manifest.sources.len() != def.data_files.len()
     {
         return Ok(true);
@@ -329,7 +329,7 @@ pub fn write_snapshot(
         snapshot_id: snapshot_id.clone(),
         created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         rows: batch.num_rows(),
-        definition_sha256: sha256_hex(def.definition.as_bytes()),
+        definition_sha256: definition_sha256(def),
         data_key,
         sources: provenance.sources,
         uploads: provenance.uploads,

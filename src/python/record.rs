@@ -6,14 +6,15 @@
 //! fresh record is made for every (rule, event), so state set in `detect`
 //! is visible in `title` of the same rule and nowhere else.
 
-use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict, row_to_pydict};
-use crate::enrichment::{EnrichmentTable, Found, Hit};
+use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict};
+use super::table::{column_names, hit_to_py, Selection};
+use crate::enrichment::Found;
 use crate::logs::EventBatch;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -102,28 +103,6 @@ impl Record {
     }
 }
 
-/// A selector hit as Python: a row dict (typed, like `table.get`) or an
-/// MMDB record.
-fn hit_to_py<'py>(
-    py: Python<'py>,
-    table: &EnrichmentTable,
-    hit: &Hit,
-) -> PyResult<Bound<'py, PyAny>> {
-    match hit {
-        Hit::Row(row) => {
-            let names: Vec<Py<PyString>> = table
-                .batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| PyString::intern(py, f.name()).unbind())
-                .collect();
-            Ok(row_to_pydict(py, &table.batch, &names, *row)?.into_any())
-        }
-        Hit::Record(record) => json_to_py(py, record),
-    }
-}
-
 #[pymethods]
 impl Record {
     /// `r.deepget("a.b.c", default=None)`: a missing or null value gives the default.
@@ -199,12 +178,13 @@ impl Record {
                     fresh
                 }
             };
+            let names = column_names(py, &table.batch);
             let value = match found {
-                Found::One(hit) => hit_to_py(py, table, hit)?,
+                Found::One(hit) => hit_to_py(py, table, &names, hit, &Selection::All)?,
                 Found::Many(hits) => {
                     let list = PyList::empty(py);
                     for hit in hits {
-                        list.append(hit_to_py(py, table, hit)?)?;
+                        list.append(hit_to_py(py, table, &names, hit, &Selection::All)?)?;
                     }
                     list.into_any()
                 }

@@ -1,11 +1,12 @@
 //! Enrichment tables as Python objects: `known_ip_info.get("1.1.1.1")`.
 
 use super::convert::{json_to_py, row_to_pydict, row_to_pydict_select};
-use crate::enrichment::{composite_key, EnrichmentTable, GeoDb, Lookup};
+use crate::enrichment::{composite_key, EnrichmentError, EnrichmentTable, Hit};
 use arc_swap::ArcSwap;
+use arrow::array::RecordBatch;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -17,18 +18,59 @@ pub struct PyTable {
     column_names: Vec<Py<PyString>>,
 }
 
+/// What `select=[...]` keeps of a hit.
+pub enum Selection {
+    All,
+    /// Column positions of a row table.
+    Columns(Vec<usize>),
+    /// Top-level keys of an MMDB record.
+    Keys(Vec<String>),
+}
+
+/// A batch's column names as interned Python strings (dict keys of rows).
+pub fn column_names(py: Python<'_>, batch: &RecordBatch) -> Vec<Py<PyString>> {
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| PyString::intern(py, f.name()).unbind())
+        .collect()
+}
+
+/// A hit as Python: a typed row dict (timestamps as `datetime`) or an MMDB
+/// record, reduced to `select`.
+pub fn hit_to_py<'py>(
+    py: Python<'py>,
+    table: &EnrichmentTable,
+    names: &[Py<PyString>],
+    hit: &Hit,
+    select: &Selection,
+) -> PyResult<Bound<'py, PyAny>> {
+    match (hit, select) {
+        (Hit::Row(row), Selection::Columns(indices)) => {
+            Ok(row_to_pydict_select(py, &table.batch, names, indices, *row)?.into_any())
+        }
+        (Hit::Row(row), _) => Ok(row_to_pydict(py, &table.batch, names, *row)?.into_any()),
+        (Hit::Record(record), Selection::Keys(keep)) => match record.as_ref() {
+            serde_json::Value::Object(map) => {
+                let kept: serde_json::Map<_, _> = map
+                    .iter()
+                    .filter(|(k, _)| keep.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                json_to_py(py, &serde_json::Value::Object(kept))
+            }
+            other => json_to_py(py, other),
+        },
+        (Hit::Record(record), _) => json_to_py(py, record),
+    }
+}
+
 impl PyTable {
     pub fn new(py: Python<'_>, table: Arc<EnrichmentTable>) -> Self {
-        let column_names = table
-            .batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| PyString::intern(py, f.name()).unbind())
-            .collect();
         Self {
+            column_names: column_names(py, &table.batch),
             table: ArcSwap::new(table),
-            column_names,
         }
     }
 
@@ -43,10 +85,15 @@ impl PyTable {
         self.table.load_full()
     }
 
-    /// Column positions for `select=[...]` (`None`: every column).
-    fn selection(&self, select: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
+    /// `select=[...]`: column positions of a row table (checked), or the
+    /// top-level keys of MMDB records.
+    fn selection(
+        &self,
+        table: &EnrichmentTable,
+        select: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Selection> {
         let Some(select) = select.filter(|s| !s.is_none()) else {
-            return Ok(None);
+            return Ok(Selection::All);
         };
         let names: Vec<String> = if let Ok(s) = select.cast::<PyString>() {
             vec![s.to_string_lossy().into_owned()]
@@ -55,7 +102,9 @@ impl PyTable {
                 .extract()
                 .map_err(|_| PyTypeError::new_err("select must be a list of column names"))?
         };
-        let table = self.table.load();
+        if table.is_mmdb() {
+            return Ok(Selection::Keys(names));
+        }
         let schema = table.batch.schema();
         names
             .iter()
@@ -74,54 +123,18 @@ impl PyTable {
                 })
             })
             .collect::<PyResult<Vec<_>>>()
-            .map(Some)
+            .map(Selection::Columns)
     }
 
-    fn row<'py>(
+    fn to_py<'py>(
         &self,
         py: Python<'py>,
         table: &EnrichmentTable,
-        row: usize,
-        select: Option<&[usize]>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        match select {
-            None => row_to_pydict(py, &table.batch, &self.column_names, row),
-            Some(indices) => {
-                row_to_pydict_select(py, &table.batch, &self.column_names, indices, row)
-            }
-        }
+        hit: &Hit,
+        select: &Selection,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        hit_to_py(py, table, &self.column_names, hit, select)
     }
-}
-
-/// An MMDB record as a dict, keeping only the `select`ed top-level keys.
-fn geo_record<'py>(
-    py: Python<'py>,
-    geo: &GeoDb,
-    key: &str,
-    select: Option<&[String]>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let record = geo.lookup(key).map_err(PyValueError::new_err)?;
-    let Some(mut record) = record else {
-        return Ok(None);
-    };
-    if let (Some(keep), serde_json::Value::Object(map)) = (select, &mut record) {
-        map.retain(|k, _| keep.iter().any(|s| s == k));
-    }
-    json_to_py(py, &record).map(Some)
-}
-
-/// `select=[...]` of an MMDB lookup: top-level record keys.
-fn geo_selection(select: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<String>>> {
-    let Some(select) = select.filter(|s| !s.is_none()) else {
-        return Ok(None);
-    };
-    if let Ok(s) = select.cast::<PyString>() {
-        return Ok(Some(vec![s.to_string_lossy().into_owned()]));
-    }
-    select
-        .extract()
-        .map(Some)
-        .map_err(|_| PyTypeError::new_err("select must be a list of field names"))
 }
 
 /// One part of a key as text: `str` as is, `int` as its decimal form,
@@ -170,13 +183,11 @@ fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
     part_text(key)
 }
 
-fn lookup_error(e: crate::enrichment::EnrichmentError) -> PyErr {
-    PyKeyError::new_err(e.to_string())
-}
-
-/// An `index_key` that an MMDB table does not have.
-fn check_geo_key(table: &EnrichmentTable, index_key: Option<&str>) -> PyResult<()> {
-    table.check_key(index_key).map_err(lookup_error)
+fn lookup_error(e: EnrichmentError) -> PyErr {
+    match e {
+        EnrichmentError::Record { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyKeyError::new_err(e.to_string()),
+    }
 }
 
 #[pymethods]
@@ -210,25 +221,16 @@ impl PyTable {
         select: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let table = self.table.load();
-        let missing = || default.clone().unwrap_or_else(|| py.None().into_bound(py));
-        let Some(text) = key_text(key)? else {
-            return Ok(missing());
+        let found = match key_text(key)? {
+            Some(text) => table.find(&text, index_key).map_err(lookup_error)?,
+            None => None,
         };
-        if table.is_mmdb() {
-            check_geo_key(&table, index_key)?;
-            let select = geo_selection(select.as_ref())?;
-            return Ok(match table.geo() {
-                Some(geo) => geo_record(py, geo, &text, select.as_deref())?,
-                None => None,
+        match found {
+            Some(hit) => {
+                let select = self.selection(&table, select.as_ref())?;
+                self.to_py(py, &table, &hit, &select)
             }
-            .unwrap_or_else(missing));
-        }
-        match table.lookup(&text, index_key).map_err(lookup_error)? {
-            Some(row) => {
-                let select = self.selection(select.as_ref())?;
-                Ok(self.row(py, &table, row, select.as_deref())?.into_any())
-            }
-            None => Ok(missing()),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
         }
     }
 
@@ -244,22 +246,11 @@ impl PyTable {
     ) -> PyResult<Bound<'py, PyList>> {
         let table = self.table.load();
         let list = PyList::empty(py);
-        let Some(text) = key_text(key)? else {
-            return Ok(list);
-        };
-        if table.is_mmdb() {
-            check_geo_key(&table, index_key)?;
-            let select = geo_selection(select.as_ref())?;
-            if let Some(geo) = table.geo() {
-                if let Some(record) = geo_record(py, geo, &text, select.as_deref())? {
-                    list.append(record)?;
-                }
+        if let Some(text) = key_text(key)? {
+            let select = self.selection(&table, select.as_ref())?;
+            for hit in table.find_all(&text, index_key).map_err(lookup_error)? {
+                list.append(self.to_py(py, &table, &hit, &select)?)?;
             }
-            return Ok(list);
-        }
-        let select = self.selection(select.as_ref())?;
-        for row in table.lookup_all(&text, index_key).map_err(lookup_error)? {
-            list.append(self.row(py, &table, row, select.as_deref())?)?;
         }
         Ok(list)
     }
@@ -275,6 +266,7 @@ impl PyTable {
         select: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let table = self.table.load();
+        let select = self.selection(&table, select.as_ref())?;
         let items: Vec<Bound<'py, PyAny>> = keys
             .try_iter()
             .map_err(|_| PyTypeError::new_err("lookup_many takes an iterable of keys"))?
@@ -283,25 +275,11 @@ impl PyTable {
         for item in &items {
             texts.push(key_text(item)?);
         }
-        let list = PyList::empty(py);
-        if table.is_mmdb() {
-            check_geo_key(&table, index_key)?;
-            let select = geo_selection(select.as_ref())?;
-            for text in &texts {
-                let record = match (text, table.geo()) {
-                    (Some(text), Some(geo)) => geo_record(py, geo, text, select.as_deref())?,
-                    _ => None,
-                };
-                list.append(record.unwrap_or_else(|| py.None().into_bound(py)))?;
-            }
-            return Ok(list);
-        }
-        let select = self.selection(select.as_ref())?;
         let refs: Vec<Option<&str>> = texts.iter().map(|t| t.as_deref()).collect();
-        let rows = table.lookup_many(&refs, index_key).map_err(lookup_error)?;
-        for row in rows {
-            match row {
-                Some(row) => list.append(self.row(py, &table, row, select.as_deref())?)?,
+        let list = PyList::empty(py);
+        for hit in table.find_many(&refs, index_key).map_err(lookup_error)? {
+            match hit {
+                Some(hit) => list.append(self.to_py(py, &table, &hit, &select)?)?,
                 None => list.append(py.None())?,
             }
         }
@@ -309,14 +287,15 @@ impl PyTable {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let table = self.table.load();
-        let Some(text) = key_text(key)? else {
-            return Ok(false);
-        };
-        if table.is_mmdb() {
-            return Ok(table.geo().and_then(|g| g.offset(&text)).is_some());
-        }
-        Ok(table.lookup(&text, None).map_err(lookup_error)?.is_some())
+        Ok(match key_text(key)? {
+            Some(text) => self
+                .table
+                .load()
+                .find(&text, None)
+                .map_err(lookup_error)?
+                .is_some(),
+            None => false,
+        })
     }
 
     /// Rows (an MMDB table: the nodes of its search tree).

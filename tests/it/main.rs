@@ -17,6 +17,14 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The example project's detections that the sample logs make fire.
+pub const EXAMPLE_RULES: [&str; 4] = [
+    "failed_login_known_ip",
+    "disable_ebs_encryption_production",
+    "login_on_stale_asset",
+    "smb_lateral_movement",
+];
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

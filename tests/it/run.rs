@@ -131,12 +131,7 @@ fn bundled_example_fires_every_detection() {
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     let alerts = crate::read_jsonl(&p.path().join("out/x/alerts.jsonl"));
-    for rule in [
-        "failed_login_known_ip",
-        "disable_ebs_encryption_production",
-        "login_on_stale_asset",
-        "smb_lateral_movement",
-    ] {
+    for rule in crate::EXAMPLE_RULES {
         assert!(
             alerts
                 .iter()

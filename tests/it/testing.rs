@@ -21,12 +21,7 @@ fn example_project_tests_pass() {
     let last = out.stdout.lines().last().unwrap();
     assert!(last.ends_with(" passed, 0 failed"), "{last}");
     // Every example detection carries test cases.
-    for rule in [
-        "failed_login_known_ip",
-        "disable_ebs_encryption_production",
-        "login_on_stale_asset",
-        "smb_lateral_movement",
-    ] {
+    for rule in crate::EXAMPLE_RULES {
         assert!(
             out.stdout
                 .lines()
