@@ -18,11 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The example project's detections that the sample logs make fire.
-pub const EXAMPLE_RULES: [&str; 4] = [
+pub const EXAMPLE_RULES: [&str; 5] = [
     "failed_login_known_ip",
     "disable_ebs_encryption_production",
     "login_on_stale_asset",
     "smb_lateral_movement",
+    "login_from_unexpected_country",
 ];
 
 pub fn repo() -> PathBuf {
