@@ -98,6 +98,11 @@ def scenarios():
     out += [network(t4 + timedelta(minutes=i * 3), rng, "10.20.9.15", "10.20.2.19", 445) for i in range(4)]
     # A successful login from Brazil (example GeoIP data): unexpected country.
     out.append(auth(START + timedelta(hours=16), rng, "198.51.100.20", "success", "maria.garcia"))
+    # Beaconing to a C2 server on the threat list (SQL detection), and one
+    # connection to a low-confidence entry that must not alert.
+    t5 = START + timedelta(hours=18)
+    out += [network(t5 + timedelta(minutes=i * 5), rng, "10.20.2.7", "192.0.2.66", 443) for i in range(3)]
+    out.append(network(t5 + timedelta(minutes=20), rng, "10.20.2.7", "198.51.100.200", 443))
     return out
 
 

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod enrichment;
 pub mod logs;
 pub mod python;
+pub mod query;
 pub mod schema;
 pub mod storage;
 pub mod testing;

@@ -52,6 +52,19 @@ pub struct RuleSummary {
     pub matches: u64,
     pub errors: u64,
     pub python_calls: u64,
+    /// Events a Python rule's `filter:` kept from `detect()`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub filtered_out: u64,
+    /// SQL rules: how often the query was planned (once, plus once per
+    /// table refresh) and how many batches it ran on.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sql_plans: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sql_batches: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

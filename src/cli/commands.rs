@@ -5,6 +5,7 @@ use crate::enrichment::{
     composite_key, load_files, sync_tables, EnrichmentTable, SyncOptions, SyncOutcome, Tables,
 };
 use crate::python::{self, PythonError, PythonRuntime};
+use crate::query::{OutputFormat, QueryError, QueryOptions, SqlDetections};
 use crate::storage::{self, LocalStorage, Storage};
 use crate::testing;
 use anyhow::{bail, Context, Result};
@@ -22,6 +23,23 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             junit,
         } => test(&cli.global, rules, keyword, format, junit),
         Command::Enrichment(cmd) => enrichment(&cli.global, cmd),
+        Command::Query {
+            sql,
+            inputs,
+            table,
+            run,
+            format,
+        } => query(
+            &cli.global,
+            QueryOptions {
+                sql,
+                inputs,
+                table,
+                run,
+                partitions: std::thread::available_parallelism().map_or(1, usize::from),
+            },
+            format,
+        ),
         Command::Run {
             inputs,
             table,
@@ -41,6 +59,36 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             show,
         ),
     }
+}
+
+/// `ravenwatch query`: exit 0 with the result, 3 when some log lines could
+/// not be read (reported on stderr), 1 for SQL that does not plan or run.
+fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let result = match crate::query::run_query(&project, storage.as_ref(), &options) {
+        Ok(r) => r,
+        Err(QueryError::Sql(e)) => {
+            eprintln!("error: SQL {e}");
+            return Ok(Outcome::Failed);
+        }
+        Err(QueryError::Usage(message)) => {
+            eprintln!("error: {message}");
+            return Ok(Outcome::Usage);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for warning in &result.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut out = std::io::stdout().lock();
+    crate::query::write_result(&result, format, &mut out)?;
+    out.flush()?;
+    Ok(if result.warnings.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::DoneWithErrors
+    })
 }
 
 fn load_project(global: &GlobalArgs) -> Result<Project> {
@@ -130,6 +178,7 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     let mut scripts: Vec<std::path::PathBuf> = project
         .detections
         .iter()
+        .filter(|d| !d.is_sql())
         .map(|d| d.script.clone())
         .collect();
     scripts.extend(python_files(&project.detection_lib_dir()));
@@ -143,7 +192,7 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     let flagged: std::collections::HashSet<&str> =
         import_errors.iter().map(|e| e.file.as_str()).collect();
     let mut load_errors = Vec::new();
-    let rules: Vec<_> = project.detections.iter().collect();
+    let rules: Vec<_> = project.detections.iter().filter(|d| !d.is_sql()).collect();
     match PythonRuntime::new(&project.detection_lib_dir(), &tables, &rules) {
         Ok(_) => {}
         Err(PythonError::Load(errors)) => load_errors = errors,
@@ -161,6 +210,18 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     });
     problems.extend(import_errors.iter().map(ToString::to_string));
     problems.extend(load_errors.iter().map(ToString::to_string));
+    // Queries and filters are planned against each log table's schema and
+    // the tables' data, exactly as `run` plans them.
+    for log in &project.log_tables {
+        let rules: Vec<_> = project
+            .detections
+            .iter()
+            .filter(|d| d.tables.contains(&log.name))
+            .collect();
+        if let Err(errors) = SqlDetections::new(&rules, log, &tables) {
+            problems.extend(errors.iter().map(ToString::to_string));
+        }
+    }
 
     let mut cases = 0;
     for def in &project.detections {

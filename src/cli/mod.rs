@@ -60,6 +60,22 @@ pub enum Command {
     /// Enrichment tables.
     #[command(subcommand)]
     Enrichment(EnrichmentCommand),
+    /// Run SQL over enrichment tables, past runs' `alerts` and `matches`, and log files.
+    Query {
+        /// One SQL statement (DataFusion dialect; identifiers are case-sensitive).
+        sql: String,
+        /// Log files, folders or s3://bucket/prefix, queryable as their log table (declared fields plus `_source`).
+        #[arg(long = "input", short = 'i', num_args = 1..)]
+        inputs: Vec<String>,
+        /// Log table of the inputs (needed when the project has several schemas).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only this run's alerts and matches (default: every run in storage).
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::query::OutputFormat::Table)]
+        format: crate::query::OutputFormat,
+    },
     /// Run detections over log files.
     Run {
         /// Log files, folders or s3://bucket/prefix (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).

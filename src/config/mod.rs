@@ -200,7 +200,10 @@ pub struct DetectionDef {
     pub name: String,
     pub dir: PathBuf,
     pub file: PathBuf,
+    /// `detect.py` (present for Python detections).
     pub script: PathBuf,
+    /// What decides a match: Python functions or a SQL query.
+    pub logic: RuleLogic,
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub enabled: bool,
@@ -216,7 +219,157 @@ pub struct DetectionDef {
     pub reports: Option<serde_json::Value>,
 }
 
+/// SQL text taken from a detection.yml, with where it starts there, so
+/// errors in the SQL point into the YAML file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlText {
+    pub text: String,
+    /// 1-based line and column of the SQL's first character in the file.
+    pub line: usize,
+    pub column: usize,
+    /// Block scalar (`|`): SQL line n is file line `line + n - 1` at the
+    /// same indentation. Otherwise the SQL sits on one line of the file.
+    pub block: bool,
+}
+
+impl SqlText {
+    /// Maps a 1-based (line, column) inside the SQL to the file.
+    pub fn file_position(&self, line: usize, column: usize) -> (usize, usize) {
+        if self.block {
+            (
+                self.line + line.saturating_sub(1),
+                self.column + column.saturating_sub(1),
+            )
+        } else if line <= 1 {
+            (self.line, self.column + column.saturating_sub(1))
+        } else {
+            (self.line, self.column)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleLogic {
+    /// `detect.py`, optionally behind a vectorized SQL `filter:`.
+    Python { filter: Option<SqlText> },
+    /// `query:`; every result row is a rule match.
+    Sql {
+        query: SqlText,
+        dedupe: Option<Template>,
+        title: Option<Template>,
+    },
+}
+
+/// A `{field.path}` template over a SQL detection's result row
+/// (`{{` and `}}` for literal braces).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub text: String,
+    pub parts: Vec<TemplatePart>,
+    /// Where the template is in detection.yml.
+    pub position: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    /// A dotted field path.
+    Field(String),
+}
+
+impl Template {
+    /// Parses `text`; a bare path without braces (`dedupe: source.ip`) is
+    /// one field.
+    ///
+    /// # Errors
+    /// An unclosed or empty `{}`.
+    pub fn parse(text: &str, bare_path: bool) -> Result<Self, String> {
+        let is_path = |s: &str| {
+            !s.is_empty()
+                && s.split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        };
+        if bare_path && !text.contains('{') && is_path(text.trim()) {
+            return Ok(Self {
+                text: text.to_string(),
+                parts: vec![TemplatePart::Field(text.trim().to_string())],
+                position: None,
+            });
+        }
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut field = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => field.push(c),
+                            None => return Err(format!("unclosed `{{` in template {text:?}")),
+                        }
+                    }
+                    let field = field.trim().to_string();
+                    if !is_path(&field) {
+                        return Err(format!(
+                            "`{{{field}}}` in template {text:?} is not a field path (write `{{source.ip}}`; `{{{{` for a literal brace)"
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(TemplatePart::Field(field));
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched `}}` in template {text:?} (write `}}}}`)"
+                    ))
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal));
+        }
+        Ok(Self {
+            text: text.to_string(),
+            parts,
+            position: None,
+        })
+    }
+
+    /// The field paths the template reads.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            TemplatePart::Field(f) => Some(f.as_str()),
+            TemplatePart::Literal(_) => None,
+        })
+    }
+}
+
 impl DetectionDef {
+    /// Whether this is a SQL detection (`query:`).
+    pub fn is_sql(&self) -> bool {
+        matches!(self.logic, RuleLogic::Sql { .. })
+    }
+
+    /// The Python pre-filter, if any.
+    pub fn filter(&self) -> Option<&SqlText> {
+        match &self.logic {
+            RuleLogic::Python { filter } => filter.as_ref(),
+            RuleLogic::Sql { .. } => None,
+        }
+    }
+
     /// Fallback title: display_name, else name.
     pub fn default_title(&self) -> &str {
         self.display_name.as_deref().unwrap_or(&self.name)
@@ -1039,12 +1192,7 @@ fn load_detections(
         };
         let before = errors.len();
         let script = dir.join("detect.py");
-        if !script.exists() {
-            errors.push(ConfigError::new(
-                &script,
-                "missing detect.py (it must define detect(r))",
-            ));
-        }
+        let logic = detection_logic(&raw, &file, &source, &script, errors);
         let tables = raw.tables.or(raw.log_sources).unwrap_or_default();
         if tables.is_empty() {
             errors.push(
@@ -1096,11 +1244,13 @@ fn load_detections(
         if errors.len() > before {
             continue;
         }
+        let Some(logic) = logic else { continue };
         detections.push(DetectionDef {
             name: raw.name,
             dir: dir.clone(),
             file,
             script,
+            logic,
             display_name: raw.display_name,
             description: raw.description,
             enabled: raw.enabled.unwrap_or(true),
@@ -1117,6 +1267,147 @@ fn load_detections(
         });
     }
     detections
+}
+
+/// Python (`detect.py`, optional `filter:`) or SQL (`query:` with
+/// `dedupe:`/`title:` templates); mixing the two is an error.
+fn detection_logic(
+    raw: &RawDetection,
+    file: &Path,
+    source: &str,
+    script: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RuleLogic> {
+    let before = errors.len();
+    let Some(query) = &raw.query else {
+        if !script.exists() {
+            errors.push(ConfigError::new(
+                script,
+                "missing detect.py (it must define detect(r)), or give the detection a SQL `query:`",
+            ));
+        }
+        for key in ["dedupe", "title"] {
+            let set = if key == "dedupe" {
+                &raw.dedupe
+            } else {
+                &raw.title
+            };
+            if set.is_some() {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        format!("`{key}:` is for SQL detections (with `query:`); a Python detection defines {key}(r) in detect.py"),
+                    )
+                    .at(locate_key(source, key)),
+                );
+            }
+        }
+        let filter = raw.filter.as_ref().map(|f| sql_text(source, "filter", f));
+        if let Some(f) = &filter {
+            if f.text.trim().is_empty() {
+                errors.push(
+                    ConfigError::new(file, "`filter:` is empty").at(Some((f.line, f.column))),
+                );
+            }
+        }
+        return (errors.len() == before).then_some(RuleLogic::Python { filter });
+    };
+    if script.exists() {
+        errors.push(
+            ConfigError::new(
+                file,
+                "the detection has both `query:` and detect.py; keep one (a SQL detection has no detect.py)",
+            )
+            .at(locate_key(source, "query")),
+        );
+    }
+    if raw.filter.is_some() {
+        errors.push(
+            ConfigError::new(
+                file,
+                "`filter:` is for Python detections; put the condition in the query's WHERE clause",
+            )
+            .at(locate_key(source, "filter")),
+        );
+    }
+    let tables = raw.tables.as_ref().or(raw.log_sources.as_ref());
+    if tables.is_some_and(|t| t.len() > 1) {
+        errors.push(
+            ConfigError::new(
+                file,
+                "a SQL detection runs on one log table; list exactly one in `tables`",
+            )
+            .at(locate_key(source, "tables").or(locate_key(source, "log_sources"))),
+        );
+    }
+    let query = sql_text(source, "query", query);
+    if query.text.trim().is_empty() {
+        errors
+            .push(ConfigError::new(file, "`query:` is empty").at(Some((query.line, query.column))));
+    }
+    let mut template = |key: &str, text: &Option<String>, bare: bool| -> Option<Template> {
+        let text = text.as_ref()?;
+        match Template::parse(text, bare) {
+            Ok(mut t) => {
+                t.position = locate_key(source, key);
+                Some(t)
+            }
+            Err(message) => {
+                errors.push(
+                    ConfigError::new(file, format!("{key}: {message}")).at(locate_key(source, key)),
+                );
+                None
+            }
+        }
+    };
+    let dedupe = template("dedupe", &raw.dedupe, true);
+    let title = template("title", &raw.title, false);
+    (errors.len() == before).then_some(RuleLogic::Sql {
+        query,
+        dedupe,
+        title,
+    })
+}
+
+/// Where the value of the top-level `key:` begins in `source`.
+fn sql_text(source: &str, key: &str, text: &str) -> SqlText {
+    let Some((line, column)) = locate_key(source, key) else {
+        return SqlText {
+            text: text.to_string(),
+            line: 1,
+            column: 1,
+            block: false,
+        };
+    };
+    let lines: Vec<&str> = source.lines().collect();
+    let rest = &lines[line - 1][column - 1 + key.len()..];
+    let after_colon = rest.trim_start().strip_prefix(':').unwrap_or(rest);
+    let value = after_colon.trim_start();
+    if value.starts_with('|') || value.starts_with('>') {
+        // Block scalar: the text starts on the next non-empty line.
+        let (offset, first) = lines
+            .iter()
+            .enumerate()
+            .skip(line)
+            .find(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, *l))
+            .unwrap_or((line + 1, ""));
+        let indent = first.len() - first.trim_start().len();
+        return SqlText {
+            text: text.to_string(),
+            line: offset,
+            column: indent + 1,
+            block: value.starts_with('|'),
+        };
+    }
+    let quoted = usize::from(value.starts_with('"') || value.starts_with('\''));
+    let start = lines[line - 1].len() - value.len() + 1 + quoted;
+    SqlText {
+        text: text.to_string(),
+        line,
+        column: start,
+        block: false,
+    }
 }
 
 impl Severity {

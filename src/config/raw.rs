@@ -169,6 +169,14 @@ pub struct RawDetection {
     /// Matano: framework mappings such as `attack: [T1078]`; carried into alerts.
     pub reports: Option<serde_yaml::Value>,
     pub tags: Option<Vec<String>>,
+    /// A SQL detection: the query that replaces detect.py.
+    pub query: Option<String>,
+    /// SQL detections: templates over the result row.
+    pub dedupe: Option<String>,
+    pub title: Option<String>,
+    /// Python detections: a SQL predicate evaluated on each batch before
+    /// `detect()`.
+    pub filter: Option<String>,
     /// Test cases: accepted here, parsed and validated by `testing::load_cases`
     /// (so a bad test case never blocks `run`).
     #[expect(dead_code, reason = "read by the testing module with its own types")]

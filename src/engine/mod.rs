@@ -5,17 +5,27 @@
 //! run while the next batch is being decoded. Nothing persistent is written
 //! until every input is processed: outputs first, alert state last, so a
 //! failed run leaves the previous state intact.
+//!
+//! SQL runs on the reader thread too: each Python rule's `filter:` picks
+//! the rows its `detect()` will see, and `query:` rules produce their
+//! matches there, so the main thread only runs Python and groups alerts.
+
+mod outcome;
+
+pub use outcome::{FunctionError, MatchOutput, RuleOutcome};
 
 use crate::alerts::{
     remove_outputs, write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings,
     RuleSummary, RunOutputs, StateError, Summary,
 };
+use crate::config::ConfigErrors;
 use crate::config::{DetectionDef, LogTable, Project};
 use crate::enrichment::{
     sync_tables, BatchEnrichment, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
 };
 use crate::logs::{expand_inputs, read_inputs, EventBatch, EventReader, LogError, ReadItem};
-use crate::python::{PythonError, PythonRuntime, RuleOutcome};
+use crate::python::{PythonError, PythonRuntime};
+use crate::query::{BatchSql, SqlDetections};
 use crate::schema::micros_to_rfc3339;
 use crate::storage::{Storage, StorageError};
 use std::collections::HashMap;
@@ -32,6 +42,8 @@ pub enum EngineError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("{0}")]
+    Config(ConfigErrors),
     #[error("{0}")]
     Usage(String),
     #[error("internal error (likely a bug): {0}")]
@@ -84,7 +96,10 @@ fn enrichment_error(table: &str, e: &EnrichmentError) -> ErrorRecord {
     }
 }
 
-fn select_table<'a>(project: &'a Project, name: Option<&str>) -> Result<&'a LogTable, EngineError> {
+pub(crate) fn select_table<'a>(
+    project: &'a Project,
+    name: Option<&str>,
+) -> Result<&'a LogTable, EngineError> {
     let names = || {
         project
             .log_tables
@@ -134,7 +149,20 @@ pub fn run(
         .iter()
         .filter(|d| d.enabled && d.tables.contains(&table.name))
         .collect();
-    let runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &rules)?;
+    let python_rules: Vec<&DetectionDef> = rules.iter().copied().filter(|d| !d.is_sql()).collect();
+    let runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &python_rules)?;
+    // Position of each rule among the Python rules (None: a SQL rule).
+    let mut python_index = Vec::with_capacity(rules.len());
+    let mut next = 0;
+    for rule in &rules {
+        python_index.push((!rule.is_sql()).then(|| {
+            next += 1;
+            next - 1
+        }));
+    }
+    // Queries and filters are planned before any input is read.
+    let mut sql = SqlDetections::new(&rules, table, &tables)
+        .map_err(|e| EngineError::Config(ConfigErrors(e)))?;
 
     let now = chrono::Utc::now();
     let run_id = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
@@ -143,11 +171,15 @@ pub fn run(
         ..Default::default()
     };
     for rule in &rules {
-        summary.rules.insert(rule.name.clone(), Default::default());
+        let stats = summary.rules.entry(rule.name.clone()).or_default();
+        if rule.is_sql() {
+            stats.sql_plans = 1;
+        }
     }
 
-    // The reader thread decodes, polls for newer snapshots and applies the
-    // `enrich:` selectors, stamping each batch with its table generation.
+    // The reader thread decodes, polls for newer snapshots, applies the
+    // `enrich:` selectors and runs the SQL, stamping each batch with its
+    // table generation.
     let reader = EventReader::new(table);
     let selectors = table.enrich.clone();
     let mut watcher = TableWatcher::new(
@@ -156,30 +188,47 @@ pub fn run(
         tables.clone(),
         options.refresh_interval.unwrap_or(std::time::Duration::MAX),
     );
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<(ReadItem, Arc<Generation>)>(4);
+    let owned_rules: Vec<DetectionDef> = rules.iter().map(|r| (*r).clone()).collect();
+    let log_table = table.clone();
+    type Item = (ReadItem, Arc<Generation>, BatchSql);
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Item>(4);
     let producer = std::thread::spawn(move || {
+        let rules: Vec<&DetectionDef> = owned_rules.iter().collect();
+        let mut planned_generation = 0;
+        let mut replans = 0;
+        let mut replan_errors = Vec::new();
         read_inputs(&reader, inputs, &mut |item| {
             let generation = watcher.poll();
-            let item = match item {
-                ReadItem::Batch(mut batch) if !selectors.is_empty() => {
-                    batch.enrichment = Some(BatchEnrichment::compute(
-                        &selectors,
-                        &generation.tables,
-                        &batch.batch,
-                    ));
-                    ReadItem::Batch(batch)
+            if generation.id != planned_generation && !sql.is_empty() {
+                match sql.replan(&rules, &log_table, &generation.tables) {
+                    Ok(()) => replans += 1,
+                    Err(e) => replan_errors.extend(e.iter().map(ToString::to_string)),
                 }
-                other => other,
+                planned_generation = generation.id;
+            }
+            let (item, batch_sql) = match item {
+                ReadItem::Batch(mut batch) => {
+                    if !selectors.is_empty() {
+                        batch.enrichment = Some(BatchEnrichment::compute(
+                            &selectors,
+                            &generation.tables,
+                            &batch.batch,
+                        ));
+                    }
+                    let batch_sql = sql.evaluate(&batch);
+                    (ReadItem::Batch(batch), batch_sql)
+                }
+                other => (other, BatchSql::default()),
             };
-            sender.send((item, generation)).is_ok()
+            sender.send((item, generation, batch_sql)).is_ok()
         });
-        watcher
+        (watcher, replans, replan_errors)
     });
 
     let progress = progress_bar(options.progress);
     let mut matches: Vec<RuleMatch> = Vec::new();
     let mut generation_id = 0;
-    for (item, generation) in receiver {
+    for (item, generation, batch_sql) in receiver {
         match item {
             ReadItem::Fatal(e) => {
                 // Dropping the receiver stops the reader; nothing is written.
@@ -205,11 +254,42 @@ pub fn run(
                     summary.enrichment_lookups += e.lookups;
                     summary.enrichment_hits += e.hits;
                 }
-                for (index, rule) in rules.iter().enumerate() {
+                for (position, message) in &batch_sql.filter_errors {
+                    errors.push(ErrorRecord {
+                        kind: "filter".into(),
+                        rule: Some(rules[*position].name.clone()),
+                        function: None,
+                        source: Some(batch.file.to_string()),
+                        error: format!("{message} (every event of this batch went to detect())"),
+                        traceback: None,
+                    });
+                }
+                let mut sql_matches = batch_sql.matches.into_iter();
+                let mut selections = batch_sql.selections.into_iter();
+                for (position, rule) in rules.iter().enumerate() {
+                    let sql_result = sql_matches.next().flatten();
+                    let selection = selections.next().flatten();
                     let Some(stats) = summary.rules.get_mut(&rule.name) else {
                         continue;
                     };
-                    let outcomes = runtime.evaluate(index, &batch, &mut stats.python_calls);
+                    let outcomes = match (python_index[position], sql_result) {
+                        (Some(index), _) => {
+                            if let Some(rows) = &selection {
+                                stats.filtered_out += (batch.len() - rows.len()) as u64;
+                            }
+                            runtime.evaluate(
+                                index,
+                                &batch,
+                                selection.as_deref(),
+                                &mut stats.python_calls,
+                            )
+                        }
+                        (None, Some(result)) => {
+                            stats.sql_batches += 1;
+                            sql_outcomes(rule, &batch, result, stats, &mut errors)
+                        }
+                        (None, None) => Vec::new(),
+                    };
                     collect_outcomes(rule, &batch, outcomes, stats, &mut matches, &mut errors);
                 }
                 if let Some(bar) = &progress {
@@ -218,11 +298,24 @@ pub fn run(
             }
         }
     }
-    let Ok(watcher) = producer.join() else {
+    let Ok((watcher, replans, replan_errors)) = producer.join() else {
         return Err(EngineError::Internal(
             "the log reader thread panicked".into(),
         ));
     };
+    for rule in &rules {
+        if let (true, Some(stats)) = (rule.is_sql(), summary.rules.get_mut(&rule.name)) {
+            stats.sql_plans += replans;
+        }
+    }
+    errors.extend(replan_errors.into_iter().map(|message| ErrorRecord {
+        kind: "enrichment".into(),
+        rule: None,
+        function: None,
+        source: None,
+        error: format!("{message} (the queries kept their previous plans)"),
+        traceback: None,
+    }));
     errors.extend(
         watcher
             .errors
@@ -293,6 +386,35 @@ pub fn run(
     })
 }
 
+/// A SQL rule's result on one batch as outcomes; a failed execution is an
+/// error record naming the rule and the batch's file.
+pub(crate) fn sql_outcomes(
+    rule: &DetectionDef,
+    batch: &EventBatch,
+    result: Result<Vec<MatchOutput>, String>,
+    stats: &mut RuleSummary,
+    errors: &mut Vec<ErrorRecord>,
+) -> Vec<RuleOutcome> {
+    match result {
+        Ok(outputs) => outputs
+            .into_iter()
+            .map(|o| RuleOutcome::Match(Box::new(o)))
+            .collect(),
+        Err(message) => {
+            stats.errors += 1;
+            errors.push(ErrorRecord {
+                kind: "rule".into(),
+                rule: Some(rule.name.clone()),
+                function: Some("query".into()),
+                source: Some(batch.file.to_string()),
+                error: message,
+                traceback: None,
+            });
+            Vec::new()
+        }
+    }
+}
+
 /// Turns one batch's outcomes for `rule` into rule matches and error records
 /// (shared by `run` and `test`, so both see the same fallbacks).
 pub(crate) fn collect_outcomes(
@@ -337,7 +459,7 @@ pub(crate) fn collect_outcomes(
 fn to_match(
     rule: &DetectionDef,
     batch: &EventBatch,
-    output: crate::python::MatchOutput,
+    output: MatchOutput,
     sequence: u64,
 ) -> RuleMatch {
     let title = output

@@ -62,39 +62,7 @@ pub const OPTIONAL_FUNCTIONS: [&str; 8] = [
     "destinations",
 ];
 
-/// An optional function that raised or returned the wrong type; the match
-/// still counts with the fallback value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FunctionError {
-    pub function: &'static str,
-    pub message: String,
-}
-
-/// What a rule's functions produced for one matching event; `None` means
-/// "use the fallback".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MatchOutput {
-    pub row: usize,
-    pub context: Option<serde_json::Map<String, serde_json::Value>>,
-    pub title: Option<String>,
-    pub severity: Option<Severity>,
-    pub dedupe: Option<String>,
-    pub description: Option<String>,
-    pub runbook: Option<String>,
-    pub reference: Option<String>,
-    pub destinations: Option<Vec<String>>,
-    pub errors: Vec<FunctionError>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RuleOutcome {
-    Match(Box<MatchOutput>),
-    /// `detect` raised: the event is not a match and the error is reported.
-    Error {
-        row: usize,
-        message: String,
-    },
-}
+pub use crate::engine::{FunctionError, MatchOutput, RuleOutcome};
 
 struct LoadedRule {
     detect: Py<PyAny>,
@@ -334,14 +302,16 @@ impl PythonRuntime {
     }
 
     /// Runs rule number `rule` (in the order given to [`PythonRuntime::new`])
-    /// over every event of `batch`; `calls` counts Python function calls.
+    /// over the events of `batch` (only `rows` when a pre-filter chose
+    /// them); `calls` counts Python function calls.
     pub fn evaluate(
         &self,
         rule: usize,
         batch: &Arc<EventBatch>,
+        rows: Option<&[u32]>,
         calls: &mut u64,
     ) -> Vec<RuleOutcome> {
-        self.evaluate_loaded(&self.rules[rule], batch, calls)
+        self.evaluate_loaded(&self.rules[rule], batch, rows, calls)
     }
 
     /// Loads `def` afresh for one test case: detection modules and helpers
@@ -430,7 +400,7 @@ impl PythonRuntime {
     /// Runs the rule loaded by [`PythonRuntime::load_case`] over `batch`.
     pub fn evaluate_case(&self, batch: &Arc<EventBatch>, calls: &mut u64) -> Vec<RuleOutcome> {
         match &self.case_rule {
-            Some(loaded) => self.evaluate_loaded(loaded, batch, calls),
+            Some(loaded) => self.evaluate_loaded(loaded, batch, None, calls),
             None => Vec::new(),
         }
     }
@@ -439,12 +409,18 @@ impl PythonRuntime {
         &self,
         loaded: &LoadedRule,
         batch: &Arc<EventBatch>,
+        rows: Option<&[u32]>,
         calls: &mut u64,
     ) -> Vec<RuleOutcome> {
+        let all = 0..batch.len();
+        let rows: Box<dyn Iterator<Item = usize>> = match rows {
+            Some(rows) => Box::new(rows.iter().map(|&r| r as usize)),
+            None => Box::new(all),
+        };
         Python::attach(|py| {
             let mut out = Vec::new();
             let detect = loaded.detect.bind(py);
-            for row in 0..batch.len() {
+            for row in rows {
                 let record = match Py::new(py, Record::new(Arc::clone(batch), row)) {
                     Ok(r) => r.into_bound(py).into_any(),
                     Err(e) => {

@@ -16,10 +16,11 @@ pub use report::{json_report, junit_xml, write_human};
 
 use crate::alerts::{AlertGrouper, AlertState, ErrorRecord, RuleSettings, RuleSummary};
 use crate::config::{closest, ConfigError, DetectionDef, Project, Severity};
-use crate::engine::{collect_outcomes, prepare_tables};
+use crate::engine::{collect_outcomes, prepare_tables, sql_outcomes, RuleOutcome};
 use crate::enrichment::{BatchEnrichment, EnrichmentTable, Tables};
 use crate::logs::{EventBatch, EventReader, ReadItem};
 use crate::python::{PythonError, PythonRuntime};
+use crate::query::{RowFilter, SqlRule};
 use crate::schema::rows_to_batch;
 use crate::storage::Storage;
 use serde::Serialize;
@@ -180,6 +181,13 @@ pub fn run_tests(
         }
     }
     let mut runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &[])?;
+    let sql_runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| TestError::Usage(format!("cannot start the SQL runtime: {e}")))?;
+    let mut engines = Engines {
+        python: &mut runtime,
+        sql: &sql_runtime,
+    };
     let keyword = selection.keyword.as_ref().map(|k| k.to_lowercase());
     for def in &project.detections {
         if !selection.rules.is_empty() && !selection.rules.contains(&def.name) {
@@ -203,7 +211,7 @@ pub fn run_tests(
                     actual: Actual::default(),
                     seconds: 0.0,
                 },
-                None => run_case(project, def, &tables, &mut runtime, case),
+                None => run_case(project, def, &tables, &mut engines, case),
             };
             report.results.push(result);
         }
@@ -326,11 +334,131 @@ fn error_text(e: &ErrorRecord) -> String {
     }
 }
 
+/// What runs a case: the interpreter for Python rules, the runtime that
+/// executes SQL for query rules and filters.
+struct Engines<'a> {
+    python: &'a mut PythonRuntime,
+    sql: &'a tokio::runtime::Runtime,
+}
+
+/// How a case's rule runs: Python (maybe behind a filter) or a planned query.
+enum CaseRule {
+    Python(Option<RowFilter>),
+    Sql(Box<SqlRule>),
+}
+
+fn prepare_rule(
+    project: &Project,
+    def: &DetectionDef,
+    case: &TestCase,
+    effective: &Tables,
+    fixtures: &Tables,
+    engines: &mut Engines<'_>,
+) -> Result<CaseRule, Vec<String>> {
+    let log = project
+        .log_table(&case.table)
+        .ok_or_else(|| vec![format!("log table `{}` has no schema", case.table)])?;
+    match &def.logic {
+        crate::config::RuleLogic::Sql { .. } => {
+            if !case.mocks.is_empty() {
+                return Err(vec![
+                    "`mocks` replace Python names; a SQL detection has none".into(),
+                ]);
+            }
+            SqlRule::compile(engines.sql, def, log, effective)
+                .map(|r| CaseRule::Sql(Box::new(r)))
+                .map_err(|e| e.iter().map(ToString::to_string).collect())
+        }
+        crate::config::RuleLogic::Python { filter } => {
+            let filter = match filter {
+                Some(sql) => Some(
+                    RowFilter::compile(&sql.text, &log.schema.to_arrow()).map_err(|e| {
+                        vec![crate::query::located(def, "filter", sql, &e).to_string()]
+                    })?,
+                ),
+                None => None,
+            };
+            engines
+                .python
+                .load_case(def, fixtures, &case.mocks)
+                .map_err(|e| vec![e.to_string()])?;
+            Ok(CaseRule::Python(filter))
+        }
+    }
+}
+
+/// Runs `rule` on one batch of a case. A filter is checked against what
+/// `detect()` decides: every event `detect()` matches must pass it.
+fn case_outcomes(
+    def: &DetectionDef,
+    rule: &CaseRule,
+    engines: &Engines<'_>,
+    batch: &Arc<EventBatch>,
+    stats: &mut RuleSummary,
+    errors: &mut Vec<ErrorRecord>,
+    check: &mut FilterCheck,
+) -> Vec<RuleOutcome> {
+    match rule {
+        CaseRule::Sql(sql) => {
+            stats.sql_batches += 1;
+            let result = sql.evaluate(engines.sql, batch);
+            sql_outcomes(def, batch, result, stats, errors)
+        }
+        CaseRule::Python(filter) => {
+            let outcomes = engines.python.evaluate_case(batch, &mut stats.python_calls);
+            let Some(filter) = filter else {
+                check.passed += batch.len();
+                return outcomes;
+            };
+            let selected = match filter.select(&batch.batch) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    check
+                        .problems
+                        .push(format!("filter `{}` failed: {e}", filter.text));
+                    return outcomes;
+                }
+            };
+            check.passed += selected.len();
+            let kept = |row: usize| selected.binary_search(&(row as u32)).is_ok();
+            outcomes
+                .into_iter()
+                .filter(|o| match o {
+                    RuleOutcome::Match(m) if !kept(m.row) => {
+                        check.rejected.push(event_label(batch, m.row));
+                        false
+                    }
+                    RuleOutcome::Error { row, .. } => kept(*row),
+                    _ => true,
+                })
+                .collect()
+        }
+    }
+}
+
+/// What a case taught about its rule's filter.
+#[derive(Default)]
+struct FilterCheck {
+    /// Events that passed the filter (all events without one).
+    passed: usize,
+    /// Events the filter rejected although `detect()` matched them.
+    rejected: Vec<String>,
+    problems: Vec<String>,
+}
+
+/// `log[i]` of a case event.
+fn event_label(batch: &EventBatch, row: usize) -> String {
+    match batch.positions.get(row) {
+        Some(n) => format!("log[{}]", n.saturating_sub(1)),
+        None => format!("event {row}"),
+    }
+}
+
 fn run_case(
     project: &Project,
     def: &DetectionDef,
     tables: &Tables,
-    runtime: &mut PythonRuntime,
+    engines: &mut Engines<'_>,
     case: TestCase,
 ) -> CaseResult {
     let started = Instant::now();
@@ -350,12 +478,10 @@ fn run_case(
             let mut effective = tables.clone();
             effective.extend(fixtures.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
             let batches = case_batches(project, case, &effective)?;
-            runtime
-                .load_case(def, &fixtures, &case.mocks)
-                .map_err(|e| vec![e.to_string()])?;
-            Ok(batches)
+            let rule = prepare_rule(project, def, case, &effective, &fixtures, engines)?;
+            Ok((batches, rule))
         });
-    let batches = match prepared {
+    let (batches, rule) = match prepared {
         Ok(b) => b,
         Err(errors) => {
             result.errors = errors;
@@ -367,10 +493,33 @@ fn run_case(
     let mut stats = RuleSummary::default();
     let mut matches = Vec::new();
     let mut errors = Vec::new();
+    let mut check = FilterCheck::default();
     for batch in &batches {
-        let outcomes = runtime.evaluate_case(batch, &mut stats.python_calls);
+        let outcomes = case_outcomes(
+            def,
+            &rule,
+            engines,
+            batch,
+            &mut stats,
+            &mut errors,
+            &mut check,
+        );
         collect_outcomes(def, batch, outcomes, &mut stats, &mut matches, &mut errors);
     }
+    if let (CaseRule::Python(Some(filter)), false) = (&rule, check.rejected.is_empty()) {
+        check.problems.push(format!(
+            "filter `{}` rejects {}, which detect() matches: a filter may only remove events that detect() rejects",
+            filter.text,
+            check.rejected.join(", ")
+        ));
+    }
+    if let (CaseRule::Python(Some(filter)), true, 0) = (&rule, case.expect.matched, check.passed) {
+        check.problems.push(format!(
+            "the case expects a match, but filter `{}` rejects every event of it",
+            filter.text
+        ));
+    }
+    check.problems.dedup();
     let mut grouper = AlertGrouper::new(
         HashMap::from([(def.name.clone(), RuleSettings::from(def))]),
         AlertState::default(),
@@ -393,6 +542,7 @@ fn run_case(
         python_calls: stats.python_calls,
     };
     result.errors = errors.iter().map(error_text).collect();
+    result.errors.extend(check.problems);
     result.mismatches = compare(&case.expect, &result.actual);
     result.status = if result.errors.is_empty() && result.mismatches.is_empty() {
         Status::Passed

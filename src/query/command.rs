@@ -1,0 +1,414 @@
+//! `ravenwatch query`: registers the project's tables, past runs and
+//! `--input` logs in one DataFusion session, runs one SQL statement and
+//! prints the result as a table, JSON or CSV.
+
+use super::error::SqlError;
+use super::{read_only, register_enrichment, session, with_mmdb_hint};
+use crate::config::Project;
+use crate::engine::{prepare_tables, select_table, EngineError};
+use crate::logs::{expand_inputs, read_inputs, EventReader, LogError, ReadItem};
+use crate::schema::json_at;
+use crate::storage::{Storage, StorageError};
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::datasource::MemTable;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Sql(SqlError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Logs(#[from] LogError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{location}: {message}")]
+    Output { location: String, message: String },
+}
+
+impl From<EngineError> for QueryError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Logs(e) => Self::Logs(e),
+            EngineError::Storage(e) => Self::Storage(e),
+            other => Self::Usage(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueryOptions {
+    pub sql: String,
+    /// Log files, folders or `s3://` prefixes, registered as their log table.
+    pub inputs: Vec<String>,
+    /// The inputs' log table (when the project has several).
+    pub table: Option<String>,
+    /// Only this run's alerts and matches (default: every run in storage).
+    pub run: Option<String>,
+    /// Parallelism of the query (DataFusion partitions).
+    pub partitions: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Problems that did not stop the query: unreadable log lines, a table
+    /// whose sync failed (its previous snapshot was used).
+    pub warnings: Vec<String>,
+}
+
+impl QueryResult {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs `options.sql` over the project's tables.
+///
+/// # Errors
+/// SQL that does not parse, plan or execute (located in the SQL text); an
+/// unknown `--run`; inputs or storage that cannot be read.
+pub fn run_query(
+    project: &Project,
+    storage: &dyn Storage,
+    options: &QueryOptions,
+) -> Result<QueryResult, QueryError> {
+    let ctx = session(options.partitions);
+    let (tables, sync_errors) = prepare_tables(project, storage);
+    let mut warnings: Vec<String> = sync_errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {} (the previous snapshot is used)",
+                e.source.as_deref().unwrap_or("enrichment"),
+                e.error
+            )
+        })
+        .collect();
+    let sql_error = |e: datafusion::error::DataFusionError| {
+        QueryError::Sql(SqlError::from_datafusion(&e, &options.sql))
+    };
+    register_enrichment(&ctx, &tables).map_err(sql_error)?;
+
+    let runs = run_prefixes(storage, options.run.as_deref())?;
+    for (name, file, times) in [
+        (
+            "alerts",
+            "alerts.jsonl",
+            &["first_match_time", "last_match_time", "created_at"][..],
+        ),
+        ("matches", "matches.jsonl", &["time"][..]),
+    ] {
+        let (schema, batches) = run_table(storage, &runs, file, times)?;
+        let table = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
+        ctx.register_table(name, Arc::new(table))
+            .map_err(sql_error)?;
+    }
+
+    let mut log_name = None;
+    if !options.inputs.is_empty() {
+        let table = select_table(project, options.table.as_deref())?;
+        let (schema, batches, errors) = read_logs(project, table, &options.inputs)?;
+        warnings.extend(errors);
+        let provider = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
+        ctx.register_table(table.name.as_str(), Arc::new(provider))
+            .map_err(sql_error)?;
+        log_name = Some(table.name.clone());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.partitions.max(1))
+        .build()
+        .map_err(|e| QueryError::Usage(format!("cannot start the query runtime: {e}")))?;
+    let result = runtime.block_on(async {
+        let frame = ctx.sql_with_options(&options.sql, read_only()).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok::<_, datafusion::error::DataFusionError>((schema, batches))
+    });
+    let (schema, batches) = result.map_err(|e| {
+        let err = with_mmdb_hint(SqlError::from_datafusion(&e, &options.sql), &tables);
+        QueryError::Sql(with_log_hint(err, project, log_name.as_deref()))
+    })?;
+    Ok(QueryResult {
+        schema,
+        batches,
+        warnings,
+    })
+}
+
+/// Explains a missing log table: logs are read only from `--input`.
+fn with_log_hint(mut err: SqlError, project: &Project, registered: Option<&str>) -> SqlError {
+    if err.message.contains("not found") {
+        for table in &project.log_tables {
+            if Some(table.name.as_str()) != registered
+                && err.message.contains(&format!("{}'", table.name))
+            {
+                err.message.push_str(&format!(
+                    "; log table `{}` is read from files: add --input PATH",
+                    table.name
+                ));
+            }
+        }
+    }
+    err
+}
+
+/// `runs/<id>/` prefixes in storage, oldest first, or just `run`.
+fn run_prefixes(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>, QueryError> {
+    let mut ids: Vec<String> = storage
+        .list("runs/")?
+        .iter()
+        .filter_map(|k| {
+            k.strip_prefix("runs/")?
+                .split_once('/')
+                .map(|(id, _)| id.to_string())
+        })
+        .collect();
+    ids.dedup();
+    match run {
+        None => Ok(ids),
+        Some(id) if ids.iter().any(|i| i == id) => Ok(vec![id.to_string()]),
+        Some(id) => {
+            let recent: Vec<&str> = ids.iter().rev().take(5).map(String::as_str).collect();
+            Err(QueryError::Usage(format!(
+                "no run `{id}` in {} (latest: {})",
+                storage.url("runs/"),
+                if recent.is_empty() {
+                    "none".to_string()
+                } else {
+                    recent.join(", ")
+                }
+            )))
+        }
+    }
+}
+
+/// One JSON-lines output of every run as a table with a `run_id` column.
+/// Nested values (context, events) become structs when their shapes agree
+/// across rows, else JSON text; `times` are read as UTC timestamps.
+fn run_table(
+    storage: &dyn Storage,
+    runs: &[String],
+    file: &str,
+    times: &[&str],
+) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let mut rows: Vec<Value> = Vec::new();
+    for run in runs {
+        let key = format!("runs/{run}/{file}");
+        let Some(data) = storage.read(&key)? else {
+            continue;
+        };
+        for (i, line) in String::from_utf8_lossy(&data).lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut value: Value = serde_json::from_str(line).map_err(|e| QueryError::Output {
+                location: format!("{}:{}", storage.url(&key), i + 1),
+                message: format!("not valid JSON: {e}"),
+            })?;
+            if let Value::Object(map) = &mut value {
+                map.insert("run_id".into(), Value::String(run.clone()));
+            }
+            rows.push(value);
+        }
+    }
+    let output = |message: String| QueryError::Output {
+        location: storage.url(&format!("runs/*/{file}")),
+        message,
+    };
+    if rows.is_empty() {
+        let mut fields: Vec<Field> = times
+            .iter()
+            .map(|t| Field::new(*t, timestamp_type(), true))
+            .collect();
+        fields.push(Field::new("rule", DataType::Utf8, true));
+        fields.push(Field::new("run_id", DataType::Utf8, true));
+        return Ok((Arc::new(Schema::new(fields)), Vec::new()));
+    }
+    // A nested column whose shapes conflict between rules is kept as text.
+    for column in ["context", "events", "event"] {
+        let values = rows
+            .iter()
+            .filter_map(|r| r.get(column).map(|v| Ok(serde_json::json!({ column: v }))));
+        if arrow::json::reader::infer_json_schema_from_iterator(values).is_err() {
+            for row in &mut rows {
+                if let Some(v) = row.get_mut(column) {
+                    *v = Value::String(v.to_string());
+                }
+            }
+        }
+    }
+    let inferred = arrow::json::reader::infer_json_schema_from_iterator(rows.iter().map(Ok))
+        .map_err(|e| output(e.to_string()))?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            if times.contains(&f.name().as_str()) {
+                Field::new(f.name(), timestamp_type(), true)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+        .build_decoder()
+        .map_err(|e| output(e.to_string()))?;
+    let mut batches = Vec::new();
+    for chunk in rows.chunks(8192) {
+        decoder
+            .serialize(chunk)
+            .map_err(|e| output(e.to_string()))?;
+        if let Some(batch) = decoder.flush().map_err(|e| output(e.to_string()))? {
+            batches.push(batch);
+        }
+    }
+    Ok((schema, batches))
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+}
+
+/// Decodes `inputs` as `table`: its declared fields plus `_source`
+/// (`file:line`). Unreadable lines come back as warnings.
+fn read_logs(
+    project: &Project,
+    table: &crate::config::LogTable,
+    inputs: &[String],
+) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<String>), QueryError> {
+    let inputs = expand_inputs(inputs, &project.settings.aws)?;
+    let mut fields: Vec<Field> = table
+        .schema
+        .to_arrow()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("_source", DataType::Utf8, false));
+    let schema = Arc::new(Schema::new(fields));
+    let reader = EventReader::new(table);
+    let mut batches = Vec::new();
+    let mut warnings = Vec::new();
+    let mut fatal = None;
+    read_inputs(&reader, inputs, &mut |item| match item {
+        ReadItem::Batch(batch) => {
+            let sources = StringArray::from_iter_values((0..batch.len()).map(|r| batch.source(r)));
+            let mut columns = batch.batch.columns().to_vec();
+            columns.push(Arc::new(sources));
+            match RecordBatch::try_new(Arc::clone(&schema), columns) {
+                Ok(b) => batches.push(b),
+                Err(e) => warnings.push(format!("{}: {e}", batch.file)),
+            }
+            true
+        }
+        ReadItem::Error(e) => {
+            warnings.push(format!("{}: {}", e.source, e.message));
+            true
+        }
+        ReadItem::Fatal(e) => {
+            fatal = Some(e);
+            false
+        }
+    });
+    match fatal {
+        Some(e) => Err(QueryError::Storage(e)),
+        None => Ok((schema, batches, warnings)),
+    }
+}
+
+/// Prints `result` in `format`: an aligned table with a row count, a JSON
+/// array of objects (nulls kept), or CSV with a header (nested values as
+/// JSON text).
+///
+/// # Errors
+/// Writing failed.
+pub fn write_result(
+    result: &QueryResult,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let io = |e: arrow::error::ArrowError| std::io::Error::other(e.to_string());
+    match format {
+        OutputFormat::Table => {
+            let table = if result.batches.is_empty() {
+                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(Arc::clone(
+                    &result.schema,
+                ))])
+            } else {
+                arrow::util::pretty::pretty_format_batches(&result.batches)
+            }
+            .map_err(io)?;
+            let rows = result.rows();
+            writeln!(out, "{table}")?;
+            writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
+        }
+        OutputFormat::Json => {
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(&mut *out);
+            for batch in &result.batches {
+                writer.write(batch).map_err(io)?;
+            }
+            writer.finish().map_err(io)?;
+            if result.rows() == 0 {
+                write!(out, "[]")?;
+            }
+            writeln!(out)?;
+        }
+        OutputFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            writer.write_record(result.schema.fields().iter().map(|f| f.name().as_str()))?;
+            let options = arrow::util::display::FormatOptions::default();
+            for batch in &result.batches {
+                let formatters = batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(io)?;
+                for row in 0..batch.num_rows() {
+                    let record: Vec<String> = batch
+                        .columns()
+                        .iter()
+                        .zip(&formatters)
+                        .map(|(column, formatter)| csv_cell(column.as_ref(), formatter, row))
+                        .collect();
+                    writer.write_record(&record)?;
+                }
+            }
+            writer.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_cell(
+    column: &dyn Array,
+    formatter: &arrow::util::display::ArrayFormatter<'_>,
+    row: usize,
+) -> String {
+    if column.is_null(row) {
+        return String::new();
+    }
+    match column.data_type() {
+        DataType::Struct(_) | DataType::List(_) | DataType::LargeList(_) | DataType::Map(_, _) => {
+            json_at(column, row).to_string()
+        }
+        _ => formatter.value(row).to_string(),
+    }
+}
