@@ -83,14 +83,14 @@ fn importing_undefined_table_names_known_tables() {
     let out = p.run(&["validate"]);
     assert_eq!(out.code, 1);
     insta::assert_snapshot!(out.stdout, @r"
-    detections/imports_missing_table/detect.py:1: imports enrichment table `threat_intel_ips`, which is not defined; known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, urlhaus
+    detections/imports_missing_table/detect.py:1: imports enrichment table `threat_intel_ips`, which is not defined (did you mean `threat_ips`?); known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, threat_ips, urlhaus
     1 error found
     ");
     // At run time the import itself fails with the same facts.
     let run = p.detect(&["four_failures.jsonl"], "import");
     assert_eq!(run.output.code, 1);
     assert!(
-        run.output.stderr.contains("detections/imports_missing_table/detect.py:1: ImportError: enrichment table 'threat_intel_ips' is not defined; known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, urlhaus"),
+        run.output.stderr.contains("detections/imports_missing_table/detect.py:1: ImportError: enrichment table 'threat_intel_ips' is not defined; known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, threat_ips, urlhaus"),
         "{}",
         run.output.stderr
     );

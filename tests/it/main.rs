@@ -11,6 +11,7 @@ mod python;
 mod run;
 mod s3;
 mod selectors;
+mod sql;
 mod testing;
 
 use serde_json::Value;
@@ -18,12 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The example project's detections that the sample logs make fire.
-pub const EXAMPLE_RULES: [&str; 5] = [
+pub const EXAMPLE_RULES: [&str; 6] = [
     "failed_login_known_ip",
     "disable_ebs_encryption_production",
     "login_on_stale_asset",
     "smb_lateral_movement",
     "login_from_unexpected_country",
+    "threat_ip_traffic",
 ];
 
 pub fn repo() -> PathBuf {

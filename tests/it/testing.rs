@@ -158,8 +158,8 @@ fn validate_reports_every_problem_at_once() {
     insta::assert_snapshot!(out.stdout, @r#"
     detections/schema_typo/detection.yml:2:1: table `event` has no schema in schemas/ (did you mean `events`?)
     enrichment/aws_account_info/data.csv:3: column `is_production`: "maybe" is not a valid boolean (expected true/false, yes/no or 1/0)
-    detections/unknown_tables/detect.py:1: imports enrichment table `known_ips`, which is not defined (did you mean `known_ip_info`?); known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, urlhaus
-    detections/unknown_tables/detect.py:2: imports enrichment table `threat_intel`, which is not defined; known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, urlhaus
+    detections/unknown_tables/detect.py:1: imports enrichment table `known_ips`, which is not defined (did you mean `known_ip_info`?); known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, threat_ips, urlhaus
+    detections/unknown_tables/detect.py:2: imports enrichment table `threat_intel`, which is not defined (did you mean `threat_ips`?); known tables: aws_account_info, aws_ip_ranges, axonius_assets, cisa_kev, geoip, known_ip_info, threat_ips, urlhaus
     detections/arity/detect.py:5: title() must take one argument (the record r), but it takes 2
     detections/failed_login_known_ip/tests/bad_fixture.yml:3:5: test case `fixture for a table that does not exist`: enrichment table `known_ip_infos` is not defined (did you mean `known_ip_info`?)
     detections/failed_login_known_ip/tests/bad_fixture.yml:12:3: test case `fixture row that does not fit the schema`: expects no match but sets severity, which only apply to a match
