@@ -8,6 +8,8 @@
       A copy of the example project whose enrichment tables have realistic sizes.
   generate.py table   --rows N --out DIR
       A project with one N-row JSON-lines table, to time a table load.
+  generate.py threat-ips --rows N --out FILE
+      The example's threat_ips data.csv grown to N rows.
 """
 import argparse
 import gzip
@@ -157,8 +159,10 @@ def cmd_project(a):
     for table in ["known_ip_info", "aws_account_info", "axonius_assets"]:
         shutil.copytree(ROOT / "enrichment" / table, out / "enrichment" / table,
                         ignore=shutil.ignore_patterns("__pycache__", "data.*"))
-    # The example GeoIP database, used by the `enrich:` selectors of events.
-    shutil.copytree(ROOT / "enrichment" / "geoip", out / "enrichment" / "geoip")
+    # The example GeoIP database, used by the `enrich:` selectors of events,
+    # and the threat-IP list of the SQL detection, both as they are.
+    for table in ["geoip", "threat_ips"]:
+        shutil.copytree(ROOT / "enrichment" / table, out / "enrichment" / table)
     if a.no_enrich:
         schema = out / "schemas" / "events.yml"
         text = schema.read_text()
@@ -230,6 +234,18 @@ def cmd_ranges(a):
     print(f"wrote a {a.rows}-range table to {out}")
 
 
+def cmd_threat_ips(a):
+    """A threat-IP list of N rows that keeps the example's entries."""
+    rng = random.Random(11)
+    src = ROOT / "enrichment/threat_ips/data.csv"
+    lines = src.read_text().splitlines()
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+        for i in range(a.rows - (len(lines) - 1)):
+            f.write(f"{public_ip(rng)},Synthetic threat {i % 50},bench-feed,{rng.randint(1, 100)},2024-04-01\n")
+    print(f"wrote {a.rows} threat IPs to {a.out}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -249,8 +265,13 @@ def main():
     t = sub.add_parser("table")
     t.add_argument("--rows", type=int, default=1_000_000)
     t.add_argument("--out", required=True)
+    ti = sub.add_parser("threat-ips")
+    ti.add_argument("--rows", type=int, default=100_000)
+    ti.add_argument("--out", required=True)
     a = p.parse_args()
-    {"events": cmd_events, "project": cmd_project, "table": cmd_table, "ranges": cmd_ranges}[a.cmd](a)
+    commands = {"events": cmd_events, "project": cmd_project, "table": cmd_table, "ranges": cmd_ranges,
+                "threat-ips": cmd_threat_ips}
+    commands[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
 //!   (`lookup_many`, as the `enrich:` selectors do).
 //! - `table-mem DIR TABLE`: the in-memory size of a loaded table (Arrow
 //!   buffers) beside its Parquet snapshot.
+//! - `sql-batch DIR LOGS`: the cost per log batch of the project's SQL
+//!   detections (`query:`) and, separately, of the Python rules' `filter:`s,
+//!   after planning them once.
 
 use ravenwatch::config::Project;
 use ravenwatch::enrichment::{sync_tables, Lookup, Tables};
@@ -16,7 +19,8 @@ use std::time::Instant;
 
 const USAGE: &str = "usage: ravenwatch-bench get-ns DIR TABLE KEY [INDEX_KEY]
        ravenwatch-bench cidr-ns DIR TABLE INDEX_KEY
-       ravenwatch-bench table-mem DIR TABLE";
+       ravenwatch-bench table-mem DIR TABLE
+       ravenwatch-bench sql-batch DIR LOGS";
 
 fn load(
     dir: &str,
@@ -140,6 +144,77 @@ fn table_mem(dir: &str, table: &str) -> Result<String, String> {
     ))
 }
 
+/// Plans the SQL of `project`'s detections once, then times executing it
+/// per batch of `logs`: the `query:` rules and the `filter:`s separately.
+fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
+    use ravenwatch::logs::{expand_inputs, read_inputs, EventReader, ReadItem};
+    use ravenwatch::query::SqlDetections;
+    let (project, tables, _) = load(dir)?;
+    let log = project.log_tables.first().ok_or("no log table")?;
+    let on_log: Vec<_> = project
+        .detections
+        .iter()
+        .filter(|d| d.tables.contains(&log.name))
+        .collect();
+    let queries: Vec<_> = on_log.iter().copied().filter(|d| d.is_sql()).collect();
+    let filtered: Vec<_> = on_log
+        .iter()
+        .copied()
+        .filter(|d| d.filter().is_some())
+        .collect();
+    let errors = |e: Vec<ravenwatch::config::ConfigError>| {
+        e.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let started = Instant::now();
+    let sql = SqlDetections::new(&queries, log, &tables).map_err(errors)?;
+    let planning = started.elapsed();
+    let filters = SqlDetections::new(&filtered, log, &tables).map_err(errors)?;
+    let inputs =
+        expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;
+    let (mut batches, mut events, mut matches) = (0u64, 0u64, 0usize);
+    let (mut sql_time, mut filter_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let mut failure = None;
+    read_inputs(&EventReader::new(log), inputs, &mut |item| {
+        if let ReadItem::Batch(batch) = item {
+            batches += 1;
+            events += batch.len() as u64;
+            let t = Instant::now();
+            let result = sql.evaluate(&batch);
+            sql_time += t.elapsed();
+            for m in result.matches.into_iter().flatten() {
+                match m {
+                    Ok(m) => matches += m.len(),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            let t = Instant::now();
+            let _ = filters.evaluate(&batch);
+            filter_time += t.elapsed();
+        }
+        true
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / batches.max(1) as f64;
+    Ok(format!(
+        "{} SQL detection(s), planned once in {:.1} ms; {batches} batches of ~{} events: \
+         {:.0} µs per batch ({:.0} ns per event), {matches} matches; \
+         {} filter(s): {:.0} µs per batch ({:.0} ns per event)",
+        queries.len(),
+        planning.as_secs_f64() * 1e3,
+        events / batches.max(1),
+        per(sql_time),
+        sql_time.as_nanos() as f64 / events.max(1) as f64,
+        filtered.len(),
+        per(filter_time),
+        filter_time.as_nanos() as f64 / events.max(1) as f64,
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
@@ -148,6 +223,7 @@ fn main() -> ExitCode {
         }
         [cmd, dir, table, key] if cmd == "cidr-ns" => cidr_ns(dir, table, key),
         [cmd, dir, table] if cmd == "table-mem" => table_mem(dir, table),
+        [cmd, dir, logs] if cmd == "sql-batch" => sql_batch(dir, logs),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

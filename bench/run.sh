@@ -3,7 +3,8 @@
 # the pure-Python reference on the same project and events, and prints
 # events/s (with and without automatic enrichment), enrichment load times,
 # peak memory, ns per get() from Python, CIDR lookups against 1M ranges and
-# the memory of a 1M-row table beside its Parquet snapshot.
+# the memory of a 1M-row table beside its Parquet snapshot, events/s with and
+# without the detections' SQL pre-filters, and the per-batch cost of SQL.
 #   bash bench/run.sh [EVENTS]        (default 1,000,000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,3 +78,22 @@ printf 'enrich:\n  - { table: ranges, fields: [source.ip, destination.ip], key: 
 "$RW" -p "$D/project-ranges" enrichment sync >/dev/null
 python3 bench/measure.py "$RW" -p "$D/project-ranges" run --input "$D/events-$N.jsonl" --output "$D/out-ranges"
 python3 -c "import json;s=json.load(open('$D/out-ranges/summary.json'));print('with 1M CIDR ranges:', {k:s[k] for k in ['events','rule_matches','seconds','events_per_second','enrichment_lookups','enrichment_hits']})"
+echo "== pre-filters: $N events, example detections with and without their filter: lines"
+rm -rf "$D/project-nofilter" "$D/out-nofilter" "$D/out-filter"
+cp -r "$D/project-plain" "$D/project-nofilter"
+rm -rf "$D/project-nofilter/.ravenwatch"
+sed -i '/^filter:/d' "$D"/project-nofilter/detections/*/detection.yml
+"$RW" -p "$D/project-nofilter" enrichment sync >/dev/null
+rm -rf "$D/project-plain/.ravenwatch/state"
+python3 bench/measure.py "$RW" -p "$D/project-plain" run --input "$D/events-$N.jsonl" --output "$D/out-filter"
+python3 -c "import json;s=json.load(open('$D/out-filter/summary.json'));print('with filters:', {k:s[k] for k in ['events','rule_matches','alerts','seconds','events_per_second']}, 'python_calls:', sum(r['python_calls'] for r in s['rules'].values()))"
+python3 bench/measure.py "$RW" -p "$D/project-nofilter" run --input "$D/events-$N.jsonl" --output "$D/out-nofilter"
+python3 -c "import json;s=json.load(open('$D/out-nofilter/summary.json'));print('without filters:', {k:s[k] for k in ['events','rule_matches','alerts','seconds','events_per_second']}, 'python_calls:', sum(r['python_calls'] for r in s['rules'].values()))"
+echo "== SQL per batch: threat_ip_traffic (4-row and 100k-row threat_ips) and the filters"
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" sql-batch "$D/project-plain" "$D/events-$N.jsonl"
+rm -rf "$D/project-intel"
+cp -r "$D/project-plain" "$D/project-intel"
+rm -rf "$D/project-intel/.ravenwatch"
+python3 bench/generate.py threat-ips --rows 100000 --out "$D/project-intel/enrichment/threat_ips/data.csv"
+"$RW" -p "$D/project-intel" enrichment sync >/dev/null
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" sql-batch "$D/project-intel" "$D/events-$N.jsonl"
