@@ -114,7 +114,7 @@ fn selector_mistakes_are_located() {
 #[test]
 fn a_snapshot_switched_mid_run_is_seen_from_the_next_batch_on() {
     let p = Project::with("refresh_probe");
-    p.only_detections(&["refresh_probe"]);
+    p.only_detections(&["refresh_probe", "refresh_probe_sql"]);
     let schema = p.path().join("schemas/events.yml");
     let mut text = std::fs::read_to_string(&schema).unwrap();
     text.push_str("  - { table: known_ip_info, fields: [source.ip] }\n");
@@ -218,6 +218,28 @@ fn a_snapshot_switched_mid_run_is_seen_from_the_next_batch_on() {
     assert_eq!(refreshes.len(), 1, "{summary}");
     assert_eq!(refreshes[0]["table"], "known_ip_info");
     assert_eq!(refreshes[0]["generation"], 1);
+
+    // The SQL detection was planned again for the new generation and joined
+    // each batch with the same snapshot as the Python rule.
+    let matches = read_jsonl(&p.path().join("out/refresh/matches.jsonl"));
+    let via_sql: Vec<(&str, &str)> = matches
+        .iter()
+        .filter(|m| m["rule"] == "refresh_probe_sql")
+        .map(|m| {
+            (
+                m["event"]["event"]["id"].as_str().unwrap(),
+                m["context"]["via_sql"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        via_sql,
+        vec![
+            ("before", "Corporate VPN egress (us-east)"),
+            ("after", "Decommissioned VPN egress")
+        ]
+    );
+    assert_eq!(summary["rules"]["refresh_probe_sql"]["sql_plans"], 2);
 }
 
 #[test]
