@@ -75,7 +75,7 @@ fn get_by_secondary_key_and_list() {
 #[test]
 fn dynamic_tables_work_on_local_storage() {
     let p = Project::with("s3_project");
-    p.only_detections(&["threat_ip_traffic"]);
+    p.only_detections(&["intel_ip_traffic"]);
     let upload = |table: &str, file: &str| {
         let path = crate::repo().join("tests/data/uploads").join(file);
         p.run(&["enrichment", "upload", table, &path.display().to_string()])
@@ -92,22 +92,22 @@ fn dynamic_tables_work_on_local_storage() {
     assert_eq!(empty.code, 0, "{empty:?}");
     assert!(crate::read_jsonl(&p.path().join("out/empty/alerts.jsonl")).is_empty());
 
-    assert_eq!(upload("threat_ips", "threats-1.csv").code, 0);
-    assert_eq!(upload("threat_ips", "threats-2.jsonl").code, 0);
-    let uploads = std::fs::read_dir(p.path().join(".ravenwatch/uploads/threat_ips")).unwrap();
+    assert_eq!(upload("intel_ips", "threats-1.csv").code, 0);
+    assert_eq!(upload("intel_ips", "threats-2.jsonl").code, 0);
+    let uploads = std::fs::read_dir(p.path().join(".ravenwatch/uploads/intel_ips")).unwrap();
     assert_eq!(uploads.count(), 2);
     // `run` does not ingest uploads; `enrichment sync` does, both at once.
-    let sync = p.run(&["enrichment", "sync", "threat_ips"]);
+    let sync = p.run(&["enrichment", "sync", "intel_ips"]);
     assert!(
         sync.stdout
-            .contains("threat_ips: ingested 2 upload(s), table has 4 rows"),
+            .contains("intel_ips: ingested 2 upload(s), table has 4 rows"),
         "{sync:?}"
     );
-    let get = p.run(&["enrichment", "get", "threat_ips", "198.51.100.66"]);
+    let get = p.run(&["enrichment", "get", "intel_ips", "198.51.100.66"]);
     assert!(get.stdout.contains("new intel: ransomware C2"), "{get:?}");
-    let again = p.run(&["enrichment", "sync", "threat_ips"]);
+    let again = p.run(&["enrichment", "sync", "intel_ips"]);
     assert!(
-        again.stdout.contains("threat_ips: unchanged (4 rows)"),
+        again.stdout.contains("intel_ips: unchanged (4 rows)"),
         "{again:?}"
     );
 

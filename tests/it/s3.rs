@@ -213,22 +213,22 @@ fn jsonl(bytes: &[u8]) -> Vec<serde_json::Value> {
 fn upload_sync_run_with_append_and_overwrite_tables() {
     let Some(s3) = s3() else { return };
     let bucket = s3.bucket();
-    let p = s3_project(&s3, &bucket, "s3_project", &["threat_ip_traffic"]);
+    let p = s3_project(&s3, &bucket, "s3_project", &["intel_ip_traffic"]);
 
-    let up = upload(&p, &s3, "threat_ips", "threats-1.csv");
+    let up = upload(&p, &s3, "intel_ips", "threats-1.csv");
     assert_eq!(up.code, 0, "{up:?}");
     let sync = run(&p, &s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
-            .contains("threat_ips: ingested 1 upload(s), table has 2 rows"),
+            .contains("intel_ips: ingested 1 upload(s), table has 2 rows"),
         "{}",
         sync.stdout
     );
 
     // Append: a second upload with a duplicate key; the newest row wins.
     for (table, file) in [
-        ("threat_ips", "threats-2.jsonl"),
+        ("intel_ips", "threats-2.jsonl"),
         ("allowlisted_hosts", "allow-1.csv"),
     ] {
         let up = upload(&p, &s3, table, file);
@@ -238,7 +238,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
-            .contains("threat_ips: ingested 1 upload(s), table has 4 rows"),
+            .contains("intel_ips: ingested 1 upload(s), table has 4 rows"),
         "{}",
         sync.stdout
     );
@@ -251,13 +251,13 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     let get = run(
         &p,
         &s3,
-        &["enrichment", "get", "threat_ips", "198.51.100.66"],
+        &["enrichment", "get", "intel_ips", "198.51.100.66"],
     );
     assert!(get.stdout.contains("new intel: ransomware C2"), "{get:?}");
     let all = run(
         &p,
         &s3,
-        &["enrichment", "get", "threat_ips", "198.51.100.66", "--all"],
+        &["enrichment", "get", "intel_ips", "198.51.100.66", "--all"],
     );
     assert!(
         all.stdout.contains("old intel: scanner"),
@@ -268,7 +268,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     let again = run(&p, &s3, &["enrichment", "sync"]);
     assert_eq!(again.code, 0);
     assert!(
-        again.stdout.contains("threat_ips: unchanged (4 rows)"),
+        again.stdout.contains("intel_ips: unchanged (4 rows)"),
         "{}",
         again.stdout
     );
@@ -344,13 +344,42 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     );
     assert!(s3.get(&bucket, "alerts-out/summary.json").is_some());
     assert!(s3.get(&bucket, "alerts-out/alerts.parquet").is_some());
+
+    // SQL over the same S3 logs and the dynamic table's S3 snapshot.
+    let out = run(
+        &p,
+        &s3,
+        &[
+            "query",
+            "SELECT e.destination.ip AS ip, t.description, e._source AS source \
+             FROM events e JOIN intel_ips t ON e.destination.ip = t.ip ORDER BY ip, description",
+            "--input",
+            &format!("s3://{bucket}/logs"),
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // SQL sees every row of an append table: 198.51.100.66's older row too
+    // (get() answers with the newest).
+    let object = format!("s3://{bucket}/logs/2024/05/10/threat_traffic.jsonl");
+    assert_eq!(
+        out.stdout,
+        format!(
+            "ip,description,source\n\
+             192.0.2.250,phishing kit host,{object}#3\n\
+             198.51.100.66,new intel: ransomware C2,{object}#1\n\
+             198.51.100.66,old intel: scanner,{object}#1\n\
+             203.0.113.99,botnet C2,{object}#2\n"
+        )
+    );
     let state = s3
         .get(&bucket, "store/state/alerts.json")
         .expect("state in S3");
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(state["alerts"].as_array().unwrap().len(), 2);
     assert_eq!(
-        s3.keys(&bucket, "store/enrichment/threat_ips/snapshots/")
+        s3.keys(&bucket, "store/enrichment/intel_ips/snapshots/")
             .len(),
         2
     );
@@ -360,9 +389,9 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
 fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
     let Some(s3) = s3() else { return };
     let bucket = s3.bucket();
-    let p = s3_project(&s3, &bucket, "s3_project", &["threat_ip_traffic"]);
+    let p = s3_project(&s3, &bucket, "s3_project", &["intel_ip_traffic"]);
 
-    let refused = upload(&p, &s3, "threat_ips", "threats-bad.csv");
+    let refused = upload(&p, &s3, "intel_ips", "threats-bad.csv");
     assert_eq!(refused.code, 1);
     assert!(
         refused
@@ -374,18 +403,18 @@ fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
     assert!(refused.stderr.contains("nothing uploaded"));
     assert!(s3.keys(&bucket, "store/uploads/").is_empty());
 
-    assert_eq!(upload(&p, &s3, "threat_ips", "threats-1.csv").code, 0);
+    assert_eq!(upload(&p, &s3, "intel_ips", "threats-1.csv").code, 0);
     assert_eq!(run(&p, &s3, &["enrichment", "sync"]).code, 0);
 
     // A bad file put straight into the bucket (as `aws s3 cp` would).
     let bad = std::fs::read(upload_file("threats-bad.csv")).unwrap();
-    s3.put(&bucket, "store/uploads/threat_ips/zz-threats-bad.csv", &bad);
+    s3.put(&bucket, "store/uploads/intel_ips/zz-threats-bad.csv", &bad);
     assert_eq!(upload(&p, &s3, "allowlisted_hosts", "allow-1.csv").code, 0);
     let sync = run(&p, &s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 1, "{sync:?}");
     assert!(
         sync.stderr.contains(&format!(
-            "s3://{bucket}/store/uploads/threat_ips/zz-threats-bad.csv:3: column `first_seen`"
+            "s3://{bucket}/store/uploads/intel_ips/zz-threats-bad.csv:3: column `first_seen`"
         )),
         "{}",
         sync.stderr
@@ -397,11 +426,7 @@ fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
         sync.stdout
     );
     // The previous snapshot still answers.
-    let get = run(
-        &p,
-        &s3,
-        &["enrichment", "get", "threat_ips", "203.0.113.99"],
-    );
+    let get = run(&p, &s3, &["enrichment", "get", "intel_ips", "203.0.113.99"]);
     assert_eq!(get.code, 0, "{get:?}");
     // Nothing was recorded: the next sync tries the bad upload again.
     assert_eq!(run(&p, &s3, &["enrichment", "sync"]).code, 1);
@@ -604,7 +629,7 @@ fn a_racing_writer_of_the_alert_state_is_refused() {
 fn large_uploads_use_multipart_and_stream_back() {
     let Some(s3) = s3() else { return };
     let bucket = s3.bucket();
-    let p = s3_project(&s3, &bucket, "s3_project", &["threat_ip_traffic"]);
+    let p = s3_project(&s3, &bucket, "s3_project", &["intel_ip_traffic"]);
     let file = p.path().join("allow-large.csv");
     let mut csv = String::from("hostname,reason\n");
     let mut i = 0;

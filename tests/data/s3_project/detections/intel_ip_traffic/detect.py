@@ -1,8 +1,8 @@
-from ravenwatch.enrichment import allowlisted_hosts, threat_ips
+from ravenwatch.enrichment import allowlisted_hosts, intel_ips
 
 
 def detect(r):
-    r.threat = threat_ips.get(r.deepget("destination.ip"))
+    r.threat = intel_ips.get(r.deepget("destination.ip"))
     return r.threat is not None and allowlisted_hosts.get(r.deepget("host.hostname")) is None
 
 
