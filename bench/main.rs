@@ -172,6 +172,19 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
     let sql = SqlDetections::new(&queries, log, &tables).map_err(errors)?;
     let planning = started.elapsed();
     let filters = SqlDetections::new(&filtered, log, &tables).map_err(errors)?;
+    let reuse: Vec<String> = sql
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| {
+            let how = if r.resets_each_batch() {
+                "reset per batch"
+            } else {
+                "hash tables kept"
+            };
+            format!("{}: {how}", r.name)
+        })
+        .collect();
     let inputs =
         expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;
     let (mut batches, mut events, mut matches) = (0u64, 0u64, 0usize);
@@ -201,10 +214,11 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
     }
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / batches.max(1) as f64;
     Ok(format!(
-        "{} SQL detection(s), planned once in {:.1} ms; {batches} batches of ~{} events: \
+        "{} SQL detection(s) ({}), planned once in {:.1} ms; {batches} batches of ~{} events: \
          {:.0} µs per batch ({:.0} ns per event), {matches} matches; \
          {} filter(s): {:.0} µs per batch ({:.0} ns per event)",
         queries.len(),
+        reuse.join(", "),
         planning.as_secs_f64() * 1e3,
         events / batches.max(1),
         per(sql_time),

@@ -149,7 +149,7 @@ pub fn located(def: &DetectionDef, key: &str, sql: &SqlText, err: &SqlError) -> 
 /// A planned SQL detection.
 pub struct SqlRule {
     pub name: String,
-    log: LogBatchTable,
+    log: Arc<LogBatchTable>,
     slot: Arc<BatchSlot>,
     plan: Arc<dyn ExecutionPlan>,
     ctx: SessionContext,
@@ -188,12 +188,9 @@ impl SqlRule {
         let ctx = session(1);
         let slot = Arc::new(BatchSlot::default());
         let log_schema = log.schema.to_arrow();
-        let provider = LogBatchTable::new(&log_schema, Arc::clone(&slot));
-        ctx.register_table(
-            log.name.as_str(),
-            Arc::new(LogBatchTable::new(&log_schema, Arc::clone(&slot))),
-        )
-        .map_err(|e| fail(SqlError::from_datafusion(&e, &query.text)))?;
+        let provider = Arc::new(LogBatchTable::new(&log_schema, Arc::clone(&slot)));
+        ctx.register_table(log.name.as_str(), Arc::clone(&provider) as _)
+            .map_err(|e| fail(SqlError::from_datafusion(&e, &query.text)))?;
         register_enrichment(&ctx, tables).map_err(|e| fail(SqlError::new(e.to_string())))?;
         let plan = runtime
             .block_on(async {
