@@ -284,13 +284,27 @@ fn a_self_join_is_evaluated_per_batch() {
     );
 }
 
+/// Replaces (or with `None` removes) the `filter:` line of `rule`.
+fn set_filter(p: &Project, rule: &str, filter: Option<&str>) {
+    let file = p.path().join("detections").join(rule).join("detection.yml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| match (l.starts_with("filter:"), filter) {
+            (false, _) => Some(l.to_string()),
+            (true, Some(f)) => Some(format!("filter: {f:?}")),
+            (true, None) => None,
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+}
+
 /// The example project with every `filter:` line removed.
 fn without_filters(p: &Project) {
     for entry in std::fs::read_dir(p.path().join("detections")).unwrap() {
-        let file = entry.unwrap().path().join("detection.yml");
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("filter:")).collect();
-            std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+        let path = entry.unwrap().path();
+        if path.join("detection.yml").is_file() {
+            set_filter(p, &path.file_name().unwrap().to_string_lossy(), None);
         }
     }
 }
@@ -350,22 +364,11 @@ fn prefilters_keep_the_alerts_and_call_python_less() {
 #[test]
 fn a_filter_that_contradicts_a_test_case_is_reported() {
     let p = Project::example();
-    let file = p
-        .path()
-        .join("detections/failed_login_known_ip/detection.yml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("filter:") {
-                "filter: \"event.outcome = 'success'\""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&file, text).unwrap();
+    set_filter(
+        &p,
+        "failed_login_known_ip",
+        Some("event.outcome = 'success'"),
+    );
     let out = p.run(&["test", "failed_login_known_ip", "-k", "VPN egress"]);
     assert_eq!(out.code, 1, "{out:?}");
     insta::assert_snapshot!(out.stdout, @r"
@@ -382,22 +385,7 @@ fn a_filter_that_contradicts_a_test_case_is_reported() {
 #[test]
 fn a_filter_naming_an_unknown_field_fails_validation() {
     let p = Project::example();
-    let file = p
-        .path()
-        .join("detections/smb_lateral_movement/detection.yml");
-    let text = std::fs::read_to_string(&file).unwrap();
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("filter:") {
-                "filter: \"destination.prot = 445\""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&file, text).unwrap();
+    set_filter(&p, "smb_lateral_movement", Some("destination.prot = 445"));
     let out = p.run(&["validate"]);
     assert_eq!(out.code, 1);
     assert_eq!(
