@@ -395,3 +395,24 @@ fn a_filter_naming_an_unknown_field_fails_validation() {
         out.stdout
     );
 }
+
+#[test]
+fn joins_keep_the_enrichment_hash_table_unless_the_batch_is_the_build_side() {
+    use ravenwatch::config::Project as Config;
+    use ravenwatch::query::SqlDetections;
+    let p = Project::with("sql_self_join");
+    let project = Config::load(p.path()).unwrap();
+    let storage = ravenwatch::storage::LocalStorage::new(p.path().join(".ravenwatch"));
+    let (tables, errors) = ravenwatch::engine::prepare_tables(&project, &storage);
+    assert!(errors.is_empty(), "{errors:?}");
+    let log = project.log_table("events").unwrap();
+    let plan = |rule: &str| {
+        let def = project.detections.iter().find(|d| d.name == rule).unwrap();
+        let sql = SqlDetections::new(&[def], log, &tables).unwrap();
+        sql.rules[0].as_ref().unwrap().resets_each_batch()
+    };
+    // events ⋈ threat_ips: the 5-row table is the build side, built once.
+    assert!(!plan("threat_ip_traffic"));
+    // events ⋈ events: both sides are the batch, so the plan is reset per batch.
+    assert!(plan("paired_connections"));
+}
