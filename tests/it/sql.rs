@@ -411,7 +411,7 @@ fn joins_keep_the_enrichment_hash_table_unless_the_batch_is_the_build_side() {
         let sql = SqlDetections::new(&[def], log, &tables).unwrap();
         sql.rules[0].as_ref().unwrap().resets_each_batch()
     };
-    // events ⋈ threat_ips: the 5-row table is the build side, built once.
+    // events ⋈ threat_ips: the 4-row table is the build side, built once.
     assert!(!plan("threat_ip_traffic"));
     // events ⋈ events: both sides are the batch, so the plan is reset per batch.
     assert!(plan("paired_connections"));
