@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod enrichment;
 pub mod logs;

@@ -12,7 +12,8 @@ mod output;
 mod state;
 
 pub use output::{
-    remove_outputs, write_outputs, ErrorRecord, RuleSummary, RunOutputs, Summary, OUTPUT_FILES,
+    alert_json, remove_outputs, rewrite_after_delivery, write_outputs, ErrorRecord, RuleSummary,
+    RunOutputs, Summary, OUTPUT_FILES,
 };
 pub use state::{AlertState, StateError, StateVersion, STATE_KEY};
 
@@ -49,6 +50,9 @@ pub struct RuleMatch {
     pub reference: Option<String>,
     #[serde(skip)]
     pub destinations: Vec<String>,
+    /// Whether `destinations(r)` chose them (rather than detection.yml).
+    #[serde(skip)]
+    pub explicit_destinations: bool,
     /// Position in the run, to keep the order stable for equal times.
     #[serde(skip)]
     pub sequence: u64,
@@ -77,12 +81,22 @@ pub struct Alert {
     pub description: Option<String>,
     pub runbook: Option<String>,
     pub reference: Option<String>,
+    /// Every destination its matches named (detection.yml's, the project's
+    /// defaults, or what `destinations(r)` returned).
     pub destinations: Vec<String>,
+    /// Whether a `destinations(r)` call named them: only then does an
+    /// `info` alert get delivered.
+    #[serde(default)]
+    pub explicit_destinations: bool,
     pub tables: Vec<String>,
     pub false_positives: Vec<String>,
     pub events: Vec<Map<String, Value>>,
+    // Internal (not in alerts.jsonl, hence the defaults when read from it).
+    #[serde(default)]
     pub window_start_us: i64,
+    #[serde(default)]
     pub window_end_us: i64,
+    #[serde(default)]
     pub last_match_us: i64,
 }
 
@@ -182,6 +196,12 @@ impl AlertGrouper {
                     alert.first_match_time = m.time.clone();
                 }
                 alert.severity = alert.severity.max(m.severity);
+                for d in &m.destinations {
+                    if !alert.destinations.contains(d) {
+                        alert.destinations.push(d.clone());
+                    }
+                }
+                alert.explicit_destinations |= m.explicit_destinations;
                 if alert.events.len() < MAX_ALERT_EVENTS {
                     alert.events.push(m.event.clone());
                 }
@@ -214,6 +234,7 @@ impl AlertGrouper {
             runbook: m.runbook.clone(),
             reference: m.reference.clone(),
             destinations: m.destinations.clone(),
+            explicit_destinations: m.explicit_destinations,
             tables: settings.tables.clone(),
             false_positives: settings.false_positives.clone(),
             events: vec![m.event.clone()],
@@ -281,6 +302,7 @@ mod tests {
             runbook: None,
             reference: None,
             destinations: vec![],
+            explicit_destinations: false,
             sequence: seq,
         }
     }

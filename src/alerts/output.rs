@@ -83,6 +83,9 @@ pub struct Summary {
     /// Tables switched to a newer snapshot during the run.
     pub table_refreshes: Vec<crate::enrichment::Refresh>,
     pub rules: BTreeMap<String, RuleSummary>,
+    /// Deliveries queued and sent after the run (absent without destinations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::DeliveryReport>,
 }
 
 pub struct RunOutputs<'a> {
@@ -157,7 +160,7 @@ fn alerts_parquet(alerts: &[Alert]) -> Result<Vec<u8>, String> {
 }
 
 /// Alert as written to alerts.jsonl: the persisted alert minus internal fields.
-fn alert_json(a: &Alert) -> Value {
+pub fn alert_json(a: &Alert) -> Value {
     let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
         for internal in ["window_start_us", "window_end_us", "last_match_us"] {
@@ -188,6 +191,31 @@ pub fn remove_outputs(storage: &dyn Storage, prefix: &str) -> Result<(), Storage
     Ok(())
 }
 
+/// Rewrites errors.jsonl and summary.json after delivery, which happens
+/// once the run is committed (summary.json last, as before).
+///
+/// # Errors
+/// The first storage failure.
+pub fn rewrite_after_delivery(
+    storage: &dyn Storage,
+    prefix: &str,
+    errors: &[ErrorRecord],
+    summary: &Summary,
+) -> Result<(), StorageError> {
+    storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(errors))?;
+    write_summary(storage, prefix, summary)
+}
+
+fn write_summary(
+    storage: &dyn Storage,
+    prefix: &str,
+    summary: &Summary,
+) -> Result<(), StorageError> {
+    let mut json = serde_json::to_vec_pretty(summary).unwrap_or_default();
+    json.push(b'\n');
+    storage.write(&key(&[prefix, "summary.json"]), &json)
+}
+
 /// Writes every output file under `prefix` of `storage`; summary.json last.
 ///
 /// # Errors
@@ -206,8 +234,5 @@ pub fn write_outputs(
     storage.write(&key(&[prefix, "alerts.parquet"]), &parquet)?;
     storage.write(&key(&[prefix, "matches.jsonl"]), &jsonl(out.matches))?;
     storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
-    let mut summary = serde_json::to_vec_pretty(out.summary).unwrap_or_default();
-    summary.push(b'\n');
-    storage.write(&key(&[prefix, "summary.json"]), &summary)?;
-    Ok(())
+    write_summary(storage, prefix, out.summary)
 }

@@ -76,7 +76,7 @@ impl AlertState {
             None => Precondition::Absent,
         };
         match storage.write_if(STATE_KEY, &json, &condition) {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(StorageError::Conflict { location }) => Err(StateError::Conflict { location }),
             Err(e) => Err(e.into()),
         }

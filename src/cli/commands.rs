@@ -46,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             output,
             show,
             refresh_seconds,
+            no_deliver,
         } => run(
             &cli.global,
             RunOptions {
@@ -54,11 +55,76 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 output: None,
                 progress: true,
                 refresh_interval: Some(std::time::Duration::from_secs(refresh_seconds)),
+                deliver: !no_deliver,
             },
             output,
             show,
         ),
+        Command::Deliver { run } => deliver(&cli.global, run),
     }
+}
+
+/// `ravenwatch deliver`: sends what is pending; exit 3 if some stays.
+fn deliver(global: &GlobalArgs, run: Option<String>) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let settings = &project.settings.delivery;
+    if settings.destinations.is_empty() {
+        println!("no destinations in ravenwatch.yml: nothing to deliver");
+        return Ok(Outcome::Done);
+    }
+    if let Some(run) = &run {
+        match crate::delivery::requeue_run(storage.as_ref(), settings, run) {
+            Ok(_) => {}
+            Err(e @ crate::delivery::DeliveryError::UnknownRun { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(Outcome::Usage);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let report = crate::delivery::deliver_pending(storage.as_ref(), settings, run.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    print_delivery(&mut out, &report)?;
+    Ok(if report.incomplete() {
+        Outcome::DoneWithErrors
+    } else {
+        Outcome::Done
+    })
+}
+
+fn print_delivery(out: &mut impl Write, report: &crate::delivery::DeliveryReport) -> Result<()> {
+    for s in &report.sent {
+        writeln!(
+            out,
+            "  {} {} {} alert {} ({} matches){}",
+            if s.update { "updated" } else { "sent" },
+            s.destination,
+            s.rule,
+            s.alert_id,
+            s.match_count,
+            s.reference
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )?;
+    }
+    for f in &report.failures {
+        writeln!(
+            out,
+            "  pending {} alert {}: {}",
+            f.destination, f.alert_id, f.error
+        )?;
+    }
+    for p in &report.problems {
+        writeln!(out, "  error: {p}")?;
+    }
+    writeln!(
+        out,
+        "deliveries: {} sent, {} updated, {} pending",
+        report.delivered, report.updated, report.pending
+    )?;
+    Ok(())
 }
 
 /// `ravenwatch query`: exit 0 with the result, 3 when some log lines could
@@ -638,8 +704,12 @@ fn run(
             e.error
         )?;
     }
+    if let Some(delivery) = &s.delivery {
+        print_delivery(&mut out, delivery)?;
+    }
     writeln!(out, "outputs: {}", report.output_location)?;
-    Ok(if report.errors.is_empty() {
+    let delivery_incomplete = s.delivery.as_ref().is_some_and(|d| d.incomplete());
+    Ok(if report.errors.is_empty() && !delivery_incomplete {
         Outcome::Done
     } else {
         Outcome::DoneWithErrors

@@ -93,6 +93,15 @@ pub enum Command {
         /// Look for newer enrichment snapshots (switched by `enrichment sync`) at most this often, between batches; 0 checks before every batch.
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         refresh_seconds: u64,
+        /// Queue activated alerts for their destinations without sending (`ravenwatch deliver` sends them).
+        #[arg(long)]
+        no_deliver: bool,
+    },
+    /// Send pending deliveries (alerts to Jira, Slack, webhooks); exit 3 if some stay pending.
+    Deliver {
+        /// Only what this run queued; also re-queues that run's activated alerts from its alerts.jsonl.
+        #[arg(long)]
+        run: Option<String>,
     },
 }
 

@@ -6,9 +6,14 @@
 //! all errors instead of stopping at the first, so `validate` can show them
 //! at once.
 
+mod destinations;
 mod error;
 mod raw;
 
+pub use destinations::{
+    unknown_destination, DeliverySettings, Destination, DestinationKind, FieldTemplate,
+    JiraDestination, RetryPolicy, SlackDestination, WebhookDestination, ALERT_TEMPLATE_FIELDS,
+};
 pub use error::{closest, locate_key, locate_text, locate_text_after, ConfigError, ConfigErrors};
 pub use raw::Severity;
 
@@ -53,6 +58,8 @@ pub struct ProjectSettings {
     /// Where dynamic tables' uploads live (default `<storage>/uploads`).
     pub enrichment_uploads: Option<String>,
     pub aws: crate::storage::AwsSettings,
+    /// `destinations:` and `delivery:`.
+    pub delivery: DeliverySettings,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +218,7 @@ pub struct DetectionDef {
     pub severity: Severity,
     pub threshold: u64,
     pub dedupe_window_minutes: u64,
+    /// `alert.destinations`, or the project's default destinations when absent.
     pub destinations: Vec<String>,
     pub runbook: Option<String>,
     pub references: Vec<String>,
@@ -404,7 +412,7 @@ impl Project {
         let enrichment = load_enrichment(root, &mut enrichment_errors);
         let log_tables = load_log_tables(root, &enrichment, &mut errors);
         errors.append(&mut enrichment_errors);
-        let detections = load_detections(root, &log_tables, &mut errors);
+        let detections = load_detections(root, &log_tables, &settings.delivery, &mut errors);
         let project = Project {
             root: root.to_path_buf(),
             settings,
@@ -470,13 +478,14 @@ fn component_dirs(dir: &Path) -> Vec<PathBuf> {
 
 fn load_settings(root: &Path, errors: &mut Vec<ConfigError>) -> ProjectSettings {
     let file = root.join(PROJECT_FILE);
-    let raw = if file.exists() {
+    let (raw, source) = if file.exists() {
         read_yaml::<Option<RawProject>>(&file, errors)
-            .and_then(|(r, _)| r)
+            .map(|(r, source)| (r.unwrap_or_default(), source))
             .unwrap_or_default()
     } else {
-        RawProject::default()
+        (RawProject::default(), String::new())
     };
+    let delivery = destinations::validate(raw.destinations, raw.delivery, &file, &source, errors);
     let name = raw.name.unwrap_or_else(|| {
         root.canonicalize()
             .ok()
@@ -497,6 +506,7 @@ fn load_settings(root: &Path, errors: &mut Vec<ConfigError>) -> ProjectSettings 
                 max_attempts: a.max_attempts,
             })
             .unwrap_or_default(),
+        delivery,
     }
 }
 
@@ -1175,6 +1185,7 @@ pub fn is_identifier(name: &str) -> bool {
 fn load_detections(
     root: &Path,
     log_tables: &[LogTable],
+    delivery: &DeliverySettings,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<DetectionDef> {
     let mut detections: Vec<DetectionDef> = Vec::new();
@@ -1235,6 +1246,18 @@ fn load_detections(
                 .at(locate_key(&source, "deduplication_window_minutes")),
             );
         }
+        // Absent: the project's default destinations; `[]`: none.
+        let destinations = alert
+            .destinations
+            .unwrap_or_else(|| delivery.default_destinations.clone());
+        for name in &destinations {
+            if let Some(message) = destinations::unknown_destination(name, delivery) {
+                errors.push(
+                    ConfigError::new(&file, format!("alert.destinations: {message}"))
+                        .at(locate_text_after(&source, "destinations", name)),
+                );
+            }
+        }
         if detections.iter().any(|d| d.name == raw.name) {
             errors.push(
                 ConfigError::new(&file, format!("detection `{}` is defined twice", raw.name))
@@ -1258,7 +1281,7 @@ fn load_detections(
             severity: alert.severity.unwrap_or(Severity::Info),
             threshold,
             dedupe_window_minutes: window,
-            destinations: alert.destinations.unwrap_or_default(),
+            destinations,
             runbook: raw.runbook,
             references: raw.references.unwrap_or_default(),
             false_positives: raw.false_positives.unwrap_or_default(),

@@ -11,12 +11,56 @@ pub struct RawProject {
     pub storage: Option<String>,
     pub enrichment_uploads: Option<String>,
     pub aws: Option<RawAws>,
-    /// Delivery destinations (a later issue); kept opaque until then.
-    #[expect(
-        dead_code,
-        reason = "read for forward compatibility; delivery is a later issue"
-    )]
-    pub destinations: Option<serde_yaml::Mapping>,
+    /// Where activated alerts are delivered, by name.
+    pub destinations: Option<std::collections::BTreeMap<String, serde_yaml::Value>>,
+    /// Delivery behaviour: default destinations, retries, timeouts.
+    pub delivery: Option<RawDelivery>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Destinations of rules whose `alert.destinations` is absent.
+    pub default_destinations: Option<Vec<String>>,
+    /// Attempts per request, the first included.
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles per attempt (with jitter) up to `max_backoff_ms`.
+    pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    /// Longest `Retry-After` waited for; a longer one leaves the delivery pending.
+    pub max_retry_after_seconds: Option<u64>,
+    /// Per-request timeout.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// One entry of `destinations:` (parsed from its YAML value separately, so
+/// an error names the destination).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawDestination {
+    Jira {
+        url: String,
+        project: String,
+        issue_type: Option<String>,
+        user_env: String,
+        token_env: String,
+        priority: Option<std::collections::BTreeMap<String, String>>,
+        fields: Option<serde_yaml::Mapping>,
+    },
+    Slack {
+        /// Incoming webhook (its URL is the secret).
+        webhook_url_env: Option<String>,
+        /// Or the Web API with a bot token (`chat.postMessage`; threads updates).
+        token_env: Option<String>,
+        channel: Option<String>,
+        /// Slack's API base (default `https://slack.com/api`).
+        api_url: Option<String>,
+    },
+    Webhook {
+        url: String,
+        /// Header name → environment variable holding its value.
+        headers_env: Option<std::collections::BTreeMap<String, String>>,
+    },
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

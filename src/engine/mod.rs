@@ -15,8 +15,8 @@ mod outcome;
 pub use outcome::{FunctionError, MatchOutput, RuleOutcome};
 
 use crate::alerts::{
-    remove_outputs, write_outputs, AlertGrouper, AlertState, ErrorRecord, RuleMatch, RuleSettings,
-    RuleSummary, RunOutputs, StateError, Summary,
+    remove_outputs, rewrite_after_delivery, write_outputs, AlertGrouper, AlertState, ErrorRecord,
+    RuleMatch, RuleSettings, RuleSummary, RunOutputs, StateError, Summary,
 };
 use crate::config::ConfigErrors;
 use crate::config::{DetectionDef, LogTable, Project};
@@ -62,6 +62,8 @@ pub struct RunOptions {
     /// How often to look for newer table snapshots between batches
     /// (`Some(0)`: before every batch; `None`: never).
     pub refresh_interval: Option<std::time::Duration>,
+    /// Send pending deliveries after the run (they are queued either way).
+    pub deliver: bool,
 }
 
 /// The result of a completed run.
@@ -338,6 +340,10 @@ pub fn run(
     );
     grouper.add_all(&mut matches);
     let (alerts, new_state) = grouper.finish();
+    errors.extend(crate::delivery::unknown_destinations(
+        &alerts,
+        &project.settings.delivery,
+    ));
 
     let seconds = started.elapsed().as_secs_f64();
     summary.rule_matches = matches.len() as u64;
@@ -372,6 +378,31 @@ pub fn run(
             let _ = remove_outputs(out_storage.as_ref(), &prefix);
         }
         return Err(e.into());
+    }
+    // The run is committed; what delivery does is reported, never undone.
+    if !project.settings.delivery.destinations.is_empty() {
+        let report = crate::delivery::after_run(
+            storage.as_ref(),
+            &project.settings.delivery,
+            &alerts,
+            &run_id,
+            options.deliver,
+        );
+        errors.extend(report.error_records());
+        summary.errors = errors.len() as u64;
+        summary.delivery = Some(report);
+        if let Err(e) = rewrite_after_delivery(out_storage.as_ref(), &prefix, &errors, &summary) {
+            errors.push(ErrorRecord {
+                kind: "delivery".into(),
+                rule: None,
+                function: None,
+                source: None,
+                error: format!(
+                    "the run's outputs could not be updated with the delivery results: {e}"
+                ),
+                traceback: None,
+            });
+        }
     }
     let output_location = if prefix.is_empty() {
         out_storage.url("")
@@ -482,6 +513,7 @@ fn to_match(
         reference: output
             .reference
             .or_else(|| rule.references.first().cloned()),
+        explicit_destinations: output.destinations.is_some(),
         destinations: output
             .destinations
             .unwrap_or_else(|| rule.destinations.clone()),

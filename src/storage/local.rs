@@ -121,7 +121,7 @@ impl Storage for LocalStorage {
 
     /// Takes a lock file beside the object (another process holding it is a
     /// conflict), checks the version, then writes as [`Storage::write`] does.
-    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()> {
+    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<String> {
         let (_, lock_path) = self.with_sibling(key, ".lock")?;
         let stale = std::fs::metadata(&lock_path)
             .and_then(|m| m.modified())
@@ -154,7 +154,8 @@ impl Storage for LocalStorage {
                 location: self.url(key),
             });
         }
-        self.write(key, data)
+        self.write(key, data)?;
+        Ok(content_version(data))
     }
 
     fn put_file(&self, key: &str, source: &Path) -> Result<()> {
@@ -255,9 +256,12 @@ mod tests {
         ));
         assert_eq!(s.read("state.json").unwrap().unwrap(), b"someone else");
         let (_, version) = s.read_versioned("state.json").unwrap().unwrap();
-        s.write_if("state.json", b"mine", &Precondition::Version(version))
+        let written = s
+            .write_if("state.json", b"mine", &Precondition::Version(version))
             .unwrap();
         assert_eq!(s.read("state.json").unwrap().unwrap(), b"mine");
+        let (_, read_back) = s.read_versioned("state.json").unwrap().unwrap();
+        assert_eq!(written, read_back, "the returned version is the stored one");
         assert_eq!(
             s.list("").unwrap(),
             vec!["state.json"],

@@ -106,11 +106,12 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The object is unchanged when this fails.
     fn write(&self, key: &str, data: &[u8]) -> Result<()>;
-    /// Replaces the object only if `condition` holds.
+    /// Replaces the object only if `condition` holds, and returns its new
+    /// version (for the next conditional write).
     ///
     /// # Errors
     /// [`StorageError::Conflict`] when it does not; the object is unchanged.
-    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()>;
+    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<String>;
     /// Copies a local file to `key`, streaming it (multipart on S3).
     ///
     /// # Errors

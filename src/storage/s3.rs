@@ -251,10 +251,19 @@ impl S3Storage {
         })
     }
 
-    fn put(&self, key: &str, data: &[u8], condition: Option<&Precondition>) -> Result<()> {
+    /// A single PUT (multipart above the part size when unconditional);
+    /// returns the ETag the server gave.
+    fn put(
+        &self,
+        key: &str,
+        data: &[u8],
+        condition: Option<&Precondition>,
+    ) -> Result<Option<String>> {
         let full = self.full_key(key);
         if data.len() > MULTIPART_PART_SIZE && condition.is_none() {
-            return self.put_multipart(key, &mut std::io::Cursor::new(data));
+            return self
+                .put_multipart(key, &mut std::io::Cursor::new(data))
+                .map(|()| None);
         }
         runtime().block_on(async {
             let mut request = self
@@ -271,7 +280,7 @@ impl S3Storage {
             request
                 .send()
                 .await
-                .map(|_| ())
+                .map(|out| out.e_tag().map(str::to_string))
                 .map_err(|e| self.error("PutObject", key, e))
         })
     }
@@ -395,11 +404,18 @@ impl Storage for S3Storage {
     }
 
     fn write(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.put(key, data, None)
+        self.put(key, data, None).map(|_| ())
     }
 
-    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<()> {
-        self.put(key, data, Some(condition))
+    fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<String> {
+        match self.put(key, data, Some(condition))? {
+            Some(etag) => Ok(etag),
+            // A server that returns no ETag: the version is what a read sees.
+            None => Ok(self
+                .read_versioned(key)?
+                .map(|(_, version)| version)
+                .unwrap_or_default()),
+        }
     }
 
     fn put_file(&self, key: &str, path: &std::path::Path) -> Result<()> {

@@ -1,0 +1,447 @@
+//! Delivery: activated alerts to Jira, Slack and webhooks, exactly once.
+//!
+//! A run first *queues* what it owes in `state/deliveries.json` (after the
+//! alert state is committed, so only committed alerts are owed), then
+//! *sends* everything pending, its own alerts and any a previous run or
+//! `deliver` could not send. Each success is recorded at once (the ticket
+//! key or thread, and the match count the destination has seen), so a
+//! crash or a re-run continues where it stopped: an alert gets one ticket,
+//! and later matches become comments on it. Failures stay pending and are
+//! reported; nothing is dropped.
+
+mod http;
+mod jira;
+mod render;
+mod slack;
+mod state;
+mod webhook;
+
+pub use http::SendError;
+pub use state::{
+    AlertDeliveries, DeliveryState, DeliveryStateError, StoredState, Target, DELIVERY_STATE_KEY,
+};
+
+use crate::alerts::{Alert, ErrorRecord};
+use crate::config::{DeliverySettings, DestinationKind, Severity};
+use crate::storage::{key, Storage, StorageError};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// What one destination does with an alert.
+pub(crate) trait Sender {
+    /// The first message (a new ticket); returns what later updates refer to.
+    fn create(&self, alert: &Alert) -> Result<Option<String>, SendError>;
+    /// Later matches: a comment on the ticket, a thread reply, a follow-up.
+    fn update(
+        &self,
+        alert: &Alert,
+        reference: Option<&str>,
+        previous: u64,
+    ) -> Result<Option<String>, SendError>;
+}
+
+/// What a delivery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeliveryReport {
+    /// (alert, destination) pairs this run queued.
+    pub queued: u64,
+    /// First messages sent (tickets opened).
+    pub delivered: u64,
+    /// Updates sent (comments, thread replies).
+    pub updated: u64,
+    /// Still owed after this pass, from any run; the next `run` or
+    /// `ravenwatch deliver` sends them.
+    pub pending: u64,
+    pub sent: Vec<Sent>,
+    pub failures: Vec<Failure>,
+    /// Problems with the pass itself (the state could not be saved).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Whether sending was attempted (`false` for `run --no-deliver`).
+    #[serde(skip)]
+    pub attempted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sent {
+    pub alert_id: String,
+    pub rule: String,
+    pub destination: String,
+    /// Jira issue key or Slack thread ts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub update: bool,
+    pub match_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub alert_id: String,
+    pub rule: String,
+    pub destination: String,
+    pub error: String,
+    /// Whether retrying later may work (else the request itself or the
+    /// destination's configuration has to change).
+    pub transient: bool,
+}
+
+impl DeliveryReport {
+    /// Failures and problems as errors.jsonl records.
+    pub fn error_records(&self) -> Vec<ErrorRecord> {
+        let failures = self.failures.iter().map(|f| ErrorRecord {
+            kind: "delivery".into(),
+            rule: Some(f.rule.clone()),
+            function: None,
+            source: Some(format!("alert {} to {}", f.alert_id, f.destination)),
+            error: f.error.clone(),
+            traceback: None,
+        });
+        let problems = self.problems.iter().map(|p| ErrorRecord {
+            kind: "delivery".into(),
+            rule: None,
+            function: None,
+            source: None,
+            error: p.clone(),
+            traceback: None,
+        });
+        failures.chain(problems).collect()
+    }
+
+    /// Whether something went wrong or a send left deliveries owed (exit
+    /// code 3); pending after `run --no-deliver` is the point, not a fault.
+    pub fn incomplete(&self) -> bool {
+        (self.attempted && self.pending > 0) || !self.problems.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    State(#[from] DeliveryStateError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no run `{run}` in {location}")]
+    UnknownRun { run: String, location: String },
+    #[error("{location}:{line}: unreadable alert: {message}")]
+    BadAlert {
+        location: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Client(String),
+}
+
+/// Where an alert goes: nowhere until it activates; an `info` alert only
+/// where `destinations(r)` sent it by name (never to detection.yml's or
+/// the project's defaults).
+pub fn routes(alert: &Alert) -> &[String] {
+    if !alert.activated || (alert.severity == Severity::Info && !alert.explicit_destinations) {
+        &[]
+    } else {
+        &alert.destinations
+    }
+}
+
+/// Destinations `destinations(r)` returned that ravenwatch.yml does not
+/// define (detection.yml's are checked when the project loads).
+pub fn unknown_destinations(alerts: &[Alert], settings: &DeliverySettings) -> Vec<ErrorRecord> {
+    let mut out = Vec::new();
+    for alert in alerts {
+        for name in routes(alert) {
+            if let Some(message) = crate::config::unknown_destination(name, settings) {
+                out.push(ErrorRecord {
+                    kind: "delivery".into(),
+                    rule: Some(alert.rule.clone()),
+                    function: Some("destinations".into()),
+                    source: Some(format!("alert {}", alert.id)),
+                    error: format!("{message}; the alert is not sent there"),
+                    traceback: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Queues the activated alerts' deliveries; returns how many (alert,
+/// destination) pairs are owed for them.
+///
+/// # Errors
+/// The delivery state cannot be read or saved.
+pub fn enqueue(
+    storage: &dyn Storage,
+    settings: &DeliverySettings,
+    alerts: &[Alert],
+    run_id: &str,
+) -> Result<u64, DeliveryError> {
+    let mut queued = 0;
+    let mut stored: Option<StoredState> = None;
+    for alert in alerts {
+        let known: Vec<String> = routes(alert)
+            .iter()
+            .filter(|d| settings.destination(d).is_some())
+            .cloned()
+            .collect();
+        if known.is_empty() {
+            continue;
+        }
+        let state = match &mut stored {
+            Some(s) => s,
+            None => stored.insert(StoredState::load(storage)?),
+        };
+        queued += state.enqueue(alert, &known, run_id) as u64;
+    }
+    if let Some(mut state) = stored {
+        state.save(storage)?;
+    }
+    Ok(queued)
+}
+
+/// Queues again the activated alerts of a past run, from its alerts.jsonl
+/// (for a run whose queue could not be saved); versions already delivered
+/// are not sent twice.
+///
+/// # Errors
+/// No such run in storage, an unreadable alerts.jsonl, state failures.
+pub fn requeue_run(
+    storage: &dyn Storage,
+    settings: &DeliverySettings,
+    run_id: &str,
+) -> Result<u64, DeliveryError> {
+    let file = key(&["runs", run_id, "alerts.jsonl"]);
+    let Some(bytes) = storage.read(&file)? else {
+        return Err(DeliveryError::UnknownRun {
+            run: run_id.to_string(),
+            location: storage.url("runs"),
+        });
+    };
+    let mut alerts = Vec::new();
+    for (i, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut alert: Alert = serde_json::from_str(line).map_err(|e| DeliveryError::BadAlert {
+            location: storage.url(&file),
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        alert.window_end_us = chrono::DateTime::parse_from_rfc3339(&alert.window_end)
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(i64::MAX);
+        alerts.push(alert);
+    }
+    enqueue(storage, settings, &alerts, run_id)
+}
+
+/// Sends every pending delivery (only those queued by `only_run`, if
+/// given), recording each success at once.
+///
+/// # Errors
+/// The state cannot be read, or a save conflicts with another process
+/// (what was sent before is recorded).
+pub fn deliver_pending(
+    storage: &dyn Storage,
+    settings: &DeliverySettings,
+    only_run: Option<&str>,
+) -> Result<DeliveryReport, DeliveryError> {
+    let mut report = DeliveryReport {
+        attempted: true,
+        ..Default::default()
+    };
+    let mut stored = StoredState::load(storage)?;
+    if stored.state.alerts.is_empty() {
+        return Ok(report);
+    }
+    let mut client =
+        http::Http::new(settings.retry.clone(), settings.timeout).map_err(DeliveryError::Client)?;
+    for destination in &settings.destinations {
+        for env in destination.kind.secret_envs() {
+            if let Ok(value) = std::env::var(env) {
+                client.redactor.add(&value);
+            }
+        }
+    }
+    let client = client;
+    let mut senders: HashMap<String, Result<Box<dyn Sender + '_>, SendError>> = HashMap::new();
+    // A destination that failed transiently is not tried again this pass:
+    // one outage should not cost every alert its full retry schedule.
+    let mut down: HashMap<String, String> = HashMap::new();
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+
+    let ids: Vec<String> = stored
+        .state
+        .alerts
+        .iter()
+        .filter(|(_, a)| a.any_pending() && only_run.is_none_or(|r| a.run_id == r))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in ids {
+        let entry = &stored.state.alerts[&id];
+        let Some(alert) = entry.alert.clone() else {
+            continue;
+        };
+        let owed: Vec<(String, Target)> = entry
+            .destinations
+            .iter()
+            .filter(|(_, t)| entry.is_pending(t))
+            .map(|(d, t)| (d.clone(), t.clone()))
+            .collect();
+        for (name, target) in owed {
+            let fail = |error: String, transient: bool| Failure {
+                alert_id: id.clone(),
+                rule: alert.rule.clone(),
+                destination: name.clone(),
+                error,
+                transient,
+            };
+            if let Some(cause) = down.get(&name) {
+                report.failures.push(fail(
+                    format!("{name}: not tried, it failed earlier in this pass ({cause})"),
+                    true,
+                ));
+                continue;
+            }
+            let Some(destination) = settings.destination(&name) else {
+                report.failures.push(fail(
+                    format!(
+                        "{name}: no longer defined in ravenwatch.yml; the delivery stays pending"
+                    ),
+                    false,
+                ));
+                continue;
+            };
+            let sender = senders
+                .entry(name.clone())
+                .or_insert_with(|| build_sender(&destination.name, &destination.kind, &client));
+            let result = match sender {
+                Err(e) => Err(e.clone()),
+                Ok(sender) if target.sent_match_count == 0 => sender.create(&alert),
+                Ok(sender) => {
+                    sender.update(&alert, target.reference.as_deref(), target.sent_match_count)
+                }
+            };
+            let entry = stored.state.alerts.get_mut(&id).expect("listed above");
+            let slot = entry.destinations.get_mut(&name).expect("listed above");
+            match result {
+                Ok(reference) => {
+                    if reference.is_some() {
+                        slot.reference = reference;
+                    }
+                    slot.sent_match_count = entry.match_count;
+                    slot.sent_at = Some(now());
+                    slot.failures = 0;
+                    slot.last_error = None;
+                    report.sent.push(Sent {
+                        alert_id: id.clone(),
+                        rule: alert.rule.clone(),
+                        destination: name.clone(),
+                        reference: slot.reference.clone(),
+                        update: target.sent_match_count > 0,
+                        match_count: entry.match_count,
+                    });
+                    if target.sent_match_count > 0 {
+                        report.updated += 1;
+                    } else {
+                        report.delivered += 1;
+                    }
+                    if !entry.any_pending() {
+                        entry.alert = None;
+                    }
+                    stored.save(storage)?;
+                }
+                Err(e) => {
+                    slot.failures += 1;
+                    slot.last_error = Some(e.message.clone());
+                    if e.transient {
+                        down.insert(name.clone(), e.message.clone());
+                    }
+                    report.failures.push(fail(e.message, e.transient));
+                }
+            }
+        }
+    }
+    if !report.failures.is_empty() {
+        stored.save(storage)?;
+    }
+    report.pending = stored.pending();
+    Ok(report)
+}
+
+fn build_sender<'a>(
+    name: &'a str,
+    kind: &'a DestinationKind,
+    http: &'a http::Http,
+) -> Result<Box<dyn Sender + 'a>, SendError> {
+    Ok(match kind {
+        DestinationKind::Jira(config) => Box::new(jira::Jira::new(name, config, http)?),
+        DestinationKind::Slack(config) => Box::new(slack::Slack::new(name, config, http)?),
+        DestinationKind::Webhook(config) => Box::new(webhook::Webhook::new(name, config, http)?),
+    })
+}
+
+/// A secret from the environment; never shown, only its variable's name.
+pub(crate) fn secret(destination: &str, env: &str) -> Result<String, SendError> {
+    match std::env::var(env) {
+        Ok(value) if !value.is_empty() => Ok(value),
+        _ => Err(SendError {
+            transient: false,
+            message: format!(
+                "{destination}: environment variable {env} is not set (secrets come from the environment only)"
+            ),
+        }),
+    }
+}
+
+/// `http://` to a loopback host (a local relay or test server).
+pub(crate) fn is_loopback_http(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        u.scheme() == "http"
+            && matches!(
+                u.host_str(),
+                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+            )
+    })
+}
+
+/// Queues a finished run's alerts and, unless `send` is false, sends what
+/// is pending. Never fails: problems land in the report (the run's alerts
+/// are committed whatever happens here).
+pub fn after_run(
+    storage: &dyn Storage,
+    settings: &DeliverySettings,
+    alerts: &[Alert],
+    run_id: &str,
+    send: bool,
+) -> DeliveryReport {
+    let queued = match enqueue(storage, settings, alerts, run_id) {
+        Ok(n) => n,
+        Err(e) => {
+            return DeliveryReport {
+                problems: vec![format!(
+                    "this run's deliveries could not be queued: {e}; run `ravenwatch deliver --run {run_id}` to send them"
+                )],
+                ..Default::default()
+            }
+        }
+    };
+    let mut report = if send {
+        deliver_pending(storage, settings, None).unwrap_or_else(|e| DeliveryReport {
+            problems: vec![format!("delivery stopped: {e}")],
+            ..Default::default()
+        })
+    } else {
+        match StoredState::load(storage) {
+            Ok(s) => DeliveryReport {
+                pending: s.pending(),
+                ..Default::default()
+            },
+            Err(e) => DeliveryReport {
+                problems: vec![e.to_string()],
+                ..Default::default()
+            },
+        }
+    };
+    report.queued = queued;
+    report
+}

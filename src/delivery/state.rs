@@ -1,0 +1,271 @@
+//! `state/deliveries.json`: per alert and destination, what was sent (the
+//! ticket key or thread, and the match count it described) and what is
+//! still owed. It is the record that makes delivery exactly-once across
+//! runs: a re-run finds the ticket and comments instead of opening another.
+
+use crate::alerts::Alert;
+use crate::storage::{Precondition, Storage, StorageError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DELIVERY_STATE_KEY: &str = "state/deliveries.json";
+const FORMAT: u32 = 1;
+/// Delivered alerts are forgotten this long (event time) after their window
+/// closed; by then the alert state has closed them too, so later matches
+/// open new alerts with new ids.
+const KEEP_DELIVERED_US: i64 = 7 * 24 * 3600 * 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    pub format: u32,
+    /// Alert id → its deliveries.
+    pub alerts: BTreeMap<String, AlertDeliveries>,
+}
+
+impl Default for DeliveryState {
+    fn default() -> Self {
+        Self {
+            format: FORMAT,
+            alerts: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertDeliveries {
+    pub rule: String,
+    /// The run that queued the newest version of the alert.
+    pub run_id: String,
+    /// Match count of the newest version queued.
+    pub match_count: u64,
+    pub window_end_us: i64,
+    /// The newest version, kept while some destination has not received it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
+    pub destinations: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Jira issue key or Slack thread `ts`, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Match count the destination last heard about (0: nothing sent yet).
+    pub sent_match_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl AlertDeliveries {
+    pub fn is_pending(&self, target: &Target) -> bool {
+        target.sent_match_count < self.match_count
+    }
+
+    pub fn any_pending(&self) -> bool {
+        self.destinations.values().any(|t| self.is_pending(t))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryStateError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{location}: unreadable delivery state: {message}")]
+    Corrupt { location: String, message: String },
+    #[error("{location}: the delivery state was changed by another `run` or `deliver` while this one was delivering; what this one sent is recorded up to its last save, run `ravenwatch deliver` again for the rest")]
+    Conflict { location: String },
+}
+
+/// The persisted state and the version every save is conditional on.
+pub struct StoredState {
+    pub state: DeliveryState,
+    version: Precondition,
+}
+
+impl StoredState {
+    /// # Errors
+    /// Storage failures, or a file that cannot be parsed (never replaced:
+    /// it holds the ticket keys).
+    pub fn load(storage: &dyn Storage) -> Result<Self, DeliveryStateError> {
+        match storage.read_versioned(DELIVERY_STATE_KEY)? {
+            None => Ok(Self {
+                state: DeliveryState::default(),
+                version: Precondition::Absent,
+            }),
+            Some((bytes, version)) => serde_json::from_slice(&bytes)
+                .map(|state| Self {
+                    state,
+                    version: Precondition::Version(version),
+                })
+                .map_err(|e| DeliveryStateError::Corrupt {
+                    location: storage.url(DELIVERY_STATE_KEY),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    /// Writes the state if nobody else did since it was read (or last
+    /// saved), first forgetting delivered alerts long closed.
+    ///
+    /// # Errors
+    /// [`DeliveryStateError::Conflict`] if another process wrote it.
+    pub fn save(&mut self, storage: &dyn Storage) -> Result<(), DeliveryStateError> {
+        self.prune();
+        let json = serde_json::to_vec(&self.state).map_err(|e| DeliveryStateError::Corrupt {
+            location: storage.url(DELIVERY_STATE_KEY),
+            message: e.to_string(),
+        })?;
+        match storage.write_if(DELIVERY_STATE_KEY, &json, &self.version) {
+            Ok(version) => {
+                self.version = Precondition::Version(version);
+                Ok(())
+            }
+            Err(StorageError::Conflict { location }) => {
+                Err(DeliveryStateError::Conflict { location })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// (alert, destination) pairs still owed.
+    pub fn pending(&self) -> u64 {
+        self.state
+            .alerts
+            .values()
+            .map(|a| a.destinations.values().filter(|t| a.is_pending(t)).count() as u64)
+            .sum()
+    }
+
+    fn prune(&mut self) {
+        let newest = self
+            .state
+            .alerts
+            .values()
+            .map(|a| a.window_end_us)
+            .max()
+            .unwrap_or(i64::MIN);
+        let horizon = newest.saturating_sub(KEEP_DELIVERED_US);
+        self.state
+            .alerts
+            .retain(|_, a| a.any_pending() || a.window_end_us >= horizon);
+    }
+
+    /// Records the newest version of an activated alert for `destinations`;
+    /// returns how many destinations now owe a message for it. An older
+    /// version (a re-queued past run) changes nothing.
+    pub fn enqueue(&mut self, alert: &Alert, destinations: &[String], run_id: &str) -> usize {
+        let entry = self
+            .state
+            .alerts
+            .entry(alert.id.clone())
+            .or_insert_with(|| AlertDeliveries {
+                rule: alert.rule.clone(),
+                run_id: run_id.to_string(),
+                match_count: 0,
+                window_end_us: alert.window_end_us,
+                alert: None,
+                destinations: BTreeMap::new(),
+            });
+        if alert.match_count > entry.match_count
+            || (alert.match_count == entry.match_count && entry.alert.is_some())
+        {
+            entry.match_count = alert.match_count;
+            entry.run_id = run_id.to_string();
+            entry.window_end_us = alert.window_end_us;
+            entry.alert = Some(alert.clone());
+        }
+        let mut added = false;
+        for d in destinations {
+            if !entry.destinations.contains_key(d) {
+                entry.destinations.insert(d.clone(), Target::default());
+                added = true;
+            }
+        }
+        if added && entry.alert.is_none() {
+            entry.alert = Some(alert.clone());
+        }
+        let pending = entry
+            .destinations
+            .values()
+            .filter(|t| entry.is_pending(t))
+            .count();
+        if pending == 0 {
+            entry.alert = None;
+        }
+        pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStorage;
+
+    fn alert(id: &str, matches: u64, window_end_us: i64) -> Alert {
+        let mut a: Alert = serde_json::from_value(serde_json::json!({
+            "id": id, "rule": "r", "title": "t", "severity": "high", "dedupe": "d",
+            "activated": true, "match_count": matches, "threshold": 1,
+            "first_match_time": "x", "last_match_time": "x", "window_start": "x",
+            "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
+            "description": null, "runbook": null, "reference": null,
+            "destinations": ["j"], "tables": [], "false_positives": [], "events": []
+        }))
+        .unwrap();
+        a.window_end_us = window_end_us;
+        a
+    }
+
+    #[test]
+    fn enqueue_keeps_the_newest_version_and_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let mut stored = StoredState::load(&storage).unwrap();
+        let dests = ["j".to_string(), "s".to_string()];
+        assert_eq!(stored.enqueue(&alert("a", 2, 0), &dests, "run1"), 2);
+        // Delivered to j at 2 matches.
+        let entry = stored.state.alerts.get_mut("a").unwrap();
+        entry.destinations.get_mut("j").unwrap().sent_match_count = 2;
+        // An older version changes nothing; a newer one is owed to both.
+        assert_eq!(stored.enqueue(&alert("a", 1, 0), &dests, "old"), 1);
+        assert_eq!(stored.state.alerts["a"].run_id, "run1");
+        assert_eq!(stored.enqueue(&alert("a", 5, 0), &dests, "run2"), 2);
+        assert_eq!(stored.state.alerts["a"].match_count, 5);
+        stored.save(&storage).unwrap();
+
+        let mut again = StoredState::load(&storage).unwrap();
+        assert_eq!(again.state, stored.state);
+        // Each save is conditional on the previous one.
+        again.state.alerts.get_mut("a").unwrap().run_id = "run3".into();
+        again.save(&storage).unwrap();
+        again.state.alerts.get_mut("a").unwrap().run_id = "run4".into();
+        again.save(&storage).unwrap();
+        assert!(matches!(
+            stored.save(&storage),
+            Err(DeliveryStateError::Conflict { .. })
+        ));
+    }
+
+    #[test]
+    fn prunes_only_delivered_alerts_long_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let mut stored = StoredState::load(&storage).unwrap();
+        let day = 24 * 3600 * 1_000_000;
+        let dests = ["j".to_string()];
+        stored.enqueue(&alert("old-sent", 1, 0), &dests, "r");
+        stored.enqueue(&alert("old-pending", 1, 0), &dests, "r");
+        stored.enqueue(&alert("new", 1, 10 * day), &dests, "r");
+        for id in ["old-sent", "new"] {
+            let entry = stored.state.alerts.get_mut(id).unwrap();
+            entry.destinations.get_mut("j").unwrap().sent_match_count = 1;
+        }
+        stored.save(&storage).unwrap();
+        let ids: Vec<&str> = stored.state.alerts.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["new", "old-pending"]);
+    }
+}
