@@ -5,8 +5,10 @@
 //! the binary there with `-p .`, so messages show project-relative paths.
 
 mod bad_input;
+mod delivery;
 mod enrichment;
 mod geo;
+mod http;
 mod python;
 mod run;
 mod s3;
