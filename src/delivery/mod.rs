@@ -445,3 +445,41 @@ pub fn after_run(
     report.queued = queued;
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(severity: &str, activated: bool, explicit: bool) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": "a", "rule": "r", "title": "t", "severity": severity, "dedupe": "d",
+            "activated": activated, "match_count": 1, "threshold": 1,
+            "first_match_time": "x", "last_match_time": "x", "window_start": "x",
+            "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
+            "description": null, "runbook": null, "reference": null,
+            "destinations": ["jira_main"], "explicit_destinations": explicit,
+            "tables": [], "false_positives": [], "events": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn info_goes_only_where_destinations_r_named_it() {
+        assert_eq!(routes(&alert("medium", true, false)), ["jira_main"]);
+        assert_eq!(
+            routes(&alert("medium", false, true)),
+            [] as [&str; 0],
+            "not activated yet"
+        );
+        assert_eq!(
+            routes(&alert("info", true, false)),
+            [] as [&str; 0],
+            "info via detection.yml or defaults"
+        );
+        assert_eq!(
+            routes(&alert("info", true, true)),
+            ["jira_main"],
+            "info named by destinations(r)"
+        );
+    }
+}

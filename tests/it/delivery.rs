@@ -668,3 +668,47 @@ fn validate_names_unknown_destinations() {
         out.stdout
     );
 }
+
+#[test]
+fn delivery_state_in_an_s3_bucket() {
+    let Some(s3) = crate::s3::s3() else { return };
+    let bucket = s3.bucket();
+    let hook = Server::start(|_r: &Request| Reply::json(202, json!({"queued": true})));
+    let p = project(&format!(
+        "aws: {{ endpoint: \"{}\", force_path_style: true }}\ndestinations:\n  soar: {{ type: webhook, url: \"{}/hook\" }}\ndelivery: {{ default_destinations: [soar] }}\n",
+        s3.endpoint, hook.url
+    ));
+    let yml = p.path().join("ravenwatch.yml");
+    let text = std::fs::read_to_string(&yml).unwrap();
+    std::fs::write(
+        &yml,
+        text.replace(
+            "storage: .ravenwatch",
+            &format!("storage: s3://{bucket}/store"),
+        ),
+    )
+    .unwrap();
+    let env = s3.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for (log, name) in [("first.jsonl", "s3a"), ("second.jsonl", "s3b")] {
+        let out = run(&p, log, name, &[], &env);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    let events: Vec<String> = hook
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.json()["event"].as_str().unwrap(),
+                r.json()["alert"]["match_count"]
+            )
+        })
+        .collect();
+    assert_eq!(events, ["alert.activated 2", "alert.updated 4"]);
+    let state: Value =
+        serde_json::from_slice(&s3.get(&bucket, "store/state/deliveries.json").unwrap()).unwrap();
+    let (_, entry) = state["alerts"].as_object().unwrap().iter().next().unwrap();
+    assert_eq!(entry["destinations"]["soar"]["sent_match_count"], 4);
+    assert!(entry.get("alert").is_none(), "nothing owed, no copy kept");
+}
