@@ -10,6 +10,9 @@
 //! - `sql-batch DIR LOGS`: the cost per log batch of the project's SQL
 //!   detections (`query:`) and, separately, of the Python rules' `filter:`s,
 //!   after planning them once.
+//! - `deliver N URL`: N activated alerts queued and delivered to a JSON
+//!   webhook at URL (each success recorded in the delivery state before
+//!   the next, as in a run): deliveries per second and the state's size.
 
 use ravenwatch::config::Project;
 use ravenwatch::enrichment::{sync_tables, Lookup, Tables};
@@ -20,7 +23,8 @@ use std::time::Instant;
 const USAGE: &str = "usage: ravenwatch-bench get-ns DIR TABLE KEY [INDEX_KEY]
        ravenwatch-bench cidr-ns DIR TABLE INDEX_KEY
        ravenwatch-bench table-mem DIR TABLE
-       ravenwatch-bench sql-batch DIR LOGS";
+       ravenwatch-bench sql-batch DIR LOGS
+       ravenwatch-bench deliver N URL";
 
 fn load(
     dir: &str,
@@ -229,6 +233,74 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
     ))
 }
 
+fn deliver(n: &str, url: &str) -> Result<String, String> {
+    use ravenwatch::config::{DeliverySettings, Destination, DestinationKind, WebhookDestination};
+    let n: usize = n.parse().map_err(|e| format!("N: {e}"))?;
+    let settings = DeliverySettings {
+        destinations: vec![Destination {
+            name: "soar".into(),
+            kind: DestinationKind::Webhook(WebhookDestination {
+                url: url.to_string(),
+                headers_env: Vec::new(),
+            }),
+        }],
+        ..Default::default()
+    };
+    // A realistic alert: asset context and the ten events an alert keeps.
+    let event = serde_json::json!({
+        "ts": "2024-05-01T09:00:00Z", "event": {"category": ["authentication"], "outcome": "success"},
+        "host": {"hostname": "hr-desktop-003"}, "user": {"name": "sam.jones"}, "source": {"ip": "10.20.3.3"}
+    });
+    let context = serde_json::json!({
+        "asset": {"hostname": "hr-desktop-003", "last_seen": "2024-03-02T08:00:00Z",
+                  "network_interfaces_ips": ["10.20.3.3", "10.20.9.15"], "os": "Windows 10", "owner": "sam.jones"},
+        "days_since_seen": 60
+    });
+    let alerts: Vec<ravenwatch::alerts::Alert> = (0..n)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("{i:032x}"), "rule": "login_on_stale_asset", "title": format!("stale asset {i}"),
+                "severity": "medium", "dedupe": format!("host-{i}"), "activated": true, "match_count": 10,
+                "threshold": 1, "first_match_time": "2024-05-01T09:00:00Z", "last_match_time": "2024-05-01T09:09:00Z",
+                "window_start": "2024-05-01T09:00:00Z", "window_end": "2024-05-02T09:00:00Z",
+                "created_at": "2026-11-23T00:00:00Z", "context": context, "latest_context": context,
+                "description": null, "runbook": "Isolate it.", "reference": null, "destinations": ["soar"],
+                "tables": ["events"], "false_positives": [], "events": vec![event.clone(); 10],
+                "window_end_us": 1_714_640_400_000_000i64
+            }))
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let storage = ravenwatch::storage::LocalStorage::new(dir.path());
+    let started = Instant::now();
+    ravenwatch::delivery::enqueue(&storage, &settings, &alerts, "bench")
+        .map_err(|e| e.to_string())?;
+    let queued = started.elapsed();
+    let queued_size =
+        std::fs::metadata(dir.path().join("state/deliveries.json")).map_or(0, |m| m.len());
+    let started = Instant::now();
+    let report = ravenwatch::delivery::deliver_pending(&storage, &settings, None)
+        .map_err(|e| e.to_string())?;
+    let seconds = started.elapsed().as_secs_f64();
+    if report.delivered as usize != n {
+        return Err(format!(
+            "delivered {} of {n}: {:?}",
+            report.delivered,
+            report.failures.first()
+        ));
+    }
+    let size = std::fs::metadata(dir.path().join("state/deliveries.json")).map_or(0, |m| m.len());
+    Ok(format!(
+        "deliver: {n} alerts queued in {:.3} s (state {:.1} KB), delivered in {seconds:.2} s = {:.0} deliveries/s ({:.2} ms each, state saved after each); state after: {:.1} KB",
+        queued.as_secs_f64(),
+        queued_size as f64 / 1024.0,
+        n as f64 / seconds,
+        seconds * 1000.0 / n as f64,
+        size as f64 / 1024.0
+    ))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
@@ -238,6 +310,7 @@ fn main() -> ExitCode {
         [cmd, dir, table, key] if cmd == "cidr-ns" => cidr_ns(dir, table, key),
         [cmd, dir, table] if cmd == "table-mem" => table_mem(dir, table),
         [cmd, dir, logs] if cmd == "sql-batch" => sql_batch(dir, logs),
+        [cmd, n, url] if cmd == "deliver" => deliver(n, url),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

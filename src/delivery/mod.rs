@@ -277,10 +277,28 @@ pub fn deliver_pending(
         .map(|(id, _)| id.clone())
         .collect();
     for id in ids {
-        let entry = &stored.state.alerts[&id];
-        let Some(alert) = entry.alert.clone() else {
+        let Some(alert) = stored.alert(storage, &id)? else {
+            let entry = &stored.state.alerts[&id];
+            for (name, _) in entry
+                .destinations
+                .iter()
+                .filter(|(_, t)| entry.is_pending(t))
+            {
+                report.failures.push(Failure {
+                    alert_id: id.clone(),
+                    rule: entry.rule.clone(),
+                    destination: name.clone(),
+                    error: format!(
+                        "the queued copy of the alert ({}) is missing; `ravenwatch deliver --run {}` queues it again",
+                        storage.url(&format!("{}/{id}.json", state::PENDING_PREFIX)),
+                        entry.run_id
+                    ),
+                    transient: false,
+                });
+            }
             continue;
         };
+        let entry = &stored.state.alerts[&id];
         let owed: Vec<(String, Target)> = entry
             .destinations
             .iter()
@@ -346,7 +364,7 @@ pub fn deliver_pending(
                         report.delivered += 1;
                     }
                     if !entry.any_pending() {
-                        entry.alert = None;
+                        stored.delivered(&id);
                     }
                     stored.save(storage)?;
                 }

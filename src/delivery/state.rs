@@ -2,13 +2,21 @@
 //! ticket key or thread, and the match count it described) and what is
 //! still owed. It is the record that makes delivery exactly-once across
 //! runs: a re-run finds the ticket and comments instead of opening another.
+//!
+//! The file holds small records only and is rewritten after every
+//! successful send. The alert itself, needed until every destination has
+//! it, waits in its own object (`state/pending/<alert id>.json`), written
+//! when queued and deleted once delivered, so a pass over many alerts does
+//! not rewrite them all after each send.
 
 use crate::alerts::Alert;
-use crate::storage::{Precondition, Storage, StorageError};
+use crate::storage::{key, Precondition, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub const DELIVERY_STATE_KEY: &str = "state/deliveries.json";
+/// Where queued alerts wait until every destination has them.
+pub const PENDING_PREFIX: &str = "state/pending";
 const FORMAT: u32 = 1;
 /// Delivered alerts are forgotten this long (event time) after their window
 /// closed; by then the alert state has closed them too, so later matches
@@ -39,10 +47,14 @@ pub struct AlertDeliveries {
     /// Match count of the newest version queued.
     pub match_count: u64,
     pub window_end_us: i64,
-    /// The newest version, kept while some destination has not received it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert: Option<Alert>,
     pub destinations: BTreeMap<String, Target>,
+    /// The newest version, while some destination has not received it
+    /// (stored under [`PENDING_PREFIX`]; loaded on demand).
+    #[serde(skip)]
+    pub alert: Option<Alert>,
+    /// Whether `alert` is newer than its stored copy.
+    #[serde(skip)]
+    dirty: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +97,12 @@ pub enum DeliveryStateError {
 pub struct StoredState {
     pub state: DeliveryState,
     version: Precondition,
+    /// Pending copies to delete after the next save.
+    delivered: Vec<String>,
+}
+
+fn pending_key(alert_id: &str) -> String {
+    key(&[PENDING_PREFIX, &format!("{alert_id}.json")])
 }
 
 impl StoredState {
@@ -96,11 +114,13 @@ impl StoredState {
             None => Ok(Self {
                 state: DeliveryState::default(),
                 version: Precondition::Absent,
+                delivered: Vec::new(),
             }),
             Some((bytes, version)) => serde_json::from_slice(&bytes)
                 .map(|state| Self {
                     state,
                     version: Precondition::Version(version),
+                    delivered: Vec::new(),
                 })
                 .map_err(|e| DeliveryStateError::Corrupt {
                     location: storage.url(DELIVERY_STATE_KEY),
@@ -116,6 +136,17 @@ impl StoredState {
     /// [`DeliveryStateError::Conflict`] if another process wrote it.
     pub fn save(&mut self, storage: &dyn Storage) -> Result<(), DeliveryStateError> {
         self.prune();
+        // Copies first: the state never points at an alert not stored.
+        for (id, entry) in &mut self.state.alerts {
+            if let (true, Some(alert)) = (entry.dirty, &entry.alert) {
+                let json = serde_json::to_vec(alert).map_err(|e| DeliveryStateError::Corrupt {
+                    location: storage.url(&pending_key(id)),
+                    message: e.to_string(),
+                })?;
+                storage.write(&pending_key(id), &json)?;
+                entry.dirty = false;
+            }
+        }
         let json = serde_json::to_vec(&self.state).map_err(|e| DeliveryStateError::Corrupt {
             location: storage.url(DELIVERY_STATE_KEY),
             message: e.to_string(),
@@ -123,12 +154,51 @@ impl StoredState {
         match storage.write_if(DELIVERY_STATE_KEY, &json, &self.version) {
             Ok(version) => {
                 self.version = Precondition::Version(version);
+                // A copy left behind by a failed delete is only clutter.
+                for id in self.delivered.drain(..) {
+                    let _ = storage.delete(&pending_key(&id));
+                }
                 Ok(())
             }
             Err(StorageError::Conflict { location }) => {
                 Err(DeliveryStateError::Conflict { location })
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The queued alert `id` (its stored copy, read once).
+    ///
+    /// # Errors
+    /// Storage failures or an unreadable copy; `Ok(None)` if it is missing.
+    pub fn alert(
+        &mut self,
+        storage: &dyn Storage,
+        id: &str,
+    ) -> Result<Option<Alert>, DeliveryStateError> {
+        let Some(entry) = self.state.alerts.get_mut(id) else {
+            return Ok(None);
+        };
+        if entry.alert.is_none() {
+            if let Some(bytes) = storage.read(&pending_key(id))? {
+                let alert =
+                    serde_json::from_slice(&bytes).map_err(|e| DeliveryStateError::Corrupt {
+                        location: storage.url(&pending_key(id)),
+                        message: e.to_string(),
+                    })?;
+                entry.alert = Some(alert);
+            }
+        }
+        Ok(entry.alert.clone())
+    }
+
+    /// Marks the alert `id` delivered everywhere: its copy goes after the
+    /// next save.
+    pub fn delivered(&mut self, id: &str) {
+        if let Some(entry) = self.state.alerts.get_mut(id) {
+            entry.alert = None;
+            entry.dirty = false;
+            self.delivered.push(id.to_string());
         }
     }
 
@@ -168,16 +238,15 @@ impl StoredState {
                 run_id: run_id.to_string(),
                 match_count: 0,
                 window_end_us: alert.window_end_us,
-                alert: None,
                 destinations: BTreeMap::new(),
+                alert: None,
+                dirty: false,
             });
-        if alert.match_count > entry.match_count
-            || (alert.match_count == entry.match_count && entry.alert.is_some())
-        {
+        let newer = alert.match_count > entry.match_count;
+        if newer {
             entry.match_count = alert.match_count;
             entry.run_id = run_id.to_string();
             entry.window_end_us = alert.window_end_us;
-            entry.alert = Some(alert.clone());
         }
         let mut added = false;
         for d in destinations {
@@ -186,16 +255,14 @@ impl StoredState {
                 added = true;
             }
         }
-        if added && entry.alert.is_none() {
-            entry.alert = Some(alert.clone());
-        }
         let pending = entry
             .destinations
             .values()
             .filter(|t| entry.is_pending(t))
             .count();
-        if pending == 0 {
-            entry.alert = None;
+        if pending > 0 && (newer || added) {
+            entry.alert = Some(alert.clone());
+            entry.dirty = true;
         }
         pending
     }
@@ -238,10 +305,25 @@ mod tests {
         stored.save(&storage).unwrap();
 
         let mut again = StoredState::load(&storage).unwrap();
-        assert_eq!(again.state, stored.state);
+        assert_eq!(
+            again.state.alerts["a"].destinations,
+            stored.state.alerts["a"].destinations
+        );
+        assert!(
+            again.state.alerts["a"].alert.is_none(),
+            "the copy is read on demand"
+        );
+        let copy = again.alert(&storage, "a").unwrap().unwrap();
+        assert_eq!(copy.match_count, 5);
+        again.delivered("a");
+        again.state.alerts.get_mut("a").unwrap().match_count = 6;
         // Each save is conditional on the previous one.
         again.state.alerts.get_mut("a").unwrap().run_id = "run3".into();
         again.save(&storage).unwrap();
+        assert!(
+            storage.read("state/pending/a.json").unwrap().is_none(),
+            "delivered: copy deleted"
+        );
         again.state.alerts.get_mut("a").unwrap().run_id = "run4".into();
         again.save(&storage).unwrap();
         assert!(matches!(

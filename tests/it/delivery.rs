@@ -413,6 +413,12 @@ fn a_permanent_rejection_stays_pending_and_is_reported() {
     assert_eq!(s["delivery"]["failures"][0]["transient"], false);
     assert_eq!(s["errors"], 1);
     assert!(out.stdout.contains("1 pending"), "{}", out.stdout);
+    let pending_dir = p.path().join(".ravenwatch/state/pending");
+    assert_eq!(
+        std::fs::read_dir(&pending_dir).unwrap().count(),
+        1,
+        "the alert waits in state/pending/"
+    );
 
     // Once Jira accepts the field, `deliver` sends what was kept.
     jira.lock()
@@ -427,6 +433,11 @@ fn a_permanent_rejection_stays_pending_and_is_reported() {
         deliver.stdout
     );
     assert_eq!(jira.lock().unwrap().issues.len(), 1);
+    assert_eq!(
+        std::fs::read_dir(&pending_dir).unwrap().count(),
+        0,
+        "delivered: the copy is gone"
+    );
 }
 
 #[test]
@@ -710,5 +721,10 @@ fn delivery_state_in_an_s3_bucket() {
         serde_json::from_slice(&s3.get(&bucket, "store/state/deliveries.json").unwrap()).unwrap();
     let (_, entry) = state["alerts"].as_object().unwrap().iter().next().unwrap();
     assert_eq!(entry["destinations"]["soar"]["sent_match_count"], 4);
-    assert!(entry.get("alert").is_none(), "nothing owed, no copy kept");
+    assert!(entry.get("alert").is_none());
+    assert_eq!(
+        s3.keys(&bucket, "store/state/pending/"),
+        Vec::<String>::new(),
+        "nothing owed, no copy kept"
+    );
 }
