@@ -97,3 +97,11 @@ rm -rf "$D/project-intel/.ravenwatch"
 python3 bench/generate.py threat-ips --rows 100000 --out "$D/project-intel/enrichment/threat_ips/data.csv"
 "$RW" -p "$D/project-intel" enrichment sync >/dev/null
 "$CARGO_TARGET_DIR/release/ravenwatch-bench" sql-batch "$D/project-intel" "$D/events-$N.jsonl"
+echo "== delivery: 1,000 activated alerts to a JSON webhook on 127.0.0.1, state saved after each"
+PORT=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
+python3 bench/webhook.py "$PORT" &
+HOOK=$!
+trap 'kill $HOOK 2>/dev/null' EXIT
+sleep 1
+"$CARGO_TARGET_DIR/release/ravenwatch-bench" deliver 1000 "http://127.0.0.1:$PORT/hook"
+kill $HOOK

@@ -728,3 +728,22 @@ fn delivery_state_in_an_s3_bucket() {
         "nothing owed, no copy kept"
     );
 }
+
+#[test]
+fn the_example_destinations_block_is_valid_once_uncommented() {
+    let p = Project::example();
+    let text = std::fs::read_to_string(crate::repo().join("ravenwatch.yml")).unwrap();
+    let start = text.find("# destinations:").expect("the commented block");
+    let uncommented: String = text[start..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(
+        p.path().join("ravenwatch.yml"),
+        format!("{}{uncommented}\n", &text[..start]),
+    )
+    .unwrap();
+    let out = p.run(&["validate"]);
+    assert_eq!(out.code, 0, "{out:?}");
+}
