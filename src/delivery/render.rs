@@ -106,6 +106,7 @@ fn text(s: &str) -> Value {
 }
 
 fn strong(s: &str) -> Value {
+    let s = if s.is_empty() { NONE } else { s };
     json!({ "type": "text", "text": s, "marks": [{ "type": "strong" }] })
 }
 
@@ -202,7 +203,13 @@ pub fn jira_description(alert: &Alert) -> Value {
     }
     if let Some(reference) = alert.reference.as_deref().filter(|r| !r.is_empty()) {
         content.push(heading(3, "Reference"));
-        content.push(paragraph(vec![link(reference, reference)]));
+        // Jira rejects a link mark whose href is not a URL.
+        let is_url = reference.starts_with("https://") || reference.starts_with("http://");
+        content.push(paragraph(vec![if is_url {
+            link(reference, reference)
+        } else {
+            text(reference)
+        }]));
     }
     if let Some(event) = alert.events.first() {
         content.push(heading(3, "First event"));
@@ -403,6 +410,34 @@ mod tests {
             interfaces[1]["content"][1]["content"][0]["content"][0]["text"],
             "ip: 10.9.0.1, mac: (none)"
         );
+    }
+
+    #[test]
+    fn descriptions_stay_valid_adf() {
+        let mut alert: Alert = serde_json::from_value(json!({
+            "id": "a1", "rule": "r", "title": "", "severity": "high", "dedupe": "",
+            "activated": true, "match_count": 3, "threshold": 2,
+            "first_match_time": "t0", "last_match_time": "t1", "window_start": "t0",
+            "window_end": "t2", "created_at": "t", "context": {"enrichment": enrichment()},
+            "latest_context": {}, "description": null, "runbook": "Call the owner.",
+            "reference": "T1110", "destinations": [], "tables": [], "false_positives": [],
+            "events": [{"user": {"name": "ana"}}]
+        }))
+        .unwrap();
+        let doc = jira_description(&alert);
+        let text = doc.to_string();
+        assert!(
+            !text.contains(r#""text":"""#),
+            "no empty text nodes: {text}"
+        );
+        assert!(!text.contains(r#""type":"link""#), "T1110 is not a URL");
+        assert!(text.contains("3 (threshold 2)") && text.contains("Call the owner."));
+        alert.reference = Some("https://attack.mitre.org/techniques/T1110/".into());
+        assert!(jira_description(&alert)
+            .to_string()
+            .contains(r#""type":"link""#));
+        let update = jira_update(&alert, 2).to_string();
+        assert!(update.contains("Ravenwatch: 3 matches") && update.contains("(none)"));
     }
 
     #[test]
