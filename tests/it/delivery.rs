@@ -747,3 +747,46 @@ fn the_example_destinations_block_is_valid_once_uncommented() {
     let out = p.run(&["validate"]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+#[test]
+fn info_alerts_go_only_where_destinations_r_sends_them() {
+    let hook = Server::start(|_r: &Request| Reply::json(200, json!({})));
+    let p = project(&format!(
+        "destinations:\n  soar: {{ type: webhook, url: \"{}/hook\" }}\n",
+        hook.url
+    ));
+    p.overlay("delivery_routes");
+    p.only_detections(&["info_by_yaml", "info_by_function"]);
+    let first = run(&p, "first.jsonl", "first", &[], &[]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let second = run(&p, "second.jsonl", "second", &[], &[]);
+    assert_eq!(
+        second.code, 3,
+        "an unknown destination is an error: {second:?}"
+    );
+    let rules: Vec<String> = hook
+        .requests()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.json()["alert"]["rule"].as_str().unwrap(),
+                r.json()["alert"]["dedupe"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        ["info_by_function 81.2.69.160", "info_by_function 10.20.3.3"]
+    );
+    let errors = read_jsonl(&p.path().join("out/second/errors.jsonl"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["function"], "destinations");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown destination `pager`; ravenwatch.yml defines soar"),
+        "{errors:?}"
+    );
+}
