@@ -60,14 +60,39 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             output,
             show,
         ),
-        Command::Deliver { run } => deliver(&cli.global, run),
+        Command::Deliver { run, list } => deliver(&cli.global, run, list),
     }
 }
 
 /// `ravenwatch deliver`: sends what is pending; exit 3 if some stays.
-fn deliver(global: &GlobalArgs, run: Option<String>) -> Result<Outcome> {
+fn deliver(global: &GlobalArgs, run: Option<String>, list: bool) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
+    if list {
+        let stored = crate::delivery::StoredState::load(storage.as_ref())?;
+        let mut out = std::io::stdout().lock();
+        for (id, entry) in &stored.state.alerts {
+            for (name, target) in &entry.destinations {
+                if !entry.is_pending(target) {
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "  {name} {} alert {id} ({} matches, queued by run {}){}",
+                    entry.rule,
+                    entry.match_count,
+                    entry.run_id,
+                    target
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!(": {} failed attempt(s), last: {e}", target.failures))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        writeln!(out, "{} pending", stored.pending())?;
+        return Ok(Outcome::Done);
+    }
     let settings = &project.settings.delivery;
     if settings.destinations.is_empty() {
         println!("no destinations in ravenwatch.yml: nothing to deliver");

@@ -102,6 +102,9 @@ pub enum Command {
         /// Only what this run queued; also re-queues that run's activated alerts from its alerts.jsonl.
         #[arg(long)]
         run: Option<String>,
+        /// List what is pending (and why) without sending.
+        #[arg(long, conflicts_with = "run")]
+        list: bool,
     },
 }
 

@@ -455,6 +455,21 @@ fn a_server_that_is_down_leaves_it_pending_until_deliver() {
     );
     assert!(message.ends_with("(after 3 attempts)"), "{message}");
     assert_eq!(summary(&p, "down")["delivery"]["pending"], 1);
+    let list = p.run_env(&["deliver", "--list"], &ENV);
+    assert_eq!(list.code, 0, "{list:?}");
+    assert!(
+        list.stdout
+            .contains("jira_main login_on_stale_asset alert "),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout
+            .contains("1 failed attempt(s), last: jira_main: search issues: cannot connect"),
+        "{}",
+        list.stdout
+    );
+    assert!(list.stdout.ends_with("1 pending\n"), "{}", list.stdout);
 
     let jira = Arc::new(Mutex::new(Jira {
         known_fields: vec!["customfield_10050".into()],
