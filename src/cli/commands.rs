@@ -721,7 +721,12 @@ fn run(
     if activated.len() > show {
         writeln!(out, "  … {} more activated alerts", activated.len() - show)?;
     }
-    for e in report.errors.iter().take(3) {
+    // Delivery failures are listed with the deliveries below.
+    let shown = report
+        .errors
+        .iter()
+        .filter(|e| !(e.kind == "delivery" && e.function.is_none()));
+    for e in shown.take(3) {
         writeln!(
             out,
             "  error: {} {}",
