@@ -71,24 +71,19 @@ fn deliver(global: &GlobalArgs, run: Option<String>, list: bool) -> Result<Outco
     if list {
         let stored = crate::delivery::StoredState::load(storage.as_ref())?;
         let mut out = std::io::stdout().lock();
-        for (id, entry) in &stored.state.alerts {
-            for (name, target) in &entry.destinations {
-                if !entry.is_pending(target) {
-                    continue;
-                }
-                writeln!(
-                    out,
-                    "  {name} {} alert {id} ({} matches, queued by run {}){}",
-                    entry.rule,
-                    entry.match_count,
-                    entry.run_id,
-                    target
-                        .last_error
-                        .as_deref()
-                        .map(|e| format!(": {} failed attempt(s), last: {e}", target.failures))
-                        .unwrap_or_default()
-                )?;
-            }
+        for (id, entry, name, target) in stored.owed() {
+            writeln!(
+                out,
+                "  {name} {} alert {id} ({} matches, queued by run {}){}",
+                entry.rule,
+                entry.match_count,
+                entry.run_id,
+                target
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(": {} failed attempt(s), last: {e}", target.failures))
+                    .unwrap_or_default()
+            )?;
         }
         writeln!(out, "{} pending", stored.pending())?;
         return Ok(Outcome::Done);

@@ -191,12 +191,9 @@ pub(crate) fn validate(
         let raw: RawDestination = match serde_yaml::from_value(value) {
             Ok(raw) => raw,
             Err(e) => {
-                let mut message = e.to_string();
-                if let Some(cut) = message.rfind(" at line ") {
-                    message.truncate(cut);
-                }
-                let hint = hint_for(&message);
-                errors.push(err(format!("destination `{name}`: {message}{hint}")));
+                // The value was parsed out of its file: locate by name.
+                let message = ConfigError::from_yaml(file, &e).message;
+                errors.push(err(format!("destination `{name}`: {message}")));
                 continue;
             }
         };
@@ -369,28 +366,23 @@ pub fn unknown_destination(name: &str, settings: &DeliverySettings) -> Option<St
     })
 }
 
-fn hint_for(message: &str) -> String {
-    let words: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    match words.split_first() {
-        Some((bad, valid)) if message.contains("unknown") => closest(bad, valid)
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default(),
-        _ => String::new(),
-    }
+/// Whether credentials may be sent to `url`: `https`, or `http` to a
+/// loopback host (a local relay or a test server), so tokens never travel
+/// in clear text over a network.
+pub fn is_secure_url(url: &reqwest::Url) -> bool {
+    let loopback = matches!(
+        url.host_str(),
+        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+    );
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
-/// An `https` URL, or `http` to a loopback host (a local relay or a test
-/// server): tokens never travel in clear text over a network.
+/// A URL [`is_secure_url`] accepts, without its trailing `/`.
 fn check_url(url: &str, key: &str) -> Result<String, String> {
     let parsed =
         reqwest::Url::parse(url).map_err(|e| format!("{key}: `{url}` is not a URL ({e})"))?;
-    let loopback = matches!(
-        parsed.host_str(),
-        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
-    );
     match parsed.scheme() {
-        "https" => {}
-        "http" if loopback => {}
+        _ if is_secure_url(&parsed) => {}
         "http" => {
             return Err(format!(
                 "{key}: `{url}` is plain http; use https (http is accepted for localhost only)"

@@ -11,8 +11,9 @@ mod error;
 mod raw;
 
 pub use destinations::{
-    unknown_destination, DeliverySettings, Destination, DestinationKind, FieldTemplate,
-    JiraDestination, RetryPolicy, SlackDestination, WebhookDestination, ALERT_TEMPLATE_FIELDS,
+    is_secure_url, unknown_destination, DeliverySettings, Destination, DestinationKind,
+    FieldTemplate, JiraDestination, RetryPolicy, SlackDestination, WebhookDestination,
+    ALERT_TEMPLATE_FIELDS,
 };
 pub use error::{closest, locate_key, locate_text, locate_text_after, ConfigError, ConfigErrors};
 pub use raw::Severity;

@@ -189,7 +189,7 @@ impl Http {
                 transient,
                 message: self.redactor.redact(&message),
             },
-            retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS || transient),
+            retry_after.filter(|_| transient),
         ))
     }
 }

@@ -71,7 +71,7 @@ impl<'a> Jira<'a> {
     }
 
     fn fields(&self, alert: &Alert) -> Map<String, Value> {
-        let values = render::alert_value(alert);
+        let values = crate::alerts::alert_json(alert);
         let label = tracking_label(&alert.id);
         let mut fields = Map::new();
         fields.insert("project".into(), json!({ "key": self.config.project }));

@@ -164,8 +164,36 @@ pub fn unknown_destinations(alerts: &[Alert], settings: &DeliverySettings) -> Ve
     out
 }
 
-/// Queues the activated alerts' deliveries; returns how many (alert,
-/// destination) pairs are owed for them.
+/// Queues the activated alerts' deliveries in `stored` (saved if anything
+/// was routed); returns how many (alert, destination) pairs are owed for
+/// them.
+fn enqueue_into(
+    storage: &dyn Storage,
+    stored: &mut StoredState,
+    settings: &DeliverySettings,
+    alerts: &[Alert],
+    run_id: &str,
+) -> Result<u64, DeliveryError> {
+    let mut queued = 0;
+    let mut routed = false;
+    for alert in alerts {
+        let known: Vec<String> = routes(alert)
+            .iter()
+            .filter(|d| settings.destination(d).is_some())
+            .cloned()
+            .collect();
+        if !known.is_empty() {
+            routed = true;
+            queued += stored.enqueue(alert, &known, run_id) as u64;
+        }
+    }
+    if routed {
+        stored.save(storage)?;
+    }
+    Ok(queued)
+}
+
+/// [`enqueue_into`] the persisted state.
 ///
 /// # Errors
 /// The delivery state cannot be read or saved.
@@ -175,27 +203,8 @@ pub fn enqueue(
     alerts: &[Alert],
     run_id: &str,
 ) -> Result<u64, DeliveryError> {
-    let mut queued = 0;
-    let mut stored: Option<StoredState> = None;
-    for alert in alerts {
-        let known: Vec<String> = routes(alert)
-            .iter()
-            .filter(|d| settings.destination(d).is_some())
-            .cloned()
-            .collect();
-        if known.is_empty() {
-            continue;
-        }
-        let state = match &mut stored {
-            Some(s) => s,
-            None => stored.insert(StoredState::load(storage)?),
-        };
-        queued += state.enqueue(alert, &known, run_id) as u64;
-    }
-    if let Some(mut state) = stored {
-        state.save(storage)?;
-    }
-    Ok(queued)
+    let mut stored = StoredState::load(storage)?;
+    enqueue_into(storage, &mut stored, settings, alerts, run_id)
 }
 
 /// Queues again the activated alerts of a past run, from its alerts.jsonl
@@ -245,12 +254,20 @@ pub fn deliver_pending(
     settings: &DeliverySettings,
     only_run: Option<&str>,
 ) -> Result<DeliveryReport, DeliveryError> {
+    send_pending(storage, StoredState::load(storage)?, settings, only_run)
+}
+
+fn send_pending(
+    storage: &dyn Storage,
+    mut stored: StoredState,
+    settings: &DeliverySettings,
+    only_run: Option<&str>,
+) -> Result<DeliveryReport, DeliveryError> {
     let mut report = DeliveryReport {
         attempted: true,
         ..Default::default()
     };
-    let mut stored = StoredState::load(storage)?;
-    if stored.state.alerts.is_empty() {
+    if stored.pending() == 0 {
         return Ok(report);
     }
     let mut client =
@@ -262,7 +279,6 @@ pub fn deliver_pending(
             }
         }
     }
-    let client = client;
     let mut senders: HashMap<String, Result<Box<dyn Sender + '_>, SendError>> = HashMap::new();
     // A destination that failed transiently is not tried again this pass:
     // one outage should not cost every alert its full retry schedule.
@@ -277,27 +293,6 @@ pub fn deliver_pending(
         .map(|(id, _)| id.clone())
         .collect();
     for id in ids {
-        let Some(alert) = stored.alert(storage, &id)? else {
-            let entry = &stored.state.alerts[&id];
-            for (name, _) in entry
-                .destinations
-                .iter()
-                .filter(|(_, t)| entry.is_pending(t))
-            {
-                report.failures.push(Failure {
-                    alert_id: id.clone(),
-                    rule: entry.rule.clone(),
-                    destination: name.clone(),
-                    error: format!(
-                        "the queued copy of the alert ({}) is missing; `ravenwatch deliver --run {}` queues it again",
-                        storage.url(&format!("{}/{id}.json", state::PENDING_PREFIX)),
-                        entry.run_id
-                    ),
-                    transient: false,
-                });
-            }
-            continue;
-        };
         let entry = &stored.state.alerts[&id];
         let owed: Vec<(String, Target)> = entry
             .destinations
@@ -305,6 +300,24 @@ pub fn deliver_pending(
             .filter(|(_, t)| entry.is_pending(t))
             .map(|(d, t)| (d.clone(), t.clone()))
             .collect();
+        let Some(alert) = stored.alert(storage, &id)? else {
+            let entry = &stored.state.alerts[&id];
+            let error = format!(
+                "the queued copy of the alert ({}) is missing; `ravenwatch deliver --run {}` queues it again",
+                storage.url(&format!("{}/{id}.json", state::PENDING_PREFIX)),
+                entry.run_id
+            );
+            report
+                .failures
+                .extend(owed.into_iter().map(|(name, _)| Failure {
+                    alert_id: id.clone(),
+                    rule: entry.rule.clone(),
+                    destination: name,
+                    error: error.clone(),
+                    transient: false,
+                }));
+            continue;
+        };
         for (name, target) in owed {
             let fail = |error: String, transient: bool| Failure {
                 alert_id: id.clone(),
@@ -411,17 +424,6 @@ pub(crate) fn secret(destination: &str, env: &str) -> Result<String, SendError> 
     }
 }
 
-/// `http://` to a loopback host (a local relay or test server).
-pub(crate) fn is_loopback_http(url: &str) -> bool {
-    reqwest::Url::parse(url).is_ok_and(|u| {
-        u.scheme() == "http"
-            && matches!(
-                u.host_str(),
-                Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
-            )
-    })
-}
-
 /// Queues a finished run's alerts and, unless `send` is false, sends what
 /// is pending. Never fails: problems land in the report (the run's alerts
 /// are committed whatever happens here).
@@ -432,32 +434,29 @@ pub fn after_run(
     run_id: &str,
     send: bool,
 ) -> DeliveryReport {
-    let queued = match enqueue(storage, settings, alerts, run_id) {
-        Ok(n) => n,
-        Err(e) => {
-            return DeliveryReport {
-                problems: vec![format!(
-                    "this run's deliveries could not be queued: {e}; run `ravenwatch deliver --run {run_id}` to send them"
-                )],
-                ..Default::default()
-            }
-        }
+    let problem = |message: String| DeliveryReport {
+        problems: vec![message],
+        ..Default::default()
+    };
+    // One read of the state serves queueing and sending.
+    let queued = StoredState::load(storage)
+        .map_err(DeliveryError::from)
+        .and_then(|mut stored| {
+            enqueue_into(storage, &mut stored, settings, alerts, run_id).map(|n| (n, stored))
+        });
+    let (queued, stored) = match queued {
+        Ok(done) => done,
+        Err(e) => return problem(format!(
+            "this run's deliveries could not be queued: {e}; run `ravenwatch deliver --run {run_id}` to send them"
+        )),
     };
     let mut report = if send {
-        deliver_pending(storage, settings, None).unwrap_or_else(|e| DeliveryReport {
-            problems: vec![format!("delivery stopped: {e}")],
-            ..Default::default()
-        })
+        send_pending(storage, stored, settings, None)
+            .unwrap_or_else(|e| problem(format!("delivery stopped: {e}")))
     } else {
-        match StoredState::load(storage) {
-            Ok(s) => DeliveryReport {
-                pending: s.pending(),
-                ..Default::default()
-            },
-            Err(e) => DeliveryReport {
-                problems: vec![e.to_string()],
-                ..Default::default()
-            },
+        DeliveryReport {
+            pending: stored.pending(),
+            ..Default::default()
         }
     };
     report.queued = queued;

@@ -14,11 +14,6 @@ const EVENT_CHARS: usize = 3000;
 /// Slack's limit for a section's text.
 const SLACK_SECTION_CHARS: usize = 3000;
 
-/// The alert as the JSON object templates read (what alerts.jsonl holds).
-pub fn alert_value(alert: &Alert) -> Value {
-    crate::alerts::alert_json(alert)
-}
-
 /// The value at a dotted path (`context.enrichment.asset.hostname`);
 /// `None` when a step is missing.
 pub fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {

@@ -36,7 +36,7 @@ impl<'a> Slack<'a> {
         let target = match config {
             SlackDestination::Webhook { url_env } => {
                 let url = secret(name, url_env)?;
-                if !url.starts_with("https://") && !super::is_loopback_http(&url) {
+                if !reqwest::Url::parse(&url).is_ok_and(|u| crate::config::is_secure_url(&u)) {
                     return Err(SendError {
                         transient: false,
                         message: format!(

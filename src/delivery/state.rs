@@ -202,13 +202,19 @@ impl StoredState {
         }
     }
 
-    /// (alert, destination) pairs still owed.
+    /// (alert id, its deliveries, destination, target) still owed.
+    pub fn owed(&self) -> impl Iterator<Item = (&str, &AlertDeliveries, &str, &Target)> {
+        self.state.alerts.iter().flat_map(|(id, a)| {
+            a.destinations
+                .iter()
+                .filter(|(_, t)| a.is_pending(t))
+                .map(move |(d, t)| (id.as_str(), a, d.as_str(), t))
+        })
+    }
+
+    /// How many (alert, destination) pairs are still owed.
     pub fn pending(&self) -> u64 {
-        self.state
-            .alerts
-            .values()
-            .map(|a| a.destinations.values().filter(|t| a.is_pending(t)).count() as u64)
-            .sum()
+        self.owed().count() as u64
     }
 
     fn prune(&mut self) {
