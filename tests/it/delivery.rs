@@ -805,3 +805,37 @@ fn info_alerts_go_only_where_destinations_r_sends_them() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn an_unreadable_delivery_state_is_reported_and_kept() {
+    let hook = Server::start(|_r: &Request| Reply::json(200, json!({})));
+    let p = project(&format!(
+        "destinations:\n  soar: {{ type: webhook, url: \"{}/hook\" }}\ndelivery: {{ default_destinations: [soar] }}\n",
+        hook.url
+    ));
+    let state = p.path().join(".ravenwatch/state/deliveries.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    std::fs::write(&state, "{\"format\": 1, \"alerts\":\n").unwrap();
+    let out = run(&p, "first.jsonl", "corrupt", &[], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let errors = read_jsonl(&p.path().join("out/corrupt/errors.jsonl"));
+    let message = errors[0]["error"].as_str().unwrap();
+    assert!(
+        message.contains(".ravenwatch/state/deliveries.json: unreadable delivery state: EOF while parsing a value at line 2"),
+        "{message}"
+    );
+    assert!(message.contains("ravenwatch deliver --run"), "{message}");
+    assert!(hook.requests().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{\"format\": 1, \"alerts\":\n",
+        "never replaced: it holds the ticket keys"
+    );
+    let deliver = p.run(&["deliver"]);
+    assert_eq!(deliver.code, 1, "{deliver:?}");
+    assert!(
+        deliver.stderr.contains("unreadable delivery state"),
+        "{}",
+        deliver.stderr
+    );
+}
