@@ -14,7 +14,7 @@ N="${1:-1000000}"
 D=bench/data
 python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
 python3 -c 'import maxminddb' 2>/dev/null || python3 -m pip install --quiet maxminddb
-cargo build --release --locked --bins
+cargo build --release --locked --bin ravenwatch
 RW="$CARGO_TARGET_DIR/release/ravenwatch"
 mkdir -p "$D"
 python3 bench/generate.py project --out "$D/project"
@@ -52,15 +52,15 @@ echo "== 1M-row table load (JSON lines -> Arrow -> Parquet snapshot)"
 rm -rf "$D/table/.ravenwatch"
 python3 bench/measure.py "$RW" -p "$D/table" enrichment sync --force
 echo "== 1M-row table in memory (load snapshot + index; peak RSS of 'enrichment show')"
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" table-mem "$D/table" big
+"$RW" bench table-mem "$D/table" big
 python3 bench/measure.py "$RW" -p "$D/table" enrichment show big --limit 1
 echo "== table.get() from Python (100k-row known_ip_info)"
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" get-ns "$D/project" known_ip_info 203.0.113.10
+"$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== CIDR lookups against 1M ranges (random IPv4 addresses)"
 [ -d "$D/ranges" ] || python3 bench/generate.py ranges --rows 1000000 --out "$D/ranges"
 rm -rf "$D/ranges/.ravenwatch"
 python3 bench/measure.py "$RW" -p "$D/ranges" enrichment sync --force
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" cidr-ns "$D/ranges" ranges network
+"$RW" bench cidr-ns "$D/ranges" ranges network
 echo "== automatic enrichment: $N events, 2 selector fields (source.ip, destination.ip)"
 python3 bench/generate.py project --no-enrich --out "$D/project-plain" >/dev/null
 rm -rf "$D/out-plain"
@@ -90,18 +90,18 @@ python3 -c "import json;s=json.load(open('$D/out-filter/summary.json'));print('w
 python3 bench/measure.py "$RW" -p "$D/project-nofilter" run --input "$D/events-$N.jsonl" --output "$D/out-nofilter"
 python3 -c "import json;s=json.load(open('$D/out-nofilter/summary.json'));print('without filters:', {k:s[k] for k in ['events','rule_matches','alerts','seconds','events_per_second']}, 'python_calls:', sum(r['python_calls'] for r in s['rules'].values()))"
 echo "== SQL per batch: threat_ip_traffic (4-row and 100k-row threat_ips) and the filters"
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" sql-batch "$D/project-plain" "$D/events-$N.jsonl"
+"$RW" bench sql-batch "$D/project-plain" "$D/events-$N.jsonl"
 rm -rf "$D/project-intel"
 cp -r "$D/project-plain" "$D/project-intel"
 rm -rf "$D/project-intel/.ravenwatch"
 python3 bench/generate.py threat-ips --rows 100000 --out "$D/project-intel/enrichment/threat_ips/data.csv"
 "$RW" -p "$D/project-intel" enrichment sync >/dev/null
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" sql-batch "$D/project-intel" "$D/events-$N.jsonl"
+"$RW" bench sql-batch "$D/project-intel" "$D/events-$N.jsonl"
 echo "== delivery: 1,000 activated alerts to a JSON webhook on 127.0.0.1, state saved after each"
 PORT=$(python3 -c "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])")
 python3 bench/webhook.py "$PORT" &
 HOOK=$!
 trap 'kill $HOOK 2>/dev/null' EXIT
 sleep 1
-"$CARGO_TARGET_DIR/release/ravenwatch-bench" deliver 1000 "http://127.0.0.1:$PORT/hook"
+"$RW" bench deliver 1000 "http://127.0.0.1:$PORT/hook"
 kill $HOOK

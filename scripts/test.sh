@@ -33,6 +33,8 @@ export RAVENWATCH_TEST_S3_ENDPOINT
 trap 'kill -9 "$WEED_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
 echo "SeaweedFS (pid $WEED_PID) at $RAVENWATCH_TEST_S3_ENDPOINT"
 
+python3 scripts/check_imports.py --self-test
+python3 scripts/check_imports.py
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

@@ -1,14 +1,11 @@
-use super::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
-use crate::config::{EnrichmentKind, Project, TableFormat};
+use super::args::{Cli, Command, Format, GlobalArgs, Outcome};
+use super::context::{load_project, open_checked, open_storage};
+use crate::alerts::ErrorKind;
 use crate::engine::{self, EngineError, RunOptions};
-use crate::enrichment::{
-    composite_key, load_files, sync_tables, EnrichmentTable, SyncOptions, SyncOutcome, Tables,
-};
-use crate::python::{self, PythonError, PythonRuntime};
-use crate::query::{OutputFormat, QueryError, QueryOptions, SqlDetections};
-use crate::storage::{self, LocalStorage, Storage};
+use crate::query::{OutputFormat, QueryError, QueryOptions};
+use crate::storage::{LocalStorage, Storage};
 use crate::testing;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -16,13 +13,14 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init { dir } => super::init::init(&dir),
         Command::Validate => validate(&cli.global),
+        Command::Bench { args } => Ok(super::bench::bench(&args)),
         Command::Test {
             rules,
             keyword,
             format,
             junit,
         } => test(&cli.global, rules, keyword, format, junit),
-        Command::Enrichment(cmd) => enrichment(&cli.global, cmd),
+        Command::Enrichment(cmd) => super::enrichment::enrichment(&cli.global, cmd),
         Command::Query {
             sql,
             inputs,
@@ -152,18 +150,30 @@ fn print_delivery(out: &mut impl Write, report: &crate::delivery::DeliveryReport
 fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
-    let result = match crate::query::run_query(&project, storage.as_ref(), &options) {
-        Ok(r) => r,
-        Err(QueryError::Sql(e)) => {
-            eprintln!("error: SQL {e}");
-            return Ok(Outcome::Failed);
-        }
-        Err(QueryError::Usage(message)) => {
-            eprintln!("error: {message}");
-            return Ok(Outcome::Usage);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (tables, sync_errors) = engine::prepare_tables(&project, storage.as_ref());
+    let warnings = sync_errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {} (the previous snapshot is used)",
+                e.source.as_deref().unwrap_or("enrichment"),
+                e.error
+            )
+        })
+        .collect();
+    let result =
+        match crate::query::run_query(&project, storage.as_ref(), &tables, warnings, &options) {
+            Ok(r) => r,
+            Err(QueryError::Sql(e)) => {
+                eprintln!("error: SQL {e}");
+                return Ok(Outcome::Failed);
+            }
+            Err(QueryError::Usage(message)) => {
+                eprintln!("error: {message}");
+                return Ok(Outcome::Usage);
+            }
+            Err(e) => return Err(e.into()),
+        };
     for warning in &result.warnings {
         eprintln!("warning: {warning}");
     }
@@ -177,187 +187,28 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
     })
 }
 
-fn load_project(global: &GlobalArgs) -> Result<Project> {
-    Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
-}
-
-/// Opens `location` (`what` names it in errors) and checks it is usable,
-/// so a bad bucket or credentials fail before any work.
-fn open_checked(project: &Project, location: &str, what: &str) -> Result<Arc<dyn Storage>> {
-    let opened = storage::open(location, &project.root, &project.settings.aws)
-        .with_context(|| format!("cannot open {what} `{location}`"))?;
-    opened.check()?;
-    Ok(opened)
-}
-
-fn storage_location<'a>(global: &'a GlobalArgs, project: &'a Project) -> &'a str {
-    global
-        .storage
-        .as_deref()
-        .unwrap_or(&project.settings.storage)
-}
-
-fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
-    open_checked(project, storage_location(global, project), "storage")
-}
-
-/// Where dynamic tables' uploads live: `enrichment_uploads`, else
-/// `<storage>/uploads`.
-fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
-    let location = match &project.settings.enrichment_uploads {
-        Some(l) => l.clone(),
-        None => {
-            let storage = storage_location(global, project);
-            if storage.starts_with("s3://") {
-                format!("{}/uploads", storage.trim_end_matches('/'))
-            } else {
-                std::path::Path::new(storage)
-                    .join("uploads")
-                    .display()
-                    .to_string()
-            }
-        }
-    };
-    open_checked(project, &location, "the uploads location")
-}
-
 /// Every problem in the project at once: configuration, static table data,
 /// detections (imports, `detect`, function signatures, enrichment imports)
 /// and test files.
 fn validate(global: &GlobalArgs) -> Result<Outcome> {
-    let (project, config_errors) = Project::load_partial(&global.project);
-    let mut problems: Vec<String> = config_errors.iter().map(ToString::to_string).collect();
-
-    let mut tables = Tables::new();
-    for def in &project.enrichment {
-        let loaded = if def.kind == EnrichmentKind::Dynamic {
-            EnrichmentTable::empty(def)
-        } else {
-            match load_files(def, &def.data_files) {
-                Ok(batch) => EnrichmentTable::build(def, batch, None),
-                Err(e) => {
-                    problems.extend(e.errors.iter().map(|r| format!("{r}")));
-                    // Detections importing the table are still checked.
-                    EnrichmentTable::empty(def)
-                }
-            }
-        };
-        match loaded {
-            Ok(t) => {
-                tables.insert(def.name.clone(), Arc::new(t));
-            }
-            Err(e) => problems.push(e.to_string()),
-        }
-    }
-
-    let known: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
-    // Tables whose enrichment.yml has errors (already reported): imports of
-    // them are not reported again.
-    let broken: Vec<String> = std::fs::read_dir(project.root.join("enrichment"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("enrichment.yml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !known.contains(&n.as_str()))
-        .collect();
-    let mut scripts: Vec<std::path::PathBuf> = project
-        .detections
-        .iter()
-        .filter(|d| !d.is_sql())
-        .map(|d| d.script.clone())
-        .collect();
-    scripts.extend(python_files(&project.detection_lib_dir()));
-    let mut import_errors = python::unknown_table_imports(&scripts, &known);
-    import_errors.retain(|e| {
-        !broken.iter().any(|b| {
-            e.message
-                .starts_with(&format!("imports enrichment table `{b}`,"))
-        })
-    });
-    let flagged: std::collections::HashSet<&str> =
-        import_errors.iter().map(|e| e.file.as_str()).collect();
-    let mut load_errors = Vec::new();
-    let rules: Vec<_> = project.detections.iter().filter(|d| !d.is_sql()).collect();
-    match PythonRuntime::new(&project.detection_lib_dir(), &tables, &rules) {
-        Ok(_) => {}
-        Err(PythonError::Load(errors)) => load_errors = errors,
-        Err(e) => problems.push(e.to_string()),
-    }
-    // The static check already names every unknown table of a flagged file,
-    // and broken tables have their own errors.
-    load_errors.retain(|e| {
-        let about_table = e.message.starts_with("ImportError: enrichment table");
-        let broken_table = broken.iter().any(|b| {
-            e.message
-                .starts_with(&format!("ImportError: enrichment table '{b}'"))
-        });
-        !(about_table && (flagged.contains(e.file.as_str()) || broken_table))
-    });
-    problems.extend(import_errors.iter().map(ToString::to_string));
-    problems.extend(load_errors.iter().map(ToString::to_string));
-    // Queries and filters are planned against each log table's schema and
-    // the tables' data, exactly as `run` plans them.
-    for log in &project.log_tables {
-        let rules: Vec<_> = project
-            .detections
-            .iter()
-            .filter(|d| d.tables.contains(&log.name))
-            .collect();
-        if let Err(errors) = SqlDetections::new(&rules, log, &tables) {
-            problems.extend(errors.iter().map(ToString::to_string));
-        }
-    }
-
-    let mut cases = 0;
-    for def in &project.detections {
-        let (found, errors) = testing::load_cases(&project, def);
-        cases += found.len();
-        problems.extend(errors.iter().map(ToString::to_string));
-    }
-
-    if problems.is_empty() {
+    let checked = crate::validate::validate(&global.project);
+    let project = &checked.project;
+    if checked.problems.is_empty() {
         println!(
             "ok: {} log table(s), {} enrichment table(s), {} detection(s), {} test case(s)",
             project.log_tables.len(),
             project.enrichment.len(),
             project.detections.len(),
-            cases
+            checked.test_cases
         );
-        Ok(Outcome::Done)
-    } else {
-        for p in &problems {
-            println!("{p}");
-        }
-        println!(
-            "{} error{} found",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" }
-        );
-        Ok(Outcome::Failed)
+        return Ok(Outcome::Done);
     }
-}
-
-/// `.py` files under `dir`, recursively, in name order.
-fn python_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "__pycache__") {
-                out.extend(python_files(&path));
-            }
-        } else if path.extension().is_some_and(|e| e == "py") {
-            out.push(path);
-        }
+    for p in &checked.problems {
+        println!("{p}");
     }
-    out
+    let n = checked.problems.len();
+    println!("{n} error{} found", if n == 1 { "" } else { "s" });
+    Ok(Outcome::Failed)
 }
 
 fn test(
@@ -395,271 +246,6 @@ fn test(
     } else {
         Outcome::Failed
     })
-}
-
-fn enrichment(global: &GlobalArgs, cmd: EnrichmentCommand) -> Result<Outcome> {
-    let project = load_project(global)?;
-    let storage = open_storage(global, &project)?;
-    match cmd {
-        EnrichmentCommand::Sync { tables, force } => {
-            for name in &tables {
-                if project.enrichment_table(name).is_none() {
-                    bail!(
-                        "no enrichment table `{name}` (tables: {})",
-                        table_names(&project)
-                    );
-                }
-            }
-            let needs_uploads = project.enrichment.iter().any(|d| {
-                d.kind == EnrichmentKind::Dynamic && (tables.is_empty() || tables.contains(&d.name))
-            });
-            let uploads = if needs_uploads {
-                Some(open_uploads(global, &project)?)
-            } else {
-                None
-            };
-            let options = SyncOptions {
-                only: &tables,
-                force,
-                uploads: uploads.as_deref(),
-            };
-            let (report, _) = sync_tables(&project, storage.as_ref(), &options);
-            let mut failed = false;
-            for (name, outcome) in &report.outcomes {
-                match outcome {
-                    SyncOutcome::Ingested {
-                        rows,
-                        snapshot_id,
-                        uploads,
-                    } => {
-                        println!(
-                            "{name}: ingested {} upload(s), table has {rows} rows (snapshot {snapshot_id})",
-                            uploads.len()
-                        );
-                        for u in uploads {
-                            println!("  {u}");
-                        }
-                    }
-                    SyncOutcome::Loaded { rows, snapshot_id } => {
-                        println!("{name}: loaded {rows} rows (snapshot {snapshot_id})")
-                    }
-                    SyncOutcome::Unchanged { rows } => println!("{name}: unchanged ({rows} rows)"),
-                    SyncOutcome::Skipped => {
-                        println!("{name}: dynamic table, changes only through uploads")
-                    }
-                    SyncOutcome::Failed(e) => {
-                        failed = true;
-                        eprintln!("{name}: FAILED, previous snapshot kept\n{e}");
-                    }
-                }
-            }
-            Ok(if failed {
-                Outcome::Failed
-            } else {
-                Outcome::Done
-            })
-        }
-        EnrichmentCommand::Upload { table, files } => upload(global, &project, &table, &files),
-        EnrichmentCommand::List => {
-            let (report, tables) = sync_tables(&project, storage.as_ref(), &SyncOptions::default());
-            report_failures(&report);
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<24} {:<12} {:>9}  {:<28} SNAPSHOT",
-                "TABLE", "TYPE", "ROWS", "KEYS"
-            )?;
-            for def in &project.enrichment {
-                let kind = match (def.kind, def.format) {
-                    (EnrichmentKind::Static, TableFormat::Rows) => "static",
-                    (EnrichmentKind::Dynamic, TableFormat::Rows) => "dynamic",
-                    (EnrichmentKind::Static, TableFormat::Mmdb) => "static mmdb",
-                    (EnrichmentKind::Dynamic, TableFormat::Mmdb) => "dynamic mmdb",
-                };
-                let keys = def
-                    .lookup_keys
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let (rows, snapshot) = match tables.get(&def.name) {
-                    Some(t) => (
-                        t.len().to_string(),
-                        t.manifest
-                            .as_ref()
-                            .map(|m| m.snapshot_id.clone())
-                            .unwrap_or_default(),
-                    ),
-                    None => ("-".into(), "(none)".into()),
-                };
-                writeln!(
-                    out,
-                    "{:<24} {:<12} {:>9}  {:<28} {}",
-                    def.name, kind, rows, keys, snapshot
-                )?;
-            }
-            Ok(Outcome::Done)
-        }
-        EnrichmentCommand::Show {
-            table,
-            limit,
-            format,
-        } => {
-            let t = current_table(&project, storage.as_ref(), &table)?;
-            if let Some(geo) = t.geo() {
-                let built = chrono::DateTime::from_timestamp(geo.build_epoch() as i64, 0)
-                    .map(|d| d.to_rfc3339())
-                    .unwrap_or_default();
-                println!(
-                    "MaxMind DB `{}`: {} search-tree nodes, built {built}; look addresses up with `ravenwatch enrichment get {table} IP`",
-                    geo.database_type(),
-                    geo.node_count()
-                );
-                return Ok(Outcome::Done);
-            }
-            let n = limit.min(t.len());
-            match format {
-                Format::Table => {
-                    let shown = arrow::util::pretty::pretty_format_batches(&[t.batch.slice(0, n)])?;
-                    println!("{shown}");
-                    println!("{} of {} rows", n, t.len());
-                }
-                Format::Json => {
-                    let mut out = std::io::stdout().lock();
-                    for row in 0..n {
-                        writeln!(out, "{}", serde_json::Value::Object(t.row_json(row)))?;
-                    }
-                }
-            }
-            Ok(Outcome::Done)
-        }
-        EnrichmentCommand::Get {
-            table,
-            key,
-            index_key,
-            all,
-            select,
-        } => {
-            let t = current_table(&project, storage.as_ref(), &table)?;
-            for column in &select {
-                if !t.is_mmdb() && t.batch.column_by_name(column).is_none() {
-                    bail!("table `{table}` has no column `{column}`");
-                }
-            }
-            let text = composite_key(&key);
-            let found = if all {
-                t.find_all(&text, index_key.as_deref())?
-            } else {
-                t.find(&text, index_key.as_deref())?.into_iter().collect()
-            };
-            if found.is_empty() {
-                eprintln!("no row in `{table}` for key {}", key.join(" "));
-                return Ok(Outcome::Failed);
-            }
-            for mut json in found.iter().map(|hit| t.hit_json(hit)) {
-                if let (false, serde_json::Value::Object(map)) = (select.is_empty(), &mut json) {
-                    map.retain(|k, _| select.contains(k));
-                }
-                println!("{}", serde_json::to_string_pretty(&json)?);
-            }
-            Ok(Outcome::Done)
-        }
-    }
-}
-
-fn table_names(project: &Project) -> String {
-    project
-        .enrichment
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn report_failures(report: &crate::enrichment::SyncReport) {
-    for (name, e) in report.failures() {
-        eprintln!("warning: {name}: sync failed, using the previous snapshot\n{e}");
-    }
-}
-
-/// Validates every file against the table's schema, then puts them under
-/// `<uploads>/<table>/` (named `<UTC time>-<file>` so they sort by upload
-/// time). One bad file refuses them all, so a half-uploaded batch never
-/// reaches `sync`.
-fn upload(
-    global: &GlobalArgs,
-    project: &Project,
-    table: &str,
-    files: &[std::path::PathBuf],
-) -> Result<Outcome> {
-    let Some(def) = project.enrichment_table(table) else {
-        bail!(
-            "no enrichment table `{table}` (tables: {})",
-            table_names(project)
-        );
-    };
-    if def.kind != EnrichmentKind::Dynamic {
-        bail!(
-            "table `{table}` is static: its data comes from files in {}; only dynamic tables take uploads",
-            crate::config::display_path(&def.dir)
-        );
-    }
-    let mut failed = false;
-    for file in files {
-        if !file.is_file() {
-            eprintln!("{}: no such file", file.display());
-            failed = true;
-            continue;
-        }
-        match load_files(def, std::slice::from_ref(file)) {
-            Ok(batch) => println!("{}: ok, {} rows", file.display(), batch.num_rows()),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        eprintln!("nothing uploaded");
-        return Ok(Outcome::Failed);
-    }
-    let uploads = open_uploads(global, project)?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ").to_string();
-    for file in files {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "upload".into());
-        let key = storage::key(&[table, &format!("{stamp}-{name}")]);
-        uploads.put_file(&key, file)?;
-        println!("uploaded {}", uploads.url(&key));
-    }
-    println!("next: ravenwatch enrichment sync {table}");
-    Ok(Outcome::Done)
-}
-
-fn current_table(
-    project: &Project,
-    storage: &dyn Storage,
-    name: &str,
-) -> Result<Arc<EnrichmentTable>> {
-    if project.enrichment_table(name).is_none() {
-        bail!(
-            "no enrichment table `{name}` (tables: {})",
-            table_names(project)
-        );
-    }
-    let only = [name.to_string()];
-    let options = SyncOptions {
-        only: &only,
-        ..Default::default()
-    };
-    let (report, tables) = sync_tables(project, storage, &options);
-    report_failures(&report);
-    tables
-        .get(name)
-        .cloned()
-        .with_context(|| format!("table `{name}` has no snapshot"))
 }
 
 fn run(
@@ -720,8 +306,17 @@ fn run(
     let shown = report
         .errors
         .iter()
-        .filter(|e| !(e.kind == "delivery" && e.function.is_none()));
+        .filter(|e| !(e.kind == ErrorKind::Delivery && e.function.is_none()));
     for e in shown.take(3) {
+        writeln!(
+            out,
+            "  error: {} {}",
+            e.source.as_deref().unwrap_or(""),
+            e.error
+        )?;
+    }
+    // Problems after the outputs were final are in no file: always shown.
+    for e in &report.unrecorded {
         writeln!(
             out,
             "  error: {} {}",

@@ -1,6 +1,6 @@
 //! `ravenwatch init`: a minimal working project to start from.
 
-use super::Outcome;
+use super::args::Outcome;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 

@@ -3,170 +3,17 @@
 //! Commands return an [`Outcome`] (exit code) or an `anyhow` error; `main`
 //! prints the error chain and exits 1. Usage errors exit 2 (clap's code).
 
+mod args;
+mod bench;
 mod commands;
+mod context;
+mod enrichment;
 mod init;
 
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+pub use args::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};
+
+use clap::Parser;
 use std::process::ExitCode;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ravenwatch",
-    version,
-    about = "Detection engine for security logs: enrichment tables, Python detections, alerts"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct GlobalArgs {
-    /// Project directory.
-    #[arg(short = 'p', long = "project", global = true, default_value = ".")]
-    pub project: PathBuf,
-    /// Storage location (local folder or s3://bucket/prefix); overrides `storage:` in ravenwatch.yml.
-    #[arg(long, global = true)]
-    pub storage: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Scaffold a project.
-    Init {
-        /// Folder to create the project in.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-    },
-    /// Check every configuration file, table and detection; exit 1 on any error.
-    Validate,
-    /// Run detection test cases (detections/<rule>/tests/*.yml, `tests:` in detection.yml).
-    Test {
-        /// Detections to test (default: all).
-        rules: Vec<String>,
-        /// Only cases whose `rule::case` id contains this text (case-insensitive).
-        #[arg(short = 'k')]
-        keyword: Option<String>,
-        /// Report format on stdout.
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-        /// Also write a JUnit XML report to this file.
-        #[arg(long)]
-        junit: Option<PathBuf>,
-    },
-    /// Enrichment tables.
-    #[command(subcommand)]
-    Enrichment(EnrichmentCommand),
-    /// Run SQL over enrichment tables, past runs' `alerts` and `matches`, and log files.
-    Query {
-        /// One SQL statement (DataFusion dialect; identifiers are case-sensitive).
-        sql: String,
-        /// Log files, folders or s3://bucket/prefix, queryable as their log table (declared fields plus `_source`).
-        #[arg(long = "input", short = 'i', num_args = 1..)]
-        inputs: Vec<String>,
-        /// Log table of the inputs (needed when the project has several schemas).
-        #[arg(long)]
-        table: Option<String>,
-        /// Only this run's alerts and matches (default: every run in storage).
-        #[arg(long)]
-        run: Option<String>,
-        #[arg(long, value_enum, default_value_t = crate::query::OutputFormat::Table)]
-        format: crate::query::OutputFormat,
-    },
-    /// Run detections over log files.
-    Run {
-        /// Log files, folders or s3://bucket/prefix (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).
-        #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
-        inputs: Vec<String>,
-        /// Log table of the inputs (needed when the project has several schemas).
-        #[arg(long)]
-        table: Option<String>,
-        /// Output folder or s3://bucket/prefix (default: <storage>/runs/<run id>/).
-        #[arg(long, short = 'o')]
-        output: Option<String>,
-        /// Print up to this many activated alerts in the summary.
-        #[arg(long, default_value_t = 10)]
-        show: usize,
-        /// Look for newer enrichment snapshots (switched by `enrichment sync`) at most this often, between batches; 0 checks before every batch.
-        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-        refresh_seconds: u64,
-        /// Queue activated alerts for their destinations without sending (`ravenwatch deliver` sends them).
-        #[arg(long)]
-        no_deliver: bool,
-    },
-    /// Send pending deliveries (alerts to Jira, Slack, webhooks); exit 3 if some stay pending.
-    Deliver {
-        /// Only what this run queued; also re-queues that run's activated alerts from its alerts.jsonl.
-        #[arg(long)]
-        run: Option<String>,
-        /// List what is pending (and why) without sending.
-        #[arg(long, conflicts_with = "run")]
-        list: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum EnrichmentCommand {
-    /// Load changed static tables and ingest new uploads of dynamic tables into snapshots.
-    Sync {
-        /// Tables to sync (default: all).
-        tables: Vec<String>,
-        /// Reload even when the data files are unchanged.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Put files into a dynamic table's upload prefix (validated first).
-    Upload {
-        table: String,
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// List tables with their row counts and current snapshots.
-    List,
-    /// Print a table's rows.
-    Show {
-        table: String,
-        /// Rows to print.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Look a key up, as a detection's `table.get(key)` would.
-    Get {
-        table: String,
-        /// The key; several values for a composite key (in column order).
-        #[arg(required = true, num_args = 1..)]
-        key: Vec<String>,
-        /// Lookup key to use (default: the table's first key).
-        #[arg(long = "key")]
-        index_key: Option<String>,
-        /// Print every matching row, not just the newest (every containing range for a CIDR key).
-        #[arg(long)]
-        all: bool,
-        /// Only these columns (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        select: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
-
-/// Exit codes of DESIGN §7.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Done = 0,
-    Failed = 1,
-    Usage = 2,
-    DoneWithErrors = 3,
-}
 
 /// Parses arguments, runs the command and maps the result to an exit code.
 pub fn main() -> ExitCode {

@@ -2,11 +2,57 @@
 //! settings. No I/O here: secrets are named (environment variables) and
 //! only read when a delivery is sent.
 
-use super::raw::{RawDelivery, RawDestination};
-use super::{closest, locate_key, locate_text, ConfigError, Severity, Template};
+use super::{locate_key, locate_text, ConfigError, Diagnostics, Severity, Template};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Destinations of rules whose `alert.destinations` is absent.
+    pub default_destinations: Option<Vec<String>>,
+    /// Attempts per request, the first included.
+    pub max_attempts: Option<u32>,
+    /// First retry delay; doubles per attempt (with jitter) up to `max_backoff_ms`.
+    pub backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    /// Longest `Retry-After` waited for; a longer one leaves the delivery pending.
+    pub max_retry_after_seconds: Option<u64>,
+    /// Per-request timeout.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// One entry of `destinations:` (parsed from its YAML value separately, so
+/// an error names the destination).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawDestination {
+    Jira {
+        url: String,
+        project: String,
+        issue_type: Option<String>,
+        user_env: String,
+        token_env: String,
+        priority: Option<std::collections::BTreeMap<String, String>>,
+        fields: Option<serde_yaml::Mapping>,
+    },
+    Slack {
+        /// Incoming webhook (its URL is the secret).
+        webhook_url_env: Option<String>,
+        /// Or the Web API with a bot token (`chat.postMessage`; threads updates).
+        token_env: Option<String>,
+        channel: Option<String>,
+        /// Slack's API base (default `https://slack.com/api`).
+        api_url: Option<String>,
+    },
+    Webhook {
+        url: String,
+        /// Header name → environment variable holding its value.
+        headers_env: Option<std::collections::BTreeMap<String, String>>,
+    },
+}
 
 /// Where activated alerts go, and how hard to try.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +218,7 @@ pub(crate) fn validate(
     raw_delivery: Option<RawDelivery>,
     file: &Path,
     source: &str,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Diagnostics,
 ) -> DeliverySettings {
     let mut settings = DeliverySettings::default();
     for (name, value) in raw_destinations.unwrap_or_default() {
@@ -197,110 +243,135 @@ pub(crate) fn validate(
                 continue;
             }
         };
-        let before = errors.len();
+        let mut errors = errors.scope();
         let mut problem =
             |message: String| errors.push(err(format!("destination `{name}`: {message}")));
-        let kind = match raw {
-            RawDestination::Jira {
-                url,
-                project,
-                issue_type,
-                user_env,
-                token_env,
-                priority,
-                fields,
-            } => {
-                let url = check_url(&url, "url").map_err(&mut problem).ok();
-                check_env_name(&user_env, "user_env").unwrap_or_else(&mut problem);
-                check_env_name(&token_env, "token_env").unwrap_or_else(&mut problem);
-                if project.trim().is_empty() {
-                    problem("`project` is empty".into());
-                }
-                let mut by_severity = BTreeMap::new();
-                for (severity, value) in priority.unwrap_or_default() {
-                    match Severity::parse(&severity) {
-                        Some(s) => {
-                            by_severity.insert(s, value);
-                        }
-                        None => problem(format!(
-                            "priority: `{severity}` is not a severity (one of {})",
-                            Severity::ALL.map(Severity::as_str).join(", ")
-                        )),
-                    }
-                }
-                let fields = jira_fields(fields.unwrap_or_default(), &mut problem);
-                url.map(|url| {
-                    DestinationKind::Jira(JiraDestination {
-                        url,
-                        project: project.trim().to_string(),
-                        issue_type: issue_type.unwrap_or_else(|| "Task".into()),
-                        user_env,
-                        token_env,
-                        priority: by_severity,
-                        fields,
-                    })
-                })
-            }
-            RawDestination::Slack {
-                webhook_url_env,
-                token_env,
-                channel,
-                api_url,
-            } => match (webhook_url_env, token_env, channel) {
-                (Some(url_env), None, None) if api_url.is_none() => {
-                    check_env_name(&url_env, "webhook_url_env").unwrap_or_else(&mut problem);
-                    Some(DestinationKind::Slack(SlackDestination::Webhook {
-                        url_env,
-                    }))
-                }
-                (None, Some(token_env), Some(channel)) => {
-                    check_env_name(&token_env, "token_env").unwrap_or_else(&mut problem);
-                    let api_url = api_url.unwrap_or_else(|| "https://slack.com/api".into());
-                    check_url(&api_url, "api_url")
-                        .map(|api_url| {
-                            DestinationKind::Slack(SlackDestination::Api {
-                                token_env,
-                                channel,
-                                api_url,
-                            })
-                        })
-                        .map_err(&mut problem)
-                        .ok()
-                }
-                _ => {
-                    problem("a slack destination takes either `webhook_url_env` (an incoming webhook) or `token_env` and `channel` (the Web API, which threads updates)".into());
-                    None
-                }
-            },
-            RawDestination::Webhook { url, headers_env } => {
-                let url = check_url(&url, "url").map_err(&mut problem).ok();
-                let mut headers = Vec::new();
-                for (header, env) in headers_env.unwrap_or_default() {
-                    if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        problem(format!(
-                            "headers_env: `{header}` is not a valid header name"
-                        ));
-                    }
-                    check_env_name(&env, &format!("headers_env.{header}"))
-                        .unwrap_or_else(&mut problem);
-                    headers.push((header, env));
-                }
-                url.map(|url| {
-                    DestinationKind::Webhook(WebhookDestination {
-                        url,
-                        headers_env: headers,
-                    })
-                })
-            }
-        };
-        if errors.len() == before {
+        let kind = destination_kind(raw, &mut problem);
+        if errors.is_clean() {
             if let Some(kind) = kind {
                 settings.destinations.push(Destination { name, kind });
             }
         }
     }
 
-    let raw = raw_delivery.unwrap_or_default();
+    delivery_options(
+        raw_delivery.unwrap_or_default(),
+        &mut settings,
+        file,
+        source,
+        errors,
+    );
+    settings
+}
+
+/// One destination's settings by kind; problems go to `problem`.
+fn destination_kind(
+    raw: RawDestination,
+    problem: &mut dyn FnMut(String),
+) -> Option<DestinationKind> {
+    match raw {
+        RawDestination::Jira {
+            url,
+            project,
+            issue_type,
+            user_env,
+            token_env,
+            priority,
+            fields,
+        } => {
+            let url = check_url(&url, "url").map_err(&mut *problem).ok();
+            check_env_name(&user_env, "user_env").unwrap_or_else(&mut *problem);
+            check_env_name(&token_env, "token_env").unwrap_or_else(&mut *problem);
+            if project.trim().is_empty() {
+                problem("`project` is empty".into());
+            }
+            let mut by_severity = BTreeMap::new();
+            for (severity, value) in priority.unwrap_or_default() {
+                match Severity::parse(&severity) {
+                    Some(s) => {
+                        by_severity.insert(s, value);
+                    }
+                    None => problem(format!(
+                        "priority: `{severity}` is not a severity (one of {})",
+                        Severity::ALL.map(Severity::as_str).join(", ")
+                    )),
+                }
+            }
+            let fields = jira_fields(fields.unwrap_or_default(), &mut *problem);
+            url.map(|url| {
+                DestinationKind::Jira(JiraDestination {
+                    url,
+                    project: project.trim().to_string(),
+                    issue_type: issue_type.unwrap_or_else(|| "Task".into()),
+                    user_env,
+                    token_env,
+                    priority: by_severity,
+                    fields,
+                })
+            })
+        }
+        RawDestination::Slack {
+            webhook_url_env,
+            token_env,
+            channel,
+            api_url,
+        } => match (webhook_url_env, token_env, channel) {
+            (Some(url_env), None, None) if api_url.is_none() => {
+                check_env_name(&url_env, "webhook_url_env").unwrap_or_else(&mut *problem);
+                Some(DestinationKind::Slack(SlackDestination::Webhook {
+                    url_env,
+                }))
+            }
+            (None, Some(token_env), Some(channel)) => {
+                check_env_name(&token_env, "token_env").unwrap_or_else(&mut *problem);
+                let api_url = api_url.unwrap_or_else(|| "https://slack.com/api".into());
+                check_url(&api_url, "api_url")
+                    .map(|api_url| {
+                        DestinationKind::Slack(SlackDestination::Api {
+                            token_env,
+                            channel,
+                            api_url,
+                        })
+                    })
+                    .map_err(&mut *problem)
+                    .ok()
+            }
+            _ => {
+                problem("a slack destination takes either `webhook_url_env` (an incoming webhook) or `token_env` and `channel` (the Web API, which threads updates)".into());
+                None
+            }
+        },
+        RawDestination::Webhook { url, headers_env } => {
+            let url = check_url(&url, "url").map_err(&mut *problem).ok();
+            let mut headers = Vec::new();
+            for (header, env) in headers_env.unwrap_or_default() {
+                if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    problem(format!(
+                        "headers_env: `{header}` is not a valid header name"
+                    ));
+                }
+                check_env_name(&env, &format!("headers_env.{header}"))
+                    .unwrap_or_else(&mut *problem);
+                headers.push((header, env));
+            }
+            url.map(|url| {
+                DestinationKind::Webhook(WebhookDestination {
+                    url,
+                    headers_env: headers,
+                })
+            })
+        }
+    }
+}
+
+/// `delivery:`: retries, timeouts and the default destinations.
+fn delivery_options(
+    raw: RawDelivery,
+    settings: &mut DeliverySettings,
+    file: &Path,
+    source: &str,
+    errors: &mut Diagnostics,
+) {
     let retry = RetryPolicy::default();
     if raw.max_attempts == Some(0) {
         errors.push(
@@ -336,7 +407,7 @@ pub(crate) fn validate(
     );
     let defaults = raw.default_destinations.unwrap_or_default();
     for name in &defaults {
-        if let Some(message) = unknown_destination(name, &settings) {
+        if let Some(message) = unknown_destination(name, settings) {
             errors.push(
                 ConfigError::new(file, format!("delivery: default_destinations: {message}"))
                     .at(locate_text(source, name)),
@@ -344,7 +415,6 @@ pub(crate) fn validate(
         }
     }
     settings.default_destinations = defaults;
-    settings
 }
 
 /// `None` if `name` is a destination, else the message for it.
@@ -353,9 +423,7 @@ pub fn unknown_destination(name: &str, settings: &DeliverySettings) -> Option<St
         return None;
     }
     let names = settings.names();
-    let hint = closest(name, &names)
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default();
+    let hint = crate::suggest::did_you_mean(name, &names);
     Some(if names.is_empty() {
         format!("unknown destination `{name}`: ravenwatch.yml defines no `destinations:`")
     } else {
@@ -410,7 +478,7 @@ fn check_env_name(name: &str, key: &str) -> Result<(), String> {
 
 fn jira_fields(
     raw: serde_yaml::Mapping,
-    problem: &mut impl FnMut(String),
+    problem: &mut dyn FnMut(String),
 ) -> Vec<(String, FieldTemplate)> {
     let mut fields = Vec::new();
     for (key, value) in raw {
@@ -472,9 +540,7 @@ fn check_alert_path(path: &str) -> Result<(), String> {
     if ALERT_TEMPLATE_FIELDS.contains(&first) {
         return Ok(());
     }
-    let hint = closest(first, &ALERT_TEMPLATE_FIELDS)
-        .map(|c| format!(" (did you mean `{c}`?)"))
-        .unwrap_or_default();
+    let hint = crate::suggest::did_you_mean(first, &ALERT_TEMPLATE_FIELDS);
     Err(format!(
         "`{{{path}}}`: alerts have no field `{first}`{hint}; fields: {}",
         ALERT_TEMPLATE_FIELDS.join(", ")
@@ -492,7 +558,7 @@ mod tests {
             delivery: Option<RawDelivery>,
         }
         let doc: Doc = serde_yaml::from_str(yaml).unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Diagnostics::default();
         let settings = validate(
             doc.destinations,
             doc.delivery,
@@ -500,6 +566,7 @@ mod tests {
             yaml,
             &mut errors,
         );
+        let errors = errors.into_vec();
         (settings, errors.iter().map(ToString::to_string).collect())
     }
 

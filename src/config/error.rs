@@ -1,3 +1,7 @@
+//! Config errors: one located problem (`ConfigError`, file:line:col and a
+//! closest-name hint), all of a load (`ConfigErrors`), and the collector
+//! validators write to (`Diagnostics`).
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +40,7 @@ impl ConfigError {
             message.truncate(cut);
         }
         if let Some(hint) = suggestion_for(&message) {
-            message.push_str(&format!(" (did you mean `{hint}`?)"));
+            message.push_str(&crate::suggest::hint(&hint));
         }
         let position = err.location().map(|l| (l.line(), l.column()));
         Self::new(file, message).at(position)
@@ -45,7 +49,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", super::display_path(&self.file))?;
+        write!(f, "{}", crate::files::display_path(&self.file))?;
         match (self.line, self.column) {
             (Some(line), Some(column)) => write!(f, ":{line}:{column}")?,
             (Some(line), None) => write!(f, ":{line}")?,
@@ -78,16 +82,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// The candidate closest to `word`, if any is close enough to be a likely typo.
-pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (strsim::jaro_winkler(word, c), *c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
 /// serde's messages read "unknown field `x`, expected one of `a`, `b`"; the
 /// first backticked word is the bad one, the rest are the valid names.
 fn suggestion_for(message: &str) -> Option<String> {
@@ -96,37 +90,70 @@ fn suggestion_for(message: &str) -> Option<String> {
     }
     let words: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
     let (bad, valid) = words.split_first()?;
-    closest(bad, valid).map(str::to_string)
+    crate::suggest::closest(bad, valid).map(str::to_string)
 }
 
-/// 1-based (line, column) of the first line where `key:` appears as a YAML
-/// key, for errors found after parsing (which serde_yaml cannot locate).
-pub fn locate_key(source: &str, key: &str) -> Option<(usize, usize)> {
-    source.lines().enumerate().find_map(|(i, line)| {
-        let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
-        let col = line.len() - trimmed.len() + 1;
-        (trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with(':'))
-            .then_some((i + 1, col))
-    })
+/// Every error of one load, collected rather than stopping at the first
+/// (Vector's loader does the same), so `validate` shows them all at once.
+#[derive(Debug, Default)]
+pub struct Diagnostics(Vec<ConfigError>);
+
+impl Diagnostics {
+    pub fn push(&mut self, error: ConfigError) {
+        self.0.push(error);
+    }
+
+    pub fn extend(&mut self, errors: impl IntoIterator<Item = ConfigError>) {
+        self.0.extend(errors);
+    }
+
+    pub fn append(&mut self, other: &mut Diagnostics) {
+        self.0.append(&mut other.0);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A view that knows which errors were added through it: validators
+    /// build their value only if their own part was clean.
+    pub fn scope(&mut self) -> Scope<'_> {
+        let start = self.0.len();
+        Scope {
+            diagnostics: self,
+            start,
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<ConfigError> {
+        self.0
+    }
 }
 
-/// 1-based (line, column) of the first occurrence of `needle` in `source`.
-pub fn locate_text(source: &str, needle: &str) -> Option<(usize, usize)> {
-    source
-        .lines()
-        .enumerate()
-        .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
+/// See [`Diagnostics::scope`].
+pub struct Scope<'a> {
+    diagnostics: &'a mut Diagnostics,
+    start: usize,
 }
 
-/// [`locate_text`] from the line of the YAML key `section:` on (the
-/// first occurrence of `needle` within that section, roughly).
-pub fn locate_text_after(source: &str, section: &str, needle: &str) -> Option<(usize, usize)> {
-    let (start, _) = locate_key(source, section)?;
-    source
-        .lines()
-        .enumerate()
-        .skip(start - 1)
-        .find_map(|(i, line)| line.find(needle).map(|c| (i + 1, c + 1)))
+impl Scope<'_> {
+    /// No error was added since the scope began.
+    pub fn is_clean(&self) -> bool {
+        self.diagnostics.0.len() == self.start
+    }
+}
+
+impl std::ops::Deref for Scope<'_> {
+    type Target = Diagnostics;
+    fn deref(&self) -> &Diagnostics {
+        self.diagnostics
+    }
+}
+
+impl std::ops::DerefMut for Scope<'_> {
+    fn deref_mut(&mut self) -> &mut Diagnostics {
+        self.diagnostics
+    }
 }
 
 #[cfg(test)]
@@ -141,10 +168,13 @@ mod tests {
     }
 
     #[test]
-    fn locates_keys() {
-        let src = "name: x\nschema:\n  primary_key: ip\n  - lookup_keys: [a]\n";
-        assert_eq!(locate_key(src, "primary_key"), Some((3, 3)));
-        assert_eq!(locate_key(src, "lookup_keys"), Some((4, 5)));
-        assert_eq!(locate_key(src, "nope"), None);
+    fn a_scope_sees_only_its_own_errors() {
+        let mut all = Diagnostics::default();
+        all.push(ConfigError::new(Path::new("a.yml"), "first"));
+        let mut scope = all.scope();
+        assert!(scope.is_clean());
+        scope.push(ConfigError::new(Path::new("a.yml"), "second"));
+        assert!(!scope.is_clean());
+        assert_eq!(all.into_vec().len(), 2);
     }
 }

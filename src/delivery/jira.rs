@@ -7,7 +7,7 @@
 
 use super::http::{Http, SendError};
 use super::render::{self, field_adf, jira_description, jira_update};
-use super::{secret, Sender};
+use super::sender::{secret, Sender};
 use crate::alerts::Alert;
 use crate::config::{FieldTemplate, JiraDestination};
 use serde_json::{json, Map, Value};

@@ -12,6 +12,7 @@
 mod http;
 mod jira;
 mod render;
+mod sender;
 mod slack;
 mod state;
 mod webhook;
@@ -21,24 +22,12 @@ pub use state::{
     AlertDeliveries, DeliveryState, DeliveryStateError, StoredState, Target, DELIVERY_STATE_KEY,
 };
 
-use crate::alerts::{Alert, ErrorRecord};
+use crate::alerts::{Alert, ErrorKind, ErrorRecord};
 use crate::config::{DeliverySettings, DestinationKind, Severity};
 use crate::storage::{key, Storage, StorageError};
+use sender::Sender;
 use serde::Serialize;
 use std::collections::HashMap;
-
-/// What one destination does with an alert.
-pub(crate) trait Sender {
-    /// The first message (a new ticket); returns what later updates refer to.
-    fn create(&self, alert: &Alert) -> Result<Option<String>, SendError>;
-    /// Later matches: a comment on the ticket, a thread reply, a follow-up.
-    fn update(
-        &self,
-        alert: &Alert,
-        reference: Option<&str>,
-        previous: u64,
-    ) -> Result<Option<String>, SendError>;
-}
 
 /// What a delivery pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -89,7 +78,7 @@ impl DeliveryReport {
     /// Failures and problems as errors.jsonl records.
     pub fn error_records(&self) -> Vec<ErrorRecord> {
         let failures = self.failures.iter().map(|f| ErrorRecord {
-            kind: "delivery".into(),
+            kind: ErrorKind::Delivery,
             rule: Some(f.rule.clone()),
             function: None,
             source: Some(format!("alert {} to {}", f.alert_id, f.destination)),
@@ -97,7 +86,7 @@ impl DeliveryReport {
             traceback: None,
         });
         let problems = self.problems.iter().map(|p| ErrorRecord {
-            kind: "delivery".into(),
+            kind: ErrorKind::Delivery,
             rule: None,
             function: None,
             source: None,
@@ -151,7 +140,7 @@ pub fn unknown_destinations(alerts: &[Alert], settings: &DeliverySettings) -> Ve
         for name in routes(alert) {
             if let Some(message) = crate::config::unknown_destination(name, settings) {
                 out.push(ErrorRecord {
-                    kind: "delivery".into(),
+                    kind: ErrorKind::Delivery,
                     rule: Some(alert.rule.clone()),
                     function: Some("destinations".into()),
                     source: Some(format!("alert {}", alert.id)),
@@ -263,13 +252,44 @@ fn send_pending(
     settings: &DeliverySettings,
     only_run: Option<&str>,
 ) -> Result<DeliveryReport, DeliveryError> {
-    let mut report = DeliveryReport {
-        attempted: true,
-        ..Default::default()
-    };
     if stored.pending() == 0 {
-        return Ok(report);
+        return Ok(DeliveryReport {
+            attempted: true,
+            ..Default::default()
+        });
     }
+    let client = redacting_client(settings)?;
+    let mut pass = Pass {
+        settings,
+        client: &client,
+        senders: HashMap::new(),
+        down: HashMap::new(),
+        report: DeliveryReport {
+            attempted: true,
+            ..Default::default()
+        },
+    };
+    let ids: Vec<String> = stored
+        .state
+        .alerts
+        .iter()
+        .filter(|(_, a)| a.any_pending() && only_run.is_none_or(|r| a.run_id == r))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in ids {
+        pass.deliver_alert(storage, &mut stored, &id)?;
+    }
+    let mut report = pass.report;
+    if !report.failures.is_empty() {
+        stored.save(storage)?;
+    }
+    report.pending = stored.pending();
+    Ok(report)
+}
+
+/// The HTTP client, with every destination's secret registered with its
+/// redactor so no message can leak one.
+fn redacting_client(settings: &DeliverySettings) -> Result<http::Http, DeliveryError> {
     let mut client =
         http::Http::new(settings.retry.clone(), settings.timeout).map_err(DeliveryError::Client)?;
     for destination in &settings.destinations {
@@ -279,124 +299,146 @@ fn send_pending(
             }
         }
     }
-    let mut senders: HashMap<String, Result<Box<dyn Sender + '_>, SendError>> = HashMap::new();
-    // A destination that failed transiently is not tried again this pass:
-    // one outage should not cost every alert its full retry schedule.
-    let mut down: HashMap<String, String> = HashMap::new();
-    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Ok(client)
+}
 
-    let ids: Vec<String> = stored
-        .state
-        .alerts
-        .iter()
-        .filter(|(_, a)| a.any_pending() && only_run.is_none_or(|r| a.run_id == r))
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in ids {
-        let entry = &stored.state.alerts[&id];
+/// One delivery pass over the pending alerts.
+struct Pass<'a> {
+    settings: &'a DeliverySettings,
+    client: &'a http::Http,
+    senders: HashMap<String, Result<Box<dyn Sender + 'a>, SendError>>,
+    /// Destinations that failed transiently: not tried again this pass, so
+    /// one outage does not cost every alert its full retry schedule.
+    down: HashMap<String, String>,
+    report: DeliveryReport,
+}
+
+impl<'a> Pass<'a> {
+    /// Sends alert `id` to every destination that still owes it; each
+    /// success is saved before the next send.
+    fn deliver_alert(
+        &mut self,
+        storage: &dyn Storage,
+        stored: &mut StoredState,
+        id: &str,
+    ) -> Result<(), DeliveryError> {
+        let entry = &stored.state.alerts[id];
         let owed: Vec<(String, Target)> = entry
             .destinations
             .iter()
             .filter(|(_, t)| entry.is_pending(t))
             .map(|(d, t)| (d.clone(), t.clone()))
             .collect();
-        let Some(alert) = stored.alert(storage, &id)? else {
-            let entry = &stored.state.alerts[&id];
+        let Some(alert) = stored.alert(storage, id)? else {
+            let entry = &stored.state.alerts[id];
             let error = format!(
                 "the queued copy of the alert ({}) is missing; `ravenwatch deliver --run {}` queues it again",
                 storage.url(&format!("{}/{id}.json", state::PENDING_PREFIX)),
                 entry.run_id
             );
-            report
+            self.report
                 .failures
                 .extend(owed.into_iter().map(|(name, _)| Failure {
-                    alert_id: id.clone(),
+                    alert_id: id.to_string(),
                     rule: entry.rule.clone(),
                     destination: name,
                     error: error.clone(),
                     transient: false,
                 }));
-            continue;
+            return Ok(());
         };
         for (name, target) in owed {
-            let fail = |error: String, transient: bool| Failure {
-                alert_id: id.clone(),
-                rule: alert.rule.clone(),
-                destination: name.clone(),
-                error,
-                transient,
-            };
-            if let Some(cause) = down.get(&name) {
-                report.failures.push(fail(
-                    format!("{name}: not tried, it failed earlier in this pass ({cause})"),
-                    true,
-                ));
-                continue;
+            self.send_one(storage, stored, id, &alert, &name, &target)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `alert` to destination `name` (a new ticket, or an update of
+    /// the one in `target`) and records the outcome.
+    fn send_one(
+        &mut self,
+        storage: &dyn Storage,
+        stored: &mut StoredState,
+        id: &str,
+        alert: &Alert,
+        name: &str,
+        target: &Target,
+    ) -> Result<(), DeliveryError> {
+        let fail = |error: String, transient: bool| Failure {
+            alert_id: id.to_string(),
+            rule: alert.rule.clone(),
+            destination: name.to_string(),
+            error,
+            transient,
+        };
+        if let Some(cause) = self.down.get(name) {
+            self.report.failures.push(fail(
+                format!("{name}: not tried, it failed earlier in this pass ({cause})"),
+                true,
+            ));
+            return Ok(());
+        }
+        let settings: &'a DeliverySettings = self.settings;
+        let Some(destination) = settings.destination(name) else {
+            self.report.failures.push(fail(
+                format!("{name}: no longer defined in ravenwatch.yml; the delivery stays pending"),
+                false,
+            ));
+            return Ok(());
+        };
+        let client = self.client;
+        let sender = self
+            .senders
+            .entry(name.to_string())
+            .or_insert_with(|| build_sender(&destination.name, &destination.kind, client));
+        let result = match sender {
+            Err(e) => Err(e.clone()),
+            Ok(sender) if target.sent_match_count == 0 => sender.create(alert),
+            Ok(sender) => {
+                sender.update(alert, target.reference.as_deref(), target.sent_match_count)
             }
-            let Some(destination) = settings.destination(&name) else {
-                report.failures.push(fail(
-                    format!(
-                        "{name}: no longer defined in ravenwatch.yml; the delivery stays pending"
-                    ),
-                    false,
-                ));
-                continue;
-            };
-            let sender = senders
-                .entry(name.clone())
-                .or_insert_with(|| build_sender(&destination.name, &destination.kind, &client));
-            let result = match sender {
-                Err(e) => Err(e.clone()),
-                Ok(sender) if target.sent_match_count == 0 => sender.create(&alert),
-                Ok(sender) => {
-                    sender.update(&alert, target.reference.as_deref(), target.sent_match_count)
+        };
+        let entry = stored.state.alerts.get_mut(id).expect("listed above");
+        let slot = entry.destinations.get_mut(name).expect("listed above");
+        match result {
+            Ok(reference) => {
+                if reference.is_some() {
+                    slot.reference = reference;
                 }
-            };
-            let entry = stored.state.alerts.get_mut(&id).expect("listed above");
-            let slot = entry.destinations.get_mut(&name).expect("listed above");
-            match result {
-                Ok(reference) => {
-                    if reference.is_some() {
-                        slot.reference = reference;
-                    }
-                    slot.sent_match_count = entry.match_count;
-                    slot.sent_at = Some(now());
-                    slot.failures = 0;
-                    slot.last_error = None;
-                    report.sent.push(Sent {
-                        alert_id: id.clone(),
-                        rule: alert.rule.clone(),
-                        destination: name.clone(),
-                        reference: slot.reference.clone(),
-                        update: target.sent_match_count > 0,
-                        match_count: entry.match_count,
-                    });
-                    if target.sent_match_count > 0 {
-                        report.updated += 1;
-                    } else {
-                        report.delivered += 1;
-                    }
-                    if !entry.any_pending() {
-                        stored.delivered(&id);
-                    }
-                    stored.save(storage)?;
+                slot.sent_match_count = entry.match_count;
+                slot.sent_at =
+                    Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                slot.failures = 0;
+                slot.last_error = None;
+                self.report.sent.push(Sent {
+                    alert_id: id.to_string(),
+                    rule: alert.rule.clone(),
+                    destination: name.to_string(),
+                    reference: slot.reference.clone(),
+                    update: target.sent_match_count > 0,
+                    match_count: entry.match_count,
+                });
+                if target.sent_match_count > 0 {
+                    self.report.updated += 1;
+                } else {
+                    self.report.delivered += 1;
                 }
-                Err(e) => {
-                    slot.failures += 1;
-                    slot.last_error = Some(e.message.clone());
-                    if e.transient {
-                        down.insert(name.clone(), e.message.clone());
-                    }
-                    report.failures.push(fail(e.message, e.transient));
+                if !entry.any_pending() {
+                    stored.delivered(id);
                 }
+                stored.save(storage)?;
+            }
+            Err(e) => {
+                slot.failures += 1;
+                slot.last_error = Some(e.message.clone());
+                if e.transient {
+                    self.down.insert(name.to_string(), e.message.clone());
+                }
+                self.report.failures.push(fail(e.message, e.transient));
             }
         }
+        Ok(())
     }
-    if !report.failures.is_empty() {
-        stored.save(storage)?;
-    }
-    report.pending = stored.pending();
-    Ok(report)
 }
 
 fn build_sender<'a>(
@@ -409,19 +451,6 @@ fn build_sender<'a>(
         DestinationKind::Slack(config) => Box::new(slack::Slack::new(name, config, http)?),
         DestinationKind::Webhook(config) => Box::new(webhook::Webhook::new(name, config, http)?),
     })
-}
-
-/// A secret from the environment; never shown, only its variable's name.
-pub(crate) fn secret(destination: &str, env: &str) -> Result<String, SendError> {
-    match std::env::var(env) {
-        Ok(value) if !value.is_empty() => Ok(value),
-        _ => Err(SendError {
-            transient: false,
-            message: format!(
-                "{destination}: environment variable {env} is not set (secrets come from the environment only)"
-            ),
-        }),
-    }
 }
 
 /// Queues a finished run's alerts and, unless `send` is false, sends what

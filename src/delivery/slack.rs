@@ -5,7 +5,7 @@
 
 use super::http::{excerpt, Http, SendError};
 use super::render::{slack_message, slack_update};
-use super::{secret, Sender};
+use super::sender::{secret, Sender};
 use crate::alerts::Alert;
 use crate::config::SlackDestination;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! can drop a message it already has.
 
 use super::http::{Http, SendError};
-use super::{secret, Sender};
+use super::sender::{secret, Sender};
 use crate::alerts::{alert_json, Alert};
 use crate::config::WebhookDestination;
 use serde_json::json;

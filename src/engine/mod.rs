@@ -1,33 +1,32 @@
-//! A detection run: read logs, run rules, group alerts, write outputs.
+//! A detection run, as a list of named steps: plan the rules, read and
+//! evaluate every batch, group matches into alerts, commit the outputs and
+//! the alert state, then deliver.
 //!
-//! Reading and decoding happen on a second thread and hand Arrow batches
-//! over a bounded channel, so the Python rules (which hold the interpreter)
-//! run while the next batch is being decoded. Nothing persistent is written
-//! until every input is processed: outputs first, alert state last, so a
-//! failed run leaves the previous state intact.
-//!
-//! SQL runs on the reader thread too: each Python rule's `filter:` picks
-//! the rows its `detect()` will see, and `query:` rules produce their
-//! matches there, so the main thread only runs Python and groups alerts.
+//! Reading and decoding happen on a second thread (`pipeline`), so the
+//! Python rules (which hold the interpreter) run while the next batch is
+//! being decoded. Nothing persistent is written until every input is
+//! processed: outputs first, alert state last, so a failed run leaves the
+//! previous state intact.
 
-mod outcome;
+mod collect;
+mod output;
+mod pipeline;
 
-pub use outcome::{FunctionError, MatchOutput, RuleOutcome};
-
-use crate::alerts::{
-    remove_outputs, rewrite_after_delivery, write_outputs, AlertGrouper, AlertState, ErrorRecord,
-    RuleMatch, RuleSettings, RuleSummary, RunOutputs, StateError, Summary,
+pub use collect::{collect_outcomes, sql_outcomes};
+pub use output::{
+    remove_outputs, rewrite_after_delivery, write_outputs, RuleSummary, RunOutputs, Summary,
+    OUTPUT_FILES,
 };
-use crate::config::ConfigErrors;
-use crate::config::{DetectionDef, LogTable, Project};
-use crate::enrichment::{
-    sync_tables, BatchEnrichment, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
-};
-use crate::logs::{expand_inputs, read_inputs, EventBatch, EventReader, LogError, ReadItem};
+
+use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord, RuleMatch};
+use crate::alerts::{RuleSettings, StateError, StateVersion};
+use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
+use crate::enrichment::{sync_tables, EnrichmentError, SyncOptions, TableWatcher, Tables};
+use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::{PythonError, PythonRuntime};
-use crate::query::{BatchSql, SqlDetections};
-use crate::schema::micros_to_rfc3339;
+use crate::query::{RunPlan, RUN_LOCATION};
 use crate::storage::{Storage, StorageError};
+use pipeline::{evaluate_batch, spawn_reader, BatchPreparer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,8 +69,11 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub struct RunReport {
     pub summary: Summary,
-    pub alerts: Vec<crate::alerts::Alert>,
+    pub alerts: Vec<Alert>,
     pub errors: Vec<ErrorRecord>,
+    /// Problems met after the outputs were final (they could not be updated),
+    /// so they are in no file: the caller must show them.
+    pub unrecorded: Vec<ErrorRecord>,
     /// Where the outputs were written.
     pub output_location: String,
 }
@@ -89,44 +91,12 @@ pub fn prepare_tables(project: &Project, storage: &dyn Storage) -> (Tables, Vec<
 
 fn enrichment_error(table: &str, e: &EnrichmentError) -> ErrorRecord {
     ErrorRecord {
-        kind: "enrichment".into(),
+        kind: ErrorKind::Enrichment,
         rule: None,
         function: None,
         source: Some(format!("enrichment/{table}")),
         error: e.to_string(),
         traceback: None,
-    }
-}
-
-pub(crate) fn select_table<'a>(
-    project: &'a Project,
-    name: Option<&str>,
-) -> Result<&'a LogTable, EngineError> {
-    let names = || {
-        project
-            .log_tables
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match name {
-        Some(n) => project.log_table(n).ok_or_else(|| {
-            EngineError::Usage(format!(
-                "no log table `{n}` in schemas/ (tables: {})",
-                names()
-            ))
-        }),
-        None => match project.log_tables.as_slice() {
-            [only] => Ok(only),
-            [] => Err(EngineError::Usage(
-                "the project has no log table: add schemas/<table>.yml".into(),
-            )),
-            _ => Err(EngineError::Usage(format!(
-                "the project has several log tables ({}); choose one with --table",
-                names()
-            ))),
-        },
     }
 }
 
@@ -141,104 +111,122 @@ pub fn run(
     options: RunOptions,
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
-    let table = select_table(project, options.table.as_deref())?;
+    let table = project
+        .log_table_for(options.table.as_deref())
+        .map_err(EngineError::Usage)?;
     let inputs = expand_inputs(&options.inputs, &project.settings.aws)?;
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
-
-    let rules: Vec<&DetectionDef> = project
-        .detections
-        .iter()
-        .filter(|d| d.enabled && d.tables.contains(&table.name))
-        .collect();
-    let python_rules: Vec<&DetectionDef> = rules.iter().copied().filter(|d| !d.is_sql()).collect();
-    let runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &python_rules)?;
-    // Position of each rule among the Python rules (None: a SQL rule).
-    let mut python_index = Vec::with_capacity(rules.len());
-    let mut next = 0;
-    for rule in &rules {
-        python_index.push((!rule.is_sql()).then(|| {
-            next += 1;
-            next - 1
-        }));
-    }
-    // Queries and filters are planned before any input is read.
-    let mut sql = SqlDetections::new(&rules, table, &tables)
-        .map_err(|e| EngineError::Config(ConfigErrors(e)))?;
+    let plan = plan_rules(project, table, &tables)?;
+    let python = PythonRuntime::new(&project.detection_lib_dir(), &tables, &plan.python_rules())?;
+    let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
 
     let now = chrono::Utc::now();
-    let run_id = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let mut summary = Summary {
-        run_id: run_id.clone(),
+        run_id: now.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
         ..Default::default()
     };
     for rule in &rules {
-        let stats = summary.rules.entry(rule.name.clone()).or_default();
-        if rule.is_sql() {
-            stats.sql_plans = 1;
-        }
+        summary
+            .rules
+            .entry(rule.name.clone())
+            .or_default()
+            .sql_plans = u64::from(rule.is_sql());
     }
-
-    // The reader thread decodes, polls for newer snapshots, applies the
-    // `enrich:` selectors and runs the SQL, stamping each batch with its
-    // table generation.
-    let reader = EventReader::new(table);
-    let selectors = table.enrich.clone();
-    let mut watcher = TableWatcher::new(
+    let watcher = TableWatcher::new(
         project.enrichment.clone(),
         Arc::clone(&storage),
         tables.clone(),
         options.refresh_interval.unwrap_or(std::time::Duration::MAX),
     );
-    let owned_rules: Vec<DetectionDef> = rules.iter().map(|r| (*r).clone()).collect();
-    let log_table = table.clone();
-    type Item = (ReadItem, Arc<Generation>, BatchSql);
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<Item>(4);
-    let producer = std::thread::spawn(move || {
-        let rules: Vec<&DetectionDef> = owned_rules.iter().collect();
-        let mut planned_generation = 0;
-        let mut replans = 0;
-        let mut replan_errors = Vec::new();
-        read_inputs(&reader, inputs, &mut |item| {
-            let generation = watcher.poll();
-            if generation.id != planned_generation && !sql.is_empty() {
-                match sql.replan(&rules, &log_table, &generation.tables) {
-                    Ok(()) => replans += 1,
-                    Err(e) => replan_errors.extend(e.iter().map(ToString::to_string)),
-                }
-                planned_generation = generation.id;
-            }
-            let (item, batch_sql) = match item {
-                ReadItem::Batch(mut batch) => {
-                    if !selectors.is_empty() {
-                        batch.enrichment = Some(BatchEnrichment::compute(
-                            &selectors,
-                            &generation.tables,
-                            &batch.batch,
-                        ));
-                    }
-                    let batch_sql = sql.evaluate(&batch);
-                    (ReadItem::Batch(batch), batch_sql)
-                }
-                other => (other, BatchSql::default()),
-            };
-            sender.send((item, generation, batch_sql)).is_ok()
-        });
-        (watcher, replans, replan_errors)
-    });
+    let preparer = BatchPreparer::new(watcher, plan, table);
+    let mut matches = Vec::new();
+    let preparer = read_and_evaluate(
+        EventReader::new(table),
+        inputs,
+        preparer,
+        &rules,
+        &python,
+        options.progress,
+        (&mut summary, &mut matches, &mut errors),
+    )?;
+    record_reader_state(preparer, &rules, &mut summary, &mut errors);
 
-    let progress = progress_bar(options.progress);
-    let mut matches: Vec<RuleMatch> = Vec::new();
+    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (alerts, new_state) = group_alerts(&rules, state, created_at, &mut matches);
+    errors.extend(crate::delivery::unknown_destinations(
+        &alerts,
+        &project.settings.delivery,
+    ));
+    finish_summary(&mut summary, &matches, &alerts, &errors, started);
+
+    let target = OutputTarget::new(&storage, options.output.as_ref(), &summary.run_id);
+    let outputs = RunOutputs {
+        alerts: &alerts,
+        matches: &matches,
+        errors: &errors,
+        summary: &summary,
+    };
+    commit(
+        storage.as_ref(),
+        &target,
+        &outputs,
+        &new_state,
+        &state_version,
+    )?;
+    let unrecorded = deliver(
+        project,
+        storage.as_ref(),
+        &target,
+        &alerts,
+        &mut summary,
+        &mut errors,
+        options.deliver,
+    );
+    Ok(RunReport {
+        summary,
+        alerts,
+        errors,
+        unrecorded,
+        output_location: target.location(),
+    })
+}
+
+/// The enabled rules of `table`, planned once; SQL problems abort the run
+/// before any input is read.
+fn plan_rules(
+    project: &Project,
+    table: &LogTable,
+    tables: &Tables,
+) -> Result<RunPlan, EngineError> {
+    let defs: Vec<&DetectionDef> = project
+        .detections
+        .iter()
+        .filter(|d| d.enabled && d.tables.contains(&table.name))
+        .collect();
+    RunPlan::new(&defs, table, tables).map_err(|e| EngineError::Config(ConfigErrors(e)))
+}
+
+/// Reads every input on the reader thread and evaluates each batch on this
+/// one; returns the reader thread's state once the inputs are exhausted.
+fn read_and_evaluate(
+    reader: EventReader,
+    inputs: Vec<crate::logs::Input>,
+    preparer: BatchPreparer,
+    rules: &[DetectionDef],
+    python: &PythonRuntime,
+    progress: bool,
+    (summary, matches, errors): (&mut Summary, &mut Vec<RuleMatch>, &mut Vec<ErrorRecord>),
+) -> Result<BatchPreparer, EngineError> {
+    let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer);
+    let progress = progress_bar(progress);
     let mut generation_id = 0;
-    for (item, generation, batch_sql) in receiver {
+    for (item, generation, results) in receiver {
         match item {
-            ReadItem::Fatal(e) => {
-                // Dropping the receiver stops the reader; nothing is written.
-                drop(progress);
-                return Err(EngineError::Storage(e));
-            }
+            // Returning drops the receiver, which stops the reader; nothing is written.
+            ReadItem::Fatal(e) => return Err(EngineError::Storage(e)),
             ReadItem::Error(e) => errors.push(ErrorRecord {
-                kind: "event".into(),
+                kind: ErrorKind::Event,
                 rule: None,
                 function: None,
                 source: Some(e.source),
@@ -247,104 +235,84 @@ pub fn run(
             }),
             ReadItem::Batch(batch) => {
                 if generation.id != generation_id {
-                    runtime.refresh_tables(&generation.tables);
+                    python.refresh_tables(&generation.tables);
                     generation_id = generation.id;
                 }
                 let batch: Arc<EventBatch> = Arc::from(batch);
-                summary.events += batch.len() as u64;
-                if let Some(e) = &batch.enrichment {
-                    summary.enrichment_lookups += e.lookups;
-                    summary.enrichment_hits += e.hits;
-                }
-                for (position, message) in &batch_sql.filter_errors {
-                    errors.push(ErrorRecord {
-                        kind: "filter".into(),
-                        rule: Some(rules[*position].name.clone()),
-                        function: None,
-                        source: Some(batch.file.to_string()),
-                        error: format!("{message} (every event of this batch went to detect())"),
-                        traceback: None,
-                    });
-                }
-                let mut sql_matches = batch_sql.matches.into_iter();
-                let mut selections = batch_sql.selections.into_iter();
-                for (position, rule) in rules.iter().enumerate() {
-                    let sql_result = sql_matches.next().flatten();
-                    let selection = selections.next().flatten();
-                    let Some(stats) = summary.rules.get_mut(&rule.name) else {
-                        continue;
-                    };
-                    let outcomes = match (python_index[position], sql_result) {
-                        (Some(index), _) => {
-                            if let Some(rows) = &selection {
-                                stats.filtered_out += (batch.len() - rows.len()) as u64;
-                            }
-                            runtime.evaluate(
-                                index,
-                                &batch,
-                                selection.as_deref(),
-                                &mut stats.python_calls,
-                            )
-                        }
-                        (None, Some(result)) => {
-                            stats.sql_batches += 1;
-                            sql_outcomes(rule, &batch, result, stats, &mut errors)
-                        }
-                        (None, None) => Vec::new(),
-                    };
-                    collect_outcomes(rule, &batch, outcomes, stats, &mut matches, &mut errors);
-                }
+                evaluate_batch(rules, python, &batch, results, summary, matches, errors);
                 if let Some(bar) = &progress {
                     bar.set_position(summary.events);
                 }
             }
         }
     }
-    let Ok((watcher, replans, replan_errors)) = producer.join() else {
-        return Err(EngineError::Internal(
-            "the log reader thread panicked".into(),
-        ));
-    };
-    for rule in &rules {
-        if let (true, Some(stats)) = (rule.is_sql(), summary.rules.get_mut(&rule.name)) {
-            stats.sql_plans += replans;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    reader_thread
+        .join()
+        .map_err(|_| EngineError::Internal("the log reader thread panicked".into()))
+}
+
+/// What the reader thread learnt: re-plans, tables that failed to refresh,
+/// the refreshes themselves.
+fn record_reader_state(
+    preparer: BatchPreparer,
+    rules: &[DetectionDef],
+    summary: &mut Summary,
+    errors: &mut Vec<ErrorRecord>,
+) {
+    for rule in rules.iter().filter(|r| r.is_sql()) {
+        if let Some(stats) = summary.rules.get_mut(&rule.name) {
+            stats.sql_plans += preparer.replans;
         }
     }
-    errors.extend(replan_errors.into_iter().map(|message| ErrorRecord {
-        kind: "enrichment".into(),
-        rule: None,
-        function: None,
-        source: None,
-        error: format!("{message} (the queries kept their previous plans)"),
-        traceback: None,
-    }));
     errors.extend(
-        watcher
+        preparer
+            .replan_errors
+            .into_iter()
+            .map(|message| ErrorRecord {
+                kind: ErrorKind::Enrichment,
+                rule: None,
+                function: None,
+                source: None,
+                error: format!("{message} (the queries kept their previous plans)"),
+                traceback: None,
+            }),
+    );
+    errors.extend(
+        preparer
+            .watcher
             .errors
             .iter()
             .map(|(table, e)| enrichment_error(table, e)),
     );
-    summary.table_refreshes = watcher.refreshes;
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
+    summary.table_refreshes = preparer.watcher.refreshes;
+}
 
+/// Matches → alerts, continuing the windows of `state`.
+fn group_alerts(
+    rules: &[DetectionDef],
+    state: AlertState,
+    created_at: String,
+    matches: &mut [RuleMatch],
+) -> (Vec<Alert>, AlertState) {
     let settings: HashMap<String, RuleSettings> = rules
         .iter()
-        .map(|r| (r.name.clone(), RuleSettings::from(*r)))
+        .map(|r| (r.name.clone(), RuleSettings::from(r)))
         .collect();
-    let mut grouper = AlertGrouper::new(
-        settings,
-        state,
-        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
-    grouper.add_all(&mut matches);
-    let (alerts, new_state) = grouper.finish();
-    errors.extend(crate::delivery::unknown_destinations(
-        &alerts,
-        &project.settings.delivery,
-    ));
+    let mut grouper = AlertGrouper::new(settings, state, created_at);
+    grouper.add_all(matches);
+    grouper.finish()
+}
 
+fn finish_summary(
+    summary: &mut Summary,
+    matches: &[RuleMatch],
+    alerts: &[Alert],
+    errors: &[ErrorRecord],
+    started: Instant,
+) {
     let seconds = started.elapsed().as_secs_f64();
     summary.rule_matches = matches.len() as u64;
     summary.alerts = alerts.len() as u64;
@@ -356,182 +324,117 @@ pub fn run(
     } else {
         0.0
     };
+}
 
-    let (out_storage, prefix) = match &options.output {
-        Some(s) => (Arc::clone(s), String::new()),
-        None => (Arc::clone(&storage), format!("runs/{run_id}")),
-    };
-    write_outputs(
-        out_storage.as_ref(),
-        &prefix,
-        &RunOutputs {
-            alerts: &alerts,
-            matches: &matches,
-            errors: &errors,
-            summary: &summary,
-        },
-    )?;
-    if let Err(e) = new_state.save(storage.as_ref(), &state_version) {
-        // Outputs describe alerts whose state was not committed: remove them
-        // so the next run is the only record of these events.
+/// Where a run's outputs go: `<storage>/runs/<run id>/`, or `--output`
+/// (then `runs/<run id>/location.json` in storage records where, so
+/// `query` finds every run's alerts).
+struct OutputTarget {
+    storage: Arc<dyn Storage>,
+    prefix: String,
+    /// `runs/<run id>/location.json` when the outputs are elsewhere.
+    pointer: Option<String>,
+}
+
+impl OutputTarget {
+    fn new(storage: &Arc<dyn Storage>, output: Option<&Arc<dyn Storage>>, run_id: &str) -> Self {
+        match output {
+            Some(s) => Self {
+                storage: Arc::clone(s),
+                prefix: String::new(),
+                pointer: Some(format!("runs/{run_id}/{RUN_LOCATION}")),
+            },
+            None => Self {
+                storage: Arc::clone(storage),
+                prefix: format!("runs/{run_id}"),
+                pointer: None,
+            },
+        }
+    }
+
+    fn location(&self) -> String {
+        self.storage
+            .url(&self.prefix)
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// Outputs, then where they are, then the alert state (conditionally on the
+/// version read at the start). On a lost race the outputs are removed, so
+/// the next run is the only record of these events.
+fn commit(
+    storage: &dyn Storage,
+    target: &OutputTarget,
+    outputs: &RunOutputs<'_>,
+    new_state: &AlertState,
+    state_version: &StateVersion,
+) -> Result<(), EngineError> {
+    write_outputs(target.storage.as_ref(), &target.prefix, outputs)?;
+    if let Some(pointer) = &target.pointer {
+        // Absolute, so `query` finds the outputs from any working directory.
+        let location = target.location();
+        let location = if location.contains("://") {
+            location
+        } else {
+            std::path::absolute(&location)
+                .map(|p| p.display().to_string())
+                .unwrap_or(location)
+        };
+        let body = serde_json::json!({ "location": location }).to_string();
+        storage.write(pointer, body.as_bytes())?;
+    }
+    if let Err(e) = new_state.save(storage, state_version) {
         if matches!(e, StateError::Conflict { .. }) {
-            let _ = remove_outputs(out_storage.as_ref(), &prefix);
+            let _ = remove_outputs(target.storage.as_ref(), &target.prefix);
+            if let Some(pointer) = &target.pointer {
+                let _ = storage.delete(pointer);
+            }
         }
         return Err(e.into());
     }
-    // The run is committed; what delivery does is reported, never undone.
-    if !project.settings.delivery.destinations.is_empty() {
-        let report = crate::delivery::after_run(
-            storage.as_ref(),
-            &project.settings.delivery,
-            &alerts,
-            &run_id,
-            options.deliver,
-        );
-        errors.extend(report.error_records());
-        summary.errors = errors.len() as u64;
-        summary.delivery = Some(report);
-        if let Err(e) = rewrite_after_delivery(out_storage.as_ref(), &prefix, &errors, &summary) {
-            errors.push(ErrorRecord {
-                kind: "delivery".into(),
+    Ok(())
+}
+
+/// Queues (and unless `send` is false, sends) the activated alerts, then
+/// rewrites summary.json and errors.jsonl with the outcome. The run is
+/// committed: what delivery does is reported, never undone. Returns the
+/// problems that could not be written to the outputs.
+fn deliver(
+    project: &Project,
+    storage: &dyn Storage,
+    target: &OutputTarget,
+    alerts: &[Alert],
+    summary: &mut Summary,
+    errors: &mut Vec<ErrorRecord>,
+    send: bool,
+) -> Vec<ErrorRecord> {
+    if project.settings.delivery.destinations.is_empty() {
+        return Vec::new();
+    }
+    let settings = &project.settings.delivery;
+    let report = crate::delivery::after_run(storage, settings, alerts, &summary.run_id, send);
+    errors.extend(report.error_records());
+    summary.errors = errors.len() as u64;
+    summary.delivery = Some(report);
+    match rewrite_after_delivery(target.storage.as_ref(), &target.prefix, errors, summary) {
+        Ok(()) => Vec::new(),
+        Err(e) => {
+            let unrecorded = ErrorRecord {
+                kind: ErrorKind::Delivery,
                 rule: None,
                 function: None,
-                source: None,
+                source: Some(target.location()),
                 error: format!(
                     "the run's outputs could not be updated with the delivery results: {e}"
                 ),
                 traceback: None,
-            });
+            };
+            errors.push(unrecorded.clone());
+            summary.errors = errors.len() as u64;
+            vec![unrecorded]
         }
     }
-    let output_location = if prefix.is_empty() {
-        out_storage.url("")
-    } else {
-        out_storage.url(&prefix)
-    };
-    Ok(RunReport {
-        summary,
-        alerts,
-        errors,
-        output_location: output_location.trim_end_matches('/').to_string(),
-    })
-}
-
-/// A SQL rule's result on one batch as outcomes; a failed execution is an
-/// error record naming the rule and the batch's file.
-pub(crate) fn sql_outcomes(
-    rule: &DetectionDef,
-    batch: &EventBatch,
-    result: Result<Vec<MatchOutput>, String>,
-    stats: &mut RuleSummary,
-    errors: &mut Vec<ErrorRecord>,
-) -> Vec<RuleOutcome> {
-    match result {
-        Ok(outputs) => outputs
-            .into_iter()
-            .map(|o| RuleOutcome::Match(Box::new(o)))
-            .collect(),
-        Err(message) => {
-            stats.errors += 1;
-            errors.push(ErrorRecord {
-                kind: "rule".into(),
-                rule: Some(rule.name.clone()),
-                function: Some("query".into()),
-                source: Some(batch.file.to_string()),
-                error: message,
-                traceback: None,
-            });
-            Vec::new()
-        }
-    }
-}
-
-/// Turns one batch's outcomes for `rule` into rule matches and error records
-/// (shared by `run` and `test`, so both see the same fallbacks).
-pub(crate) fn collect_outcomes(
-    rule: &DetectionDef,
-    batch: &EventBatch,
-    outcomes: Vec<RuleOutcome>,
-    stats: &mut RuleSummary,
-    matches: &mut Vec<RuleMatch>,
-    errors: &mut Vec<ErrorRecord>,
-) {
-    for outcome in outcomes {
-        match outcome {
-            RuleOutcome::Error { row, message } => {
-                stats.errors += 1;
-                errors.push(ErrorRecord::python(
-                    "rule",
-                    &rule.name,
-                    Some("detect"),
-                    batch.source(row),
-                    message,
-                ));
-            }
-            RuleOutcome::Match(output) => {
-                stats.matches += 1;
-                for fe in &output.errors {
-                    stats.errors += 1;
-                    errors.push(ErrorRecord::python(
-                        "function",
-                        &rule.name,
-                        Some(fe.function),
-                        batch.source(output.row),
-                        fe.message.clone(),
-                    ));
-                }
-                let sequence = matches.len() as u64;
-                matches.push(to_match(rule, batch, *output, sequence));
-            }
-        }
-    }
-}
-
-fn to_match(
-    rule: &DetectionDef,
-    batch: &EventBatch,
-    output: MatchOutput,
-    sequence: u64,
-) -> RuleMatch {
-    let title = output
-        .title
-        .unwrap_or_else(|| rule.default_title().to_string());
-    let time_us = batch.times[output.row];
-    RuleMatch {
-        alert_id: String::new(),
-        rule: rule.name.clone(),
-        time_us,
-        time: micros_to_rfc3339(time_us),
-        dedupe: output.dedupe.unwrap_or_else(|| title.clone()),
-        title,
-        severity: output.severity.unwrap_or(rule.severity),
-        context: with_enrichment(output.context.unwrap_or_default(), batch, output.row),
-        source: batch.source(output.row),
-        event: batch.event_json(output.row),
-        description: output.description.or_else(|| rule.description.clone()),
-        runbook: output.runbook.or_else(|| rule.runbook.clone()),
-        reference: output
-            .reference
-            .or_else(|| rule.references.first().cloned()),
-        explicit_destinations: output.destinations.is_some(),
-        destinations: output
-            .destinations
-            .unwrap_or_else(|| rule.destinations.clone()),
-        sequence,
-    }
-}
-
-/// Adds what the `enrich:` selectors found as `context.enrichment` (unless
-/// the detection set that key itself).
-fn with_enrichment(
-    mut context: serde_json::Map<String, serde_json::Value>,
-    batch: &EventBatch,
-    row: usize,
-) -> serde_json::Map<String, serde_json::Value> {
-    if let Some(found) = batch.enrichment.as_ref().and_then(|e| e.to_json(row)) {
-        context.entry("enrichment").or_insert(found);
-    }
-    context
 }
 
 fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {

@@ -7,18 +7,15 @@
 //! costs at most one probe per distinct prefix length present (≤ 33 for
 //! IPv4, ≤ 129 for IPv6) whatever the table size.
 
+use super::key::{array_part, row_key_text};
 use crate::config::{KeyMatch, LookupKey};
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int32Type, Int64Type};
+use arrow::datatypes::DataType;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
 type Hasher = foldhash::fast::RandomState;
-
-/// Joins the parts of a composite key (a control character that does not
-/// occur in real keys).
-pub const COMPOSITE_SEPARATOR: char = '\u{1f}';
 
 /// Rows holding one key; most keys are unique, so the single case does not allocate.
 #[derive(Debug, Clone)]
@@ -88,18 +85,10 @@ impl KeyIndex {
         if let [column] = columns {
             for_each_value(*column, |row, text| insert(&mut map, normal(text), row));
         } else {
-            'rows: for row in 0..rows {
-                let mut joined = String::new();
-                for (i, column) in columns.iter().enumerate() {
-                    let Some(part) = key_text(*column, row) else {
-                        continue 'rows;
-                    };
-                    if i > 0 {
-                        joined.push(COMPOSITE_SEPARATOR);
-                    }
-                    joined.push_str(&part);
+            for row in 0..rows {
+                if let Some(joined) = row_key_text(columns, row) {
+                    insert(&mut map, normal(joined), row as u32);
                 }
-                insert(&mut map, normal(joined), row as u32);
             }
         }
         map.shrink_to_fit();
@@ -160,33 +149,20 @@ fn for_each_value(column: &dyn Array, mut f: impl FnMut(u32, String)) {
                 }
                 let values = list.value(row);
                 for i in 0..values.len() {
-                    if let Some(k) = key_text(values.as_ref(), i) {
-                        f(row as u32, k);
+                    if let Some(k) = array_part(values.as_ref(), i) {
+                        f(row as u32, k.text());
                     }
                 }
             }
         }
         _ => {
             for row in 0..column.len() {
-                if let Some(k) = key_text(column, row) {
-                    f(row as u32, k);
+                if let Some(k) = array_part(column, row) {
+                    f(row as u32, k.text());
                 }
             }
         }
     }
-}
-
-fn key_text(array: &dyn Array, row: usize) -> Option<String> {
-    if array.is_null(row) {
-        return None;
-    }
-    Some(match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().value(row).to_string(),
-        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
-        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
-        DataType::Boolean => array.as_boolean().value(row).to_string(),
-        _ => return None,
-    })
 }
 
 /// Parses `a.b.c.d/len`, `v6::/len` or a single address (a host route).
@@ -348,6 +324,7 @@ impl CidrIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::enrichment::COMPOSITE_SEPARATOR;
     use arrow::array::{Int64Array, StringArray};
 
     fn key(name: &str, matching: KeyMatch, case_sensitive: bool, columns: &[&str]) -> LookupKey {

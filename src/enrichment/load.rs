@@ -6,11 +6,12 @@
 //! bad value the same way: file, line (or row) and column.
 
 use super::index::parse_cidr;
-use crate::config::{display_path, EnrichmentDef, KeyMatch, TableFormat, MMDB_EXTENSION};
+use crate::config::{EnrichmentDef, KeyMatch, TableFormat, MMDB_EXTENSION};
+use crate::files::{display_path, format_of, open_decompressed};
 use crate::schema::{coerce_object, row_to_json, rows_to_batch, Leniency};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 /// Stop collecting after this many bad rows; the count still covers all.
@@ -134,52 +135,6 @@ impl Collector<'_> {
         }
         self.rows.push(Value::Object(row));
     }
-}
-
-/// Opens a file, transparently decompressing `.gz` and `.zst`.
-///
-/// # Errors
-/// The file cannot be opened.
-pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
-    let file = std::fs::File::open(path)?;
-    decompress(Box::new(file), &path.to_string_lossy())
-}
-
-/// Wraps `input` in the decompressor its name calls for (`.gz`, `.zst`).
-pub fn decompress(
-    input: Box<dyn Read + Send>,
-    name: &str,
-) -> std::io::Result<Box<dyn BufRead + Send>> {
-    Ok(if name.ends_with(".gz") {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
-        ))
-    } else if name.ends_with(".zst") {
-        Box::new(std::io::BufReader::with_capacity(
-            1 << 16,
-            zstd::Decoder::new(input)?,
-        ))
-    } else {
-        Box::new(std::io::BufReader::with_capacity(1 << 16, input))
-    })
-}
-
-/// The format extension of a data file, ignoring compression suffixes.
-pub fn format_of(path: &Path) -> String {
-    format_of_name(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
-}
-
-/// [`format_of`] for a file or object name.
-pub fn format_of_name(name: &str) -> String {
-    let name = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
-    let base = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(&name);
-    base.rsplit_once('.')
-        .map(|(_, e)| e.to_string())
-        .unwrap_or_default()
 }
 
 /// Loads the given data files of a table into one batch.

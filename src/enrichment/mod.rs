@@ -8,26 +8,26 @@
 //! see. Detections (through the `python` module) and the CLI only read
 //! snapshots, which makes a run reproducible.
 
-mod auto;
 mod geo;
 mod index;
+mod key;
 mod load;
 mod refresh;
+mod selectors;
 mod snapshot;
 
-pub use auto::{BatchEnrichment, EnrichedField, Found, Hit};
 pub use geo::{mmdb_batch, GeoDb, MMDB_COLUMN};
-pub use index::{parse_cidr, KeyIndex, COMPOSITE_SEPARATOR};
+pub use index::{parse_cidr, KeyIndex};
+pub use key::{
+    array_key_text, array_part, composite_key, row_key_text, KeyPart, COMPOSITE_SEPARATOR,
+};
 pub use load::{load_files, RowError, RowErrors};
+pub use selectors::{BatchEnrichment, EnrichedField, Found, Hit};
 
-/// File helpers shared with the log readers.
-pub mod load_helpers {
-    pub use super::load::{decompress, format_of, format_of_name, open_decompressed};
-}
 pub use refresh::{Generation, Refresh, TableWatcher};
 pub use snapshot::{
-    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, Fresh, IngestedUpload,
-    Manifest, Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
+    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, upload_key, Fresh,
+    IngestedUpload, Manifest, Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
 };
 
 use crate::config::{EnrichmentDef, LookupKey, TableFormat};
@@ -65,54 +65,6 @@ pub enum EnrichmentError {
 }
 
 pub type Result<T, E = EnrichmentError> = std::result::Result<T, E>;
-
-/// Row lookups by key. Keys are compared as text: an `int`/`long` key column
-/// matches its decimal string; a composite key's parts are joined with
-/// [`COMPOSITE_SEPARATOR`] (see [`composite_key`]); a CIDR key takes an IP
-/// address; a case-insensitive key ignores case.
-pub trait Lookup {
-    /// The newest row whose `index_key` (default: the first lookup key)
-    /// matches `key` (for a CIDR key: in the most specific containing range).
-    ///
-    /// # Errors
-    /// An `index_key` that is not a lookup key of the table.
-    fn lookup(&self, key: &str, index_key: Option<&str>) -> Result<Option<usize>>;
-    /// Every matching row: oldest first, or for a CIDR key every containing
-    /// range, most specific first.
-    ///
-    /// # Errors
-    /// As [`Lookup::lookup`].
-    fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>>;
-    /// [`Lookup::lookup`] for many keys at once, aligned with `keys` (`None`
-    /// keys find nothing).
-    ///
-    /// # Errors
-    /// As [`Lookup::lookup`].
-    fn lookup_many(
-        &self,
-        keys: &[Option<&str>],
-        index_key: Option<&str>,
-    ) -> Result<Vec<Option<usize>>> {
-        keys.iter()
-            .map(|k| match k {
-                Some(k) => self.lookup(k, index_key),
-                None => Ok(None),
-            })
-            .collect()
-    }
-}
-
-/// The lookup text of a composite key from its parts.
-pub fn composite_key<S: AsRef<str>>(parts: &[S]) -> String {
-    let mut out = String::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(COMPOSITE_SEPARATOR);
-        }
-        out.push_str(p.as_ref());
-    }
-    out
-}
 
 /// A loaded, indexed enrichment table.
 #[derive(Debug)]
@@ -263,27 +215,37 @@ impl EnrichmentTable {
         row_to_json(&self.batch, row)
     }
 
-    /// What `key` finds: the newest row of a row table (see
-    /// [`Lookup::lookup`]), or the record of an MMDB table.
+    /// What `key` finds: the newest row of a row table whose `index_key`
+    /// (default: the first lookup key) matches, or the record of an MMDB
+    /// table. This and [`EnrichmentTable::find_all`]/[`EnrichmentTable::find_many`]
+    /// are the one lookup API (Python's `get()`, the CLI, the benchmark).
+    ///
+    /// Keys are text in the convention of [`key`](crate::enrichment::KeyPart):
+    /// an `int`/`long` key column matches its decimal string; a composite
+    /// key's parts are joined with [`COMPOSITE_SEPARATOR`] (see
+    /// [`composite_key`]); a CIDR key takes an IP address (the most specific
+    /// containing range wins); a case-insensitive key ignores case.
     ///
     /// # Errors
     /// An unknown `index_key`, or an MMDB record that does not decode.
     pub fn find(&self, key: &str, index_key: Option<&str>) -> Result<Option<Hit>> {
         match self.format {
-            TableFormat::Rows => Ok(self.lookup(key, index_key)?.map(Hit::Row)),
+            TableFormat::Rows => Ok(self.index(index_key)?.newest(key).map(Hit::Row)),
             TableFormat::Mmdb => self.find_record(key, index_key),
         }
     }
 
-    /// Every match of `key` (see [`Lookup::lookup_all`]; an MMDB table has
-    /// at most one record per address).
+    /// Every match of `key`: oldest first, or for a CIDR key every
+    /// containing range, most specific first (an MMDB table has at most one
+    /// record per address).
     ///
     /// # Errors
     /// As [`EnrichmentTable::find`].
     pub fn find_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<Hit>> {
         match self.format {
             TableFormat::Rows => Ok(self
-                .lookup_all(key, index_key)?
+                .index(index_key)?
+                .all(key)
                 .into_iter()
                 .map(Hit::Row)
                 .collect()),
@@ -301,11 +263,13 @@ impl EnrichmentTable {
         index_key: Option<&str>,
     ) -> Result<Vec<Option<Hit>>> {
         match self.format {
-            TableFormat::Rows => Ok(self
-                .lookup_many(keys, index_key)?
-                .into_iter()
-                .map(|r| r.map(Hit::Row))
-                .collect()),
+            TableFormat::Rows => {
+                let index = self.index(index_key)?;
+                Ok(keys
+                    .iter()
+                    .map(|k| k.and_then(|k| index.newest(k)).map(Hit::Row))
+                    .collect())
+            }
             TableFormat::Mmdb => keys
                 .iter()
                 .map(|k| match k {
@@ -338,28 +302,6 @@ impl EnrichmentTable {
     }
 }
 
-impl Lookup for EnrichmentTable {
-    fn lookup(&self, key: &str, index_key: Option<&str>) -> Result<Option<usize>> {
-        Ok(self.index(index_key)?.newest(key))
-    }
-
-    fn lookup_all(&self, key: &str, index_key: Option<&str>) -> Result<Vec<usize>> {
-        Ok(self.index(index_key)?.all(key))
-    }
-
-    fn lookup_many(
-        &self,
-        keys: &[Option<&str>],
-        index_key: Option<&str>,
-    ) -> Result<Vec<Option<usize>>> {
-        let index = self.index(index_key)?;
-        Ok(keys
-            .iter()
-            .map(|k| k.and_then(|k| index.newest(k)))
-            .collect())
-    }
-}
-
 /// Every loaded table by name.
 pub type Tables = BTreeMap<String, Arc<EnrichmentTable>>;
 
@@ -381,21 +323,21 @@ mod tests {
     fn list_key_finds_asset_by_second_ip() {
         let assets = fixture_table("axonius_assets");
         let by_first = assets
-            .lookup("10.20.1.15", Some("network_interfaces_ips"))
+            .find("10.20.1.15", Some("network_interfaces_ips"))
             .unwrap()
             .unwrap();
         let by_second = assets
-            .lookup("10.20.9.15", Some("network_interfaces_ips"))
+            .find("10.20.9.15", Some("network_interfaces_ips"))
             .unwrap()
             .unwrap();
         assert_eq!(by_first, by_second);
-        assert_eq!(assets.row_json(by_second)["hostname"], "fin-laptop-042");
+        assert_eq!(assets.hit_json(&by_second)["hostname"], "fin-laptop-042");
     }
 
     #[test]
     fn unknown_index_key_names_known_keys() {
         let ips = fixture_table("known_ip_info");
-        let err = ips.lookup("1.1.1.1", Some("nope")).unwrap_err();
+        let err = ips.find("1.1.1.1", Some("nope")).unwrap_err();
         assert_eq!(
             err.to_string(),
             "table `known_ip_info` has no lookup key `nope`; its keys are: ip"

@@ -7,12 +7,12 @@
 //! A load writes the snapshot and its manifest first and replaces
 //! `current.json` last, so readers never see a half-written table.
 
-use super::load::{format_of_name, load_named};
+use super::load::load_named;
 use super::{load_files, EnrichmentError, EnrichmentTable, Result, RowErrors, Tables};
 use crate::config::{
-    display_path, EnrichmentDef, EnrichmentKind, Project, TableFormat, WriteMode, DATA_EXTENSIONS,
-    MMDB_EXTENSION,
+    EnrichmentDef, EnrichmentKind, Project, TableFormat, WriteMode, DATA_EXTENSIONS, MMDB_EXTENSION,
 };
+use crate::files::{display_path, format_of_name};
 use crate::storage::{key, ObjectInfo, Precondition, Storage, StorageError};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -366,6 +366,15 @@ fn new_uploads(uploads: &[ObjectInfo], manifest: Option<&Manifest>) -> Vec<Objec
         .collect();
     fresh.sort_by(|a, b| (a.modified_ms, &a.key).cmp(&(b.modified_ms, &b.key)));
     fresh
+}
+
+/// Where `enrichment upload` puts `file_name` for `table` in the uploads
+/// storage: `<table>/<UTC time, µs>-<file name>`. The stamp makes uploads of
+/// the same second distinct, and orders keys the way
+/// [`sync_dynamic`] ingests them (by modification time, then key).
+pub fn upload_key(table: &str, file_name: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    let stamp = now.format("%Y%m%dT%H%M%S%.6fZ");
+    crate::storage::key(&[table, &format!("{stamp}-{file_name}")])
 }
 
 /// The upload formats a table takes: an MMDB table takes databases only.

@@ -7,7 +7,7 @@
 //! bytes are streamed rather than held whole.
 
 use super::{EventReader, LogError, ReadItem};
-use crate::config::display_path;
+use crate::files::display_path;
 use crate::storage::{AwsSettings, S3Storage, Storage, StorageError};
 use std::collections::VecDeque;
 use std::path::PathBuf;

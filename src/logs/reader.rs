@@ -1,6 +1,7 @@
 use super::{EventBatch, PositionKind};
-use crate::config::{display_path, LogTable};
-use crate::enrichment::load_helpers::{decompress, format_of, format_of_name, open_decompressed};
+use crate::config::LogTable;
+use crate::files::display_path;
+use crate::files::{decompress, format_of, format_of_name, open_decompressed};
 use crate::schema::{coerce_object, rows_to_batch, Field, FieldType, Leniency};
 use arrow::array::StringArray;
 use serde_json::{Map, Value};

@@ -5,7 +5,7 @@
 use super::error::SqlError;
 use super::{read_only, register_enrichment, session, with_mmdb_hint};
 use crate::config::Project;
-use crate::engine::{prepare_tables, select_table, EngineError};
+use crate::enrichment::Tables;
 use crate::logs::{expand_inputs, read_inputs, EventReader, LogError, ReadItem};
 use crate::schema::json_at;
 use crate::storage::{Storage, StorageError};
@@ -28,16 +28,6 @@ pub enum QueryError {
     Storage(#[from] StorageError),
     #[error("{location}: {message}")]
     Output { location: String, message: String },
-}
-
-impl From<EngineError> for QueryError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::Logs(e) => Self::Logs(e),
-            EngineError::Storage(e) => Self::Storage(e),
-            other => Self::Usage(other.to_string()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -75,7 +65,9 @@ impl QueryResult {
     }
 }
 
-/// Runs `options.sql` over the project's tables.
+/// Runs `options.sql` over the project's `tables` (synced by the caller),
+/// past runs and `--input` logs; `warnings` (say, tables that failed to
+/// sync) are passed through to the result.
 ///
 /// # Errors
 /// SQL that does not parse, plan or execute (located in the SQL text); an
@@ -83,26 +75,17 @@ impl QueryResult {
 pub fn run_query(
     project: &Project,
     storage: &dyn Storage,
+    tables: &Tables,
+    mut warnings: Vec<String>,
     options: &QueryOptions,
 ) -> Result<QueryResult, QueryError> {
     let ctx = session(options.partitions);
-    let (tables, sync_errors) = prepare_tables(project, storage);
-    let mut warnings: Vec<String> = sync_errors
-        .iter()
-        .map(|e| {
-            format!(
-                "{}: {} (the previous snapshot is used)",
-                e.source.as_deref().unwrap_or("enrichment"),
-                e.error
-            )
-        })
-        .collect();
     let sql_error = |e: datafusion::error::DataFusionError| {
         QueryError::Sql(SqlError::from_datafusion(&e, &options.sql))
     };
-    register_enrichment(&ctx, &tables).map_err(sql_error)?;
+    register_enrichment(&ctx, tables).map_err(sql_error)?;
 
-    let runs = run_prefixes(storage, options.run.as_deref())?;
+    let runs = run_outputs(project, storage, options.run.as_deref())?;
     for (name, file, times) in [
         (
             "alerts",
@@ -119,7 +102,9 @@ pub fn run_query(
 
     let mut log_name = None;
     if !options.inputs.is_empty() {
-        let table = select_table(project, options.table.as_deref())?;
+        let table = project
+            .log_table_for(options.table.as_deref())
+            .map_err(QueryError::Usage)?;
         let (schema, batches, errors) = read_logs(project, table, &options.inputs)?;
         warnings.extend(errors);
         let provider = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
@@ -139,7 +124,7 @@ pub fn run_query(
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
     });
     let (schema, batches) = result.map_err(|e| {
-        let err = with_mmdb_hint(SqlError::from_datafusion(&e, &options.sql), &tables);
+        let err = with_mmdb_hint(SqlError::from_datafusion(&e, &options.sql), tables);
         QueryError::Sql(with_log_hint(err, project, log_name.as_deref()))
     })?;
     Ok(QueryResult {
@@ -167,7 +152,55 @@ fn with_log_hint(mut err: SqlError, project: &Project, registered: Option<&str>)
 }
 
 /// `runs/<id>/` prefixes in storage, oldest first, or just `run`.
-fn run_prefixes(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>, QueryError> {
+/// The file in `runs/<run id>/` that records where a run wrote its outputs
+/// when they went elsewhere (`run --output`): `{"location": "<url>"}`.
+pub const RUN_LOCATION: &str = "location.json";
+
+/// Where one run's outputs are: a storage and the prefix within it.
+struct RunOutput {
+    id: String,
+    storage: Option<Arc<dyn Storage>>,
+    prefix: String,
+}
+
+/// Every run recorded in storage (or only `run`), each with where its
+/// outputs are: `runs/<id>/` itself, or the location its `location.json`
+/// names.
+fn run_outputs(
+    project: &Project,
+    storage: &dyn Storage,
+    run: Option<&str>,
+) -> Result<Vec<RunOutput>, QueryError> {
+    let mut out = Vec::new();
+    for id in run_ids(storage, run)? {
+        let pointer = format!("runs/{id}/{RUN_LOCATION}");
+        let Some(data) = storage.read(&pointer)? else {
+            out.push(RunOutput {
+                prefix: format!("runs/{id}"),
+                id,
+                storage: None,
+            });
+            continue;
+        };
+        let location = serde_json::from_slice::<Value>(&data)
+            .ok()
+            .and_then(|v| v.get("location")?.as_str().map(str::to_string))
+            .ok_or_else(|| QueryError::Output {
+                location: storage.url(&pointer),
+                message: "not a run location: expected {\"location\": \"<folder or s3:// URL>\"}"
+                    .into(),
+            })?;
+        let elsewhere = crate::storage::open(&location, &project.root, &project.settings.aws)?;
+        out.push(RunOutput {
+            id,
+            storage: Some(elsewhere),
+            prefix: String::new(),
+        });
+    }
+    Ok(out)
+}
+
+fn run_ids(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>, QueryError> {
     let mut ids: Vec<String> = storage
         .list("runs/")?
         .iter()
@@ -201,13 +234,14 @@ fn run_prefixes(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>,
 /// across rows, else JSON text; `times` are read as UTC timestamps.
 fn run_table(
     storage: &dyn Storage,
-    runs: &[String],
+    runs: &[RunOutput],
     file: &str,
     times: &[&str],
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
     let mut rows: Vec<Value> = Vec::new();
     for run in runs {
-        let key = format!("runs/{run}/{file}");
+        let storage = run.storage.as_deref().unwrap_or(storage);
+        let key = crate::storage::key(&[&run.prefix, file]);
         let Some(data) = storage.read(&key)? else {
             continue;
         };
@@ -220,7 +254,7 @@ fn run_table(
                 message: format!("not valid JSON: {e}"),
             })?;
             if let Value::Object(map) = &mut value {
-                map.insert("run_id".into(), Value::String(run.clone()));
+                map.insert("run_id".into(), Value::String(run.id.clone()));
             }
             rows.push(value);
         }

@@ -4,18 +4,22 @@
 //! snapshots the detections use (registered through [`SnapshotTable`], never
 //! copied), on past runs' `alerts` and `matches`, and on log files decoded by
 //! the same readers as `run`. Detections use SQL in two ways
-//! ([`SqlDetections`]): a `query:` rule whose result rows are matches, and
+//! ([`RunPlan`]): a `query:` rule whose result rows are matches, and
 //! a `filter:` predicate that removes events before a Python rule sees
 //! them. Both are planned once and executed per batch.
 
 mod command;
 mod error;
+mod plan;
 mod rules;
 mod tables;
 
-pub use command::{run_query, write_result, OutputFormat, QueryError, QueryOptions, QueryResult};
+pub use command::{
+    run_query, write_result, OutputFormat, QueryError, QueryOptions, QueryResult, RUN_LOCATION,
+};
 pub use error::SqlError;
-pub use rules::{located, BatchSql, RowFilter, SqlDetections, SqlRule};
+pub use plan::{sql_runtime, PlannedRule, RuleBatch, RulePlan, RunPlan};
+pub use rules::{located, RowFilter, SqlRule};
 pub use tables::{SnapshotTable, ROW_COLUMN};
 
 use crate::enrichment::Tables;

@@ -9,9 +9,9 @@ use super::{read_only, register_enrichment, session};
 use crate::config::{
     ConfigError, DetectionDef, LogTable, RuleLogic, SqlText, Template, TemplatePart,
 };
-use crate::engine::MatchOutput;
 use crate::enrichment::Tables;
 use crate::logs::EventBatch;
+use crate::outcome::MatchOutput;
 use crate::schema::json_at;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, UInt32Type};
@@ -372,9 +372,7 @@ fn check_path(schema: &SchemaRef, path: &str) -> Result<(), String> {
     };
     let Ok(field) = schema.field_with_name(first) else {
         let all = names();
-        let hint = crate::config::closest(first, &all)
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default();
+        let hint = crate::suggest::did_you_mean(first, &all);
         return Err(format!(
             "`{path}`: the query's result has no column `{first}`{hint}; columns: {}",
             all.join(", ")
@@ -389,9 +387,7 @@ fn check_path(schema: &SchemaRef, path: &str) -> Result<(), String> {
         };
         let Some(child) = fields.iter().find(|f| f.name() == part) else {
             let all: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-            let hint = crate::config::closest(part, &all)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
+            let hint = crate::suggest::did_you_mean(part, &all);
             return Err(format!(
                 "`{path}`: no field `{part}` there{hint}; fields: {}",
                 all.join(", ")
@@ -433,127 +429,6 @@ fn value_at(result: &RecordBatch, i: usize, path: &str) -> Value {
         };
     }
     value
-}
-
-/// The SQL of a project's detections, planned for one log table: the
-/// `query:` rules and the `filter:`s, with the runtime that executes them.
-pub struct SqlDetections {
-    runtime: tokio::runtime::Runtime,
-    /// By rule position in the run's rule list.
-    pub rules: Vec<Option<SqlRule>>,
-    pub filters: Vec<Option<RowFilter>>,
-}
-
-/// What the SQL of a batch gave, per rule position.
-#[derive(Debug, Default)]
-pub struct BatchSql {
-    /// Rows passing each Python rule's filter (`None`: no filter, or it
-    /// failed and every row goes to Python).
-    pub selections: Vec<Option<Vec<u32>>>,
-    /// Each SQL rule's matches.
-    pub matches: Vec<Option<Result<Vec<MatchOutput>, String>>>,
-    /// Filters that failed on this batch: (rule position, message).
-    pub filter_errors: Vec<(usize, String)>,
-}
-
-impl SqlDetections {
-    /// Plans every query and filter of `rules` for log table `log`.
-    ///
-    /// # Errors
-    /// Every planning problem, located in the detection files.
-    pub fn new(
-        rules: &[&DetectionDef],
-        log: &LogTable,
-        tables: &Tables,
-    ) -> Result<Self, Vec<ConfigError>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| {
-                vec![ConfigError::new(
-                    &log.file,
-                    format!("cannot start the SQL runtime: {e}"),
-                )]
-            })?;
-        let schema = log.schema.to_arrow();
-        let mut errors = Vec::new();
-        let mut out = Self {
-            runtime,
-            rules: Vec::new(),
-            filters: Vec::new(),
-        };
-        for def in rules {
-            let mut rule = None;
-            let mut filter = None;
-            match &def.logic {
-                RuleLogic::Sql { .. } => match SqlRule::compile(&out.runtime, def, log, tables) {
-                    Ok(r) => rule = Some(r),
-                    Err(e) => errors.extend(e),
-                },
-                RuleLogic::Python { filter: Some(sql) } => {
-                    match RowFilter::compile(&sql.text, &schema) {
-                        Ok(f) => filter = Some(f),
-                        Err(e) => errors.push(located(def, "filter", sql, &e)),
-                    }
-                }
-                RuleLogic::Python { filter: None } => {}
-            }
-            out.rules.push(rule);
-            out.filters.push(filter);
-        }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// Plans the SQL rules again over a newer generation of `tables`
-    /// (filters read no tables and are kept).
-    ///
-    /// # Errors
-    /// A query no longer plans (a table's schema changed); the old plans stay.
-    pub fn replan(
-        &mut self,
-        rules: &[&DetectionDef],
-        log: &LogTable,
-        tables: &Tables,
-    ) -> Result<(), Vec<ConfigError>> {
-        let mut fresh = Vec::with_capacity(self.rules.len());
-        for (def, current) in rules.iter().zip(&self.rules) {
-            fresh.push(match current {
-                Some(_) => Some(SqlRule::compile(&self.runtime, def, log, tables)?),
-                None => None,
-            });
-        }
-        self.rules = fresh;
-        Ok(())
-    }
-
-    /// Whether there is any SQL to run per batch.
-    pub fn is_empty(&self) -> bool {
-        self.rules.iter().all(Option::is_none) && self.filters.iter().all(Option::is_none)
-    }
-
-    /// Runs every filter and SQL rule on `batch`.
-    pub fn evaluate(&self, batch: &EventBatch) -> BatchSql {
-        let mut out = BatchSql::default();
-        for (position, filter) in self.filters.iter().enumerate() {
-            out.selections
-                .push(filter.as_ref().and_then(|f| match f.select(&batch.batch) {
-                    Ok(rows) => Some(rows),
-                    Err(e) => {
-                        out.filter_errors.push((position, e));
-                        None
-                    }
-                }));
-        }
-        out.matches = self
-            .rules
-            .iter()
-            .map(|r| r.as_ref().map(|r| r.evaluate(&self.runtime, batch)))
-            .collect();
-        out
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! (timestamps become epoch microseconds, dates epoch days, numeric strings
 //! numbers), or returns the path of the first value that does not fit.
 
-use super::FieldType;
+use super::{Field, FieldType};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Number, Value};
 
@@ -82,130 +82,158 @@ pub fn coerce_value(
         }
     }
     match ty {
-        FieldType::String => match value {
-            Value::String(_) => Ok(()),
-            Value::Number(n) => {
-                *value = Value::String(n.to_string());
-                Ok(())
-            }
-            Value::Bool(b) => {
-                *value = Value::String(b.to_string());
-                Ok(())
-            }
-            _ => Err(mismatch(value, ty)),
+        FieldType::String => coerce_string(value, ty),
+        FieldType::Int | FieldType::Long => coerce_integer(value, ty),
+        FieldType::Float | FieldType::Double => coerce_float(value, ty),
+        FieldType::Boolean => coerce_bool(value),
+        FieldType::Timestamp => coerce_timestamp(value),
+        FieldType::Date => coerce_date(value),
+        FieldType::List(element) => coerce_list(value, ty, element, leniency),
+        FieldType::Struct(fields) => coerce_struct(value, ty, fields, leniency),
+    }
+}
+
+fn coerce_string(value: &mut Value, ty: &FieldType) -> Result<(), CoerceError> {
+    match value {
+        Value::String(_) => Ok(()),
+        Value::Number(n) => {
+            *value = Value::String(n.to_string());
+            Ok(())
+        }
+        Value::Bool(b) => {
+            *value = Value::String(b.to_string());
+            Ok(())
+        }
+        _ => Err(mismatch(value, ty)),
+    }
+}
+
+fn coerce_integer(value: &mut Value, ty: &FieldType) -> Result<(), CoerceError> {
+    let parsed = match &*value {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let n = parsed.ok_or_else(|| mismatch(value, ty))?;
+    if *ty == FieldType::Int && i32::try_from(n).is_err() {
+        return Err(CoerceError::new(format!("{n} is out of range for int")));
+    }
+    *value = Value::Number(n.into());
+    Ok(())
+}
+
+fn coerce_float(value: &mut Value, ty: &FieldType) -> Result<(), CoerceError> {
+    let parsed = match &*value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+        _ => None,
+    };
+    let f = parsed.ok_or_else(|| mismatch(value, ty))?;
+    *value = Value::Number(Number::from_f64(f).ok_or_else(|| mismatch(value, ty))?);
+    Ok(())
+}
+
+fn coerce_bool(value: &mut Value) -> Result<(), CoerceError> {
+    let parsed = match &*value {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => parse_bool(s),
+        Value::Number(n) => match n.as_i64() {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            _ => None,
         },
-        FieldType::Int | FieldType::Long => {
-            let parsed = match &*value {
-                Value::Number(n) => n.as_i64().or_else(|| {
-                    n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                        .map(|f| f as i64)
-                }),
-                Value::String(s) => s.trim().parse::<i64>().ok(),
-                _ => None,
-            };
-            let n = parsed.ok_or_else(|| mismatch(value, ty))?;
-            if *ty == FieldType::Int && i32::try_from(n).is_err() {
-                return Err(CoerceError::new(format!("{n} is out of range for int")));
+        _ => None,
+    };
+    let b = parsed.ok_or_else(|| {
+        CoerceError::new(format!(
+            "{} is not a valid boolean (expected true/false, yes/no or 1/0)",
+            show(value)
+        ))
+    })?;
+    *value = Value::Bool(b);
+    Ok(())
+}
+
+fn coerce_timestamp(value: &mut Value) -> Result<(), CoerceError> {
+    let micros = parse_timestamp_micros(value).ok_or_else(|| {
+        CoerceError::new(format!(
+            "{} is not a valid timestamp (expected RFC 3339 or epoch seconds/millis)",
+            show(value)
+        ))
+    })?;
+    *value = Value::Number(micros.into());
+    Ok(())
+}
+
+fn coerce_date(value: &mut Value) -> Result<(), CoerceError> {
+    let days = match &*value {
+        Value::String(s) => NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .ok()
+            .or_else(|| parse_datetime(s).map(|d| d.date_naive()))
+            .map(|d| (d - NaiveDate::default()).num_days()),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    };
+    let days = days.ok_or_else(|| {
+        CoerceError::new(format!(
+            "{} is not a valid date (expected YYYY-MM-DD)",
+            show(value)
+        ))
+    })?;
+    *value = Value::Number(days.into());
+    Ok(())
+}
+
+fn coerce_list(
+    value: &mut Value,
+    ty: &FieldType,
+    element: &FieldType,
+    leniency: Leniency,
+) -> Result<(), CoerceError> {
+    if !value.is_array() {
+        let items = match (leniency, &*value) {
+            (Leniency::Text { list_delimiter }, Value::String(s)) => s
+                .split(list_delimiter)
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| Value::String(p.to_string()))
+                .collect(),
+            (_, Value::Object(_)) if !matches!(*element, FieldType::Struct(_)) => {
+                return Err(mismatch(value, ty))
             }
-            *value = Value::Number(n.into());
-            Ok(())
-        }
-        FieldType::Float | FieldType::Double => {
-            let parsed = match &*value {
-                Value::Number(n) => n.as_f64(),
-                Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
-                _ => None,
-            };
-            let f = parsed.ok_or_else(|| mismatch(value, ty))?;
-            *value = Value::Number(Number::from_f64(f).ok_or_else(|| mismatch(value, ty))?);
-            Ok(())
-        }
-        FieldType::Boolean => {
-            let parsed = match &*value {
-                Value::Bool(b) => Some(*b),
-                Value::String(s) => parse_bool(s),
-                Value::Number(n) => match n.as_i64() {
-                    Some(0) => Some(false),
-                    Some(1) => Some(true),
-                    _ => None,
-                },
-                _ => None,
-            };
-            let b = parsed.ok_or_else(|| {
-                CoerceError::new(format!(
-                    "{} is not a valid boolean (expected true/false, yes/no or 1/0)",
-                    show(value)
-                ))
-            })?;
-            *value = Value::Bool(b);
-            Ok(())
-        }
-        FieldType::Timestamp => {
-            let micros = parse_timestamp_micros(value).ok_or_else(|| {
-                CoerceError::new(format!(
-                    "{} is not a valid timestamp (expected RFC 3339 or epoch seconds/millis)",
-                    show(value)
-                ))
-            })?;
-            *value = Value::Number(micros.into());
-            Ok(())
-        }
-        FieldType::Date => {
-            let days = match &*value {
-                Value::String(s) => NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-                    .ok()
-                    .or_else(|| parse_datetime(s).map(|d| d.date_naive()))
-                    .map(|d| (d - NaiveDate::default()).num_days()),
-                Value::Number(n) => n.as_i64(),
-                _ => None,
-            };
-            let days = days.ok_or_else(|| {
-                CoerceError::new(format!(
-                    "{} is not a valid date (expected YYYY-MM-DD)",
-                    show(value)
-                ))
-            })?;
-            *value = Value::Number(days.into());
-            Ok(())
-        }
-        FieldType::List(element) => {
-            if !value.is_array() {
-                let items = match (leniency, &*value) {
-                    (Leniency::Text { list_delimiter }, Value::String(s)) => s
-                        .split(list_delimiter)
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| Value::String(p.to_string()))
-                        .collect(),
-                    (_, Value::Object(_)) if !matches!(**element, FieldType::Struct(_)) => {
-                        return Err(mismatch(value, ty))
-                    }
-                    _ => vec![value.take()],
-                };
-                *value = Value::Array(items);
-            }
-            let Value::Array(items) = value else {
-                unreachable!("made an array above")
-            };
-            for (i, item) in items.iter_mut().enumerate() {
-                coerce_value(item, element, leniency).map_err(|e| e.within(&format!("[{i}]")))?;
-            }
-            Ok(())
-        }
-        FieldType::Struct(fields) => {
-            if let (Leniency::Text { .. }, Value::String(s)) = (leniency, &*value) {
-                match serde_json::from_str::<Value>(s) {
-                    Ok(parsed @ Value::Object(_)) => *value = parsed,
-                    _ => return Err(mismatch(value, ty)),
-                }
-            }
-            let Value::Object(map) = value else {
-                return Err(mismatch(value, ty));
-            };
-            coerce_object(map, fields, leniency)
+            _ => vec![value.take()],
+        };
+        *value = Value::Array(items);
+    }
+    let Value::Array(items) = value else {
+        unreachable!("made an array above")
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        coerce_value(item, element, leniency).map_err(|e| e.within(&format!("[{i}]")))?;
+    }
+    Ok(())
+}
+
+fn coerce_struct(
+    value: &mut Value,
+    ty: &FieldType,
+    fields: &[Field],
+    leniency: Leniency,
+) -> Result<(), CoerceError> {
+    if let (Leniency::Text { .. }, Value::String(s)) = (leniency, &*value) {
+        match serde_json::from_str::<Value>(s) {
+            Ok(parsed @ Value::Object(_)) => *value = parsed,
+            _ => return Err(mismatch(value, ty)),
         }
     }
+    let Value::Object(map) = value else {
+        return Err(mismatch(value, ty));
+    };
+    coerce_object(map, fields, leniency)
 }
 
 /// Coerces the declared members of an object; undeclared members are left as they are.

@@ -93,9 +93,7 @@ impl FieldType {
                 ))
             }
             other => {
-                let hint = crate::config::closest(other, TYPE_NAMES)
-                    .map(|c| format!(" (did you mean `{c}`?)"))
-                    .unwrap_or_default();
+                let hint = crate::suggest::did_you_mean(other, TYPE_NAMES);
                 return Err(format!(
                     "unknown type `{other}`{hint}; expected one of {}",
                     TYPE_NAMES.join(", ")

@@ -5,9 +5,10 @@
 //! and line.
 
 use crate::config::{
-    closest, display_path, locate_key, locate_text, read_yaml, ConfigError, DetectionDef,
-    EnrichmentDef, Project, Severity,
+    locate_key, locate_text, read_yaml, ConfigError, DetectionDef, Diagnostics, EnrichmentDef,
+    Project, Severity,
 };
+use crate::files::display_path;
 use crate::schema::{coerce_object, Leniency};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -119,7 +120,7 @@ pub fn test_files(def: &DetectionDef) -> Vec<PathBuf> {
 /// Every test case of `def`, and every problem found in its test files.
 pub fn load_cases(project: &Project, def: &DetectionDef) -> (Vec<TestCase>, Vec<ConfigError>) {
     let mut cases = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = Diagnostics::default();
     if let Some((raw, source)) = read_yaml::<InlineCases>(&def.file, &mut errors) {
         for case in raw.tests.unwrap_or_default() {
             if let Some(case) = validate(project, def, &def.file, &source, case, &mut errors) {
@@ -168,14 +169,14 @@ pub fn load_cases(project: &Project, def: &DetectionDef) -> (Vec<TestCase>, Vec<
             );
         }
     }
-    (cases, errors)
+    (cases, errors.into_vec())
 }
 
 /// Parses already-read YAML text as `T`; a failure becomes a located error.
 fn from_source<T: serde::de::DeserializeOwned>(
     file: &Path,
     source: &str,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Diagnostics,
 ) -> Option<T> {
     serde_yaml::from_str(source)
         .map_err(|e| errors.push(ConfigError::from_yaml(file, &e)))
@@ -203,20 +204,20 @@ fn to_json(mut value: serde_yaml::Value) -> Result<Value, String> {
     serde_json::to_value(value).map_err(|e| format!("not representable as JSON: {e}"))
 }
 
-fn validate(
-    project: &Project,
-    def: &DetectionDef,
-    file: &Path,
-    source: &str,
-    raw: RawCase,
-    errors: &mut Vec<ConfigError>,
-) -> Option<TestCase> {
-    let before = errors.len();
-    let line = case_line(source, &raw.name);
-    let at = |field: &str| -> Option<(usize, usize)> {
-        // The field's line after the case's `name:` line, else the case line.
-        let start = line.unwrap_or(1);
-        source
+/// Where a test case is in its file, to locate its errors.
+struct CaseDoc<'a> {
+    file: &'a Path,
+    source: &'a str,
+    name: &'a str,
+    /// Line of the case's `name:`.
+    line: Option<usize>,
+}
+
+impl CaseDoc<'_> {
+    /// The field's line after the case's `name:` line, else the case line.
+    fn at(&self, field: &str) -> Option<(usize, usize)> {
+        let start = self.line.unwrap_or(1);
+        self.source
             .lines()
             .enumerate()
             .skip(start.saturating_sub(1))
@@ -226,83 +227,59 @@ fn validate(
                     .starts_with(&format!("{field}:"))
             })
             .map(|(i, l)| (i + 1, l.len() - l.trim_start().len() + 1))
-            .or(line.map(|l| (l, 1)))
-    };
-    let err = |errors: &mut Vec<ConfigError>, field: &str, message: String| {
-        errors.push(
-            ConfigError::new(file, format!("test case `{}`: {message}", raw.name)).at(at(field)),
-        );
+            .or(self.line.map(|l| (l, 1)))
+    }
+
+    /// An error about `field` of this case.
+    fn error(&self, field: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::new(self.file, format!("test case `{}`: {message}", self.name))
+            .at(self.at(field))
+    }
+
+    /// An error about the fixture of enrichment table `table`.
+    fn fixture_error(&self, table: &str, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError::new(self.file, format!("test case `{}`: {message}", self.name))
+            .at(locate_text(self.source, &format!("{table}:")).or(self.at("enrichment")))
+    }
+}
+
+fn validate(
+    project: &Project,
+    def: &DetectionDef,
+    file: &Path,
+    source: &str,
+    raw: RawCase,
+    errors: &mut Diagnostics,
+) -> Option<TestCase> {
+    let mut errors = errors.scope();
+    let name = raw.name.clone();
+    let doc = CaseDoc {
+        file,
+        source,
+        name: &name,
+        line: case_line(source, &raw.name),
     };
     if raw.name.trim().is_empty() {
         errors.push(
             ConfigError::new(file, "a test case has an empty name").at(locate_key(source, "name")),
         );
     }
-
     let table = match &raw.table {
         Some(t) if !def.tables.contains(t) => {
-            err(
-                errors,
+            errors.push(doc.error(
                 "table",
                 format!(
                     "`{t}` is not one of the detection's tables ({})",
                     def.tables.join(", ")
                 ),
-            );
+            ));
             t.clone()
         }
         Some(t) => t.clone(),
         None => def.tables.first().cloned().unwrap_or_default(),
     };
-
-    let events = match to_json(raw.log) {
-        Ok(Value::Object(map)) => vec![Value::Object(map)],
-        Ok(Value::Array(items)) if !items.is_empty() => {
-            for (i, item) in items.iter().enumerate() {
-                if !item.is_object() {
-                    err(
-                        errors,
-                        "log",
-                        format!("log[{i}] must be a mapping (one event)"),
-                    );
-                }
-            }
-            items
-        }
-        Ok(Value::Array(_)) => {
-            err(errors, "log", "`log` is an empty list".into());
-            Vec::new()
-        }
-        Ok(_) => {
-            err(
-                errors,
-                "log",
-                "`log` must be one event (a mapping) or a list of events".into(),
-            );
-            Vec::new()
-        }
-        Err(e) => {
-            err(errors, "log", format!("`log` {e}"));
-            Vec::new()
-        }
-    };
-
-    let context = match raw.context.map(to_json) {
-        None => None,
-        Some(Ok(Value::Object(map))) => Some(map),
-        Some(Ok(_)) => {
-            err(
-                errors,
-                "context",
-                "`context` must be a mapping (a subset of the alert context)".into(),
-            );
-            None
-        }
-        Some(Err(e)) => {
-            err(errors, "context", format!("`context` {e}"));
-            None
-        }
-    };
+    let events = case_events(raw.log, &doc, &mut errors);
+    let context = case_context(raw.context, &doc, &mut errors);
     let expect = Expectations {
         matched: raw.expect_match,
         title: raw.title,
@@ -313,75 +290,26 @@ fn validate(
         match_count: raw.match_count,
         alerts: raw.alerts,
     };
-    if !expect.matched {
-        let given: Vec<&str> = [
-            ("title", expect.title.is_some()),
-            ("severity", expect.severity.is_some()),
-            ("dedupe", expect.dedupe.is_some()),
-            ("context", expect.context.is_some()),
-            ("activated", expect.activated.is_some()),
-            ("match_count", expect.match_count.is_some()),
-            ("alerts", expect.alerts.is_some_and(|n| n > 0)),
-        ]
-        .into_iter()
-        .filter_map(|(f, set)| set.then_some(f))
-        .collect();
-        if let Some(first) = given.first() {
-            err(
-                errors,
-                first,
-                format!(
-                    "expects no match but sets {}, which only apply to a match",
-                    given.join(", ")
-                ),
-            );
-        }
-    }
-
-    let mut fixtures = Vec::new();
-    for (name, value) in raw.enrichment.unwrap_or_default() {
-        let Some(table_def) = project.enrichment_table(&name) else {
-            let names: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
-            let hint = closest(&name, &names)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            errors.push(
-                ConfigError::new(
-                    file,
-                    format!(
-                        "test case `{}`: enrichment table `{name}` is not defined{hint}",
-                        raw.name
-                    ),
-                )
-                .at(locate_text(source, &format!("{name}:")).or(at("enrichment"))),
-            );
-            continue;
-        };
-        match fixture(table_def, value) {
-            Ok(f) => fixtures.push(f),
-            Err(message) => errors.push(
-                ConfigError::new(
-                    file,
-                    format!("test case `{}`: enrichment `{name}`: {message}", raw.name),
-                )
-                .at(locate_text(source, &format!("{name}:")).or(at("enrichment"))),
-            ),
-        }
-    }
-
+    check_expectations(&expect, &doc, &mut errors);
+    let fixtures = case_fixtures(
+        project,
+        raw.enrichment.unwrap_or_default(),
+        &doc,
+        &mut errors,
+    );
     let mut mocks = Map::new();
     for (name, value) in raw.mocks.unwrap_or_default() {
         match to_json(value) {
             Ok(v) => {
                 mocks.insert(name, v);
             }
-            Err(e) => err(errors, "mocks", format!("mock `{name}` {e}")),
+            Err(e) => errors.push(doc.error("mocks", format!("mock `{name}` {e}"))),
         }
     }
-
-    if errors.len() > before {
+    if !errors.is_clean() {
         return None;
     }
+    let line = doc.line;
     Some(TestCase {
         rule: def.name.clone(),
         name: raw.name,
@@ -394,6 +322,116 @@ fn validate(
         mocks,
         skip: raw.skip,
     })
+}
+
+/// `log:`: one event or a non-empty list of events, each a mapping.
+fn case_events(log: serde_yaml::Value, doc: &CaseDoc<'_>, errors: &mut Diagnostics) -> Vec<Value> {
+    match to_json(log) {
+        Ok(Value::Object(map)) => vec![Value::Object(map)],
+        Ok(Value::Array(items)) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                if !item.is_object() {
+                    errors
+                        .push(doc.error("log", format!("log[{i}] must be a mapping (one event)")));
+                }
+            }
+            items
+        }
+        Ok(Value::Array(_)) => {
+            errors.push(doc.error("log", "`log` is an empty list"));
+            Vec::new()
+        }
+        Ok(_) => {
+            errors.push(doc.error(
+                "log",
+                "`log` must be one event (a mapping) or a list of events",
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            errors.push(doc.error("log", format!("`log` {e}")));
+            Vec::new()
+        }
+    }
+}
+
+/// `context:`: a mapping (a subset of the alert context).
+fn case_context(
+    context: Option<serde_yaml::Value>,
+    doc: &CaseDoc<'_>,
+    errors: &mut Diagnostics,
+) -> Option<Map<String, Value>> {
+    match context.map(to_json) {
+        None => None,
+        Some(Ok(Value::Object(map))) => Some(map),
+        Some(Ok(_)) => {
+            errors.push(doc.error(
+                "context",
+                "`context` must be a mapping (a subset of the alert context)",
+            ));
+            None
+        }
+        Some(Err(e)) => {
+            errors.push(doc.error("context", format!("`context` {e}")));
+            None
+        }
+    }
+}
+
+/// A case that expects no match sets nothing that only applies to a match.
+fn check_expectations(expect: &Expectations, doc: &CaseDoc<'_>, errors: &mut Diagnostics) {
+    if expect.matched {
+        return;
+    }
+    let given: Vec<&str> = [
+        ("title", expect.title.is_some()),
+        ("severity", expect.severity.is_some()),
+        ("dedupe", expect.dedupe.is_some()),
+        ("context", expect.context.is_some()),
+        ("activated", expect.activated.is_some()),
+        ("match_count", expect.match_count.is_some()),
+        ("alerts", expect.alerts.is_some_and(|n| n > 0)),
+    ]
+    .into_iter()
+    .filter_map(|(f, set)| set.then_some(f))
+    .collect();
+    if let Some(first) = given.first() {
+        errors.push(doc.error(
+            first,
+            format!(
+                "expects no match but sets {}, which only apply to a match",
+                given.join(", ")
+            ),
+        ));
+    }
+}
+
+/// `enrichment:`: fixture rows per table, checked against the table's schema.
+fn case_fixtures(
+    project: &Project,
+    enrichment: BTreeMap<String, serde_yaml::Value>,
+    doc: &CaseDoc<'_>,
+    errors: &mut Diagnostics,
+) -> Vec<Fixture> {
+    let mut fixtures = Vec::new();
+    for (name, value) in enrichment {
+        let Some(table_def) = project.enrichment_table(&name) else {
+            let names: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
+            let hint = crate::suggest::did_you_mean(&name, &names);
+            errors.push(doc.fixture_error(
+                &name,
+                format!("enrichment table `{name}` is not defined{hint}"),
+            ));
+            continue;
+        };
+        match fixture(table_def, value) {
+            Ok(f) => fixtures.push(f),
+            Err(message) => {
+                errors.push(doc.fixture_error(&name, format!("enrichment `{name}`: {message}")))
+            }
+        }
+    }
+    fixtures
 }
 
 /// A fixture: a list of rows (extends the table) or `{rows: [...], mode:
@@ -435,9 +473,7 @@ fn fixture(def: &EnrichmentDef, value: serde_yaml::Value) -> Result<Fixture, Str
             .find(|k| !def.schema.fields.iter().any(|f| &f.name == *k))
         {
             let names: Vec<&str> = def.schema.fields.iter().map(|f| f.name.as_str()).collect();
-            let hint = closest(unknown, &names)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
+            let hint = crate::suggest::did_you_mean(unknown, &names);
             return Err(format!(
                 "row {i}: column `{unknown}` is not in the table's schema{hint}"
             ));

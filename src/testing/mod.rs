@@ -14,13 +14,14 @@ mod report;
 pub use case::{load_cases, test_files, Expectations, Fixture, FixtureMode, TestCase};
 pub use report::{json_report, junit_xml, write_human};
 
-use crate::alerts::{AlertGrouper, AlertState, ErrorRecord, RuleSettings, RuleSummary};
-use crate::config::{closest, ConfigError, DetectionDef, Project, Severity};
-use crate::engine::{collect_outcomes, prepare_tables, sql_outcomes, RuleOutcome};
+use crate::alerts::{AlertGrouper, AlertState, ErrorRecord, RuleSettings};
+use crate::config::{ConfigError, DetectionDef, Project, Severity};
+use crate::engine::{collect_outcomes, prepare_tables, sql_outcomes, RuleSummary};
 use crate::enrichment::{BatchEnrichment, EnrichmentTable, Tables};
 use crate::logs::{EventBatch, EventReader, ReadItem};
+use crate::outcome::RuleOutcome;
 use crate::python::{PythonError, PythonRuntime};
-use crate::query::{RowFilter, SqlRule};
+use crate::query::{sql_runtime, RulePlan};
 use crate::schema::rows_to_batch;
 use crate::storage::Storage;
 use serde::Serialize;
@@ -153,9 +154,7 @@ pub fn run_tests(
     let names: Vec<&str> = project.detections.iter().map(|d| d.name.as_str()).collect();
     for rule in &selection.rules {
         if !names.contains(&rule.as_str()) {
-            let hint = closest(rule, &names)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
+            let hint = crate::suggest::did_you_mean(rule, &names);
             return Err(TestError::Usage(format!("no detection `{rule}`{hint}")));
         }
     }
@@ -181,9 +180,7 @@ pub fn run_tests(
         }
     }
     let mut runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &[])?;
-    let sql_runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| TestError::Usage(format!("cannot start the SQL runtime: {e}")))?;
+    let sql_runtime = sql_runtime().map_err(TestError::Usage)?;
     let mut engines = Engines {
         python: &mut runtime,
         sql: &sql_runtime,
@@ -341,12 +338,6 @@ struct Engines<'a> {
     sql: &'a tokio::runtime::Runtime,
 }
 
-/// How a case's rule runs: Python (maybe behind a filter) or a planned query.
-enum CaseRule {
-    Python(Option<RowFilter>),
-    Sql(Box<SqlRule>),
-}
-
 fn prepare_rule(
     project: &Project,
     def: &DetectionDef,
@@ -354,44 +345,31 @@ fn prepare_rule(
     effective: &Tables,
     fixtures: &Tables,
     engines: &mut Engines<'_>,
-) -> Result<CaseRule, Vec<String>> {
+) -> Result<RulePlan, Vec<String>> {
     let log = project
         .log_table(&case.table)
         .ok_or_else(|| vec![format!("log table `{}` has no schema", case.table)])?;
-    match &def.logic {
-        crate::config::RuleLogic::Sql { .. } => {
-            if !case.mocks.is_empty() {
-                return Err(vec![
-                    "`mocks` replace Python names; a SQL detection has none".into(),
-                ]);
-            }
-            SqlRule::compile(engines.sql, def, log, effective)
-                .map(|r| CaseRule::Sql(Box::new(r)))
-                .map_err(|e| e.iter().map(ToString::to_string).collect())
-        }
-        crate::config::RuleLogic::Python { filter } => {
-            let filter = match filter {
-                Some(sql) => Some(
-                    RowFilter::compile(&sql.text, &log.schema.to_arrow()).map_err(|e| {
-                        vec![crate::query::located(def, "filter", sql, &e).to_string()]
-                    })?,
-                ),
-                None => None,
-            };
-            engines
-                .python
-                .load_case(def, fixtures, &case.mocks)
-                .map_err(|e| vec![e.to_string()])?;
-            Ok(CaseRule::Python(filter))
-        }
+    if def.is_sql() && !case.mocks.is_empty() {
+        return Err(vec![
+            "`mocks` replace Python names; a SQL detection has none".into(),
+        ]);
     }
+    let plan = RulePlan::new(engines.sql, def, 0, log, effective)
+        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    if let RulePlan::Python { .. } = plan {
+        engines
+            .python
+            .load_case(def, fixtures, &case.mocks)
+            .map_err(|e| vec![e.to_string()])?;
+    }
+    Ok(plan)
 }
 
 /// Runs `rule` on one batch of a case. A filter is checked against what
 /// `detect()` decides: every event `detect()` matches must pass it.
 fn case_outcomes(
     def: &DetectionDef,
-    rule: &CaseRule,
+    rule: &RulePlan,
     engines: &Engines<'_>,
     batch: &Arc<EventBatch>,
     stats: &mut RuleSummary,
@@ -399,12 +377,12 @@ fn case_outcomes(
     check: &mut FilterCheck,
 ) -> Vec<RuleOutcome> {
     match rule {
-        CaseRule::Sql(sql) => {
+        RulePlan::Sql(sql) => {
             stats.sql_batches += 1;
             let result = sql.evaluate(engines.sql, batch);
             sql_outcomes(def, batch, result, stats, errors)
         }
-        CaseRule::Python(filter) => {
+        RulePlan::Python { filter, .. } => {
             let outcomes = engines.python.evaluate_case(batch, &mut stats.python_calls);
             let Some(filter) = filter else {
                 check.passed += batch.len();
@@ -506,14 +484,21 @@ fn run_case(
         );
         collect_outcomes(def, batch, outcomes, &mut stats, &mut matches, &mut errors);
     }
-    if let (CaseRule::Python(Some(filter)), false) = (&rule, check.rejected.is_empty()) {
+    let filter = match &rule {
+        RulePlan::Python {
+            filter: Some(filter),
+            ..
+        } => Some(filter),
+        _ => None,
+    };
+    if let (Some(filter), false) = (filter, check.rejected.is_empty()) {
         check.problems.push(format!(
             "filter `{}` rejects {}, which detect() matches: a filter may only remove events that detect() rejects",
             filter.text,
             check.rejected.join(", ")
         ));
     }
-    if let (CaseRule::Python(Some(filter)), true, 0) = (&rule, case.expect.matched, check.passed) {
+    if let (Some(filter), true, 0) = (filter, case.expect.matched, check.passed) {
         check.problems.push(format!(
             "the case expects a match, but filter `{}` rejects every event of it",
             filter.text

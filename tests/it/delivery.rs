@@ -839,3 +839,35 @@ fn an_unreadable_delivery_state_is_reported_and_kept() {
         deliver.stderr
     );
 }
+
+#[test]
+fn outputs_that_cannot_be_updated_after_delivery_are_reported_on_the_terminal() {
+    let p = project("");
+    let out_dir = p.path().join("out/gone");
+    let moved = out_dir.clone();
+    // The webhook takes the alert, then the output folder disappears (a
+    // file takes its place), so the run cannot rewrite its outputs.
+    let server = Server::start(move |_| {
+        let _ = std::fs::remove_dir_all(&moved);
+        std::fs::write(&moved, "not a folder").unwrap();
+        Reply::json(200, serde_json::json!({}))
+    });
+    std::fs::write(
+        p.path().join("ravenwatch.yml"),
+        format!(
+            "name: delivery-test\nstorage: .ravenwatch\ndestinations:\n  hook: {{ type: webhook, url: \"{}/hook\" }}\ndelivery: {{ default_destinations: [hook], backoff_ms: 10 }}\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let out = run(&p, "first.jsonl", "gone", &[], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert_eq!(server.requests().len(), 1);
+    assert!(out_dir.is_file());
+    assert!(
+        out.stdout
+            .contains("the run's outputs could not be updated with the delivery results"),
+        "{}",
+        out.stdout
+    );
+}

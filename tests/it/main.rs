@@ -5,6 +5,7 @@
 //! the binary there with `-p .`, so messages show project-relative paths.
 
 mod bad_input;
+mod config_errors;
 mod delivery;
 mod enrichment;
 mod geo;

@@ -214,10 +214,18 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     let Some(s3) = s3() else { return };
     let bucket = s3.bucket();
     let p = s3_project(&s3, &bucket, "s3_project", &["intel_ip_traffic"]);
+    append_uploads_keep_every_row(&p, &s3);
+    an_overwriting_upload_replaces_the_table(&p, &s3);
+    logs_and_alerts_in_s3(&p, &s3, &bucket);
+    query_over_s3_logs_and_snapshots(&p, &s3, &bucket);
+}
 
-    let up = upload(&p, &s3, "intel_ips", "threats-1.csv");
+/// Uploads to an append table add rows (the newest answers `get`), and a
+/// second sync ingests nothing twice.
+fn append_uploads_keep_every_row(p: &Project, s3: &S3) {
+    let up = upload(p, s3, "intel_ips", "threats-1.csv");
     assert_eq!(up.code, 0, "{up:?}");
-    let sync = run(&p, &s3, &["enrichment", "sync"]);
+    let sync = run(p, s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
@@ -231,10 +239,10 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         ("intel_ips", "threats-2.jsonl"),
         ("allowlisted_hosts", "allow-1.csv"),
     ] {
-        let up = upload(&p, &s3, table, file);
+        let up = upload(p, s3, table, file);
         assert_eq!(up.code, 0, "{up:?}");
     }
-    let sync = run(&p, &s3, &["enrichment", "sync"]);
+    let sync = run(p, s3, &["enrichment", "sync"]);
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
@@ -248,15 +256,11 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         "{}",
         sync.stdout
     );
-    let get = run(
-        &p,
-        &s3,
-        &["enrichment", "get", "intel_ips", "198.51.100.66"],
-    );
+    let get = run(p, s3, &["enrichment", "get", "intel_ips", "198.51.100.66"]);
     assert!(get.stdout.contains("new intel: ransomware C2"), "{get:?}");
     let all = run(
-        &p,
-        &s3,
+        p,
+        s3,
         &["enrichment", "get", "intel_ips", "198.51.100.66", "--all"],
     );
     assert!(
@@ -265,7 +269,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     );
 
     // Syncing again ingests nothing twice.
-    let again = run(&p, &s3, &["enrichment", "sync"]);
+    let again = run(p, s3, &["enrichment", "sync"]);
     assert_eq!(again.code, 0);
     assert!(
         again.stdout.contains("intel_ips: unchanged (4 rows)"),
@@ -279,11 +283,12 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         "{}",
         again.stdout
     );
+}
 
-    // Overwrite: the second upload replaces the table.
-    let up = upload(&p, &s3, "allowlisted_hosts", "allow-2.csv");
+fn an_overwriting_upload_replaces_the_table(p: &Project, s3: &S3) {
+    let up = upload(p, s3, "allowlisted_hosts", "allow-2.csv");
     assert_eq!(up.code, 0, "{up:?}");
-    let sync = run(&p, &s3, &["enrichment", "sync", "allowlisted_hosts"]);
+    let sync = run(p, s3, &["enrichment", "sync", "allowlisted_hosts"]);
     assert!(
         sync.stdout
             .contains("allowlisted_hosts: ingested 1 upload(s), table has 1 rows"),
@@ -292,8 +297,8 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     );
     assert_eq!(
         run(
-            &p,
-            &s3,
+            p,
+            s3,
             &["enrichment", "get", "allowlisted_hosts", "sandbox-01"]
         )
         .code,
@@ -301,20 +306,23 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
     );
     assert_eq!(
         run(
-            &p,
-            &s3,
+            p,
+            s3,
             &["enrichment", "get", "allowlisted_hosts", "sandbox-02"]
         )
         .code,
         0
     );
+}
 
-    // Logs from S3, alerts to S3.
+/// Logs read from S3, alerts written to S3 (and found by `query` through
+/// the run's location in storage).
+fn logs_and_alerts_in_s3(p: &Project, s3: &S3, bucket: &str) {
     let logs = std::fs::read(repo().join("tests/data/logs/threat_traffic.jsonl")).unwrap();
-    s3.put(&bucket, "logs/2024/05/10/threat_traffic.jsonl", &logs);
+    s3.put(bucket, "logs/2024/05/10/threat_traffic.jsonl", &logs);
     let out = run(
-        &p,
-        &s3,
+        p,
+        s3,
         &[
             "run",
             "--input",
@@ -324,7 +332,7 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         ],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    let alerts = jsonl(&s3.get(&bucket, "alerts-out/alerts.jsonl").unwrap());
+    let alerts = jsonl(&s3.get(bucket, "alerts-out/alerts.jsonl").unwrap());
     let titles: Vec<&str> = alerts
         .iter()
         .map(|a| a["title"].as_str().unwrap())
@@ -337,18 +345,32 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
             "Traffic to 203.0.113.99: botnet C2",
         ]
     );
-    let matches = jsonl(&s3.get(&bucket, "alerts-out/matches.jsonl").unwrap());
+    let matches = jsonl(&s3.get(bucket, "alerts-out/matches.jsonl").unwrap());
     assert_eq!(
         matches[0]["source"],
         format!("s3://{bucket}/logs/2024/05/10/threat_traffic.jsonl#1")
     );
-    assert!(s3.get(&bucket, "alerts-out/summary.json").is_some());
-    assert!(s3.get(&bucket, "alerts-out/alerts.parquet").is_some());
+    assert!(s3.get(bucket, "alerts-out/summary.json").is_some());
+    assert!(s3.get(bucket, "alerts-out/alerts.parquet").is_some());
+    let found = run(
+        p,
+        s3,
+        &[
+            "query",
+            "SELECT count(*) AS n FROM alerts",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(found.code, 0, "{found:?}");
+    assert_eq!(found.stdout, "n\n2\n", "alerts written to S3 are queryable");
+}
 
-    // SQL over the same S3 logs and the dynamic table's S3 snapshot.
+/// SQL over the same S3 logs and the dynamic table's S3 snapshot.
+fn query_over_s3_logs_and_snapshots(p: &Project, s3: &S3, bucket: &str) {
     let out = run(
-        &p,
-        &s3,
+        p,
+        s3,
         &[
             "query",
             "SELECT e.destination.ip AS ip, t.description, e._source AS source \
@@ -374,12 +396,12 @@ fn upload_sync_run_with_append_and_overwrite_tables() {
         )
     );
     let state = s3
-        .get(&bucket, "store/state/alerts.json")
+        .get(bucket, "store/state/alerts.json")
         .expect("state in S3");
     let state: serde_json::Value = serde_json::from_slice(&state).unwrap();
     assert_eq!(state["alerts"].as_array().unwrap().len(), 2);
     assert_eq!(
-        s3.keys(&bucket, "store/enrichment/intel_ips/snapshots/")
+        s3.keys(bucket, "store/enrichment/intel_ips/snapshots/")
             .len(),
         2
     );

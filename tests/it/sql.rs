@@ -67,7 +67,7 @@ fn query_joins_a_log_file_with_an_enrichment_table() {
                FROM events e JOIN threat_ips t ON e.destination.ip = t.ip \
                GROUP BY 1, 2 ORDER BY connections DESC, src";
     let out = p.run(&[
-        "query", sql, "--input", &logs[0], &logs[1], "--format", "csv",
+        "query", sql, "--input", &logs[0], "--input", &logs[1], "--format", "csv",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     let first = format!("{}:1", logs[0]);
@@ -88,7 +88,7 @@ fn query_joins_a_log_file_with_an_enrichment_table() {
 fn query_reads_alerts_and_matches_of_runs() {
     let p = Project::example();
     let logs = sql_logs();
-    let run = p.run(&["run", "--input", &logs[0], &logs[1]]);
+    let run = p.run(&["run", "--input", &logs[0], "--input", &logs[1]]);
     assert_eq!(run.code, 0, "{run:?}");
     let runs: Vec<String> = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
         .unwrap()
@@ -399,7 +399,7 @@ fn a_filter_naming_an_unknown_field_fails_validation() {
 #[test]
 fn joins_keep_the_enrichment_hash_table_unless_the_batch_is_the_build_side() {
     use ravenwatch::config::Project as Config;
-    use ravenwatch::query::SqlDetections;
+    use ravenwatch::query::{RulePlan, RunPlan};
     let p = Project::with("sql_self_join");
     let project = Config::load(p.path()).unwrap();
     let storage = ravenwatch::storage::LocalStorage::new(p.path().join(".ravenwatch"));
@@ -408,11 +408,72 @@ fn joins_keep_the_enrichment_hash_table_unless_the_batch_is_the_build_side() {
     let log = project.log_table("events").unwrap();
     let plan = |rule: &str| {
         let def = project.detections.iter().find(|d| d.name == rule).unwrap();
-        let sql = SqlDetections::new(&[def], log, &tables).unwrap();
-        sql.rules[0].as_ref().unwrap().resets_each_batch()
+        let plan = RunPlan::new(&[def], log, &tables).unwrap();
+        match &plan.rules()[0].plan {
+            RulePlan::Sql(rule) => rule.resets_each_batch(),
+            RulePlan::Python { .. } => panic!("`{rule}` is a SQL rule"),
+        }
     };
     // events ⋈ threat_ips: the 4-row table is the build side, built once.
     assert!(!plan("threat_ip_traffic"));
     // events ⋈ events: both sides are the batch, so the plan is reset per batch.
     assert!(plan("paired_connections"));
+}
+
+#[test]
+fn query_takes_input_before_the_sql() {
+    let p = Project::example();
+    let logs = sql_logs();
+    let sql = "SELECT count(*) AS n FROM events";
+    // The order a new user writes: the flag first, then the statement.
+    let before = p.run(&["query", "--input", &logs[0], sql, "--format", "csv"]);
+    assert_eq!(before.code, 0, "{before:?}");
+    let after = p.run(&["query", sql, "--input", &logs[0], "--format", "csv"]);
+    assert_eq!(after.code, 0, "{after:?}");
+    assert_eq!(before.stdout, after.stdout);
+    assert!(before.stdout.starts_with("n\n"), "{}", before.stdout);
+}
+
+#[test]
+fn query_finds_the_alerts_of_a_run_written_elsewhere() {
+    let p = Project::example();
+    let logs = sql_logs();
+    let run = p.run(&[
+        "run",
+        "--input",
+        &logs[0],
+        "--input",
+        &logs[1],
+        "--output",
+        "out/elsewhere",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(p.path().join("out/elsewhere/alerts.jsonl").is_file());
+    let runs: Vec<String> = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 1, "the run is recorded in storage");
+    let pointer: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            p.path()
+                .join(".ravenwatch/runs")
+                .join(&runs[0])
+                .join("location.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        pointer["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("out/elsewhere"),
+        "{pointer}"
+    );
+    let sql =
+        "SELECT count(*) AS n, min(run_id) AS run FROM alerts WHERE rule = 'threat_ip_traffic'";
+    let out = p.run(&["query", sql, "--format", "csv"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, format!("n,run\n3,{}\n", runs[0]));
 }

@@ -1,0 +1,57 @@
+//! What every command resolves first: the project, its storage and the
+//! uploads location, opened and checked so a bad bucket or credentials fail
+//! before any work.
+
+use super::args::GlobalArgs;
+use crate::config::Project;
+use crate::storage::{self, Storage};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+
+pub(super) fn load_project(global: &GlobalArgs) -> Result<Project> {
+    Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// Opens `location` (`what` names it in errors) and checks it is usable,
+/// so a bad bucket or credentials fail before any work.
+pub(super) fn open_checked(
+    project: &Project,
+    location: &str,
+    what: &str,
+) -> Result<Arc<dyn Storage>> {
+    let opened = storage::open(location, &project.root, &project.settings.aws)
+        .with_context(|| format!("cannot open {what} `{location}`"))?;
+    opened.check()?;
+    Ok(opened)
+}
+
+fn storage_location<'a>(global: &'a GlobalArgs, project: &'a Project) -> &'a str {
+    global
+        .storage
+        .as_deref()
+        .unwrap_or(&project.settings.storage)
+}
+
+pub(super) fn open_storage(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
+    open_checked(project, storage_location(global, project), "storage")
+}
+
+/// Where dynamic tables' uploads live: `enrichment_uploads`, else
+/// `<storage>/uploads`.
+pub(super) fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc<dyn Storage>> {
+    let location = match &project.settings.enrichment_uploads {
+        Some(l) => l.clone(),
+        None => {
+            let storage = storage_location(global, project);
+            if storage.starts_with("s3://") {
+                format!("{}/uploads", storage.trim_end_matches('/'))
+            } else {
+                std::path::Path::new(storage)
+                    .join("uploads")
+                    .display()
+                    .to_string()
+            }
+        }
+    };
+    open_checked(project, &location, "the uploads location")
+}

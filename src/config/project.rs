@@ -1,0 +1,174 @@
+//! `ravenwatch.yml` and the project as a whole: loading every section in
+//! order (settings, enrichment tables, log tables, detections) and the
+//! lookups the rest of the engine uses.
+
+use super::destinations::{self, RawDelivery};
+use super::detection::load_detections;
+use super::enrichment::load_enrichment;
+use super::error::{ConfigError, ConfigErrors, Diagnostics};
+use super::log_table::load_log_tables;
+use super::read::read_yaml;
+use super::{
+    DeliverySettings, DetectionDef, EnrichmentDef, LogTable, DEFAULT_STORAGE, PROJECT_FILE,
+};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub name: Option<String>,
+    pub storage: Option<String>,
+    pub enrichment_uploads: Option<String>,
+    pub aws: Option<RawAws>,
+    /// Where activated alerts are delivered, by name.
+    pub destinations: Option<std::collections::BTreeMap<String, serde_yaml::Value>>,
+    /// Delivery behaviour: default destinations, retries, timeouts.
+    pub delivery: Option<RawDelivery>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAws {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: Option<bool>,
+    pub profile: Option<String>,
+    /// Attempts per S3 request, retries included.
+    pub max_attempts: Option<u32>,
+}
+
+/// A loaded, validated project directory.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+    pub settings: ProjectSettings,
+    pub log_tables: Vec<LogTable>,
+    pub enrichment: Vec<EnrichmentDef>,
+    pub detections: Vec<DetectionDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectSettings {
+    pub name: String,
+    /// Local folder (relative to the project root) or `s3://bucket/prefix`.
+    pub storage: String,
+    /// Where dynamic tables' uploads live (default `<storage>/uploads`).
+    pub enrichment_uploads: Option<String>,
+    pub aws: crate::storage::AwsSettings,
+    /// `destinations:` and `delivery:`.
+    pub delivery: DeliverySettings,
+}
+
+impl Project {
+    /// Loads and validates every configuration file under `root`.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its file and (where known) line and column.
+    pub fn load(root: &Path) -> Result<Project, ConfigErrors> {
+        let (project, errors) = Self::load_partial(root);
+        if errors.is_empty() {
+            Ok(project)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Like [`Project::load`], but returns the parts that are valid along
+    /// with every error, so `validate` can go on checking them.
+    pub fn load_partial(root: &Path) -> (Project, Vec<ConfigError>) {
+        let mut errors = Diagnostics::default();
+        if !root.is_dir() {
+            errors.push(ConfigError::new(root, "project directory does not exist"));
+        }
+        let settings = load_settings(root, &mut errors);
+        // Log tables' selectors refer to enrichment tables; their errors
+        // are still reported first.
+        let mut enrichment_errors = Diagnostics::default();
+        let enrichment = load_enrichment(root, &mut enrichment_errors);
+        let log_tables = load_log_tables(root, &enrichment, &mut errors);
+        errors.append(&mut enrichment_errors);
+        let detections = load_detections(root, &log_tables, &settings.delivery, &mut errors);
+        let project = Project {
+            root: root.to_path_buf(),
+            settings,
+            log_tables,
+            enrichment,
+            detections,
+        };
+        (project, errors.into_vec())
+    }
+
+    pub fn log_table(&self, name: &str) -> Option<&LogTable> {
+        self.log_tables.iter().find(|t| t.name == name)
+    }
+
+    /// The log table inputs belong to: `name` (from `--table`), or the only
+    /// one the project has.
+    ///
+    /// # Errors
+    /// A usage message: no such table, no table at all, or several to
+    /// choose from.
+    pub fn log_table_for(&self, name: Option<&str>) -> Result<&LogTable, String> {
+        let names = || {
+            let names: Vec<&str> = self.log_tables.iter().map(|t| t.name.as_str()).collect();
+            names.join(", ")
+        };
+        match name {
+            Some(n) => self
+                .log_table(n)
+                .ok_or_else(|| format!("no log table `{n}` in schemas/ (tables: {})", names())),
+            None => match self.log_tables.as_slice() {
+                [only] => Ok(only),
+                [] => Err("the project has no log table: add schemas/<table>.yml".into()),
+                _ => Err(format!(
+                    "the project has several log tables ({}); choose one with --table",
+                    names()
+                )),
+            },
+        }
+    }
+
+    pub fn enrichment_table(&self, name: &str) -> Option<&EnrichmentDef> {
+        self.enrichment.iter().find(|t| t.name == name)
+    }
+
+    /// Helper folder shared by detections (`detections/_lib`).
+    pub fn detection_lib_dir(&self) -> PathBuf {
+        self.root.join("detections").join("_lib")
+    }
+}
+
+pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSettings {
+    let file = root.join(PROJECT_FILE);
+    let (raw, source) = if file.exists() {
+        read_yaml::<Option<RawProject>>(&file, errors)
+            .map(|(r, source)| (r.unwrap_or_default(), source))
+            .unwrap_or_default()
+    } else {
+        (RawProject::default(), String::new())
+    };
+    let delivery = destinations::validate(raw.destinations, raw.delivery, &file, &source, errors);
+    let name = raw.name.unwrap_or_else(|| {
+        root.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "ravenwatch".into())
+    });
+    ProjectSettings {
+        name,
+        storage: raw.storage.unwrap_or_else(|| DEFAULT_STORAGE.into()),
+        enrichment_uploads: raw.enrichment_uploads,
+        aws: raw
+            .aws
+            .map(|a| crate::storage::AwsSettings {
+                region: a.region,
+                endpoint: a.endpoint,
+                force_path_style: a.force_path_style,
+                profile: a.profile,
+                max_attempts: a.max_attempts,
+            })
+            .unwrap_or_default(),
+        delivery,
+    }
+}

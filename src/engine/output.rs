@@ -1,0 +1,191 @@
+//! The files a run writes: alerts.jsonl, alerts.parquet, matches.jsonl,
+//! errors.jsonl and summary.json. The summary is the engine's report of a
+//! run (it includes delivery), so it lives here and not in `alerts`.
+
+use crate::alerts::{alert_json, Alert, ErrorRecord, RuleMatch};
+use crate::delivery::DeliveryReport;
+use crate::schema::{coerce_value, rows_to_batch, Field, FieldType, Leniency, TableSchema};
+use crate::storage::{key, Storage, StorageError};
+use parquet::arrow::ArrowWriter;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleSummary {
+    pub matches: u64,
+    pub errors: u64,
+    pub python_calls: u64,
+    /// Events a Python rule's `filter:` kept from `detect()`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub filtered_out: u64,
+    /// SQL rules: how often the query was planned (once, plus once per
+    /// table refresh) and how many batches it ran on.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sql_plans: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sql_batches: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub events: u64,
+    pub rule_matches: u64,
+    pub alerts: u64,
+    pub activated_alerts: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    /// Values the `enrich:` selectors looked up, and how many matched.
+    pub enrichment_lookups: u64,
+    pub enrichment_hits: u64,
+    /// Tables switched to a newer snapshot during the run.
+    pub table_refreshes: Vec<crate::enrichment::Refresh>,
+    pub rules: BTreeMap<String, RuleSummary>,
+    /// Deliveries queued and sent after the run (absent without destinations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
+}
+
+pub struct RunOutputs<'a> {
+    pub alerts: &'a [Alert],
+    pub matches: &'a [RuleMatch],
+    pub errors: &'a [ErrorRecord],
+    pub summary: &'a Summary,
+}
+
+fn jsonl<T: Serialize>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        if serde_json::to_writer(&mut out, item).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+fn alert_schema() -> TableSchema {
+    let strings = || FieldType::List(Box::new(FieldType::String));
+    TableSchema::new(vec![
+        Field::new("id", FieldType::String),
+        Field::new("rule", FieldType::String),
+        Field::new("title", FieldType::String),
+        Field::new("severity", FieldType::String),
+        Field::new("dedupe", FieldType::String),
+        Field::new("activated", FieldType::Boolean),
+        Field::new("match_count", FieldType::Long),
+        Field::new("first_match_time", FieldType::Timestamp),
+        Field::new("last_match_time", FieldType::Timestamp),
+        Field::new("created_at", FieldType::Timestamp),
+        Field::new("context", FieldType::String),
+        Field::new("description", FieldType::String),
+        Field::new("runbook", FieldType::String),
+        Field::new("reference", FieldType::String),
+        Field::new("destinations", strings()),
+        Field::new("tables", strings()),
+        Field::new("false_positives", strings()),
+        Field::new("events", FieldType::String),
+    ])
+}
+
+/// Alerts as Parquet; nested context and events are kept as JSON text so
+/// the file has one fixed schema whatever detections return.
+fn alerts_parquet(alerts: &[Alert]) -> Result<Vec<u8>, String> {
+    let schema = alert_schema();
+    let ty = FieldType::Struct(schema.fields.clone());
+    let mut rows = Vec::with_capacity(alerts.len());
+    for a in alerts {
+        let mut row = json!({
+            "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
+            "activated": a.activated, "match_count": a.match_count,
+            "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
+            "created_at": a.created_at,
+            "context": Value::Object(a.context.clone()).to_string(),
+            "description": a.description, "runbook": a.runbook, "reference": a.reference,
+            "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
+            "events": Value::Array(a.events.iter().cloned().map(Value::Object).collect()).to_string(),
+        });
+        coerce_value(&mut row, &ty, Leniency::Json)
+            .map_err(|e| format!("{}: {}", e.path, e.message))?;
+        rows.push(row);
+    }
+    let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
+    let mut buffer = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut buffer, batch.schema(), None).map_err(|e| e.to_string())?;
+    writer.write(&batch).map_err(|e| e.to_string())?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(buffer)
+}
+
+/// The files a run writes, in writing order (summary.json last, so its
+/// presence means the rest are complete).
+pub const OUTPUT_FILES: [&str; 5] = [
+    "alerts.jsonl",
+    "alerts.parquet",
+    "matches.jsonl",
+    "errors.jsonl",
+    "summary.json",
+];
+
+/// Removes a run's output files (when its state could not be committed).
+///
+/// # Errors
+/// The first storage failure.
+pub fn remove_outputs(storage: &dyn Storage, prefix: &str) -> Result<(), StorageError> {
+    for file in OUTPUT_FILES.iter().rev() {
+        storage.delete(&key(&[prefix, file]))?;
+    }
+    Ok(())
+}
+
+/// Rewrites errors.jsonl and summary.json after delivery, which happens
+/// once the run is committed (summary.json last, as before).
+///
+/// # Errors
+/// The first storage failure.
+pub fn rewrite_after_delivery(
+    storage: &dyn Storage,
+    prefix: &str,
+    errors: &[ErrorRecord],
+    summary: &Summary,
+) -> Result<(), StorageError> {
+    storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(errors))?;
+    write_summary(storage, prefix, summary)
+}
+
+fn write_summary(
+    storage: &dyn Storage,
+    prefix: &str,
+    summary: &Summary,
+) -> Result<(), StorageError> {
+    let mut json = serde_json::to_vec_pretty(summary).unwrap_or_default();
+    json.push(b'\n');
+    storage.write(&key(&[prefix, "summary.json"]), &json)
+}
+
+/// Writes every output file under `prefix` of `storage`; summary.json last.
+///
+/// # Errors
+/// The first storage failure.
+pub fn write_outputs(
+    storage: &dyn Storage,
+    prefix: &str,
+    out: &RunOutputs<'_>,
+) -> Result<(), StorageError> {
+    let alerts: Vec<Value> = out.alerts.iter().map(alert_json).collect();
+    storage.write(&key(&[prefix, "alerts.jsonl"]), &jsonl(&alerts))?;
+    let parquet = alerts_parquet(out.alerts).map_err(|message| StorageError::Io {
+        location: storage.url(&key(&[prefix, "alerts.parquet"])),
+        source: std::io::Error::other(message),
+    })?;
+    storage.write(&key(&[prefix, "alerts.parquet"]), &parquet)?;
+    storage.write(&key(&[prefix, "matches.jsonl"]), &jsonl(out.matches))?;
+    storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
+    write_summary(storage, prefix, out.summary)
+}

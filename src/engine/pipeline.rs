@@ -1,0 +1,152 @@
+//! The two threads of a run. The reader thread decodes the inputs and
+//! prepares each batch ([`BatchPreparer`]): it looks for a newer table
+//! generation (re-planning SQL on a switch), applies the `enrich:`
+//! selectors and runs the filters and queries. Batches travel over a
+//! bounded channel to the main thread, which holds the interpreter and
+//! runs the Python rules ([`evaluate_batch`]), so decoding overlaps Python.
+
+use super::collect::{collect_outcomes, sql_outcomes};
+use super::output::Summary;
+use crate::alerts::{ErrorKind, ErrorRecord, RuleMatch};
+use crate::config::{DetectionDef, LogTable, Selector};
+use crate::enrichment::{BatchEnrichment, Generation, TableWatcher};
+use crate::logs::{read_inputs, EventBatch, EventReader, Input, ReadItem};
+use crate::python::PythonRuntime;
+use crate::query::{RuleBatch, RunPlan};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A read item with the table generation it was prepared against and one
+/// SQL result per rule (empty for anything but a batch).
+pub(super) type Prepared = (ReadItem, Arc<Generation>, Vec<RuleBatch>);
+
+/// Batches waiting between the threads: enough to keep Python busy, few
+/// enough that memory stays bounded.
+const CHANNEL_DEPTH: usize = 4;
+
+/// The reader thread's state.
+pub(super) struct BatchPreparer {
+    pub watcher: TableWatcher,
+    pub selectors: Vec<Selector>,
+    pub plan: RunPlan,
+    pub log_table: LogTable,
+    planned_generation: u64,
+    /// Times the queries were planned again for a newer generation.
+    pub replans: u64,
+    /// Queries that no longer planned on a newer generation.
+    pub replan_errors: Vec<String>,
+}
+
+impl BatchPreparer {
+    pub fn new(watcher: TableWatcher, plan: RunPlan, log_table: &LogTable) -> Self {
+        Self {
+            watcher,
+            selectors: log_table.enrich.clone(),
+            plan,
+            log_table: log_table.clone(),
+            planned_generation: 0,
+            replans: 0,
+            replan_errors: Vec::new(),
+        }
+    }
+
+    /// Stamps `item` with the current table generation and, for a batch,
+    /// adds its enrichment and SQL results.
+    pub fn prepare(&mut self, item: ReadItem) -> Prepared {
+        let generation = self.watcher.poll();
+        if generation.id != self.planned_generation && self.plan.reads_tables() {
+            match self.plan.replan(&self.log_table, &generation.tables) {
+                Ok(()) => self.replans += 1,
+                Err(e) => self.replan_errors.extend(e.iter().map(ToString::to_string)),
+            }
+        }
+        self.planned_generation = generation.id;
+        match item {
+            ReadItem::Batch(mut batch) => {
+                if !self.selectors.is_empty() {
+                    batch.enrichment = Some(BatchEnrichment::compute(
+                        &self.selectors,
+                        &generation.tables,
+                        &batch.batch,
+                    ));
+                }
+                let results = self.plan.evaluate(&batch);
+                (ReadItem::Batch(batch), generation, results)
+            }
+            other => (other, generation, Vec::new()),
+        }
+    }
+}
+
+/// Starts the reader thread; it stops early when the receiver is dropped
+/// and hands its state back when joined.
+pub(super) fn spawn_reader(
+    reader: EventReader,
+    inputs: Vec<Input>,
+    mut preparer: BatchPreparer,
+) -> (Receiver<Prepared>, JoinHandle<BatchPreparer>) {
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Prepared>(CHANNEL_DEPTH);
+    let handle = std::thread::spawn(move || {
+        read_inputs(&reader, inputs, &mut |item| {
+            sender.send(preparer.prepare(item)).is_ok()
+        });
+        preparer
+    });
+    (receiver, handle)
+}
+
+/// Runs every rule on one prepared batch, in plan order: Python rules on
+/// the rows their filter kept, SQL rules' matches as the reader thread
+/// computed them.
+pub(super) fn evaluate_batch(
+    rules: &[DetectionDef],
+    python: &PythonRuntime,
+    batch: &Arc<EventBatch>,
+    results: Vec<RuleBatch>,
+    summary: &mut Summary,
+    matches: &mut Vec<RuleMatch>,
+    errors: &mut Vec<ErrorRecord>,
+) {
+    summary.events += batch.len() as u64;
+    if let Some(e) = &batch.enrichment {
+        summary.enrichment_lookups += e.lookups;
+        summary.enrichment_hits += e.hits;
+    }
+    for (rule, result) in rules.iter().zip(&results) {
+        if let RuleBatch::Python {
+            filter_error: Some(message),
+            ..
+        } = result
+        {
+            errors.push(ErrorRecord {
+                kind: ErrorKind::Filter,
+                rule: Some(rule.name.clone()),
+                function: None,
+                source: Some(batch.file.to_string()),
+                error: format!("{message} (every event of this batch went to detect())"),
+                traceback: None,
+            });
+        }
+    }
+    for (rule, result) in rules.iter().zip(results) {
+        let Some(stats) = summary.rules.get_mut(&rule.name) else {
+            continue;
+        };
+        let outcomes = match result {
+            RuleBatch::Python {
+                index, selection, ..
+            } => {
+                if let Some(rows) = &selection {
+                    stats.filtered_out += (batch.len() - rows.len()) as u64;
+                }
+                python.evaluate(index, batch, selection.as_deref(), &mut stats.python_calls)
+            }
+            RuleBatch::Sql(result) => {
+                stats.sql_batches += 1;
+                sql_outcomes(rule, batch, result, stats, errors)
+            }
+        };
+        collect_outcomes(rule, batch, outcomes, stats, matches, errors);
+    }
+}

@@ -1,0 +1,59 @@
+//! File helpers every layer needs: how a path is shown in messages, which
+//! format a data file has (ignoring compression), and reading it
+//! decompressed. They sit at the floor so config, enrichment and logs can
+//! share them without importing one another.
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+/// A path as shown in messages: relative paths without a leading `./`.
+pub fn display_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    text.strip_prefix("./").map(str::to_string).unwrap_or(text)
+}
+
+/// Opens a file, transparently decompressing `.gz` and `.zst`.
+///
+/// # Errors
+/// The file cannot be opened.
+pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let file = std::fs::File::open(path)?;
+    decompress(Box::new(file), &path.to_string_lossy())
+}
+
+/// Wraps `input` in the decompressor its name calls for (`.gz`, `.zst`).
+pub fn decompress(
+    input: Box<dyn Read + Send>,
+    name: &str,
+) -> std::io::Result<Box<dyn BufRead + Send>> {
+    Ok(if name.ends_with(".gz") {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(std::io::BufReader::new(input)),
+        ))
+    } else if name.ends_with(".zst") {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            zstd::Decoder::new(input)?,
+        ))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, input))
+    })
+}
+
+/// The format extension of a data file, ignoring compression suffixes.
+pub fn format_of(path: &Path) -> String {
+    format_of_name(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))
+}
+
+/// [`format_of`] for a file or object name.
+pub fn format_of_name(name: &str) -> String {
+    let name = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    let base = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    base.rsplit_once('.')
+        .map(|(_, e)| e.to_string())
+        .unwrap_or_default()
+}
