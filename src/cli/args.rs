@@ -55,10 +55,10 @@ pub enum Command {
     Enrichment(EnrichmentCommand),
     /// Run SQL over enrichment tables, past runs' `alerts` and `matches`, and log files.
     Query {
-        /// One SQL statement (DataFusion dialect; identifiers are case-sensitive).
-        sql: String,
-        /// Log file, folder or s3://bucket/prefix, queryable as its log table (declared fields plus `_source`); repeat for several.
-        #[arg(long = "input", short = 'i')]
+        /// One SQL statement (DataFusion dialect; identifiers are case-sensitive); before or after --input.
+        sql: Option<String>,
+        /// Log files, folders or s3://bucket/prefix, queryable as their log table (declared fields plus `_source`).
+        #[arg(long = "input", short = 'i', num_args = 1..)]
         inputs: Vec<String>,
         /// Log table of the inputs (needed when the project has several schemas).
         #[arg(long)]
@@ -71,8 +71,8 @@ pub enum Command {
     },
     /// Run detections over log files.
     Run {
-        /// Log file, folder or s3://bucket/prefix (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst); repeat for several.
-        #[arg(long = "input", short = 'i', required = true)]
+        /// Log files, folders or s3://bucket/prefix (JSON lines, JSON arrays or {"Records": [...]}, optionally .gz/.zst).
+        #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
         inputs: Vec<String>,
         /// Log table of the inputs (needed when the project has several schemas).
         #[arg(long)]

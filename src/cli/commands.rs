@@ -5,7 +5,7 @@ use crate::engine::{self, EngineError, RunOptions};
 use crate::query::{OutputFormat, QueryError, QueryOptions};
 use crate::storage::{LocalStorage, Storage};
 use crate::testing;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -23,14 +23,14 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Enrichment(cmd) => super::enrichment::enrichment(&cli.global, cmd),
         Command::Query {
             sql,
-            inputs,
+            mut inputs,
             table,
             run,
             format,
         } => query(
             &cli.global,
             QueryOptions {
-                sql,
+                sql: statement(sql, &mut inputs)?,
                 inputs,
                 table,
                 run,
@@ -59,6 +59,24 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             show,
         ),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
+    }
+}
+
+/// The SQL of `query`: the positional argument, or, when `--input`'s values
+/// came first and took it (`query --input logs/ "SELECT …"`), its last value
+/// if that names no file, folder or S3 prefix.
+///
+/// # Errors
+/// No SQL statement at all.
+fn statement(sql: Option<String>, inputs: &mut Vec<String>) -> Result<String> {
+    if let Some(sql) = sql {
+        return Ok(sql);
+    }
+    match inputs.last() {
+        Some(last) if !last.starts_with("s3://") && !std::path::Path::new(last).exists() => {
+            Ok(inputs.pop().unwrap_or_default())
+        }
+        _ => bail!("query needs one SQL statement, e.g. ravenwatch query \"SELECT * FROM alerts\""),
     }
 }
 
@@ -307,16 +325,8 @@ fn run(
         .errors
         .iter()
         .filter(|e| !(e.kind == ErrorKind::Delivery && e.function.is_none()));
-    for e in shown.take(3) {
-        writeln!(
-            out,
-            "  error: {} {}",
-            e.source.as_deref().unwrap_or(""),
-            e.error
-        )?;
-    }
     // Problems after the outputs were final are in no file: always shown.
-    for e in &report.unrecorded {
+    for e in shown.take(3).chain(&report.unrecorded) {
         writeln!(
             out,
             "  error: {} {}",

@@ -434,16 +434,16 @@ fn with_primary_key(
 ) -> Vec<RawLookupKey> {
     if let Some(pk) = primary_key {
         if schema.field(pk).is_none() {
+            // Reported once, here, not again as a lookup key.
             errors.push(doc.error(
                 unknown_column_message("primary_key", pk, schema),
                 "primary_key",
             ));
-        }
-        if !raw_keys.iter().any(|k| raw_key_name(k) == pk) {
+        } else if !raw_keys.iter().any(|k| raw_key_name(k) == pk) {
             raw_keys.insert(0, RawLookupKey::Name(pk.to_string()));
         }
     }
-    if raw_keys.is_empty() {
+    if raw_keys.is_empty() && primary_key.is_none() {
         errors.push(doc.error(
             "table has no lookup key: set schema.primary_key or lookup_keys",
             "schema",

@@ -1,7 +1,7 @@
 //! Enrichment tables as Python objects: `known_ip_info.get("1.1.1.1")`.
 
 use super::convert::{json_to_py, row_to_pydict, row_to_pydict_select};
-use crate::enrichment::{composite_key, EnrichmentError, EnrichmentTable, Hit};
+use crate::enrichment::{composite_key, EnrichmentError, EnrichmentTable, Hit, KeyPart};
 use arc_swap::ArcSwap;
 use arrow::array::RecordBatch;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
@@ -137,8 +137,9 @@ impl PyTable {
     }
 }
 
-/// One part of a key as text: `str` as is, `int` as its decimal form,
-/// `bool` as `true`/`false`; `None` is no key.
+/// One part of a key as text, in the one key convention
+/// ([`KeyPart`]): `str` as is, `int` in decimal, `bool` as `true`/`false`;
+/// `None` is no key.
 fn part_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
     if key.is_none() {
         return Ok(None);
@@ -146,20 +147,22 @@ fn part_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Option<Cow<'a, str>>> {
     if let Ok(s) = key.cast::<PyString>() {
         return Ok(Some(s.to_cow()?));
     }
-    if let Ok(b) = key.cast::<PyBool>() {
-        return Ok(Some(Cow::Borrowed(if b.is_true() {
-            "true"
-        } else {
-            "false"
-        })));
-    }
-    if key.is_instance_of::<PyInt>() {
-        return Ok(Some(Cow::Owned(key.to_string())));
-    }
-    Err(PyTypeError::new_err(format!(
-        "lookup keys must be str, int or a tuple of those (composite keys), got {}",
-        key.get_type().name()?
-    )))
+    let part = if let Ok(b) = key.cast::<PyBool>() {
+        KeyPart::Bool(b.is_true())
+    } else if key.is_instance_of::<PyInt>() {
+        match (key.extract::<i64>(), key.extract::<u64>()) {
+            (Ok(n), _) => KeyPart::Int(n),
+            (_, Ok(n)) => KeyPart::UInt(n),
+            // Wider than any key column: its decimal text finds nothing.
+            _ => return Ok(Some(Cow::Owned(key.to_string()))),
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "lookup keys must be str, int or a tuple of those (composite keys), got {}",
+            key.get_type().name()?
+        )));
+    };
+    Ok(Some(Cow::Owned(part.text())))
 }
 
 /// A lookup key as text; a tuple or list is a composite key. `None` (or a

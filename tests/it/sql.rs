@@ -67,7 +67,7 @@ fn query_joins_a_log_file_with_an_enrichment_table() {
                FROM events e JOIN threat_ips t ON e.destination.ip = t.ip \
                GROUP BY 1, 2 ORDER BY connections DESC, src";
     let out = p.run(&[
-        "query", sql, "--input", &logs[0], "--input", &logs[1], "--format", "csv",
+        "query", sql, "--input", &logs[0], &logs[1], "--format", "csv",
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     let first = format!("{}:1", logs[0]);
@@ -426,12 +426,29 @@ fn query_takes_input_before_the_sql() {
     let logs = sql_logs();
     let sql = "SELECT count(*) AS n FROM events";
     // The order a new user writes: the flag first, then the statement.
-    let before = p.run(&["query", "--input", &logs[0], sql, "--format", "csv"]);
+    let before = p.run(&[
+        "query", "--input", &logs[0], &logs[1], sql, "--format", "csv",
+    ]);
     assert_eq!(before.code, 0, "{before:?}");
-    let after = p.run(&["query", sql, "--input", &logs[0], "--format", "csv"]);
+    let repeated = p.run(&[
+        "query", "--input", &logs[0], "-i", &logs[1], sql, "--format", "csv",
+    ]);
+    assert_eq!(repeated.code, 0, "{repeated:?}");
+    let after = p.run(&[
+        "query", sql, "--input", &logs[0], &logs[1], "--format", "csv",
+    ]);
     assert_eq!(after.code, 0, "{after:?}");
     assert_eq!(before.stdout, after.stdout);
+    assert_eq!(repeated.stdout, after.stdout);
     assert!(before.stdout.starts_with("n\n"), "{}", before.stdout);
+    // Only paths and no statement: said plainly, not parsed as SQL.
+    let none = p.run(&["query", "--input", &logs[0]]);
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(
+        none.stderr.contains("query needs one SQL statement"),
+        "{}",
+        none.stderr
+    );
 }
 
 #[test]
