@@ -5,7 +5,7 @@ use crate::engine::{self, EngineError, RunOptions};
 use crate::query::{OutputFormat, QueryError, QueryOptions};
 use crate::storage::{LocalStorage, Storage};
 use crate::testing;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::io::Write;
 use std::sync::Arc;
 
@@ -30,7 +30,15 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
         } => query(
             &cli.global,
             QueryOptions {
-                sql: statement(sql, &mut inputs)?,
+                sql: match statement(sql, &mut inputs) {
+                    Some(sql) => sql,
+                    None => {
+                        eprintln!(
+                            "error: query needs one SQL statement, e.g. ravenwatch query \"SELECT * FROM alerts\""
+                        );
+                        return Ok(Outcome::Usage);
+                    }
+                },
                 inputs,
                 table,
                 run,
@@ -64,19 +72,16 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
 
 /// The SQL of `query`: the positional argument, or, when `--input`'s values
 /// came first and took it (`query --input logs/ "SELECT …"`), its last value
-/// if that names no file, folder or S3 prefix.
-///
-/// # Errors
-/// No SQL statement at all.
-fn statement(sql: Option<String>, inputs: &mut Vec<String>) -> Result<String> {
-    if let Some(sql) = sql {
-        return Ok(sql);
+/// if that names no file, folder or S3 prefix. `None`: no statement at all.
+fn statement(sql: Option<String>, inputs: &mut Vec<String>) -> Option<String> {
+    if sql.is_some() {
+        return sql;
     }
     match inputs.last() {
         Some(last) if !last.starts_with("s3://") && !std::path::Path::new(last).exists() => {
-            Ok(inputs.pop().unwrap_or_default())
+            inputs.pop()
         }
-        _ => bail!("query needs one SQL statement, e.g. ravenwatch query \"SELECT * FROM alerts\""),
+        _ => None,
     }
 }
 

@@ -443,7 +443,7 @@ fn query_takes_input_before_the_sql() {
     assert!(before.stdout.starts_with("n\n"), "{}", before.stdout);
     // Only paths and no statement: said plainly, not parsed as SQL.
     let none = p.run(&["query", "--input", &logs[0]]);
-    assert_eq!(none.code, 1, "{none:?}");
+    assert_eq!(none.code, 2, "{none:?}");
     assert!(
         none.stderr.contains("query needs one SQL statement"),
         "{}",
