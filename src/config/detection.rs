@@ -4,7 +4,7 @@
 use super::destinations;
 use super::error::{ConfigError, Diagnostics};
 use super::locate::{locate_key, locate_text_after};
-use super::read::{component_dirs, read_yaml};
+use super::read::read_components;
 use super::{DeliverySettings, LogTable, Severity, Template, DEFAULT_DEDUPE_WINDOW_MINUTES};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -142,18 +142,10 @@ pub(super) fn load_detections(
     errors: &mut Diagnostics,
 ) -> Vec<DetectionDef> {
     let mut detections: Vec<DetectionDef> = Vec::new();
-    for dir in component_dirs(&root.join("detections")) {
-        let file = dir.join("detection.yml");
-        if !file.exists() {
-            errors.push(ConfigError::new(
-                &file,
-                "missing detection.yml for this detection folder",
-            ));
-            continue;
-        }
-        let Some((raw, source)) = read_yaml::<RawDetection>(&file, errors) else {
-            continue;
-        };
+    let section = root.join("detections");
+    for (dir, file, raw, source) in
+        read_components::<RawDetection>(&section, "detection.yml", "detection", errors)
+    {
         let script = dir.join("detect.py");
         let folder = DetectionFolder {
             has_script: script.exists(),

@@ -4,7 +4,7 @@
 use super::error::{ConfigError, Diagnostics, Scope};
 use super::locate::{locate_key, locate_text};
 use super::log_table::check_unique_names;
-use super::read::{component_dirs, read_yaml, OneOrMany};
+use super::read::{read_components, OneOrMany};
 use super::{DATA_EXTENSIONS, MMDB_EXTENSION};
 use crate::files::{display_path, format_of};
 use crate::schema::{Field, FieldType, TableSchema};
@@ -264,18 +264,10 @@ pub fn find_data_files(dir: &Path) -> Vec<PathBuf> {
 
 pub(super) fn load_enrichment(root: &Path, errors: &mut Diagnostics) -> Vec<EnrichmentDef> {
     let mut tables: Vec<EnrichmentDef> = Vec::new();
-    for dir in component_dirs(&root.join("enrichment")) {
-        let file = dir.join("enrichment.yml");
-        if !file.exists() {
-            errors.push(ConfigError::new(
-                &file,
-                "missing enrichment.yml for this table folder",
-            ));
-            continue;
-        }
-        let Some((raw, source)) = read_yaml::<RawEnrichment>(&file, errors) else {
-            continue;
-        };
+    let section = root.join("enrichment");
+    for (dir, file, raw, source) in
+        read_components::<RawEnrichment>(&section, "enrichment.yml", "table", errors)
+    {
         let folder = TableFolder {
             dir: &dir,
             file: &file,

@@ -28,8 +28,35 @@ pub(crate) fn read_yaml<T: DeserializeOwned>(
     }
 }
 
+/// Each component folder of `section` (`enrichment/`, `detections/`) with
+/// its `file_name` parsed as `T`: (folder, file, raw, text). A folder
+/// without the file, or with a file that does not parse, is an error
+/// (`what` names the kind of folder) and is skipped.
+pub(super) fn read_components<T: DeserializeOwned>(
+    section: &Path,
+    file_name: &str,
+    what: &str,
+    errors: &mut Diagnostics,
+) -> Vec<(PathBuf, PathBuf, T, String)> {
+    let mut out = Vec::new();
+    for dir in component_dirs(section) {
+        let file = dir.join(file_name);
+        if !file.exists() {
+            errors.push(ConfigError::new(
+                &file,
+                format!("missing {file_name} for this {what} folder"),
+            ));
+            continue;
+        }
+        if let Some((raw, source)) = read_yaml::<T>(&file, errors) {
+            out.push((dir, file, raw, source));
+        }
+    }
+    out
+}
+
 /// Sub-folders of `dir` in name order, skipping hidden ones and `_lib`-style helpers.
-pub(super) fn component_dirs(dir: &Path) -> Vec<PathBuf> {
+fn component_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

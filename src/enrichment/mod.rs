@@ -22,7 +22,7 @@ pub use key::{
     array_key_text, array_part, composite_key, row_key_text, KeyPart, COMPOSITE_SEPARATOR,
 };
 pub use load::{load_files, RowError, RowErrors};
-pub use selectors::{BatchEnrichment, EnrichedField, Found, Hit};
+pub use selectors::{BatchEnrichment, EnrichedField, Found};
 
 pub use refresh::{Generation, Refresh, TableWatcher};
 pub use snapshot::{
@@ -65,6 +65,15 @@ pub enum EnrichmentError {
 }
 
 pub type Result<T, E = EnrichmentError> = std::result::Result<T, E>;
+
+/// One match of a looked-up value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hit {
+    /// A row of a row table.
+    Row(usize),
+    /// An MMDB record (shared by every value in the same network).
+    Record(Arc<serde_json::Value>),
+}
 
 /// A loaded, indexed enrichment table.
 #[derive(Debug)]

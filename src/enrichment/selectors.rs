@@ -9,22 +9,13 @@
 //! nothing more.
 
 use super::key::array_key_text;
-use super::{EnrichmentTable, KeyIndex, Tables};
+use super::{EnrichmentTable, Hit, KeyIndex, Tables};
 use crate::config::Selector;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// One match of a looked-up value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Hit {
-    /// A row of a row table.
-    Row(usize),
-    /// An MMDB record (shared by every value in the same network).
-    Record(Arc<Value>),
-}
 
 /// What one field of one event found: one hit for a scalar field, the hits
 /// of its elements (in order, misses left out) for a list field.
