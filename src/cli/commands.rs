@@ -115,7 +115,8 @@ fn deliver(global: &GlobalArgs, run: Option<String>, list: bool) -> Result<Outco
         return Ok(Outcome::Done);
     }
     if let Some(run) = &run {
-        match crate::delivery::requeue_run(storage.as_ref(), settings, run) {
+        let outputs = crate::query::run_output(&project, storage.as_ref(), run)?;
+        match crate::delivery::requeue_run(storage.as_ref(), &outputs, settings) {
             Ok(_) => {}
             Err(e @ crate::delivery::DeliveryError::UnknownRun { .. }) => {
                 eprintln!("error: {e}");

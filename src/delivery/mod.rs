@@ -24,6 +24,7 @@ pub use state::{
 
 use crate::alerts::{Alert, ErrorKind, ErrorRecord};
 use crate::config::{DeliverySettings, DestinationKind, Severity};
+use crate::query::RunOutput;
 use crate::storage::{key, Storage, StorageError};
 use sender::Sender;
 use serde::Serialize;
@@ -197,18 +198,21 @@ pub fn enqueue(
 }
 
 /// Queues again the activated alerts of a past run, from its alerts.jsonl
-/// (for a run whose queue could not be saved); versions already delivered
+/// where the run wrote it (`outputs`, see [`crate::query::run_output`]),
+/// for a run whose queue could not be saved; versions already delivered
 /// are not sent twice.
 ///
 /// # Errors
-/// No such run in storage, an unreadable alerts.jsonl, state failures.
+/// No such run, an unreadable alerts.jsonl, state failures.
 pub fn requeue_run(
     storage: &dyn Storage,
+    outputs: &RunOutput,
     settings: &DeliverySettings,
-    run_id: &str,
 ) -> Result<u64, DeliveryError> {
-    let file = key(&["runs", run_id, "alerts.jsonl"]);
-    let Some(bytes) = storage.read(&file)? else {
+    let run_id = outputs.id.as_str();
+    let source = outputs.storage.as_deref().unwrap_or(storage);
+    let file = key(&[&outputs.prefix, "alerts.jsonl"]);
+    let Some(bytes) = source.read(&file)? else {
         return Err(DeliveryError::UnknownRun {
             run: run_id.to_string(),
             location: storage.url("runs"),
@@ -220,7 +224,7 @@ pub fn requeue_run(
             continue;
         }
         let mut alert: Alert = serde_json::from_str(line).map_err(|e| DeliveryError::BadAlert {
-            location: storage.url(&file),
+            location: source.url(&file),
             line: i + 1,
             message: e.to_string(),
         })?;

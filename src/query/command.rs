@@ -156,11 +156,46 @@ fn with_log_hint(mut err: SqlError, project: &Project, registered: Option<&str>)
 /// when they went elsewhere (`run --output`): `{"location": "<url>"}`.
 pub const RUN_LOCATION: &str = "location.json";
 
-/// Where one run's outputs are: a storage and the prefix within it.
-struct RunOutput {
-    id: String,
-    storage: Option<Arc<dyn Storage>>,
-    prefix: String,
+/// Where one run's outputs are: a storage (`None`: the project's own) and
+/// the prefix within it.
+pub struct RunOutput {
+    pub id: String,
+    pub storage: Option<Arc<dyn Storage>>,
+    pub prefix: String,
+}
+
+/// Where run `id` wrote its outputs: `runs/<id>/` in `storage`, or the
+/// location its `location.json` names (`run --output`).
+///
+/// # Errors
+/// A `location.json` that does not parse, or a location that cannot be opened.
+pub fn run_output(
+    project: &Project,
+    storage: &dyn Storage,
+    id: &str,
+) -> Result<RunOutput, QueryError> {
+    let pointer = format!("runs/{id}/{RUN_LOCATION}");
+    let Some(data) = storage.read(&pointer)? else {
+        return Ok(RunOutput {
+            prefix: format!("runs/{id}"),
+            id: id.to_string(),
+            storage: None,
+        });
+    };
+    let location = serde_json::from_slice::<Value>(&data)
+        .ok()
+        .and_then(|v| v.get("location")?.as_str().map(str::to_string))
+        .ok_or_else(|| QueryError::Output {
+            location: storage.url(&pointer),
+            message: "not a run location: expected {\"location\": \"<folder or s3:// URL>\"}"
+                .into(),
+        })?;
+    let elsewhere = crate::storage::open(&location, &project.root, &project.settings.aws)?;
+    Ok(RunOutput {
+        id: id.to_string(),
+        storage: Some(elsewhere),
+        prefix: String::new(),
+    })
 }
 
 /// Every run recorded in storage (or only `run`), each with where its
@@ -171,33 +206,10 @@ fn run_outputs(
     storage: &dyn Storage,
     run: Option<&str>,
 ) -> Result<Vec<RunOutput>, QueryError> {
-    let mut out = Vec::new();
-    for id in run_ids(storage, run)? {
-        let pointer = format!("runs/{id}/{RUN_LOCATION}");
-        let Some(data) = storage.read(&pointer)? else {
-            out.push(RunOutput {
-                prefix: format!("runs/{id}"),
-                id,
-                storage: None,
-            });
-            continue;
-        };
-        let location = serde_json::from_slice::<Value>(&data)
-            .ok()
-            .and_then(|v| v.get("location")?.as_str().map(str::to_string))
-            .ok_or_else(|| QueryError::Output {
-                location: storage.url(&pointer),
-                message: "not a run location: expected {\"location\": \"<folder or s3:// URL>\"}"
-                    .into(),
-            })?;
-        let elsewhere = crate::storage::open(&location, &project.root, &project.settings.aws)?;
-        out.push(RunOutput {
-            id,
-            storage: Some(elsewhere),
-            prefix: String::new(),
-        });
-    }
-    Ok(out)
+    run_ids(storage, run)?
+        .iter()
+        .map(|id| run_output(project, storage, id))
+        .collect()
 }
 
 fn run_ids(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>, QueryError> {

@@ -871,3 +871,26 @@ fn outputs_that_cannot_be_updated_after_delivery_are_reported_on_the_terminal() 
         out.stdout
     );
 }
+
+#[test]
+fn deliver_run_requeues_from_outputs_written_elsewhere() {
+    let (server, jira) = jira_server();
+    let p = project(&jira_yaml(&server.url, "backoff_ms: 10"));
+    let out = run(&p, "first.jsonl", "elsewhere", &["--no-deliver"], &ENV);
+    assert_eq!(out.code, 0, "{out:?}");
+    let run_id = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    // The queue is lost (as when it could not be saved): only the run's
+    // alerts.jsonl, in out/elsewhere, still knows the alert.
+    std::fs::remove_dir_all(p.path().join(".ravenwatch/state/pending")).unwrap();
+    std::fs::remove_file(p.path().join(".ravenwatch/state/deliveries.json")).unwrap();
+    let requeued = p.run_env(&["deliver", "--run", &run_id], &ENV);
+    assert_eq!(requeued.code, 0, "{requeued:?}");
+    assert_eq!(jira.lock().unwrap().issues.len(), 1);
+}
