@@ -24,25 +24,6 @@ pub enum ErrorKind {
     Delivery,
 }
 
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Rule => "rule",
-            Self::Function => "function",
-            Self::Filter => "filter",
-            Self::Enrichment => "enrichment",
-            Self::Delivery => "delivery",
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One problem met during a run that did not stop it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorRecord {
@@ -85,16 +66,16 @@ mod tests {
 
     #[test]
     fn kinds_serialise_as_before() {
-        for kind in [
-            ErrorKind::Event,
-            ErrorKind::Rule,
-            ErrorKind::Function,
-            ErrorKind::Filter,
-            ErrorKind::Enrichment,
-            ErrorKind::Delivery,
+        for (kind, text) in [
+            (ErrorKind::Event, "event"),
+            (ErrorKind::Rule, "rule"),
+            (ErrorKind::Function, "function"),
+            (ErrorKind::Filter, "filter"),
+            (ErrorKind::Enrichment, "enrichment"),
+            (ErrorKind::Delivery, "delivery"),
         ] {
             let json = serde_json::to_value(kind).unwrap();
-            assert_eq!(json, serde_json::Value::String(kind.as_str().into()));
+            assert_eq!(json, serde_json::Value::String(text.into()));
         }
     }
 }

@@ -103,16 +103,8 @@ impl Diagnostics {
         self.0.push(error);
     }
 
-    pub fn extend(&mut self, errors: impl IntoIterator<Item = ConfigError>) {
-        self.0.extend(errors);
-    }
-
     pub fn append(&mut self, other: &mut Diagnostics) {
         self.0.append(&mut other.0);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// A view that knows which errors were added through it: validators

@@ -146,14 +146,6 @@ impl RunPlan {
             .collect()
     }
 
-    /// Whether any rule has SQL to run per batch.
-    pub fn has_sql(&self) -> bool {
-        self.rules.iter().any(|r| match &r.plan {
-            RulePlan::Python { filter, .. } => filter.is_some(),
-            RulePlan::Sql(_) => true,
-        })
-    }
-
     /// Whether a newer table generation needs new plans (only queries read
     /// tables; filters see the batch alone).
     pub fn reads_tables(&self) -> bool {

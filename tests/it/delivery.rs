@@ -505,14 +505,7 @@ fn no_deliver_queues_and_deliver_run_sends() {
         "{}",
         out.stdout
     );
-    let run_id = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
+    let run_id = p.run_ids().remove(0);
     let unknown = p.run_env(&["deliver", "--run", "20000101T000000.000Z"], &ENV);
     assert_eq!(unknown.code, 2, "{unknown:?}");
     assert!(
@@ -878,14 +871,7 @@ fn deliver_run_requeues_from_outputs_written_elsewhere() {
     let p = project(&jira_yaml(&server.url, "backoff_ms: 10"));
     let out = run(&p, "first.jsonl", "elsewhere", &["--no-deliver"], &ENV);
     assert_eq!(out.code, 0, "{out:?}");
-    let run_id = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .into_owned();
+    let run_id = p.run_ids().remove(0);
     // The queue is lost (as when it could not be saved): only the run's
     // alerts.jsonl, in out/elsewhere, still knows the alert.
     std::fs::remove_dir_all(p.path().join(".ravenwatch/state/pending")).unwrap();

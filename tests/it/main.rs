@@ -87,6 +87,16 @@ impl Project {
         self.dir.path()
     }
 
+    /// The ids of the runs recorded in the project's local storage, oldest first.
+    pub fn run_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.path().join(".ravenwatch/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Keeps only the named detections.
     pub fn only_detections(&self, keep: &[&str]) -> &Self {
         for entry in std::fs::read_dir(self.path().join("detections")).unwrap() {
