@@ -115,7 +115,10 @@ fn deliver(global: &GlobalArgs, run: Option<String>, list: bool) -> Result<Outco
         return Ok(Outcome::Done);
     }
     if let Some(run) = &run {
-        let outputs = crate::query::run_output(&project, storage.as_ref(), run)?;
+        let Some(outputs) = crate::query::run_output(&project, storage.as_ref(), run)? else {
+            eprintln!("error: the outputs of run `{run}` were replaced by a later run written to the same place");
+            return Ok(Outcome::Usage);
+        };
         match crate::delivery::requeue_run(storage.as_ref(), &outputs, settings) {
             Ok(_) => {}
             Err(e @ crate::delivery::DeliveryError::UnknownRun { .. }) => {

@@ -24,7 +24,7 @@ use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{sync_tables, EnrichmentError, SyncOptions, TableWatcher, Tables};
 use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::{PythonError, PythonRuntime};
-use crate::query::{RunPlan, RUN_LOCATION};
+use crate::query::{run_location_key, RunPlan};
 use crate::storage::{Storage, StorageError};
 use pipeline::{evaluate_batch, spawn_reader, BatchPreparer};
 use std::collections::HashMap;
@@ -342,7 +342,7 @@ impl OutputTarget {
             Some(s) => Self {
                 storage: Arc::clone(s),
                 prefix: String::new(),
-                pointer: Some(format!("runs/{run_id}/{RUN_LOCATION}")),
+                pointer: Some(run_location_key(run_id)),
             },
             None => Self {
                 storage: Arc::clone(storage),

@@ -13,6 +13,7 @@ use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -151,10 +152,14 @@ fn with_log_hint(mut err: SqlError, project: &Project, registered: Option<&str>)
     err
 }
 
-/// `runs/<id>/` prefixes in storage, oldest first, or just `run`.
 /// The file in `runs/<run id>/` that records where a run wrote its outputs
 /// when they went elsewhere (`run --output`): `{"location": "<url>"}`.
 pub const RUN_LOCATION: &str = "location.json";
+
+/// The key of run `id`'s location record.
+pub fn run_location_key(id: &str) -> String {
+    format!("runs/{id}/{RUN_LOCATION}")
+}
 
 /// Where one run's outputs are: a storage (`None`: the project's own) and
 /// the prefix within it.
@@ -164,8 +169,20 @@ pub struct RunOutput {
     pub prefix: String,
 }
 
+impl RunOutput {
+    fn in_storage(id: &str) -> Self {
+        Self {
+            prefix: format!("runs/{id}"),
+            id: id.to_string(),
+            storage: None,
+        }
+    }
+}
+
 /// Where run `id` wrote its outputs: `runs/<id>/` in `storage`, or the
-/// location its `location.json` names (`run --output`).
+/// location its `location.json` names (`run --output`). `None` when the
+/// outputs there belong to another run now (their summary.json names a
+/// later run that wrote to the same place).
 ///
 /// # Errors
 /// A `location.json` that does not parse, or a location that cannot be opened.
@@ -173,48 +190,77 @@ pub fn run_output(
     project: &Project,
     storage: &dyn Storage,
     id: &str,
-) -> Result<RunOutput, QueryError> {
-    let pointer = format!("runs/{id}/{RUN_LOCATION}");
-    let Some(data) = storage.read(&pointer)? else {
-        return Ok(RunOutput {
-            prefix: format!("runs/{id}"),
-            id: id.to_string(),
-            storage: None,
-        });
+) -> Result<Option<RunOutput>, QueryError> {
+    let Some(location) = run_location(storage, id)? else {
+        return Ok(Some(RunOutput::in_storage(id)));
     };
-    let location = serde_json::from_slice::<Value>(&data)
+    let elsewhere = crate::storage::open(&location, &project.root, &project.settings.aws)?;
+    if summary_run_id(elsewhere.as_ref())?.as_deref() != Some(id) {
+        return Ok(None);
+    }
+    Ok(Some(RunOutput {
+        id: id.to_string(),
+        storage: Some(elsewhere),
+        prefix: String::new(),
+    }))
+}
+
+/// The location in run `id`'s `location.json`, if it has one.
+fn run_location(storage: &dyn Storage, id: &str) -> Result<Option<String>, QueryError> {
+    let pointer = run_location_key(id);
+    let Some(data) = storage.read(&pointer)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice::<Value>(&data)
         .ok()
         .and_then(|v| v.get("location")?.as_str().map(str::to_string))
+        .map(Some)
         .ok_or_else(|| QueryError::Output {
             location: storage.url(&pointer),
             message: "not a run location: expected {\"location\": \"<folder or s3:// URL>\"}"
                 .into(),
-        })?;
-    let elsewhere = crate::storage::open(&location, &project.root, &project.settings.aws)?;
-    Ok(RunOutput {
-        id: id.to_string(),
-        storage: Some(elsewhere),
-        prefix: String::new(),
-    })
+        })
 }
 
 /// Every run recorded in storage (or only `run`), each with where its
 /// outputs are: `runs/<id>/` itself, or the location its `location.json`
-/// names.
+/// names. The one listing of `runs/` tells which runs have a location, so
+/// the others cost no read. Outputs elsewhere count only while their
+/// summary.json still names the run: a later run may have written to the
+/// same place.
 fn run_outputs(
     project: &Project,
     storage: &dyn Storage,
     run: Option<&str>,
 ) -> Result<Vec<RunOutput>, QueryError> {
-    run_ids(storage, run)?
-        .iter()
-        .map(|id| run_output(project, storage, id))
-        .collect()
+    let listed = storage.list("runs/")?;
+    let keys: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for id in run_ids(&listed, storage, run)? {
+        if !keys.contains(run_location_key(&id).as_str()) {
+            out.push(RunOutput::in_storage(&id));
+            continue;
+        }
+        out.extend(run_output(project, storage, &id)?);
+    }
+    Ok(out)
 }
 
-fn run_ids(storage: &dyn Storage, run: Option<&str>) -> Result<Vec<String>, QueryError> {
-    let mut ids: Vec<String> = storage
-        .list("runs/")?
+/// The `run_id` in the summary.json at the root of `storage`, if any.
+fn summary_run_id(storage: &dyn Storage) -> Result<Option<String>, QueryError> {
+    Ok(storage
+        .read("summary.json")?
+        .and_then(|data| serde_json::from_slice::<Value>(&data).ok())
+        .and_then(|v| v.get("run_id")?.as_str().map(str::to_string)))
+}
+
+/// `runs/<id>/` prefixes among the `listed` keys, oldest first, or just `run`.
+fn run_ids(
+    listed: &[String],
+    storage: &dyn Storage,
+    run: Option<&str>,
+) -> Result<Vec<String>, QueryError> {
+    let mut ids: Vec<String> = listed
         .iter()
         .filter_map(|k| {
             k.strip_prefix("runs/")?

@@ -15,8 +15,8 @@ mod rules;
 mod tables;
 
 pub use command::{
-    run_output, run_query, write_result, OutputFormat, QueryError, QueryOptions, QueryResult,
-    RunOutput, RUN_LOCATION,
+    run_location_key, run_output, run_query, write_result, OutputFormat, QueryError, QueryOptions,
+    QueryResult, RunOutput, RUN_LOCATION,
 };
 pub use error::SqlError;
 pub use plan::{sql_runtime, PlannedRule, RuleBatch, RulePlan, RunPlan};

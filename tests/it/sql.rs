@@ -90,10 +90,7 @@ fn query_reads_alerts_and_matches_of_runs() {
     let logs = sql_logs();
     let run = p.run(&["run", "--input", &logs[0], "--input", &logs[1]]);
     assert_eq!(run.code, 0, "{run:?}");
-    let runs: Vec<String> = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let runs = p.run_ids();
     assert_eq!(runs.len(), 1);
 
     let sql = "SELECT rule, dedupe, match_count, activated, context.threat AS threat FROM alerts \
@@ -466,10 +463,7 @@ fn query_finds_the_alerts_of_a_run_written_elsewhere() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(p.path().join("out/elsewhere/alerts.jsonl").is_file());
-    let runs: Vec<String> = std::fs::read_dir(p.path().join(".ravenwatch/runs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let runs = p.run_ids();
     assert_eq!(runs.len(), 1, "the run is recorded in storage");
     let pointer: Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -493,4 +487,27 @@ fn query_finds_the_alerts_of_a_run_written_elsewhere() {
     let out = p.run(&["query", sql, "--format", "csv"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout, format!("n,run\n3,{}\n", runs[0]));
+}
+
+#[test]
+fn query_counts_a_reused_output_folder_once_for_the_run_that_wrote_it_last() {
+    let p = Project::example();
+    let logs = sql_logs();
+    for _ in 0..2 {
+        let run = p.run(&[
+            "run", "--input", &logs[0], "--input", &logs[1], "--output", "out/same",
+        ]);
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let runs = p.run_ids();
+    assert_eq!(runs.len(), 2);
+    // The folder holds the second run's alerts only; the first run's are gone.
+    let written = crate::read_jsonl(&p.path().join("out/same/alerts.jsonl")).len();
+    let sql = "SELECT count(*) AS n, min(run_id) AS first, max(run_id) AS last FROM alerts";
+    let out = p.run(&["query", sql, "--format", "csv"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("n,first,last\n{written},{},{}\n", runs[1], runs[1])
+    );
 }
