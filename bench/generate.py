@@ -5,6 +5,7 @@
       ECS-style events: authentication, CloudTrail-like API calls, network
       connections, with the scenarios that make every example detection fire.
   generate.py project --out DIR [--known-ips 100000 --accounts 1000 --assets 50000]
+                      [--no-enrich] [--timestamp-only]
       A copy of the example project whose enrichment tables have realistic sizes.
   generate.py table   --rows N --out DIR
       A project with one N-row JSON-lines table, to time a table load.
@@ -167,6 +168,14 @@ def cmd_project(a):
         schema = out / "schemas" / "events.yml"
         text = schema.read_text()
         schema.write_text(text[:text.index("\nenrich:")] + "\n")
+    if a.timestamp_only:
+        # Same events, same rules, same selectors: only the schema shrinks
+        # to the timestamp, as in projects that declare fields as they go.
+        schema = out / "schemas" / "events.yml"
+        text = schema.read_text()
+        enrich = text[text.index("\nenrich:"):] if "\nenrich:" in text else ""
+        schema.write_text("name: events\ntimestamp: ts\nschema:\n  fields:\n"
+                          "    - { name: ts, type: timestamp }\n" + enrich)
     (out / "ravenwatch.yml").write_text("name: bench\nstorage: .ravenwatch\n")
     rng = random.Random(42)
     known = [json.loads(l) for l in (ROOT / "enrichment/known_ip_info/data.jsonl").read_text().splitlines() if l]
@@ -256,6 +265,7 @@ def main():
     pr = sub.add_parser("project")
     pr.add_argument("--out", required=True)
     pr.add_argument("--no-enrich", action="store_true", help="drop the enrich: selectors of events")
+    pr.add_argument("--timestamp-only", action="store_true", help="declare only the timestamp in the events schema")
     pr.add_argument("--known-ips", type=int, default=100_000)
     pr.add_argument("--accounts", type=int, default=1_000)
     pr.add_argument("--assets", type=int, default=50_000)

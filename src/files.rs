@@ -4,7 +4,7 @@
 //! share them without importing one another.
 
 use std::io::{BufRead, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A path as shown in messages: relative paths without a leading `./`.
 pub fn display_path(path: &Path) -> String {
@@ -56,4 +56,26 @@ pub fn format_of_name(name: &str) -> String {
     base.rsplit_once('.')
         .map(|(_, e)| e.to_string())
         .unwrap_or_default()
+}
+
+/// Every `.py` file under `dir`, sorted, skipping `__pycache__`.
+pub fn python_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "__pycache__") {
+                out.extend(python_files(&path));
+            }
+        } else if path.extension().is_some_and(|e| e == "py") {
+            out.push(path);
+        }
+    }
+    out
 }

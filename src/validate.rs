@@ -123,7 +123,7 @@ fn check_python(project: &Project, tables: &Tables, problems: &mut Vec<Problem>)
         .filter(|d| !d.is_sql())
         .map(|d| d.script.clone())
         .collect();
-    scripts.extend(python_files(&project.detection_lib_dir()));
+    scripts.extend(crate::files::python_files(&project.detection_lib_dir()));
     let is_broken = |e: &LoadError| e.unknown_table.as_ref().is_some_and(|t| broken.contains(t));
     let imports: Vec<LoadError> = unknown_table_imports(&scripts, &known)
         .into_iter()
@@ -200,26 +200,4 @@ fn check_test_cases(project: &Project, problems: &mut Vec<Problem>) -> usize {
         );
     }
     cases
-}
-
-/// `.py` files under `dir`, recursively, in name order.
-fn python_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "__pycache__") {
-                out.extend(python_files(&path));
-            }
-        } else if path.extension().is_some_and(|e| e == "py") {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -89,6 +89,9 @@ pub enum Command {
         /// Queue activated alerts for their destinations without sending (`ravenwatch deliver` sends them).
         #[arg(long)]
         no_deliver: bool,
+        /// Python worker processes running the detections (default: the cores available).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
     },
     /// Send pending deliveries (alerts to Jira, Slack, webhooks); exit 3 if some stay pending.
     Deliver {
@@ -98,6 +101,12 @@ pub enum Command {
         /// List what is pending (and why) without sending.
         #[arg(long, conflicts_with = "run")]
         list: bool,
+    },
+    /// A Python worker of a run (started by `run`, speaking over a Unix socket).
+    #[command(hide = true, name = "__worker")]
+    Worker {
+        #[arg(long)]
+        socket: std::path::PathBuf,
     },
     /// Timings that need the library (used by bench/run.sh).
     #[command(hide = true)]

@@ -12,6 +12,8 @@
 //! - `sql-batch DIR LOGS`: the cost per log batch of the project's SQL
 //!   detections (`query:`) and, separately, of the Python rules' `filter:`s,
 //!   after planning them once.
+//! - `decode DIR LOGS`: decoding alone (no rule runs) on one core, with
+//!   the paths the project's rules read as columns: events/s and MB/s.
 //! - `deliver N URL`: N activated alerts queued and delivered to a JSON
 //!   webhook at URL (each success recorded in the delivery state before
 //!   the next, as in a run): deliveries per second and the state's size.
@@ -26,6 +28,7 @@ const USAGE: &str = "usage: ravenwatch bench get-ns DIR TABLE KEY [INDEX_KEY]
        ravenwatch bench cidr-ns DIR TABLE INDEX_KEY
        ravenwatch bench table-mem DIR TABLE
        ravenwatch bench sql-batch DIR LOGS
+       ravenwatch bench decode DIR LOGS
        ravenwatch bench deliver N URL";
 
 fn load(
@@ -140,6 +143,51 @@ fn table_mem(dir: &str, table: &str) -> Result<String, String> {
         t.len(),
         arrow as f64 / 1e6,
         parquet as f64 / 1e6
+    ))
+}
+
+/// Decodes `logs` as the project's first log table, with the columns the
+/// project's Python rules read, on this thread only.
+fn decode(dir: &str, logs: &str) -> Result<String, String> {
+    use crate::logs::{expand_inputs, read_inputs, EventReader, ReadItem};
+    let project = Project::load(&PathBuf::from(dir)).map_err(|e| e.to_string())?;
+    let log = project.log_tables.first().ok_or("no log table")?;
+    let mut files: Vec<PathBuf> = project
+        .detections
+        .iter()
+        .filter(|d| !d.is_sql())
+        .map(|d| d.script.clone())
+        .collect();
+    files.extend(crate::files::python_files(&project.detection_lib_dir()));
+    let mut paths = crate::python::read_paths(&files);
+    paths.extend(log.enrich.iter().flat_map(|s| s.fields.iter().cloned()));
+    let reader = EventReader::with_read_paths(log, &paths);
+    let inputs =
+        expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;
+    let bytes: u64 = inputs
+        .iter()
+        .map(|i| match i {
+            crate::logs::Input::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
+            crate::logs::Input::Object { size, .. } => *size,
+        })
+        .sum();
+    let (mut events, mut errors) = (0u64, 0u64);
+    let started = Instant::now();
+    read_inputs(&reader, inputs, &mut |item| {
+        match item {
+            ReadItem::Batch(batch) => events += batch.len() as u64,
+            ReadItem::Error(_) => errors += 1,
+            ReadItem::Fatal(_) => return false,
+        }
+        true
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(format!(
+        "decode only, one core: {events} events ({errors} errors), {} undeclared path(s) as columns, \
+         {:.0} events/s, {:.0} MB/s",
+        reader.read_paths().len(),
+        events as f64 / seconds,
+        bytes as f64 / seconds / 1e6
     ))
 }
 
@@ -308,6 +356,7 @@ pub fn bench(args: &[String]) -> Outcome {
         [cmd, dir, table, key] if cmd == "cidr-ns" => cidr_ns(dir, table, key),
         [cmd, dir, table] if cmd == "table-mem" => table_mem(dir, table),
         [cmd, dir, logs] if cmd == "sql-batch" => sql_batch(dir, logs),
+        [cmd, dir, logs] if cmd == "decode" => decode(dir, logs),
         [cmd, n, url] if cmd == "deliver" => deliver(n, url),
         _ => {
             eprintln!("{USAGE}");

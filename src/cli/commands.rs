@@ -53,6 +53,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             show,
             refresh_seconds,
             no_deliver,
+            workers,
         } => run(
             &cli.global,
             RunOptions {
@@ -62,11 +63,21 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 progress: true,
                 refresh_interval: Some(std::time::Duration::from_secs(refresh_seconds)),
                 deliver: !no_deliver,
+                workers: workers.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, usize::from),
+                    usize::from,
+                ),
+                worker_command: None,
             },
             output,
             show,
         ),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
+        Command::Worker { socket } => {
+            let project = super::context::load_project(&cli.global)?;
+            crate::engine::serve_worker(&project, &socket)?;
+            Ok(Outcome::Done)
+        }
     }
 }
 

@@ -183,7 +183,11 @@ pub(super) fn log_selector(
     }
     for field in &fields {
         let problem = match resolve_path(schema, field) {
-            None => Some("is not declared in schema.fields (selectors read typed fields)".to_string()),
+            // Undeclared: decoded as a column of whatever type it holds,
+            // unless a declared field above it cannot hold members.
+            None => scalar_prefix(schema, field).map(|(prefix, ty)| {
+                format!("goes through `{prefix}`, which is declared as {}", ty.describe())
+            }),
             Some(ty) if ty.is_scalar_key() => None,
             Some(FieldType::List(e)) if e.is_scalar_key() => None,
             Some(ty) => Some(format!(
@@ -238,6 +242,18 @@ pub(super) fn log_selector(
             fields,
         }),
     }
+}
+
+/// The longest declared proper prefix of `path` whose type is not a struct.
+fn scalar_prefix<'a>(schema: &'a TableSchema, path: &str) -> Option<(String, &'a FieldType)> {
+    let parts: Vec<&str> = path.split('.').collect();
+    (1..parts.len()).find_map(|n| {
+        let prefix = parts[..n].join(".");
+        match resolve_path(schema, &prefix) {
+            Some(FieldType::Struct(_)) | None => None,
+            Some(ty) => Some((prefix, ty)),
+        }
+    })
 }
 
 /// The declared type at a dotted path (`source.ip`), through structs.

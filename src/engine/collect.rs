@@ -68,7 +68,7 @@ pub fn collect_outcomes(
                     errors.push(ErrorRecord::python(
                         ErrorKind::Function,
                         &rule.name,
-                        Some(fe.function),
+                        Some(&fe.function),
                         batch.source(output.row),
                         fe.message.clone(),
                     ));

@@ -11,25 +11,34 @@
 mod collect;
 mod output;
 mod pipeline;
+mod wire;
+mod worker;
+mod workers;
 
 pub use collect::{collect_outcomes, sql_outcomes};
 pub use output::{
     remove_outputs, rewrite_after_delivery, write_outputs, RuleSummary, RunOutputs, Summary,
     OUTPUT_FILES,
 };
+pub use worker::serve as serve_worker;
+pub use workers::WorkerCommand;
 
 use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord, RuleMatch};
 use crate::alerts::{RuleSettings, StateError, StateVersion};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
-use crate::enrichment::{sync_tables, EnrichmentError, SyncOptions, TableWatcher, Tables};
+use crate::enrichment::{
+    sync_tables, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
+};
 use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
-use crate::python::{PythonError, PythonRuntime};
+use crate::python::PythonError;
 use crate::query::{run_location_key, RunPlan};
 use crate::storage::{Storage, StorageError};
-use pipeline::{evaluate_batch, spawn_reader, BatchPreparer};
+use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use workers::WorkerPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -45,6 +54,9 @@ pub enum EngineError {
     Config(ConfigErrors),
     #[error("{0}")]
     Usage(String),
+    /// A Python worker died on the same batch twice.
+    #[error("{0}")]
+    Worker(String),
     #[error("internal error (likely a bug): {0}")]
     Internal(String),
 }
@@ -63,6 +75,10 @@ pub struct RunOptions {
     pub refresh_interval: Option<std::time::Duration>,
     /// Send pending deliveries after the run (they are queued either way).
     pub deliver: bool,
+    /// Python worker processes (at least 1).
+    pub workers: usize,
+    /// How to start a worker; `None`: this executable.
+    pub worker_command: Option<PathBuf>,
 }
 
 /// The result of a completed run.
@@ -118,8 +134,13 @@ pub fn run(
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables)?;
-    let python = PythonRuntime::new(&project.detection_lib_dir(), &tables, &plan.python_rules())?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
+    let python_rules = plan.python_rules().into_iter().cloned().collect::<Vec<_>>();
+    let generation = Arc::new(Generation {
+        id: 0,
+        tables: tables.clone(),
+    });
+    let pool = start_workers(project, table, &python_rules, &generation, &options)?;
 
     let now = chrono::Utc::now();
     let mut summary = Summary {
@@ -141,12 +162,13 @@ pub fn run(
     );
     let preparer = BatchPreparer::new(watcher, plan, table);
     let mut matches = Vec::new();
+    let reader = EventReader::with_read_paths(table, &read_paths(project, table, &python_rules));
     let preparer = read_and_evaluate(
-        EventReader::new(table),
+        reader,
         inputs,
         preparer,
         &rules,
-        &python,
+        pool,
         options.progress,
         (&mut summary, &mut matches, &mut errors),
     )?;
@@ -207,44 +229,146 @@ fn plan_rules(
     RunPlan::new(&defs, table, tables).map_err(|e| EngineError::Config(ConfigErrors(e)))
 }
 
-/// Reads every input on the reader thread and evaluates each batch on this
-/// one; returns the reader thread's state once the inputs are exhausted.
+/// The event paths the Python rules (and the helpers under `_lib`) read
+/// with literal keys, and the `enrich:` selector fields: decoded as columns.
+fn read_paths(project: &Project, table: &LogTable, rules: &[DetectionDef]) -> Vec<String> {
+    let mut paths: Vec<String> = table
+        .enrich
+        .iter()
+        .flat_map(|s| s.fields.iter().cloned())
+        .collect();
+    if !rules.is_empty() {
+        let mut files: Vec<PathBuf> = rules.iter().map(|r| r.script.clone()).collect();
+        files.extend(crate::files::python_files(&project.detection_lib_dir()));
+        paths.extend(crate::python::read_paths(&files));
+    }
+    paths
+}
+
+/// Starts the Python workers with the run's rules loaded; none when the
+/// run has no Python rule.
+fn start_workers(
+    project: &Project,
+    table: &LogTable,
+    rules: &[DetectionDef],
+    generation: &Arc<Generation>,
+    options: &RunOptions,
+) -> Result<Option<WorkerPool>, EngineError> {
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let exe = match &options.worker_command {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().map_err(|e| {
+            EngineError::Internal(format!("cannot find this executable to start workers: {e}"))
+        })?,
+    };
+    let command = WorkerCommand {
+        exe,
+        project: project.root.clone(),
+    };
+    let names = rules.iter().map(|r| r.name.clone()).collect();
+    WorkerPool::start(command, options.workers, &table.name, names, generation).map(Some)
+}
+
+/// A batch or a bad event, waiting for its turn to be collected.
+enum Waiting {
+    Error(ErrorRecord),
+    Batch {
+        seq: u64,
+        batch: Arc<EventBatch>,
+        results: Vec<crate::query::RuleBatch>,
+        python: bool,
+    },
+}
+
+/// Reads every input on the reader thread, hands each batch to the Python
+/// workers and collects outcomes in input order; returns the reader
+/// thread's state once the inputs are exhausted.
 fn read_and_evaluate(
     reader: EventReader,
     inputs: Vec<crate::logs::Input>,
     preparer: BatchPreparer,
     rules: &[DetectionDef],
-    python: &PythonRuntime,
+    mut pool: Option<WorkerPool>,
     progress: bool,
     (summary, matches, errors): (&mut Summary, &mut Vec<RuleMatch>, &mut Vec<ErrorRecord>),
 ) -> Result<BatchPreparer, EngineError> {
+    let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
     let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer);
     let progress = progress_bar(progress);
-    let mut generation_id = 0;
+    let mut waiting = std::collections::VecDeque::new();
+    let mut seq = 0;
+    let mut collect = |waiting: &mut std::collections::VecDeque<Waiting>,
+                       pool: &mut Option<WorkerPool>,
+                       wait: bool|
+     -> Result<(), EngineError> {
+        while let Some(front) = waiting.front() {
+            let ready = match front {
+                Waiting::Error(_) => true,
+                Waiting::Batch { seq, python, .. } => {
+                    !python || wait || pool.as_ref().is_some_and(|p| p.is_done(*seq))
+                }
+            };
+            if !ready {
+                break;
+            }
+            match waiting.pop_front().expect("a front item") {
+                Waiting::Error(record) => errors.push(record),
+                Waiting::Batch {
+                    seq,
+                    batch,
+                    results,
+                    python,
+                } => {
+                    let outcomes = match (python, pool.as_mut()) {
+                        (true, Some(pool)) => pool.outcomes(seq)?,
+                        _ => Vec::new(),
+                    };
+                    evaluate_batch(rules, outcomes, &batch, results, summary, matches, errors);
+                    if let Some(bar) = &progress {
+                        bar.set_position(summary.events);
+                    }
+                }
+            }
+        }
+        Ok(())
+    };
     for (item, generation, results) in receiver {
         match item {
             // Returning drops the receiver, which stops the reader; nothing is written.
             ReadItem::Fatal(e) => return Err(EngineError::Storage(e)),
-            ReadItem::Error(e) => errors.push(ErrorRecord {
+            ReadItem::Error(e) => waiting.push_back(Waiting::Error(ErrorRecord {
                 kind: ErrorKind::Event,
                 rule: None,
                 function: None,
                 source: Some(e.source),
                 error: e.message,
                 traceback: None,
-            }),
+            })),
             ReadItem::Batch(batch) => {
-                if generation.id != generation_id {
-                    python.refresh_tables(&generation.tables);
-                    generation_id = generation.id;
-                }
                 let batch: Arc<EventBatch> = Arc::from(batch);
-                evaluate_batch(rules, python, &batch, results, summary, matches, errors);
-                if let Some(bar) = &progress {
-                    bar.set_position(summary.events);
+                seq += 1;
+                let selections = python_selections(&results, python_rules);
+                let python = selections
+                    .iter()
+                    .any(|s| s.as_ref().is_none_or(|r| !r.is_empty()));
+                if let (true, Some(pool)) = (python, pool.as_mut()) {
+                    pool.submit(seq, Arc::clone(&batch), generation, selections)?;
                 }
+                waiting.push_back(Waiting::Batch {
+                    seq,
+                    batch,
+                    results,
+                    python,
+                });
             }
         }
+        collect(&mut waiting, &mut pool, false)?;
+    }
+    collect(&mut waiting, &mut pool, true)?;
+    if let Some(pool) = pool {
+        pool.finish();
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();

@@ -1,17 +1,20 @@
-//! The two threads of a run. The reader thread decodes the inputs and
-//! prepares each batch ([`BatchPreparer`]): it looks for a newer table
-//! generation (re-planning SQL on a switch), applies the `enrich:`
-//! selectors and runs the filters and queries. Batches travel over a
-//! bounded channel to the main thread, which holds the interpreter and
-//! runs the Python rules ([`evaluate_batch`]), so decoding overlaps Python.
+//! The stages of a run: decode → enrich → filter → detect → collect.
+//!
+//! The reader thread decodes the inputs and prepares each batch
+//! ([`BatchPreparer`]): it looks for a newer table generation (re-planning
+//! SQL on a switch), applies the `enrich:` selectors (enrich) and runs the
+//! filters and queries (filter). Batches travel over a bounded channel to
+//! the main thread, which hands them to the Python workers (detect, across
+//! the process boundary in `workers`) and collects their outcomes in input
+//! order ([`evaluate_batch`]).
 
 use super::collect::{collect_outcomes, sql_outcomes};
 use super::output::Summary;
+use super::workers::BatchOutcomes;
 use crate::alerts::{ErrorKind, ErrorRecord, RuleMatch};
 use crate::config::{DetectionDef, LogTable, Selector};
-use crate::enrichment::{BatchEnrichment, Generation, TableWatcher};
+use crate::enrichment::{Generation, TableWatcher};
 use crate::logs::{read_inputs, EventBatch, EventReader, Input, ReadItem};
-use crate::python::PythonRuntime;
 use crate::query::{RuleBatch, RunPlan};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -65,11 +68,7 @@ impl BatchPreparer {
         match item {
             ReadItem::Batch(mut batch) => {
                 if !self.selectors.is_empty() {
-                    batch.enrichment = Some(BatchEnrichment::compute(
-                        &self.selectors,
-                        &generation.tables,
-                        &batch.batch,
-                    ));
+                    batch.apply_selectors(&self.selectors, &generation.tables);
                 }
                 let results = self.plan.evaluate(&batch);
                 (ReadItem::Batch(batch), generation, results)
@@ -96,12 +95,30 @@ pub(super) fn spawn_reader(
     (receiver, handle)
 }
 
-/// Runs every rule on one prepared batch, in plan order: Python rules on
-/// the rows their filter kept, SQL rules' matches as the reader thread
-/// computed them.
+/// What each Python rule (plan order) should see of a batch: the rows its
+/// filter kept, or `None` for every row.
+pub(super) fn python_selections(
+    results: &[RuleBatch],
+    python_rules: usize,
+) -> Vec<Option<Vec<u32>>> {
+    let mut out = vec![None; python_rules];
+    for result in results {
+        if let RuleBatch::Python {
+            index, selection, ..
+        } = result
+        {
+            out[*index].clone_from(selection);
+        }
+    }
+    out
+}
+
+/// Collects every rule's outcomes on one batch, in plan order: Python
+/// rules' from the workers (`python`, per Python rule), SQL rules' as the
+/// reader thread computed them.
 pub(super) fn evaluate_batch(
     rules: &[DetectionDef],
-    python: &PythonRuntime,
+    mut python: BatchOutcomes,
     batch: &Arc<EventBatch>,
     results: Vec<RuleBatch>,
     summary: &mut Summary,
@@ -140,7 +157,12 @@ pub(super) fn evaluate_batch(
                 if let Some(rows) = &selection {
                     stats.filtered_out += (batch.len() - rows.len()) as u64;
                 }
-                python.evaluate(index, batch, selection.as_deref(), &mut stats.python_calls)
+                let (calls, outcomes) = python
+                    .get_mut(index)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                stats.python_calls += calls;
+                outcomes
             }
             RuleBatch::Sql(result) => {
                 stats.sql_batches += 1;

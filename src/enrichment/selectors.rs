@@ -60,10 +60,17 @@ enum Probe<'t> {
 }
 
 impl BatchEnrichment {
-    /// Looks up every selector field of every event of `batch` in `tables`.
-    /// A selector whose table is missing from `tables` finds nothing (the
-    /// table failed to load; that is reported where it failed).
-    pub fn compute(selectors: &[Selector], tables: &Tables, batch: &RecordBatch) -> Self {
+    /// Looks up every selector field of every event of `batch` in `tables`;
+    /// a field the schema does not declare is read from `undeclared`
+    /// (path, column). A selector whose table is missing from `tables`
+    /// finds nothing (the table failed to load; that is reported where it
+    /// failed).
+    pub fn compute(
+        selectors: &[Selector],
+        tables: &Tables,
+        batch: &RecordBatch,
+        undeclared: &[(&str, &dyn Array)],
+    ) -> Self {
         let mut out = Self::default();
         for selector in selectors {
             let Some(table) = tables.get(&selector.table) else {
@@ -88,7 +95,16 @@ impl BatchEnrichment {
                 }
             };
             for field in &selector.fields {
-                let Some(column) = FieldColumn::at(batch, field) else {
+                let column = FieldColumn::at(batch, field).or_else(|| {
+                    undeclared
+                        .iter()
+                        .find(|(path, _)| path == field)
+                        .map(|(_, leaf)| FieldColumn {
+                            parents: Vec::new(),
+                            leaf: *leaf,
+                        })
+                });
+                let Some(column) = column else {
                     continue;
                 };
                 let mut hits = Vec::new();

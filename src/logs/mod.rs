@@ -1,17 +1,19 @@
 //! Log files → Arrow batches of events, typed by the table's schema.
 //!
-//! Declared fields become typed Arrow columns (timestamps as UTC
-//! microseconds). Fields the schema does not declare are not dropped: they
-//! travel beside the batch as one JSON text per event (`extra`), so a
-//! detection reading an undeclared field still gets its value. A line that is
+//! Each event is parsed once ([`DecodePlan`]). Declared fields become typed
+//! Arrow columns (timestamps as UTC microseconds); undeclared paths that
+//! rules read become columns typed by what they hold; the event's own text
+//! travels with the batch (`raw`), so nothing the schema leaves out is lost. A line that is
 //! not JSON, or a value that cannot take its declared type, is reported with
 //! `file:line` (`s3://bucket/key#line` for objects) and reading goes on.
 
 mod batch;
+mod decode;
 mod input;
 mod reader;
 
-pub use batch::{EventBatch, PositionKind};
+pub use batch::{BatchParts, EventBatch, PositionKind, ReadColumn, ReadColumns};
+pub use decode::DecodePlan;
 pub use input::{expand_inputs, read_inputs, Input, PREFETCH, STREAM_ABOVE};
 pub use reader::{EventReader, ReadItem, RecordError};
 

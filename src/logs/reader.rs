@@ -1,10 +1,10 @@
+use super::batch::BatchParts;
+use super::decode::{Chunk, DecodePlan};
 use super::{EventBatch, PositionKind};
 use crate::config::LogTable;
 use crate::files::display_path;
 use crate::files::{decompress, format_of, format_of_name, open_decompressed};
-use crate::schema::{coerce_object, rows_to_batch, Field, FieldType, Leniency};
-use arrow::array::StringArray;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::io::{BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -34,26 +34,27 @@ pub enum ReadItem {
 #[derive(Debug, Clone)]
 pub struct EventReader {
     table: Arc<str>,
-    fields: Arc<Vec<Field>>,
-    schema: crate::schema::TableSchema,
-    timestamp_path: Vec<String>,
+    plan: Arc<DecodePlan>,
     batch_size: usize,
 }
 
-struct Pending {
-    rows: Vec<Value>,
-    extra: Vec<Option<String>>,
-    positions: Vec<u64>,
-    times: Vec<i64>,
-}
-
 impl EventReader {
+    /// A reader of the table's declared fields only.
     pub fn new(table: &LogTable) -> Self {
+        Self::with_read_paths(table, &[])
+    }
+
+    /// A reader that also decodes `read_paths` (the undeclared paths rules
+    /// read) as columns.
+    pub fn with_read_paths(table: &LogTable, read_paths: &[String]) -> Self {
         Self {
             table: Arc::from(table.name.as_str()),
-            fields: Arc::new(table.schema.fields.clone()),
-            schema: table.schema.clone(),
-            timestamp_path: table.timestamp.split('.').map(str::to_string).collect(),
+            plan: Arc::new(DecodePlan::new(
+                &table.schema.fields,
+                table.schema.to_arrow(),
+                &table.timestamp,
+                read_paths,
+            )),
             batch_size: BATCH_SIZE,
         }
     }
@@ -61,6 +62,11 @@ impl EventReader {
     pub fn with_batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
+    }
+
+    /// The undeclared paths this reader decodes as columns.
+    pub fn read_paths(&self) -> &[Arc<str>] {
+        self.plan.read_paths()
     }
 
     /// Reads one file, handing batches and bad records to `sink` in file order.
@@ -78,8 +84,14 @@ impl EventReader {
     /// `1..` of a source named `shown`.
     pub fn read_values(&self, items: Vec<Value>, shown: &str, sink: &mut dyn FnMut(ReadItem)) {
         let shown: Arc<str> = Arc::from(shown);
-        // read_elements never fails: errors are per element.
-        let _ = self.read_elements(items, &shown, sink);
+        let mut chunk = Chunk::with_capacity(items.len().min(self.batch_size));
+        for (i, item) in items.iter().enumerate() {
+            chunk.push(&item.to_string(), i as u64 + 1);
+            if chunk.len() >= self.batch_size {
+                self.emit(std::mem::take(&mut chunk), &shown, PositionKind::Row, sink);
+            }
+        }
+        self.emit(chunk, &shown, PositionKind::Row, sink);
     }
 
     /// Reads one object or stream named `shown` (its name picks format and
@@ -130,14 +142,14 @@ impl EventReader {
             let start = text.iter().position(|b| !b.is_ascii_whitespace());
             match start.map(|i| text[i]) {
                 Some(b'[') => {
-                    let items: Vec<Value> = serde_json::from_slice(&text)
-                        .map_err(|e| format!("invalid JSON array: {e}"))?;
-                    return self.read_elements(items, shown, sink);
+                    let text =
+                        String::from_utf8(text).map_err(|e| format!("invalid JSON array: {e}"))?;
+                    return self.read_elements(&text, shown, sink);
                 }
                 Some(b'{') => {
-                    if let Ok(Value::Object(mut doc)) = serde_json::from_slice::<Value>(&text) {
-                        if let Some(Value::Array(records)) = doc.remove("Records") {
-                            return self.read_elements(records, shown, sink);
+                    if let Ok(records) = sonic_rs::get_from_slice(&text, &["Records"]) {
+                        if records.as_raw_str().starts_with('[') {
+                            return self.read_elements(records.as_raw_str(), shown, sink);
                         }
                     }
                 }
@@ -150,27 +162,19 @@ impl EventReader {
 
     fn read_elements(
         &self,
-        items: Vec<Value>,
+        array: &str,
         shown: &Arc<str>,
         sink: &mut dyn FnMut(ReadItem),
     ) -> Result<(), String> {
-        let mut pending = self.pending();
-        for (i, item) in items.into_iter().enumerate() {
-            let position = i as u64 + 1;
-            let result = self.decode(item);
-            self.accept(
-                result,
-                position,
-                &mut pending,
-                shown,
-                PositionKind::Row,
-                sink,
-            );
-            if pending.rows.len() >= self.batch_size {
-                self.flush(&mut pending, shown, PositionKind::Row, sink);
+        let mut chunk = Chunk::with_capacity(self.batch_size);
+        for (i, item) in sonic_rs::to_array_iter(array).enumerate() {
+            let item = item.map_err(|e| format!("invalid JSON array: {e}"))?;
+            chunk.push(item.as_raw_str(), i as u64 + 1);
+            if chunk.len() >= self.batch_size {
+                self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
             }
         }
-        self.flush(&mut pending, shown, PositionKind::Row, sink);
+        self.emit(chunk, shown, PositionKind::Row, sink);
         Ok(())
     }
 
@@ -180,14 +184,18 @@ impl EventReader {
         shown: &Arc<str>,
         sink: &mut dyn FnMut(ReadItem),
     ) -> Result<(), String> {
-        let mut pending = self.pending();
+        let mut chunk = Chunk::with_capacity(self.batch_size);
         let mut line = Vec::with_capacity(1024);
         let mut number = 0u64;
         loop {
             line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|e| format!("read failed after line {number}: {e}"))?;
+            let n = match reader.read_until(b'\n', &mut line) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.emit(chunk, shown, PositionKind::Line, sink);
+                    return Err(format!("read failed after line {number}: {e}"));
+                }
+            };
             if n == 0 {
                 break;
             }
@@ -195,165 +203,71 @@ impl EventReader {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let parsed =
-                serde_json::from_slice::<Value>(&line).map_err(|e| format!("invalid JSON: {e}"));
-            let result = parsed.and_then(|v| self.decode(v));
-            self.accept(
-                result,
-                number,
-                &mut pending,
-                shown,
-                PositionKind::Line,
-                sink,
-            );
-            if pending.rows.len() >= self.batch_size {
-                self.flush(&mut pending, shown, PositionKind::Line, sink);
+            match std::str::from_utf8(&line) {
+                Ok(text) => chunk.push(text.trim_end(), number),
+                Err(e) => sink(ReadItem::Error(RecordError {
+                    source: position_source(shown, PositionKind::Line, number),
+                    message: format!("invalid UTF-8: {e}"),
+                })),
+            }
+            if chunk.len() >= self.batch_size {
+                self.emit(std::mem::take(&mut chunk), shown, PositionKind::Line, sink);
             }
         }
-        self.flush(&mut pending, shown, PositionKind::Line, sink);
+        self.emit(chunk, shown, PositionKind::Line, sink);
         Ok(())
     }
 
-    fn pending(&self) -> Pending {
-        Pending {
-            rows: Vec::with_capacity(self.batch_size),
-            extra: Vec::with_capacity(self.batch_size),
-            positions: Vec::with_capacity(self.batch_size),
-            times: Vec::with_capacity(self.batch_size),
-        }
-    }
-
-    fn accept(
+    /// Decodes `chunk` and hands its bad events, then its batch, to `sink`.
+    fn emit(
         &self,
-        result: Result<Decoded, String>,
-        position: u64,
-        pending: &mut Pending,
+        chunk: Chunk,
         shown: &Arc<str>,
         kind: PositionKind,
         sink: &mut dyn FnMut(ReadItem),
     ) {
-        match result {
-            Ok(decoded) => {
-                pending.rows.push(decoded.declared);
-                pending.extra.push(decoded.extra);
-                pending.times.push(decoded.time);
-                pending.positions.push(position);
-            }
-            Err(message) => {
-                let source = match kind {
-                    PositionKind::Line if !shown.starts_with("s3://") => {
-                        format!("{shown}:{position}")
-                    }
-                    _ => format!("{shown}#{position}"),
-                };
-                sink(ReadItem::Error(RecordError { source, message }));
-            }
-        }
-    }
-
-    fn flush(
-        &self,
-        pending: &mut Pending,
-        shown: &Arc<str>,
-        kind: PositionKind,
-        sink: &mut dyn FnMut(ReadItem),
-    ) {
-        if pending.rows.is_empty() {
+        if chunk.is_empty() {
             return;
         }
-        let taken = std::mem::replace(pending, self.pending());
-        match rows_to_batch(&self.schema, &taken.rows) {
-            Ok(batch) => sink(ReadItem::Batch(Box::new(EventBatch::new(
-                Arc::clone(&self.table),
-                Arc::clone(shown),
-                batch,
-                StringArray::from(taken.extra),
-                taken.positions,
-                kind,
-                taken.times,
-            )))),
+        let events = chunk.len();
+        match self.plan.decode(chunk) {
+            Ok(decoded) => {
+                for (position, message) in decoded.errors {
+                    sink(ReadItem::Error(RecordError {
+                        source: position_source(shown, kind, position),
+                        message,
+                    }));
+                }
+                if decoded.positions.is_empty() {
+                    return;
+                }
+                sink(ReadItem::Batch(Box::new(EventBatch::new(
+                    Arc::clone(&self.table),
+                    Arc::clone(shown),
+                    BatchParts {
+                        batch: decoded.batch,
+                        read: decoded.read,
+                        raw: decoded.raw,
+                        positions: decoded.positions,
+                        times: decoded.times,
+                    },
+                    kind,
+                ))));
+            }
             Err(e) => sink(ReadItem::Error(RecordError {
                 source: shown.to_string(),
-                message: format!(
-                    "internal error decoding {} events (likely a bug): {e}",
-                    taken.rows.len()
-                ),
+                message: format!("internal error decoding {events} events (likely a bug): {e}"),
             })),
         }
     }
-
-    /// Splits one event into typed declared fields and undeclared extras.
-    fn decode(&self, value: Value) -> Result<Decoded, String> {
-        let Value::Object(mut map) = value else {
-            return Err(format!("expected a JSON object, got {}", short(&value)));
-        };
-        let extra = split_extras(&mut map, &self.fields);
-        coerce_object(&mut map, &self.fields, Leniency::Json)
-            .map_err(|e| format!("field `{}`: {}", e.path, e.message))?;
-        let time = lookup(&map, &self.timestamp_path)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| {
-                format!(
-                    "missing event time field `{}`",
-                    self.timestamp_path.join(".")
-                )
-            })?;
-        Ok(Decoded {
-            declared: Value::Object(map),
-            extra: extra.map(|e| Value::Object(e).to_string()),
-            time,
-        })
-    }
 }
 
-struct Decoded {
-    declared: Value,
-    extra: Option<String>,
-    time: i64,
-}
-
-fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 40 {
-        format!("{}…", &s[..s.floor_char_boundary(37)])
-    } else {
-        s
+/// `file:line`, or `file#n` for elements and S3 objects.
+fn position_source(shown: &str, kind: PositionKind, position: u64) -> String {
+    match kind {
+        PositionKind::Line if !shown.starts_with("s3://") => format!("{shown}:{position}"),
+        _ => format!("{shown}#{position}"),
     }
-}
-
-fn lookup<'a>(map: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
-    let (first, rest) = path.split_first()?;
-    let mut v = map.get(first)?;
-    for part in rest {
-        v = v.as_object()?.get(part)?;
-    }
-    Some(v)
-}
-
-/// Moves members not declared in `fields` out of `map`; declared structs are
-/// split recursively. Returns the undeclared members, if any.
-fn split_extras(map: &mut Map<String, Value>, fields: &[Field]) -> Option<Map<String, Value>> {
-    let mut extras: Option<Map<String, Value>> = None;
-    let all = std::mem::take(map);
-    for (k, mut v) in all {
-        match fields.iter().find(|f| f.name == k) {
-            Some(field) => {
-                if let (FieldType::Struct(inner), Value::Object(obj)) = (&field.field_type, &mut v)
-                {
-                    if let Some(nested) = split_extras(obj, inner) {
-                        extras
-                            .get_or_insert_with(Map::new)
-                            .insert(k.clone(), Value::Object(nested));
-                    }
-                }
-                map.insert(k, v);
-            }
-            None => {
-                extras.get_or_insert_with(Map::new).insert(k, v);
-            }
-        }
-    }
-    extras
 }
 
 #[cfg(test)]
@@ -361,6 +275,7 @@ mod tests {
     use super::*;
     use crate::config::LogTable;
     use crate::schema::TableSchema;
+    use crate::schema::{Field, FieldType};
     use std::io::Write;
     use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
-//! The static check of enrichment imports: every `from
-//! ravenwatch.enrichment import X` whose `X` the project does not define,
-//! found by parsing (not running) the detections and their helpers.
+//! What parsing (not running) the detections and their helpers tells: every
+//! `from ravenwatch.enrichment import X` whose `X` the project does not
+//! define, and the event paths rules read with literal keys, which the
+//! reader then decodes as columns.
 
 use super::error::LoadError;
 use super::interpreter::helpers_module;
@@ -47,5 +48,30 @@ pub fn unknown_table_imports(files: &[PathBuf], known: &[&str]) -> Vec<LoadError
             }
         }
         out
+    })
+}
+
+/// The event paths `files` read with literal keys (`r.deepget("a.b")`,
+/// `r.get("a")`, `r["a"]`, `"a" in r`, `deep_get(event, "a", "b")`),
+/// sorted and without repeats. A file that does not parse adds nothing (the
+/// import reports it).
+pub fn read_paths(files: &[PathBuf]) -> Vec<String> {
+    Python::attach(|py| {
+        let Ok(helpers) = helpers_module(py) else {
+            return Vec::new();
+        };
+        let mut out = std::collections::BTreeSet::new();
+        for file in files {
+            let Ok(source) = std::fs::read_to_string(file) else {
+                continue;
+            };
+            if let Ok(paths) = helpers
+                .call_method1("event_paths", (source, display_path(file)))
+                .and_then(|f| f.extract::<Vec<String>>())
+            {
+                out.extend(paths);
+            }
+        }
+        out.into_iter().collect()
     })
 }

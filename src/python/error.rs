@@ -9,7 +9,7 @@ use std::fmt;
 
 /// A detection that could not be loaded (syntax error, failed import,
 /// missing `detect`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoadError {
     pub rule: String,
     pub file: String,

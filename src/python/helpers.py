@@ -34,6 +34,39 @@ def table_imports(source, filename):
             found.extend((node.lineno, a.name) for a in node.names if a.name != "*")
     return found
 
+def _literal(node):
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+def event_paths(source, filename):
+    """Dotted event paths read with literal keys: `x.deepget("a.b")`,
+    `deep_get(x, "a", "b")`, `x.deep_get("a", "b")`, and the first step of
+    `x.get("a")`, `x["a"]` and `"a" in x` on a name (what a record sees of
+    a chain)."""
+    tree = ast.parse(source, filename)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func, args = node.func, node.args
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name == "deepget" and args and _literal(args[0]):
+                found.add(_literal(args[0]))
+            elif name == "deep_get":
+                keys = args if isinstance(func, ast.Attribute) else args[1:]
+                parts = [_literal(a) for a in keys]
+                if parts and all(parts):
+                    found.add(".".join(parts))
+            elif (name == "get" and isinstance(func, ast.Attribute)
+                  and isinstance(func.value, ast.Name) and args and _literal(args[0])):
+                found.add(_literal(args[0]))
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            if _literal(node.slice):
+                found.add(_literal(node.slice))
+        elif (isinstance(node, ast.Compare) and len(node.ops) == 1
+              and isinstance(node.ops[0], (ast.In, ast.NotIn))
+              and isinstance(node.comparators[0], ast.Name) and _literal(node.left)):
+            found.add(_literal(node.left))
+    return sorted(found)
+
 def purge_project_modules(lib_dir):
     """Forgets detection modules and helpers under `lib_dir`, so the next
     import starts from fresh module state."""

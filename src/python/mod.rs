@@ -17,7 +17,7 @@ mod rule;
 mod runtime;
 mod table;
 
-pub use check::unknown_table_imports;
+pub use check::{read_paths, unknown_table_imports};
 pub use error::{LoadError, PythonError};
 pub use interpreter::run_snippet;
 pub use rule::OptionalFn;

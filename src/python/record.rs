@@ -1,7 +1,9 @@
 //! The event object detections receive as `r`.
 //!
 //! A `Record` points into an Arrow batch instead of copying the event into a
-//! dict: `r.deepget("source.ip")` converts just that value. Attribute
+//! dict: `r.deepget("source.ip")` converts just that value, from a declared
+//! column or the column of a path rules read (see `logs::DecodePlan`); only
+//! paths nobody could name in advance read the event's text. Attribute
 //! assignment (`r.is_known_ip = True`) goes to the instance `__dict__`, and a
 //! fresh record is made for every (rule, event), so state set in `detect`
 //! is visible in `title` of the same rule and nowhere else.
@@ -9,10 +11,10 @@
 use super::convert::{arrow_to_py, json_to_py, merge_json_into_dict};
 use super::table::{column_names, hit_to_py, Selection};
 use crate::enrichment::Found;
-use crate::logs::EventBatch;
+use crate::logs::{EventBatch, ReadColumn};
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
-use pyo3::exceptions::PyKeyError;
+use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
@@ -61,30 +63,53 @@ impl Record {
         }
     }
 
-    fn extra(&self, parts: &[&str]) -> Option<&Value> {
-        let mut value = self.batch.extra(self.row)?;
-        for part in parts {
+    /// The value at a path as the event's own JSON says (no declared
+    /// type applied), `None` when missing or null.
+    fn raw(&self, parts: &[&str]) -> Option<&Value> {
+        let (first, rest) = parts.split_first()?;
+        let mut value = self.batch.parsed(self.row)?.get(*first)?;
+        for part in rest {
             value = value.as_object()?.get(*part)?;
         }
         (!value.is_null()).then_some(value)
     }
 
-    /// The value at a path, or `None` when it is missing or null.
+    /// The value at a path, or `None` when it is missing or null: from its
+    /// declared column, else from the column of a path rules read, else from
+    /// the event's text.
     fn lookup<'py>(&self, py: Python<'py>, parts: &[&str]) -> PyResult<Option<Bound<'py, PyAny>>> {
         match self.declared(parts) {
             Declared::Present(array) => {
                 let value = arrow_to_py(py, array, self.row)?;
-                if let (Ok(dict), Some(Value::Object(extra))) =
-                    (value.cast::<PyDict>(), self.extra(parts))
+                if let (Ok(dict), Some(Value::Object(rest))) =
+                    (value.cast::<PyDict>(), self.raw(parts))
                 {
-                    merge_json_into_dict(py, dict, extra)?;
+                    merge_json_into_dict(py, dict, rest)?;
                 }
                 Ok(Some(value))
             }
-            Declared::Null | Declared::Absent => match self.extra(parts) {
-                Some(v) => Ok(Some(json_to_py(py, v)?)),
-                None => Ok(None),
-            },
+            Declared::Null | Declared::Absent => {
+                let read = if parts.len() == 1 {
+                    self.batch.read.get(parts[0])
+                } else {
+                    self.batch.read.get(&parts.join("."))
+                };
+                match read {
+                    Some(column) if column.is_null(self.row) => Ok(None),
+                    Some(ReadColumn::Typed(array)) => {
+                        Ok(Some(arrow_to_py(py, array.as_ref(), self.row)?))
+                    }
+                    Some(ReadColumn::Json(texts)) => {
+                        let value: Value = serde_json::from_str(texts.value(self.row))
+                            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                        Ok(Some(json_to_py(py, &value)?))
+                    }
+                    None => match self.raw(parts) {
+                        Some(v) => Ok(Some(json_to_py(py, v)?)),
+                        None => Ok(None),
+                    },
+                }
+            }
         }
     }
 
@@ -96,8 +121,8 @@ impl Record {
                 dict.set_item(field.name(), arrow_to_py(py, column.as_ref(), self.row)?)?;
             }
         }
-        if let Some(Value::Object(extra)) = self.batch.extra(self.row) {
-            merge_json_into_dict(py, &dict, extra)?;
+        if let Some(rest) = self.batch.parsed(self.row) {
+            merge_json_into_dict(py, &dict, rest)?;
         }
         Ok(dict)
     }
@@ -138,15 +163,27 @@ impl Record {
     fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
         match self.lookup(py, &[key])? {
             Some(v) => Ok(v),
-            None if !matches!(self.declared(&[key]), Declared::Absent) => {
+            None if !matches!(self.declared(&[key]), Declared::Absent)
+                || self
+                    .batch
+                    .parsed(self.row)
+                    .is_some_and(|event| event.contains_key(key)) =>
+            {
                 Ok(py.None().into_bound(py))
             }
             None => Err(PyKeyError::new_err(key.to_string())),
         }
     }
 
+    /// `key in r`: present and not null.
     fn __contains__(&self, key: &str) -> bool {
-        matches!(self.declared(&[key]), Declared::Present(_)) || self.extra(&[key]).is_some()
+        if matches!(self.declared(&[key]), Declared::Present(_)) {
+            return true;
+        }
+        match self.batch.read.get(key) {
+            Some(column) => !column.is_null(self.row),
+            None => self.raw(&[key]).is_some(),
+        }
     }
 
     fn keys<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {

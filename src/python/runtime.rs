@@ -245,7 +245,7 @@ impl PythonRuntime {
                 Ok(v) => v,
                 Err(e) => {
                     out.errors.push(FunctionError {
-                        function: function.name(),
+                        function: function.name().into(),
                         message: self.format(py, &e),
                     });
                     continue;
@@ -256,7 +256,7 @@ impl PythonRuntime {
             }
             if let Err(message) = function.store(&mut out, &value) {
                 out.errors.push(FunctionError {
-                    function: function.name(),
+                    function: function.name().into(),
                     message,
                 });
             }

@@ -253,6 +253,15 @@ pub fn coerce_object(
     Ok(())
 }
 
+/// Epoch microseconds of a timestamp written as text (RFC 3339, a few
+/// common variants, or epoch seconds/millis/micros as a numeric string).
+pub fn parse_timestamp_text(s: &str) -> Option<i64> {
+    match parse_datetime(s) {
+        Some(d) => Some(d.timestamp_micros()),
+        None => s.trim().parse::<f64>().ok().and_then(epoch_to_micros),
+    }
+}
+
 fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "t" | "yes" | "y" | "1" => Some(true),
@@ -298,10 +307,7 @@ fn epoch_to_micros(n: f64) -> Option<i64> {
 /// Event time of a JSON value in epoch microseconds, if it is one.
 pub fn parse_timestamp_micros(value: &Value) -> Option<i64> {
     match value {
-        Value::String(s) => match parse_datetime(s) {
-            Some(d) => Some(d.timestamp_micros()),
-            None => s.trim().parse::<f64>().ok().and_then(epoch_to_micros),
-        },
+        Value::String(s) => parse_timestamp_text(s),
         Value::Number(n) => n.as_f64().and_then(epoch_to_micros),
         _ => None,
     }

@@ -12,8 +12,11 @@ mod types;
 
 pub use convert::{json_at, micros_to_rfc3339, row_to_json, rows_to_batch};
 
-pub use coerce::{coerce_object, coerce_value, parse_timestamp_micros, CoerceError, Leniency};
-pub use types::{Field, FieldType};
+pub use coerce::{
+    coerce_object, coerce_value, parse_timestamp_micros, parse_timestamp_text, CoerceError,
+    Leniency,
+};
+pub use types::{Field, FieldType, TIMESTAMP_TZ};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use std::sync::Arc;

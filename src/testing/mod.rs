@@ -17,7 +17,7 @@ pub use report::{json_report, junit_xml, write_human};
 use crate::alerts::{AlertGrouper, AlertState, ErrorRecord, RuleSettings};
 use crate::config::{ConfigError, DetectionDef, Project, Severity};
 use crate::engine::{collect_outcomes, prepare_tables, sql_outcomes, RuleSummary};
-use crate::enrichment::{BatchEnrichment, EnrichmentTable, Tables};
+use crate::enrichment::{EnrichmentTable, Tables};
 use crate::logs::{EventBatch, EventReader, ReadItem};
 use crate::outcome::RuleOutcome;
 use crate::python::{PythonError, PythonRuntime};
@@ -273,7 +273,7 @@ fn case_batches(
     reader.read_values(events, &case.location(), &mut |item| match item {
         ReadItem::Batch(mut b) => {
             if !table.enrich.is_empty() {
-                b.enrichment = Some(BatchEnrichment::compute(&table.enrich, tables, &b.batch));
+                b.apply_selectors(&table.enrich, tables);
             }
             batches.push(Arc::from(b))
         }

@@ -16,6 +16,7 @@ mod s3;
 mod selectors;
 mod sql;
 mod testing;
+mod workers;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

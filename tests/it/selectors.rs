@@ -95,7 +95,7 @@ fn selector_mistakes_are_located() {
     let schema = p.path().join("schemas/events.yml");
     let mut text = std::fs::read_to_string(&schema).unwrap();
     text.push_str(
-        "  - { table: geoipp, fields: [source.ip] }\n  - { table: known_ip_info, fields: [source.port] }\n  - { table: known_ip_info, fields: [user.name], key: nope }\n  - { table: aws_account_info, fields: [source.nothing] }\n",
+        "  - { table: geoipp, fields: [source.ip] }\n  - { table: known_ip_info, fields: [source.port] }\n  - { table: known_ip_info, fields: [user.name], key: nope }\n  - { table: aws_account_info, fields: [source.ip.octet] }\n  - { table: known_ip_info, fields: [source.nothing] }\n",
     );
     std::fs::write(&schema, text).unwrap();
     let out = p.run(&["validate"]);
@@ -103,12 +103,14 @@ fn selector_mistakes_are_located() {
     for expected in [
         "schemas/events.yml:38:14: enrich: no enrichment table `geoipp` (did you mean `geoip`?)",
         "schemas/events.yml:40:50: enrich: table `known_ip_info` has no lookup key `nope` (keys: ip)",
-        "schemas/events.yml:41:41: enrich: field `source.nothing` is not declared in schema.fields",
+        "schemas/events.yml:41:41: enrich: field `source.ip.octet` goes through `source.ip`, which is declared as string",
     ] {
         assert!(out.stdout.contains(expected), "{expected}\n{out:?}");
     }
-    // An int field is a valid selector field (keys compare as text).
+    // An int field is a valid selector field (keys compare as text), and
+    // so is an undeclared one (decoded as a column of what it holds).
     assert!(!out.stdout.contains("source.port"), "{out:?}");
+    assert!(!out.stdout.contains("source.nothing"), "{out:?}");
 }
 
 #[test]

@@ -1,0 +1,177 @@
+//! A Python worker process (`ravenwatch __worker -p DIR --socket PATH`):
+//! its own interpreter with the run's Python rules loaded, fed batches and
+//! answering rule outcomes over the run's Unix socket, so whatever rules
+//! print (to stdout, which the run points at its stderr) never mixes with a
+//! frame.
+
+use super::wire::{decode_batch, map_table_file, read_frame, write_frame, FromWorker, ToWorker};
+use crate::config::{DetectionDef, LogTable, Project};
+use crate::enrichment::{EnrichmentTable, Tables};
+use crate::python::{PythonError, PythonRuntime};
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+use std::sync::Arc;
+
+struct Loaded {
+    table: LogTable,
+    rules: Vec<DetectionDef>,
+    runtime: Option<PythonRuntime>,
+    tables: Tables,
+}
+
+/// Serves one run until its stdin closes.
+///
+/// # Errors
+/// The protocol broke (the run went away); rule failures are answers.
+pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    let mut output = BufWriter::new(stream.try_clone()?);
+    let mut input = BufReader::new(stream);
+    let mut loaded: Option<Loaded> = None;
+    while let Some((request, body)) = read_frame::<ToWorker>(&mut input)? {
+        let reply = match request {
+            ToWorker::Start { table, rules } => match start(project, &table, &rules) {
+                Ok(l) => {
+                    loaded = Some(l);
+                    continue;
+                }
+                Err(message) => FromWorker::Failed { message },
+            },
+            ToWorker::Tables {
+                generation: _,
+                files,
+            } => match loaded.as_mut() {
+                None => FromWorker::Failed {
+                    message: "tables before start".into(),
+                },
+                Some(l) => switch_tables(project, l, &files),
+            },
+            ToWorker::Batch {
+                seq,
+                generation: _,
+                table,
+                file,
+                line_positions,
+                selections,
+            } => match loaded.as_ref() {
+                Some(Loaded {
+                    table: log_table,
+                    runtime: Some(runtime),
+                    tables,
+                    ..
+                }) => {
+                    let schema = log_table.schema.to_arrow();
+                    match decode_batch(&body, &schema, &table, &file, line_positions) {
+                        Ok(mut batch) => {
+                            if !log_table.enrich.is_empty() {
+                                batch.apply_selectors(&log_table.enrich, tables);
+                            }
+                            let batch = Arc::new(batch);
+                            let rules = selections
+                                .iter()
+                                .enumerate()
+                                .map(|(index, rows)| {
+                                    let mut calls = 0;
+                                    let outcomes = match rows {
+                                        Some(rows) if rows.is_empty() => Vec::new(),
+                                        rows => runtime.evaluate(
+                                            index,
+                                            &batch,
+                                            rows.as_deref(),
+                                            &mut calls,
+                                        ),
+                                    };
+                                    (calls, outcomes)
+                                })
+                                .collect();
+                            FromWorker::Outcomes { seq, rules }
+                        }
+                        Err(e) => FromWorker::Failed {
+                            message: format!("{file}: cannot decode the batch: {e}"),
+                        },
+                    }
+                }
+                _ => FromWorker::Failed {
+                    message: "a batch before the rules were loaded".into(),
+                },
+            },
+        };
+        write_frame(&mut output, &reply, &[])?;
+    }
+    Ok(())
+}
+
+fn start(project: &Project, table: &str, rules: &[String]) -> Result<Loaded, String> {
+    let table = project
+        .log_tables
+        .iter()
+        .find(|t| t.name == table)
+        .ok_or_else(|| format!("no log table `{table}`"))?
+        .clone();
+    let rules = rules
+        .iter()
+        .map(|name| {
+            project
+                .detections
+                .iter()
+                .find(|d| &d.name == name)
+                .cloned()
+                .ok_or_else(|| format!("no detection `{name}`"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Loaded {
+        table,
+        rules,
+        runtime: None,
+        tables: Tables::new(),
+    })
+}
+
+/// Maps a generation's table files; loads the rules on the first one.
+fn switch_tables(
+    project: &Project,
+    loaded: &mut Loaded,
+    files: &[super::wire::TableFile],
+) -> FromWorker {
+    let mut tables = Tables::new();
+    for file in files {
+        let Some(def) = project.enrichment.iter().find(|d| d.name == file.name) else {
+            continue;
+        };
+        let built = map_table_file(&file.path)
+            .map_err(|e| e.to_string())
+            .and_then(|batch| {
+                EnrichmentTable::build(def, batch, file.manifest.clone()).map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(table) => {
+                tables.insert(file.name.clone(), Arc::new(table));
+            }
+            Err(message) => {
+                return FromWorker::Failed {
+                    message: format!("table `{}`: {message}", file.name),
+                }
+            }
+        }
+    }
+    loaded.tables = tables;
+    match &loaded.runtime {
+        Some(runtime) => {
+            runtime.refresh_tables(&loaded.tables);
+            FromWorker::Ready
+        }
+        None => {
+            let defs: Vec<&DetectionDef> = loaded.rules.iter().collect();
+            match PythonRuntime::new(&project.detection_lib_dir(), &loaded.tables, &defs) {
+                Ok(runtime) => {
+                    loaded.runtime = Some(runtime);
+                    FromWorker::Ready
+                }
+                Err(PythonError::Load(errors)) => FromWorker::LoadFailed { errors },
+                Err(e) => FromWorker::Failed {
+                    message: e.to_string(),
+                },
+            }
+        }
+    }
+}
