@@ -84,7 +84,9 @@ impl AlertGrouper {
         }
     }
 
-    fn add(&mut self, m: &RuleMatch) -> String {
+    /// Adds one match (callers add in event-time order) and returns the id
+    /// of its alert.
+    pub fn add(&mut self, m: &RuleMatch) -> String {
         let settings = self.rules.get(&m.rule).cloned().unwrap_or(RuleSettings {
             threshold: 1,
             window_us: 60 * 60_000_000,

@@ -11,6 +11,7 @@
 mod collect;
 mod output;
 mod pipeline;
+mod spool;
 mod wire;
 mod worker;
 mod workers;
@@ -23,7 +24,7 @@ pub use output::{
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 
-use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord, RuleMatch};
+use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord};
 use crate::alerts::{RuleSettings, StateError, StateVersion};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{
@@ -34,6 +35,7 @@ use crate::python::PythonError;
 use crate::query::{run_location_key, RunPlan};
 use crate::storage::{Storage, StorageError};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
+use spool::MatchSpool;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +163,7 @@ pub fn run(
         options.refresh_interval.unwrap_or(std::time::Duration::MAX),
     );
     let preparer = BatchPreparer::new(watcher, plan, table);
-    let mut matches = Vec::new();
+    let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
     let reader = EventReader::with_read_paths(table, &read_paths(project, table, &python_rules));
     let preparer = read_and_evaluate(
         reader,
@@ -175,17 +177,18 @@ pub fn run(
     record_reader_state(preparer, &rules, &mut summary, &mut errors);
 
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let (alerts, new_state) = group_alerts(&rules, state, created_at, &mut matches);
+    let match_count = matches.len();
+    let (alerts, new_state, matches) = group_alerts(&rules, state, created_at, matches)?;
     errors.extend(crate::delivery::unknown_destinations(
         &alerts,
         &project.settings.delivery,
     ));
-    finish_summary(&mut summary, &matches, &alerts, &errors, started);
+    finish_summary(&mut summary, match_count, &alerts, &errors, started);
 
     let target = OutputTarget::new(&storage, options.output.as_ref(), &summary.run_id);
     let outputs = RunOutputs {
         alerts: &alerts,
-        matches: &matches,
+        matches: matches.path(),
         errors: &errors,
         summary: &summary,
     };
@@ -292,8 +295,9 @@ fn read_and_evaluate(
     rules: &[DetectionDef],
     mut pool: Option<WorkerPool>,
     progress: bool,
-    (summary, matches, errors): (&mut Summary, &mut Vec<RuleMatch>, &mut Vec<ErrorRecord>),
+    (summary, spool, errors): (&mut Summary, &mut MatchSpool, &mut Vec<ErrorRecord>),
 ) -> Result<BatchPreparer, EngineError> {
+    let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
     let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer);
     let progress = progress_bar(progress);
@@ -325,7 +329,18 @@ fn read_and_evaluate(
                         (true, Some(pool)) => pool.outcomes(seq)?,
                         _ => Vec::new(),
                     };
-                    evaluate_batch(rules, outcomes, &batch, results, summary, matches, errors);
+                    evaluate_batch(
+                        rules,
+                        outcomes,
+                        &batch,
+                        results,
+                        summary,
+                        &mut matches,
+                        errors,
+                    );
+                    spool
+                        .extend(matches.drain(..))
+                        .map_err(|e| spool_error(&e))?;
                     if let Some(bar) = &progress {
                         bar.set_position(summary.events);
                     }
@@ -414,31 +429,37 @@ fn record_reader_state(
     summary.table_refreshes = preparer.watcher.refreshes;
 }
 
-/// Matches → alerts, continuing the windows of `state`.
+fn spool_error(e: &std::io::Error) -> EngineError {
+    EngineError::Internal(format!("cannot spool matches to a temporary file: {e}"))
+}
+
+/// Matches → alerts, continuing the windows of `state`; also gives
+/// `matches.jsonl` (with alert ids) as a temporary file.
 fn group_alerts(
     rules: &[DetectionDef],
     state: AlertState,
     created_at: String,
-    matches: &mut [RuleMatch],
-) -> (Vec<Alert>, AlertState) {
+    matches: MatchSpool,
+) -> Result<(Vec<Alert>, AlertState, tempfile::NamedTempFile), EngineError> {
     let settings: HashMap<String, RuleSettings> = rules
         .iter()
         .map(|r| (r.name.clone(), RuleSettings::from(r)))
         .collect();
     let mut grouper = AlertGrouper::new(settings, state, created_at);
-    grouper.add_all(matches);
-    grouper.finish()
+    let lines = matches.group(&mut grouper).map_err(|e| spool_error(&e))?;
+    let (alerts, state) = grouper.finish();
+    Ok((alerts, state, lines))
 }
 
 fn finish_summary(
     summary: &mut Summary,
-    matches: &[RuleMatch],
+    matches: u64,
     alerts: &[Alert],
     errors: &[ErrorRecord],
     started: Instant,
 ) {
     let seconds = started.elapsed().as_secs_f64();
-    summary.rule_matches = matches.len() as u64;
+    summary.rule_matches = matches;
     summary.alerts = alerts.len() as u64;
     summary.activated_alerts = alerts.iter().filter(|a| a.activated).count() as u64;
     summary.errors = errors.len() as u64;

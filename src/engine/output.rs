@@ -2,7 +2,7 @@
 //! errors.jsonl and summary.json. The summary is the engine's report of a
 //! run (it includes delivery), so it lives here and not in `alerts`.
 
-use crate::alerts::{alert_json, Alert, ErrorRecord, RuleMatch};
+use crate::alerts::{alert_json, Alert, ErrorRecord};
 use crate::delivery::DeliveryReport;
 use crate::schema::{coerce_value, rows_to_batch, Field, FieldType, Leniency, TableSchema};
 use crate::storage::{key, Storage, StorageError};
@@ -10,6 +10,7 @@ use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::Write;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RuleSummary {
@@ -54,7 +55,8 @@ pub struct Summary {
 
 pub struct RunOutputs<'a> {
     pub alerts: &'a [Alert],
-    pub matches: &'a [RuleMatch],
+    /// `matches.jsonl`, already written to a local file.
+    pub matches: &'a std::path::Path,
     pub errors: &'a [ErrorRecord],
     pub summary: &'a Summary,
 }
@@ -95,32 +97,48 @@ fn alert_schema() -> TableSchema {
 
 /// Alerts as Parquet; nested context and events are kept as JSON text so
 /// the file has one fixed schema whatever detections return.
-fn alerts_parquet(alerts: &[Alert]) -> Result<Vec<u8>, String> {
+/// Rows per Parquet row group: the JSON form of only this many alerts is
+/// in memory at once.
+const PARQUET_CHUNK: usize = 4096;
+
+fn alerts_parquet(alerts: &[Alert], out: std::fs::File) -> Result<(), String> {
     let schema = alert_schema();
     let ty = FieldType::Struct(schema.fields.clone());
-    let mut rows = Vec::with_capacity(alerts.len());
-    for a in alerts {
-        let mut row = json!({
-            "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
-            "activated": a.activated, "match_count": a.match_count,
-            "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
-            "created_at": a.created_at,
-            "context": Value::Object(a.context.clone()).to_string(),
-            "description": a.description, "runbook": a.runbook, "reference": a.reference,
-            "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
-            "events": Value::Array(a.events.iter().cloned().map(Value::Object).collect()).to_string(),
-        });
-        coerce_value(&mut row, &ty, Leniency::Json)
-            .map_err(|e| format!("{}: {}", e.path, e.message))?;
-        rows.push(row);
+    let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
+        .map_err(|e| e.to_string())?;
+    for chunk in alerts.chunks(PARQUET_CHUNK) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for a in chunk {
+            let mut row = json!({
+                "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
+                "activated": a.activated, "match_count": a.match_count,
+                "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
+                "created_at": a.created_at,
+                "context": Value::Object(a.context.clone()).to_string(),
+                "description": a.description, "runbook": a.runbook, "reference": a.reference,
+                "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
+                "events": serde_json::to_string(&a.events).unwrap_or_default(),
+            });
+            coerce_value(&mut row, &ty, Leniency::Json)
+                .map_err(|e| format!("{}: {}", e.path, e.message))?;
+            rows.push(row);
+        }
+        let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+        writer.flush().map_err(|e| e.to_string())?;
     }
-    let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
-    let mut buffer = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut buffer, batch.schema(), None).map_err(|e| e.to_string())?;
-    writer.write(&batch).map_err(|e| e.to_string())?;
     writer.close().map_err(|e| e.to_string())?;
-    Ok(buffer)
+    Ok(())
+}
+
+/// Writes `alerts.jsonl` line by line to a temporary file.
+fn alerts_jsonl(alerts: &[Alert], out: std::fs::File) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(out);
+    for alert in alerts {
+        serde_json::to_writer(&mut out, &alert_json(alert)).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 /// The files a run writes, in writing order (summary.json last, so its
@@ -178,14 +196,20 @@ pub fn write_outputs(
     prefix: &str,
     out: &RunOutputs<'_>,
 ) -> Result<(), StorageError> {
-    let alerts: Vec<Value> = out.alerts.iter().map(alert_json).collect();
-    storage.write(&key(&[prefix, "alerts.jsonl"]), &jsonl(&alerts))?;
-    let parquet = alerts_parquet(out.alerts).map_err(|message| StorageError::Io {
-        location: storage.url(&key(&[prefix, "alerts.parquet"])),
-        source: std::io::Error::other(message),
-    })?;
-    storage.write(&key(&[prefix, "alerts.parquet"]), &parquet)?;
-    storage.write(&key(&[prefix, "matches.jsonl"]), &jsonl(out.matches))?;
+    let local = |name: &str, e: std::io::Error| StorageError::Io {
+        location: storage.url(&key(&[prefix, name])),
+        source: e,
+    };
+    let file = tempfile::NamedTempFile::new().map_err(|e| local("alerts.jsonl", e))?;
+    let handle = file.reopen().map_err(|e| local("alerts.jsonl", e))?;
+    alerts_jsonl(out.alerts, handle).map_err(|e| local("alerts.jsonl", e))?;
+    storage.put_file(&key(&[prefix, "alerts.jsonl"]), file.path())?;
+    let file = tempfile::NamedTempFile::new().map_err(|e| local("alerts.parquet", e))?;
+    let handle = file.reopen().map_err(|e| local("alerts.parquet", e))?;
+    alerts_parquet(out.alerts, handle)
+        .map_err(|message| local("alerts.parquet", std::io::Error::other(message)))?;
+    storage.put_file(&key(&[prefix, "alerts.parquet"]), file.path())?;
+    storage.put_file(&key(&[prefix, "matches.jsonl"]), out.matches)?;
     storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
     write_summary(storage, prefix, out.summary)
 }

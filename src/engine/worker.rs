@@ -64,7 +64,7 @@ pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
                     match decode_batch(&body, &schema, &table, &file, line_positions) {
                         Ok(mut batch) => {
                             if !log_table.enrich.is_empty() {
-                                batch.apply_selectors(&log_table.enrich, tables);
+                                batch.defer_selectors(&log_table.enrich, tables);
                             }
                             let batch = Arc::new(batch);
                             let rules = selections

@@ -71,6 +71,17 @@ impl BatchEnrichment {
         batch: &RecordBatch,
         undeclared: &[(&str, &dyn Array)],
     ) -> Self {
+        Self::compute_rows(selectors, tables, batch, undeclared, 0..batch.num_rows())
+    }
+
+    /// As [`BatchEnrichment::compute`], for the rows in `rows` only.
+    pub fn compute_rows(
+        selectors: &[Selector],
+        tables: &Tables,
+        batch: &RecordBatch,
+        undeclared: &[(&str, &dyn Array)],
+        rows: std::ops::Range<usize>,
+    ) -> Self {
         let mut out = Self::default();
         for selector in selectors {
             let Some(table) = tables.get(&selector.table) else {
@@ -109,7 +120,7 @@ impl BatchEnrichment {
                 };
                 let mut hits = Vec::new();
                 let mut text = String::new();
-                for row in 0..batch.num_rows() {
+                for row in rows.clone() {
                     if !column.is_valid(row) {
                         continue;
                     }

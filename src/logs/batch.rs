@@ -114,6 +114,11 @@ pub struct EventBatch {
     /// What the log table's `enrich:` selectors found (set before rules run).
     pub enrichment: Option<crate::enrichment::BatchEnrichment>,
     parsed: Vec<OnceLock<Option<Map<String, Value>>>>,
+    /// Selectors to run per event when a rule asks (see
+    /// [`EventBatch::defer_selectors`]), and what each event found.
+    deferred: Option<(Vec<Selector>, Tables)>,
+    per_event: Vec<OnceLock<BatchEnrichment>>,
+    deferred_keys: OnceLock<Vec<(Arc<str>, ArrayRef)>>,
 }
 
 /// The columns and positions of a decoded batch.
@@ -146,6 +151,9 @@ impl EventBatch {
             times: parts.times,
             enrichment: None,
             parsed,
+            deferred: None,
+            per_event: Vec::new(),
+            deferred_keys: OnceLock::new(),
         }
     }
 
@@ -168,11 +176,35 @@ impl EventBatch {
         }
     }
 
-    /// Runs the log table's `enrich:` selectors over this batch, reading
-    /// undeclared selector fields from their columns.
-    pub fn apply_selectors(&mut self, selectors: &[Selector], tables: &Tables) {
-        let keys: Vec<(&str, ArrayRef)> = self
-            .read
+    /// Runs the selectors for an event only when a rule reads
+    /// `r.enrichment` of it (a worker: most events never need them).
+    pub fn defer_selectors(&mut self, selectors: &[Selector], tables: &Tables) {
+        self.per_event = (0..self.len()).map(|_| OnceLock::new()).collect();
+        self.deferred = Some((selectors.to_vec(), tables.clone()));
+    }
+
+    /// What the selectors found for the events of this batch, `row` among
+    /// them; `None` when the log table has no selectors.
+    pub fn enrichment_of(&self, row: usize) -> Option<&BatchEnrichment> {
+        if let Some(all) = &self.enrichment {
+            return Some(all);
+        }
+        let (selectors, tables) = self.deferred.as_ref()?;
+        Some(self.per_event[row].get_or_init(|| {
+            let keys = self.deferred_keys.get_or_init(|| {
+                self.selector_keys(selectors)
+                    .into_iter()
+                    .map(|(p, a)| (Arc::from(p), a))
+                    .collect()
+            });
+            let undeclared: Vec<(&str, &dyn Array)> =
+                keys.iter().map(|(p, a)| (p.as_ref(), a.as_ref())).collect();
+            BatchEnrichment::compute_rows(selectors, tables, &self.batch, &undeclared, row..row + 1)
+        }))
+    }
+
+    fn selector_keys(&self, selectors: &[Selector]) -> Vec<(&str, ArrayRef)> {
+        self.read
             .iter()
             .filter(|(path, _)| {
                 selectors
@@ -180,7 +212,13 @@ impl EventBatch {
                     .any(|s| s.fields.iter().any(|f| f == path.as_ref()))
             })
             .map(|(path, column)| (path.as_ref(), column.key_array()))
-            .collect();
+            .collect()
+    }
+
+    /// Runs the log table's `enrich:` selectors over this batch, reading
+    /// undeclared selector fields from their columns.
+    pub fn apply_selectors(&mut self, selectors: &[Selector], tables: &Tables) {
+        let keys = self.selector_keys(selectors);
         let undeclared: Vec<(&str, &dyn Array)> =
             keys.iter().map(|(p, a)| (*p, a.as_ref())).collect();
         let found = BatchEnrichment::compute(selectors, tables, &self.batch, &undeclared);

@@ -88,7 +88,9 @@ impl Record {
                 }
                 Ok(Some(value))
             }
-            Declared::Null | Declared::Absent => {
+            // A declared field is authoritative: null means missing.
+            Declared::Null => Ok(None),
+            Declared::Absent => {
                 let read = if parts.len() == 1 {
                     self.batch.read.get(parts[0])
                 } else {
@@ -202,7 +204,7 @@ impl Record {
     #[getter]
     fn enrichment<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        let Some(enrichment) = &self.batch.enrichment else {
+        let Some(enrichment) = self.batch.enrichment_of(self.row) else {
             return Ok(out);
         };
         for (field, found) in enrichment.row(self.row) {
