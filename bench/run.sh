@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproducible benchmark: generates data, runs Ravenwatch (release build) and
-# the pure-Python reference on the same project and events, and prints
-# events/s (with and without automatic enrichment), enrichment load times,
-# peak memory, ns per get() from Python, CIDR lookups against 1M ranges and
-# the memory of a 1M-row table beside its Parquet snapshot, events/s with and
-# without the detections' SQL pre-filters, and the per-batch cost of SQL.
+# the pure-Python reference on the same project and events. Headline: events/s
+# end to end with 1 and N workers against the reference, on the full schema
+# and on a timestamp-only schema, peak memory (all processes) at 1M and 4M
+# events, decode-only throughput and ns per get() from Python. Then S3 input,
+# table loads, CIDR lookups, selectors, pre-filters, SQL per batch, delivery.
 #   bash bench/run.sh [EVENTS]        (default 1,000,000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,60 @@ rm -rf "$D/project/.ravenwatch" "$D/out"
 
 echo "== enrichment load (100k known IPs, 1k accounts, 50k assets), snapshot written"
 python3 bench/measure.py "$RW" -p "$D/project" enrichment sync --force
-echo "== ravenwatch run: $N events, example detections"
-python3 bench/measure.py "$RW" -p "$D/project" run --input "$D/events-$N.jsonl" --output "$D/out"
-python3 -c "import json;s=json.load(open('$D/out/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
+# The headline workloads: the example rules unmodified and without their
+# filter: lines, on the full schema and on a schema that declares only the
+# timestamp (the SQL detection needs declared columns, so it is left out
+# there; the reference runs only detect.py files either way).
+WORKERS="$(nproc)"
+rm -rf "$D/project-full" "$D/project-ts"
+python3 bench/generate.py project --out "$D/project-full" >/dev/null
+python3 bench/generate.py project --timestamp-only --out "$D/project-ts" >/dev/null
+for p in project-full project-ts; do
+  sed -i '/^filter:/d' "$D/$p"/detections/*/detection.yml
+  "$RW" -p "$D/$p" enrichment sync >/dev/null
+done
+rm -rf "$D/project-ts/detections/threat_ip_traffic"
+[ -f "$D/events-4000000.jsonl" ] || python3 bench/generate.py events --count 4000000 --out "$D/events-4000000.jsonl"
+headline() {  # project events workers label
+  rm -rf "$D/$1/.ravenwatch/state" "$D/out-$4"
+  python3 bench/measure.py "$RW" -p "$D/$1" run --workers "$3" --input "$D/events-$2.jsonl" --output "$D/out-$4" > "$D/measure-$4.json"
+  python3 - "$D" "$4" "$2" <<'PY'
+import json, sys
+d, label, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = json.load(open(f"{d}/measure-{label}.json"))
+s = json.load(open(f"{d}/out-{label}/summary.json"))
+print(f"{label}: {n / m['seconds']:,.0f} events/s end to end ({m['seconds']} s wall; {s['events_per_second']:,.0f}/s "
+      f"before grouping and outputs), {s['rule_matches']} matches, {s['alerts']} alerts; peak memory "
+      f"{m['peak_total_pss_mb']} MB (all processes, PSS), per process {m['per_process_peak_pss_mb']}")
+PY
+}
+reference() {  # project events label
+  python3 bench/measure.py python3 bench/reference.py --project "$D/$1" --input "$D/events-$2.jsonl" > "$D/measure-$3.json"
+  python3 - "$D" "$3" "$2" <<'PY'
+import json, sys
+d, label, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = json.load(open(f"{d}/measure-{label}.json"))
+print(f"{label}: {n / m['seconds']:,.0f} events/s end to end ({m['seconds']} s wall), peak memory {m['peak_total_pss_mb']} MB")
+PY
+}
+ratio() {  # ravenwatch-label reference-label
+  python3 -c "import json;a=json.load(open('$D/measure-$1.json'));b=json.load(open('$D/measure-$2.json'));print(f'  $1 / $2: {b[\"seconds\"]/a[\"seconds\"]:.2f}x the reference (wall time)')"
+}
+for schema in full ts; do
+  echo "== $N events, schema: $schema, unmodified rules, no filter:"
+  headline "project-$schema" "$N" 1 "$schema-1w"
+  headline "project-$schema" "$N" "$WORKERS" "$schema-${WORKERS}w"
+  reference "project-$schema" "$N" "$schema-python"
+  ratio "$schema-1w" "$schema-python"
+  ratio "$schema-${WORKERS}w" "$schema-python"
+  echo "== the same at 4,000,000 events (memory in input size)"
+  headline "project-$schema" 4000000 "$WORKERS" "$schema-4m"
+  reference "project-$schema" 4000000 "$schema-python-4m"
+  echo "== decode only (no rules), one core"
+  "$RW" bench decode "$D/project-$schema" "$D/events-$N.jsonl"
+done
+echo "== table.get() from Python (100k-row known_ip_info)"
+"$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== ravenwatch run from S3: the same $N events in 100 objects on a local SeaweedFS"
 WEED="$(command -v weed || true)"
 VENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
@@ -44,9 +95,6 @@ AWS_ACCESS_KEY_ID=ravenwatch-test AWS_SECRET_ACCESS_KEY=ravenwatch-test-secret A
   python3 bench/measure.py "$RW" -p "$D/project" run --input "s3://bench/events-$N" --output "$D/out-s3"
 python3 -c "import json;s=json.load(open('$D/out-s3/summary.json'));print({k:s[k] for k in ['events','rule_matches','alerts','activated_alerts','errors','seconds','events_per_second']})"
 kill -9 "$WEED_PID" 2>/dev/null || true
-echo "== pure-Python reference: same project, same events"
-python3 bench/measure.py python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
-python3 bench/reference.py --project "$D/project" --input "$D/events-$N.jsonl"
 echo "== 1M-row table load (JSON lines -> Arrow -> Parquet snapshot)"
 [ -d "$D/table" ] || python3 bench/generate.py table --rows 1000000 --out "$D/table"
 rm -rf "$D/table/.ravenwatch"
@@ -54,8 +102,6 @@ python3 bench/measure.py "$RW" -p "$D/table" enrichment sync --force
 echo "== 1M-row table in memory (load snapshot + index; peak RSS of 'enrichment show')"
 "$RW" bench table-mem "$D/table" big
 python3 bench/measure.py "$RW" -p "$D/table" enrichment show big --limit 1
-echo "== table.get() from Python (100k-row known_ip_info)"
-"$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== CIDR lookups against 1M ranges (random IPv4 addresses)"
 [ -d "$D/ranges" ] || python3 bench/generate.py ranges --rows 1000000 --out "$D/ranges"
 rm -rf "$D/ranges/.ravenwatch"

@@ -299,8 +299,8 @@ fn read_and_evaluate(
 ) -> Result<BatchPreparer, EngineError> {
     let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
+    let mut progress = Progress::new(progress, inputs.len());
     let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer);
-    let progress = progress_bar(progress);
     let mut waiting = std::collections::VecDeque::new();
     let mut seq = 0;
     let mut collect = |waiting: &mut std::collections::VecDeque<Waiting>,
@@ -341,8 +341,8 @@ fn read_and_evaluate(
                     spool
                         .extend(matches.drain(..))
                         .map_err(|e| spool_error(&e))?;
-                    if let Some(bar) = &progress {
-                        bar.set_position(summary.events);
+                    if let Some(progress) = progress.as_mut() {
+                        progress.batch_done(&batch.file, summary, spool.len());
                     }
                 }
             }
@@ -385,8 +385,8 @@ fn read_and_evaluate(
     if let Some(pool) = pool {
         pool.finish();
     }
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
+    if let Some(progress) = progress {
+        progress.finish();
     }
     reader_thread
         .join()
@@ -582,16 +582,48 @@ fn deliver(
     }
 }
 
-fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
+/// The terminal's progress line: inputs done of all, events, events/s,
+/// matches so far; nothing when stderr is not a terminal.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    file: Option<Arc<str>>,
+}
+
+impl Progress {
+    fn new(enabled: bool, inputs: usize) -> Option<Self> {
+        use std::io::IsTerminal;
+        if !enabled || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(inputs as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:24} {pos}/{len} inputs  {msg}  {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        Some(Self {
+            bar,
+            started: Instant::now(),
+            file: None,
+        })
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {pos} events  {per_sec}  {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    Some(bar)
+
+    fn batch_done(&mut self, file: &Arc<str>, summary: &Summary, matches: u64) {
+        if self.file.as_ref().is_some_and(|f| f != file) {
+            self.bar.inc(1);
+        }
+        self.file = Some(Arc::clone(file));
+        let rate = summary.events as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        self.bar.set_message(format!(
+            "{} events  {:.0} events/s  {matches} matches",
+            summary.events, rate
+        ));
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -6,16 +6,45 @@ use arc_swap::ArcSwap;
 use arrow::array::RecordBatch;
 use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[pyclass(frozen, module = "ravenwatch.enrichment", name = "EnrichmentTable")]
 pub struct PyTable {
     /// Swapped between batches when a newer snapshot is published (see
     /// [`PyTable::replace`]); detections keep the object they imported.
-    table: ArcSwap<EnrichmentTable>,
+    table: ArcSwap<Loaded>,
     column_names: Vec<Py<PyString>>,
+}
+
+/// A snapshot and the rows already converted to Python. `get()` hands out
+/// a copy of the cached dict (a C-level copy of a few pointers), so a rule
+/// that changes the row it got changes nothing another caller sees.
+struct Loaded {
+    table: Arc<EnrichmentTable>,
+    rows: Box<[OnceLock<Py<PyDict>>]>,
+}
+
+impl Loaded {
+    fn new(table: Arc<EnrichmentTable>) -> Self {
+        let rows = if table.is_mmdb() {
+            0
+        } else {
+            table.batch.num_rows()
+        };
+        Self {
+            rows: (0..rows).map(|_| OnceLock::new()).collect(),
+            table,
+        }
+    }
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = EnrichmentTable;
+    fn deref(&self) -> &EnrichmentTable {
+        &self.table
+    }
 }
 
 /// What `select=[...]` keeps of a hit.
@@ -70,19 +99,19 @@ impl PyTable {
     pub fn new(py: Python<'_>, table: Arc<EnrichmentTable>) -> Self {
         Self {
             column_names: column_names(py, &table.batch),
-            table: ArcSwap::new(table),
+            table: ArcSwap::from_pointee(Loaded::new(table)),
         }
     }
 
     /// Makes `table` (a newer snapshot of the same definition, so the same
     /// columns) what every later lookup sees.
     pub fn replace(&self, table: Arc<EnrichmentTable>) {
-        self.table.store(table);
+        self.table.store(Arc::new(Loaded::new(table)));
     }
 
     /// The snapshot lookups currently see.
     pub fn current(&self) -> Arc<EnrichmentTable> {
-        self.table.load_full()
+        Arc::clone(&self.table.load().table)
     }
 
     /// `select=[...]`: column positions of a row table (checked), or the
@@ -129,11 +158,21 @@ impl PyTable {
     fn to_py<'py>(
         &self,
         py: Python<'py>,
-        table: &EnrichmentTable,
+        loaded: &Loaded,
         hit: &Hit,
         select: &Selection,
     ) -> PyResult<Bound<'py, PyAny>> {
-        hit_to_py(py, table, &self.column_names, hit, select)
+        if let (Hit::Row(row), Selection::All) = (hit, select) {
+            if let Some(cell) = loaded.rows.get(*row) {
+                if let Some(dict) = cell.get() {
+                    return Ok(dict.bind(py).copy()?.into_any());
+                }
+                let dict = row_to_pydict(py, &loaded.table.batch, &self.column_names, *row)?;
+                let _ = cell.set(dict.clone().unbind());
+                return Ok(dict.copy()?.into_any());
+            }
+        }
+        hit_to_py(py, &loaded.table, &self.column_names, hit, select)
     }
 }
 

@@ -53,3 +53,18 @@ fn detections_import_pip_packages_and_virtualenv_packages() {
     );
     assert_eq!(known["context"]["undeclared"], "none");
 }
+
+#[test]
+fn a_rule_that_changes_a_looked_up_row_changes_nothing_for_later_lookups() {
+    let p = crate::Project::with("row_mutation");
+    p.only_detections(&["mutates"]);
+    let r = p.detect(&["known_ip_thrice.jsonl"], "mutation");
+    assert_eq!(r.output.code, 0, "{:?}", r.output);
+    let alerts = r.alerts_of("mutates");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert!(alerts[0]["match_count"].as_u64().unwrap() > 1);
+    for context in ["context", "latest_context"] {
+        assert_eq!(alerts[0][context]["before"], "vpn", "{context}");
+        assert_eq!(alerts[0][context]["again"], "vpn", "{context}");
+    }
+}
