@@ -2,9 +2,10 @@
 //! evaluate every batch, group matches into alerts, commit the outputs and
 //! the alert state, then deliver.
 //!
-//! Reading and decoding happen on a second thread (`pipeline`), so the
-//! Python rules (which hold the interpreter) run while the next batch is
-//! being decoded. Nothing persistent is written until every input is
+//! Reading and decoding happen on a second thread (`pipeline`); Python
+//! rules run in worker processes (`workers`, `worker`, `wire`), so
+//! decoding, SQL and Python use every core. Matches wait on disk until
+//! grouping (`spool`). Nothing persistent is written until every input is
 //! processed: outputs first, alert state last, so a failed run leaves the
 //! previous state intact.
 

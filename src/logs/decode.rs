@@ -227,6 +227,11 @@ impl Chunk {
         self.events.is_empty()
     }
 
+    /// The size of the events' text so far.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
     /// Adds one event's JSON text.
     pub fn push(&mut self, event: &str, position: u64) {
         let start = self.text.len() as u32;

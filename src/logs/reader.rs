@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 /// Default number of events per batch.
 pub const BATCH_SIZE: usize = 4096;
+/// A batch also ends once its events' text reaches this size (Arrow string
+/// offsets are 32-bit; very large events make smaller batches).
+const MAX_CHUNK_BYTES: usize = 256 * 1024 * 1024;
 
 /// An event that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +90,7 @@ impl EventReader {
         let mut chunk = Chunk::with_capacity(items.len().min(self.batch_size));
         for (i, item) in items.iter().enumerate() {
             chunk.push(&item.to_string(), i as u64 + 1);
-            if chunk.len() >= self.batch_size {
+            if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), &shown, PositionKind::Row, sink);
             }
         }
@@ -170,7 +173,7 @@ impl EventReader {
         for (i, item) in sonic_rs::to_array_iter(array).enumerate() {
             let item = item.map_err(|e| format!("invalid JSON array: {e}"))?;
             chunk.push(item.as_raw_str(), i as u64 + 1);
-            if chunk.len() >= self.batch_size {
+            if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
             }
         }
@@ -210,7 +213,7 @@ impl EventReader {
                     message: format!("invalid UTF-8: {e}"),
                 })),
             }
-            if chunk.len() >= self.batch_size {
+            if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), shown, PositionKind::Line, sink);
             }
         }
