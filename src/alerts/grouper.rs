@@ -114,7 +114,7 @@ impl AlertGrouper {
                 }
                 alert.explicit_destinations |= m.explicit_destinations;
                 if alert.events.len() < MAX_ALERT_EVENTS {
-                    alert.events.push(m.event.clone());
+                    alert.events.push(super::EventText::new(&m.event));
                 }
                 if !alert.activated && alert.match_count >= settings.threshold {
                     alert.activated = true;
@@ -148,7 +148,7 @@ impl AlertGrouper {
             explicit_destinations: m.explicit_destinations,
             tables: settings.tables.clone(),
             false_positives: settings.false_positives.clone(),
-            events: vec![m.event.clone()],
+            events: vec![super::EventText::new(&m.event)],
             window_start_us: m.time_us,
             window_end_us,
             last_match_us: m.time_us,
@@ -162,33 +162,96 @@ impl AlertGrouper {
 
     /// Alerts created or updated by this run (sorted by first match time),
     /// and the state to persist: windows still open at the watermark (the
-    /// newest event time seen) minus a day of grace for late events.
-    pub fn finish(self) -> (Vec<Alert>, AlertState) {
-        let mut touched: Vec<Alert> = self
-            .open
-            .values()
-            .chain(self.finished.iter())
-            .filter(|a| self.touched.contains(&a.id))
-            .cloned()
-            .collect();
-        touched.sort_by(|a, b| {
+    /// newest event time seen) minus a day of grace for late events. An
+    /// alert that is both is held once, among the run's alerts.
+    pub fn finish(self) -> (Vec<Alert>, NewState) {
+        let Self {
+            open,
+            touched,
+            finished,
+            watermark_us,
+            ..
+        } = self;
+        let horizon = watermark_us.saturating_sub(state::GRACE_US);
+        let mut mine: Vec<(Alert, bool)> = Vec::new();
+        let mut carried = Vec::new();
+        for alert in open.into_values() {
+            let keep = alert.window_end_us >= horizon;
+            if touched.contains(&alert.id) {
+                mine.push((alert, keep));
+            } else if keep {
+                carried.push(alert);
+            }
+        }
+        mine.extend(
+            finished
+                .into_iter()
+                .filter(|a| touched.contains(&a.id))
+                .map(|a| (a, false)),
+        );
+        mine.sort_by(|(a, _), (b, _)| {
             (a.window_start_us, &a.rule, &a.dedupe).cmp(&(b.window_start_us, &b.rule, &b.dedupe))
         });
-        let horizon = self.watermark_us.saturating_sub(state::GRACE_US);
-        let mut open: Vec<Alert> = self
-            .open
-            .into_values()
-            .filter(|a| a.window_end_us >= horizon)
+        let kept = mine
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, keep))| *keep)
+            .map(|(i, _)| i)
             .collect();
-        open.sort_by(|a, b| (&a.rule, &a.dedupe).cmp(&(&b.rule, &b.dedupe)));
+        let alerts = mine.into_iter().map(|(a, _)| a).collect();
         (
-            touched,
-            AlertState {
-                format: state::STATE_FORMAT,
-                watermark_us: self.watermark_us,
-                alerts: open,
+            alerts,
+            NewState {
+                watermark_us,
+                carried,
+                kept,
             },
         )
+    }
+}
+
+/// The alert state a run leaves: open windows it did not touch, and which
+/// of its own alerts stay open.
+#[derive(Debug)]
+pub struct NewState {
+    pub watermark_us: i64,
+    carried: Vec<Alert>,
+    /// Indices into the run's alerts.
+    kept: Vec<usize>,
+}
+
+impl NewState {
+    /// Every open window, sorted by (rule, dedupe) as the state keeps them.
+    pub fn alerts<'a>(&'a self, run_alerts: &'a [Alert]) -> Vec<&'a Alert> {
+        let mut all: Vec<&Alert> = self
+            .carried
+            .iter()
+            .chain(self.kept.iter().map(|&i| &run_alerts[i]))
+            .collect();
+        all.sort_by(|a, b| (&a.rule, &a.dedupe).cmp(&(&b.rule, &b.dedupe)));
+        all
+    }
+
+    /// The state as the next run loads it.
+    pub fn to_state(&self, run_alerts: &[Alert]) -> AlertState {
+        AlertState {
+            format: state::STATE_FORMAT,
+            watermark_us: self.watermark_us,
+            alerts: self.alerts(run_alerts).into_iter().cloned().collect(),
+        }
+    }
+
+    /// Persists it (see [`AlertState::save`]).
+    ///
+    /// # Errors
+    /// As [`AlertState::save`].
+    pub fn save(
+        &self,
+        run_alerts: &[Alert],
+        storage: &dyn crate::storage::Storage,
+        read: &state::StateVersion,
+    ) -> Result<(), state::StateError> {
+        state::save_alerts(storage, read, self.watermark_us, self.alerts(run_alerts))
     }
 }
 
@@ -240,6 +303,7 @@ mod tests {
         let mut four: Vec<RuleMatch> = (0..4).map(|i| m("r", "ip", i, i as u64)).collect();
         g.add_all(&mut four);
         let (alerts, state) = g.finish();
+        let state = state.to_state(&alerts);
         assert_eq!(alerts.len(), 1);
         assert!(!alerts[0].activated);
         assert_eq!(alerts[0].match_count, 4);

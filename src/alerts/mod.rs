@@ -14,11 +14,12 @@ mod grouper;
 mod state;
 
 pub use errors::{ErrorKind, ErrorRecord};
-pub use grouper::{AlertGrouper, RuleSettings};
+pub use grouper::{AlertGrouper, NewState, RuleSettings};
 pub use state::{AlertState, StateError, StateVersion, STATE_KEY};
 
 use crate::config::Severity;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Events kept on an alert (the first matches).
@@ -87,7 +88,9 @@ pub struct Alert {
     pub explicit_destinations: bool,
     pub tables: Vec<String>,
     pub false_positives: Vec<String>,
-    pub events: Vec<Map<String, Value>>,
+    /// The first matched events, kept as JSON text: a run can hold many
+    /// alerts, and text is a fraction of the size of a parsed tree.
+    pub events: Vec<EventText>,
     // Internal (not in alerts.jsonl, hence the defaults when read from it).
     #[serde(default)]
     pub window_start_us: i64,
@@ -106,4 +109,28 @@ pub fn alert_json(a: &Alert) -> Value {
         }
     }
     v
+}
+
+/// An event as the JSON text an alert keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventText(Box<RawValue>);
+
+impl EventText {
+    pub fn new(event: &Map<String, Value>) -> Self {
+        Self(serde_json::value::to_raw_value(event).unwrap_or_else(|_| {
+            RawValue::from_string("{}".into()).expect("an empty object is JSON")
+        }))
+    }
+
+    /// The event's JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for EventText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }

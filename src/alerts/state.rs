@@ -67,18 +67,51 @@ impl AlertState {
     /// [`StateError::Conflict`] if another run wrote it first; storage
     /// failures. The persisted state is unchanged in both cases.
     pub fn save(&self, storage: &dyn Storage, read: &StateVersion) -> Result<(), StateError> {
-        let json = serde_json::to_vec(self).map_err(|e| StateError::Corrupt {
-            location: storage.url(STATE_KEY),
-            message: e.to_string(),
-        })?;
-        let condition = match &read.0 {
-            Some(version) => Precondition::Version(version.clone()),
-            None => Precondition::Absent,
-        };
-        match storage.write_if(STATE_KEY, &json, &condition) {
-            Ok(_) => Ok(()),
-            Err(StorageError::Conflict { location }) => Err(StateError::Conflict { location }),
-            Err(e) => Err(e.into()),
-        }
+        save_alerts(
+            storage,
+            read,
+            self.watermark_us,
+            self.alerts.iter().collect(),
+        )
+    }
+}
+
+/// The persisted form, over alerts held elsewhere (a run's own alerts are
+/// not copied to be saved).
+#[derive(Serialize)]
+struct StateView<'a> {
+    format: u32,
+    watermark_us: i64,
+    alerts: Vec<&'a Alert>,
+}
+
+/// [`AlertState::save`] for `alerts` (sorted as the state keeps them) and
+/// `watermark_us`.
+///
+/// # Errors
+/// As [`AlertState::save`].
+pub fn save_alerts(
+    storage: &dyn Storage,
+    read: &StateVersion,
+    watermark_us: i64,
+    alerts: Vec<&Alert>,
+) -> Result<(), StateError> {
+    let view = StateView {
+        format: STATE_FORMAT,
+        watermark_us,
+        alerts,
+    };
+    let json = serde_json::to_vec(&view).map_err(|e| StateError::Corrupt {
+        location: storage.url(STATE_KEY),
+        message: e.to_string(),
+    })?;
+    let condition = match &read.0 {
+        Some(version) => Precondition::Version(version.clone()),
+        None => Precondition::Absent,
+    };
+    match storage.write_if(STATE_KEY, &json, &condition) {
+        Ok(_) => Ok(()),
+        Err(StorageError::Conflict { location }) => Err(StateError::Conflict { location }),
+        Err(e) => Err(e.into()),
     }
 }

@@ -305,7 +305,7 @@ fn deliver(n: &str, url: &str) -> Result<String, String> {
     });
     let alerts: Vec<crate::alerts::Alert> = (0..n)
         .map(|i| {
-            serde_json::from_value(serde_json::json!({
+            serde_json::from_str(&serde_json::json!({
                 "id": format!("{i:032x}"), "rule": "login_on_stale_asset", "title": format!("stale asset {i}"),
                 "severity": "medium", "dedupe": format!("host-{i}"), "activated": true, "match_count": 10,
                 "threshold": 1, "first_match_time": "2024-05-01T09:00:00Z", "last_match_time": "2024-05-01T09:09:00Z",
@@ -314,7 +314,7 @@ fn deliver(n: &str, url: &str) -> Result<String, String> {
                 "description": null, "runbook": "Isolate it.", "reference": null, "destinations": ["soar"],
                 "tables": ["events"], "false_positives": [], "events": vec![event.clone(); 10],
                 "window_end_us": 1_714_640_400_000_000i64
-            }))
+            }).to_string())
             .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;

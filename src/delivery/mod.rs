@@ -501,15 +501,18 @@ mod tests {
     use super::*;
 
     fn alert(severity: &str, activated: bool, explicit: bool) -> Alert {
-        serde_json::from_value(serde_json::json!({
-            "id": "a", "rule": "r", "title": "t", "severity": severity, "dedupe": "d",
-            "activated": activated, "match_count": 1, "threshold": 1,
-            "first_match_time": "x", "last_match_time": "x", "window_start": "x",
-            "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
-            "description": null, "runbook": null, "reference": null,
-            "destinations": ["jira_main"], "explicit_destinations": explicit,
-            "tables": [], "false_positives": [], "events": []
-        }))
+        serde_json::from_str(
+            &serde_json::json!({
+                "id": "a", "rule": "r", "title": "t", "severity": severity, "dedupe": "d",
+                "activated": activated, "match_count": 1, "threshold": 1,
+                "first_match_time": "x", "last_match_time": "x", "window_start": "x",
+                "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
+                "description": null, "runbook": null, "reference": null,
+                "destinations": ["jira_main"], "explicit_destinations": explicit,
+                "tables": [], "false_positives": [], "events": []
+            })
+            .to_string(),
+        )
         .unwrap()
     }
 

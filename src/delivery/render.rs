@@ -209,7 +209,9 @@ pub fn jira_description(alert: &Alert) -> Value {
     if let Some(event) = alert.events.first() {
         content.push(heading(3, "First event"));
         content.push(code_block(&truncate(
-            &serde_json::to_string_pretty(event).unwrap_or_default(),
+            &serde_json::from_str::<Value>(event.get())
+                .and_then(|e| serde_json::to_string_pretty(&e))
+                .unwrap_or_default(),
             EVENT_CHARS,
         )));
     }
@@ -409,15 +411,18 @@ mod tests {
 
     #[test]
     fn descriptions_stay_valid_adf() {
-        let mut alert: Alert = serde_json::from_value(json!({
-            "id": "a1", "rule": "r", "title": "", "severity": "high", "dedupe": "",
-            "activated": true, "match_count": 3, "threshold": 2,
-            "first_match_time": "t0", "last_match_time": "t1", "window_start": "t0",
-            "window_end": "t2", "created_at": "t", "context": {"enrichment": enrichment()},
-            "latest_context": {}, "description": null, "runbook": "Call the owner.",
-            "reference": "T1110", "destinations": [], "tables": [], "false_positives": [],
-            "events": [{"user": {"name": "ana"}}]
-        }))
+        let mut alert: Alert = serde_json::from_str(
+            &json!({
+                "id": "a1", "rule": "r", "title": "", "severity": "high", "dedupe": "",
+                "activated": true, "match_count": 3, "threshold": 2,
+                "first_match_time": "t0", "last_match_time": "t1", "window_start": "t0",
+                "window_end": "t2", "created_at": "t", "context": {"enrichment": enrichment()},
+                "latest_context": {}, "description": null, "runbook": "Call the owner.",
+                "reference": "T1110", "destinations": [], "tables": [], "false_positives": [],
+                "events": [{"user": {"name": "ana"}}]
+            })
+            .to_string(),
+        )
         .unwrap();
         let doc = jira_description(&alert);
         let text = doc.to_string();

@@ -280,14 +280,17 @@ mod tests {
     use crate::storage::LocalStorage;
 
     fn alert(id: &str, matches: u64, window_end_us: i64) -> Alert {
-        let mut a: Alert = serde_json::from_value(serde_json::json!({
-            "id": id, "rule": "r", "title": "t", "severity": "high", "dedupe": "d",
-            "activated": true, "match_count": matches, "threshold": 1,
-            "first_match_time": "x", "last_match_time": "x", "window_start": "x",
-            "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
-            "description": null, "runbook": null, "reference": null,
-            "destinations": ["j"], "tables": [], "false_positives": [], "events": []
-        }))
+        let mut a: Alert = serde_json::from_str(
+            &serde_json::json!({
+                "id": id, "rule": "r", "title": "t", "severity": "high", "dedupe": "d",
+                "activated": true, "match_count": matches, "threshold": 1,
+                "first_match_time": "x", "last_match_time": "x", "window_start": "x",
+                "window_end": "x", "created_at": "x", "context": {}, "latest_context": {},
+                "description": null, "runbook": null, "reference": null,
+                "destinations": ["j"], "tables": [], "false_positives": [], "events": []
+            })
+            .to_string(),
+        )
         .unwrap();
         a.window_end_us = window_end_us;
         a

@@ -25,7 +25,7 @@ pub use output::{
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 
-use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord};
+use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord, NewState};
 use crate::alerts::{RuleSettings, StateError, StateVersion};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{
@@ -441,7 +441,7 @@ fn group_alerts(
     state: AlertState,
     created_at: String,
     matches: MatchSpool,
-) -> Result<(Vec<Alert>, AlertState, tempfile::NamedTempFile), EngineError> {
+) -> Result<(Vec<Alert>, NewState, tempfile::NamedTempFile), EngineError> {
     let settings: HashMap<String, RuleSettings> = rules
         .iter()
         .map(|r| (r.name.clone(), RuleSettings::from(r)))
@@ -513,7 +513,7 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    new_state: &AlertState,
+    new_state: &NewState,
     state_version: &StateVersion,
 ) -> Result<(), EngineError> {
     write_outputs(target.storage.as_ref(), &target.prefix, outputs)?;
@@ -530,7 +530,7 @@ fn commit(
         let body = serde_json::json!({ "location": location }).to_string();
         storage.write(pointer, body.as_bytes())?;
     }
-    if let Err(e) = new_state.save(storage, state_version) {
+    if let Err(e) = new_state.save(outputs.alerts, storage, state_version) {
         if matches!(e, StateError::Conflict { .. }) {
             let _ = remove_outputs(target.storage.as_ref(), &target.prefix);
             if let Some(pointer) = &target.pointer {

@@ -81,10 +81,12 @@ impl Record {
         match self.declared(parts) {
             Declared::Present(array) => {
                 let value = arrow_to_py(py, array, self.row)?;
-                if let (Ok(dict), Some(Value::Object(rest))) =
-                    (value.cast::<PyDict>(), self.raw(parts))
-                {
-                    merge_json_into_dict(py, dict, rest)?;
+                // A declared struct also holds the members the schema left
+                // out (only then is the event's text read).
+                if let Ok(dict) = value.cast::<PyDict>() {
+                    if let Some(Value::Object(rest)) = self.raw(parts) {
+                        merge_json_into_dict(py, dict, rest)?;
+                    }
                 }
                 Ok(Some(value))
             }
