@@ -6,10 +6,10 @@ use super::error::SqlError;
 use super::{read_only, register_enrichment, session, with_mmdb_hint};
 use crate::config::Project;
 use crate::enrichment::Tables;
-use crate::logs::{expand_inputs, read_inputs, EventReader, LogError, ReadItem};
+use crate::logs::{expand_inputs, read_inputs, EventReader, LogError, ReadColumn, ReadItem};
 use crate::schema::json_at;
 use crate::storage::{Storage, StorageError};
-use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
 use serde_json::Value;
@@ -376,7 +376,13 @@ fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
 }
 
-/// Decodes `inputs` as `table`: its declared fields plus `_source`
+/// Events sampled to find the undeclared fields `query --input` shows (as
+/// DuckDB's `read_json_auto` samples).
+const SAMPLE_EVENTS: usize = 20_480;
+
+/// Decodes `inputs` as `table`: its declared fields, the top-level fields it
+/// does not declare (found in the first [`SAMPLE_EVENTS`] events, typed by
+/// what they hold: one JSON type throughout, or JSON text), plus `_source`
 /// (`file:line`). Unreadable lines come back as warnings.
 fn read_logs(
     project: &Project,
@@ -384,28 +390,14 @@ fn read_logs(
     inputs: &[String],
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<String>), QueryError> {
     let inputs = expand_inputs(inputs, &project.settings.aws)?;
-    let mut fields: Vec<Field> = table
-        .schema
-        .to_arrow()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("_source", DataType::Utf8, false));
-    let schema = Arc::new(Schema::new(fields));
-    let reader = EventReader::new(table);
-    let mut batches = Vec::new();
+    let undeclared = sample_undeclared(table, inputs.clone());
+    let reader = EventReader::with_read_paths(table, &undeclared);
+    let mut decoded = Vec::new();
     let mut warnings = Vec::new();
     let mut fatal = None;
     read_inputs(&reader, inputs, &mut |item| match item {
         ReadItem::Batch(batch) => {
-            let sources = StringArray::from_iter_values((0..batch.len()).map(|r| batch.source(r)));
-            let mut columns = batch.batch.columns().to_vec();
-            columns.push(Arc::new(sources));
-            match RecordBatch::try_new(Arc::clone(&schema), columns) {
-                Ok(b) => batches.push(b),
-                Err(e) => warnings.push(format!("{}: {e}", batch.file)),
-            }
+            decoded.push(batch);
             true
         }
         ReadItem::Error(e) => {
@@ -417,9 +409,103 @@ fn read_logs(
             false
         }
     });
-    match fatal {
-        Some(e) => Err(QueryError::Storage(e)),
-        None => Ok((schema, batches, warnings)),
+    if let Some(e) = fatal {
+        return Err(QueryError::Storage(e));
+    }
+    let paths: Vec<Arc<str>> = reader.read_paths().to_vec();
+    let types: Vec<DataType> = paths
+        .iter()
+        .map(|path| {
+            let mut seen: Option<DataType> = None;
+            for batch in &decoded {
+                let ty = match batch.read.get(path) {
+                    Some(ReadColumn::Typed(a)) if a.null_count() < a.len() => a.data_type().clone(),
+                    Some(ReadColumn::Json(a)) if a.iter().flatten().any(|t| t != "null") => {
+                        return DataType::Utf8;
+                    }
+                    _ => continue,
+                };
+                match &seen {
+                    None => seen = Some(ty),
+                    Some(s) if *s == ty => {}
+                    Some(_) => return DataType::Utf8,
+                }
+            }
+            seen.unwrap_or(DataType::Utf8)
+        })
+        .collect();
+    let mut fields: Vec<Field> = table
+        .schema
+        .to_arrow()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for (path, ty) in paths.iter().zip(&types) {
+        fields.push(Field::new(path.as_ref(), ty.clone(), true));
+    }
+    fields.push(Field::new("_source", DataType::Utf8, false));
+    let schema = Arc::new(Schema::new(fields));
+    let mut batches = Vec::new();
+    for batch in decoded {
+        let mut columns = batch.batch.columns().to_vec();
+        for (path, ty) in paths.iter().zip(&types) {
+            columns.push(undeclared_column(batch.read.get(path), ty, batch.len()));
+        }
+        let sources = StringArray::from_iter_values((0..batch.len()).map(|r| batch.source(r)));
+        columns.push(Arc::new(sources));
+        match RecordBatch::try_new(Arc::clone(&schema), columns) {
+            Ok(b) => batches.push(b),
+            Err(e) => warnings.push(format!("{}: {e}", batch.file)),
+        }
+    }
+    Ok((schema, batches, warnings))
+}
+
+/// The top-level fields `table` does not declare, in the order first met
+/// in the first [`SAMPLE_EVENTS`] events of `inputs`.
+fn sample_undeclared(
+    table: &crate::config::LogTable,
+    inputs: Vec<crate::logs::Input>,
+) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut events = 0;
+    read_inputs(&EventReader::new(table), inputs, &mut |item| {
+        let ReadItem::Batch(batch) = item else {
+            return true;
+        };
+        for text in batch.raw.iter().flatten() {
+            for (key, _) in sonic_rs::to_object_iter(text).flatten() {
+                let key: &str = &key;
+                if table.schema.field(key).is_none() && !found.iter().any(|f| f == key) {
+                    found.push(key.to_string());
+                }
+            }
+        }
+        events += batch.len();
+        events < SAMPLE_EVENTS
+    });
+    found
+}
+
+/// One batch's column of an undeclared field as `ty`: as decoded when the
+/// types agree, all null when the batch never had it, else as text.
+fn undeclared_column(column: Option<&ReadColumn>, ty: &DataType, rows: usize) -> ArrayRef {
+    match column {
+        Some(ReadColumn::Typed(a)) if a.data_type() == ty => Arc::clone(a),
+        Some(ReadColumn::Typed(a)) if a.null_count() == a.len() => {
+            arrow::array::new_null_array(ty, rows)
+        }
+        Some(ReadColumn::Typed(a)) => {
+            arrow::compute::cast(a, ty).unwrap_or_else(|_| arrow::array::new_null_array(ty, rows))
+        }
+        Some(ReadColumn::Json(texts)) if *ty == DataType::Utf8 => Arc::new(
+            texts
+                .iter()
+                .map(|t| t.filter(|t| *t != "null"))
+                .collect::<StringArray>(),
+        ),
+        _ => arrow::array::new_null_array(ty, rows),
     }
 }
 

@@ -511,3 +511,27 @@ fn query_counts_a_reused_output_folder_once_for_the_run_that_wrote_it_last() {
         format!("n,first,last\n{written},{},{}\n", runs[1], runs[1])
     );
 }
+
+#[test]
+fn query_input_shows_undeclared_fields_with_their_json_types() {
+    // The schema declares only `ts`: like DuckDB's read_json_auto, the other
+    // top-level fields are columns, typed by what they hold (`id` is text,
+    // a mix of object and string is JSON text).
+    let p = Project::with("json_types");
+    let log = crate::repo()
+        .join("tests/data/logs/json_types.jsonl")
+        .display()
+        .to_string();
+    let sql = "SELECT id, kind, actor, arrow_typeof(id) AS t, arrow_typeof(big) AS b \
+               FROM events WHERE kind = 'probe' ORDER BY id";
+    let out = p.run(&["query", sql, "--input", &log, "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows:#}");
+    assert_eq!(rows[0]["id"], "a");
+    assert_eq!(rows[0]["t"], "Utf8");
+    assert_eq!(rows[0]["actor"], "\"alice\"");
+    assert_eq!(rows[1]["actor"], r#"{"name":"bob","id":7}"#);
+    assert_eq!(rows[2]["actor"], serde_json::Value::Null);
+    assert_eq!(rows[0]["b"], "Utf8");
+}
