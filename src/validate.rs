@@ -15,7 +15,7 @@ use crate::python::{unknown_table_imports, LoadError, PythonError, PythonRuntime
 use crate::query::RunPlan;
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// What kind of check found a problem.
@@ -117,13 +117,7 @@ fn load_tables(project: &Project, problems: &mut Vec<Problem>) -> Tables {
 fn check_python(project: &Project, tables: &Tables, problems: &mut Vec<Problem>) {
     let known: Vec<&str> = project.enrichment.iter().map(|t| t.name.as_str()).collect();
     let broken = broken_tables(project, &known);
-    let mut scripts: Vec<PathBuf> = project
-        .detections
-        .iter()
-        .filter(|d| !d.is_sql())
-        .map(|d| d.script.clone())
-        .collect();
-    scripts.extend(crate::files::python_files(&project.detection_lib_dir()));
+    let scripts = project.python_sources(&project.detections);
     let is_broken = |e: &LoadError| e.unknown_table.as_ref().is_some_and(|t| broken.contains(t));
     let imports: Vec<LoadError> = unknown_table_imports(&scripts, &known)
         .into_iter()

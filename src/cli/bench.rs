@@ -152,15 +152,7 @@ fn decode(dir: &str, logs: &str) -> Result<String, String> {
     use crate::logs::{expand_inputs, read_inputs, EventReader, ReadItem};
     let project = Project::load(&PathBuf::from(dir)).map_err(|e| e.to_string())?;
     let log = project.log_tables.first().ok_or("no log table")?;
-    let mut files: Vec<PathBuf> = project
-        .detections
-        .iter()
-        .filter(|d| !d.is_sql())
-        .map(|d| d.script.clone())
-        .collect();
-    files.extend(crate::files::python_files(&project.detection_lib_dir()));
-    let mut paths = crate::python::read_paths(&files);
-    paths.extend(log.enrich.iter().flat_map(|s| s.fields.iter().cloned()));
+    let paths = crate::engine::read_paths(&project, log, &project.detections);
     let reader = EventReader::with_read_paths(log, &paths);
     let inputs =
         expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;

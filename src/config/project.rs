@@ -137,6 +137,21 @@ impl Project {
     pub fn detection_lib_dir(&self) -> PathBuf {
         self.root.join("detections").join("_lib")
     }
+
+    /// The Python files `rules` run: each one's `detect.py` (SQL rules have
+    /// none), then every helper under `_lib`.
+    pub fn python_sources<'a>(
+        &self,
+        rules: impl IntoIterator<Item = &'a DetectionDef>,
+    ) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = rules
+            .into_iter()
+            .filter(|d| !d.is_sql())
+            .map(|d| d.script.clone())
+            .collect();
+        files.extend(crate::files::python_files(&self.detection_lib_dir()));
+        files
+    }
 }
 
 pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSettings {

@@ -233,18 +233,17 @@ fn plan_rules(
     RunPlan::new(&defs, table, tables).map_err(|e| EngineError::Config(ConfigErrors(e)))
 }
 
-/// The event paths the Python rules (and the helpers under `_lib`) read
-/// with literal keys, and the `enrich:` selector fields: decoded as columns.
-fn read_paths(project: &Project, table: &LogTable, rules: &[DetectionDef]) -> Vec<String> {
+/// The event paths the Python rules among `rules` (and the helpers under
+/// `_lib`) read with literal keys, and the `enrich:` selector fields of
+/// `table`: what the reader decodes as columns.
+pub fn read_paths(project: &Project, table: &LogTable, rules: &[DetectionDef]) -> Vec<String> {
     let mut paths: Vec<String> = table
         .enrich
         .iter()
         .flat_map(|s| s.fields.iter().cloned())
         .collect();
-    if !rules.is_empty() {
-        let mut files: Vec<PathBuf> = rules.iter().map(|r| r.script.clone()).collect();
-        files.extend(crate::files::python_files(&project.detection_lib_dir()));
-        paths.extend(crate::python::read_paths(&files));
+    if rules.iter().any(|r| !r.is_sql()) {
+        paths.extend(crate::python::read_paths(&project.python_sources(rules)));
     }
     paths
 }

@@ -27,16 +27,13 @@ pub enum ToWorker {
     /// Load the project's Python rules `rules` (plan order) for log table
     /// `table`; answered by `Ready` or `LoadFailed` after the first `Tables`.
     Start { table: String, rules: Vec<String> },
-    /// Switch to table generation `generation`, mapped from `files`.
-    Tables {
-        generation: u64,
-        files: Vec<TableFile>,
-    },
+    /// Switch to the table generation mapped from `files` (the run sends
+    /// it before the first batch prepared against that generation).
+    Tables { files: Vec<TableFile> },
     /// Run the rules over the batch in the body. `selections` has one entry
     /// per rule: the rows its filter kept, or `None` for every row.
     Batch {
         seq: u64,
-        generation: u64,
         table: String,
         file: String,
         line_positions: bool,

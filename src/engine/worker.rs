@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 struct Loaded {
     table: LogTable,
+    /// The declared columns of `table`, as batches carry them.
+    schema: arrow::datatypes::SchemaRef,
     rules: Vec<DetectionDef>,
     runtime: Option<PythonRuntime>,
     tables: Tables,
@@ -29,76 +31,73 @@ pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
     let mut input = BufReader::new(stream);
     let mut loaded: Option<Loaded> = None;
     while let Some((request, body)) = read_frame::<ToWorker>(&mut input)? {
-        let reply = match request {
-            ToWorker::Start { table, rules } => match start(project, &table, &rules) {
+        let reply = match (request, loaded.as_mut()) {
+            (ToWorker::Start { table, rules }, _) => match start(project, &table, &rules) {
                 Ok(l) => {
                     loaded = Some(l);
                     continue;
                 }
                 Err(message) => FromWorker::Failed { message },
             },
-            ToWorker::Tables {
-                generation: _,
-                files,
-            } => match loaded.as_mut() {
-                None => FromWorker::Failed {
-                    message: "tables before start".into(),
+            (ToWorker::Tables { files }, Some(l)) => switch_tables(project, l, &files),
+            (
+                ToWorker::Batch {
+                    seq,
+                    table,
+                    file,
+                    line_positions,
+                    selections,
                 },
-                Some(l) => switch_tables(project, l, &files),
-            },
-            ToWorker::Batch {
-                seq,
-                generation: _,
-                table,
-                file,
-                line_positions,
-                selections,
-            } => match loaded.as_ref() {
-                Some(Loaded {
-                    table: log_table,
-                    runtime: Some(runtime),
-                    tables,
-                    ..
-                }) => {
-                    let schema = log_table.schema.to_arrow();
-                    match decode_batch(&body, &schema, &table, &file, line_positions) {
-                        Ok(mut batch) => {
-                            if !log_table.enrich.is_empty() {
-                                batch.defer_selectors(&log_table.enrich, tables);
-                            }
-                            let batch = Arc::new(batch);
-                            let rules = selections
-                                .iter()
-                                .enumerate()
-                                .map(|(index, rows)| {
-                                    let mut calls = 0;
-                                    let outcomes = match rows {
-                                        Some(rows) if rows.is_empty() => Vec::new(),
-                                        rows => runtime.evaluate(
-                                            index,
-                                            &batch,
-                                            rows.as_deref(),
-                                            &mut calls,
-                                        ),
-                                    };
-                                    (calls, outcomes)
-                                })
-                                .collect();
-                            FromWorker::Outcomes { seq, rules }
-                        }
-                        Err(e) => FromWorker::Failed {
-                            message: format!("{file}: cannot decode the batch: {e}"),
-                        },
-                    }
-                }
-                _ => FromWorker::Failed {
-                    message: "a batch before the rules were loaded".into(),
-                },
+                Some(l),
+            ) => run_batch(l, &body, seq, (&table, &file, line_positions), &selections),
+            (_, None) => FromWorker::Failed {
+                message: "a request before start".into(),
             },
         };
         write_frame(&mut output, &reply, &[])?;
     }
     Ok(())
+}
+
+/// Runs every rule over the batch in `body`; `source` is (log table, file,
+/// whether positions are lines).
+fn run_batch(
+    loaded: &Loaded,
+    body: &[u8],
+    seq: u64,
+    (table, file, line_positions): (&str, &str, bool),
+    selections: &[Option<Vec<u32>>],
+) -> FromWorker {
+    let Some(runtime) = &loaded.runtime else {
+        return FromWorker::Failed {
+            message: "a batch before the rules were loaded".into(),
+        };
+    };
+    let mut batch = match decode_batch(body, &loaded.schema, table, file, line_positions) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return FromWorker::Failed {
+                message: format!("{file}: cannot decode the batch: {e}"),
+            }
+        }
+    };
+    if !loaded.table.enrich.is_empty() {
+        batch.defer_selectors(&loaded.table.enrich, &loaded.tables);
+    }
+    let batch = Arc::new(batch);
+    let rules = selections
+        .iter()
+        .enumerate()
+        .map(|(index, rows)| {
+            let mut calls = 0;
+            let outcomes = match rows {
+                Some(rows) if rows.is_empty() => Vec::new(),
+                rows => runtime.evaluate(index, &batch, rows.as_deref(), &mut calls),
+            };
+            (calls, outcomes)
+        })
+        .collect();
+    FromWorker::Outcomes { seq, rules }
 }
 
 fn start(project: &Project, table: &str, rules: &[String]) -> Result<Loaded, String> {
@@ -120,6 +119,7 @@ fn start(project: &Project, table: &str, rules: &[String]) -> Result<Loaded, Str
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Loaded {
+        schema: table.schema.to_arrow(),
         table,
         rules,
         runtime: None,

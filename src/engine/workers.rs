@@ -226,7 +226,6 @@ impl WorkerPool {
         }
         let worker = self.workers[id].as_mut().expect("a live worker");
         let request = ToWorker::Tables {
-            generation: generation.id,
             files: self.generations[&generation.id].clone(),
         };
         let _ = worker.to.send((request, Vec::new()));
@@ -279,7 +278,6 @@ impl WorkerPool {
             .map_err(|e| EngineError::Internal(format!("cannot encode a batch: {e}")))?;
         let request = ToWorker::Batch {
             seq,
-            generation: generation.id,
             table: job.batch.table.to_string(),
             file: job.batch.file.to_string(),
             line_positions: job.batch.position_kind == PositionKind::Line,

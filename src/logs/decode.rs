@@ -13,7 +13,7 @@
 //! types, inferred per batch: string, int, float, bool, a list of one of
 //! those, or the JSON text itself when a path mixes types.
 
-use super::batch::{ReadColumn, ReadColumns};
+use super::batch::{BatchParts, ReadColumn, ReadColumns};
 use crate::schema::{coerce_value, parse_timestamp_text, CoerceError, Field, FieldType, Leniency};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
@@ -247,11 +247,7 @@ impl Chunk {
 /// A decoded chunk: the events that decoded, and the position and message
 /// of each that did not, in position order.
 pub struct Decoded {
-    pub batch: RecordBatch,
-    pub read: ReadColumns,
-    pub raw: StringArray,
-    pub positions: Vec<u64>,
-    pub times: Vec<i64>,
+    pub parts: BatchParts,
     pub errors: Vec<(u64, String)>,
 }
 
@@ -309,15 +305,14 @@ impl DecodePlan {
                 .collect(),
         );
         let raw = raw_column(chunk.text, &chunk.events);
-        let decoded = Decoded {
+        let parts = BatchParts {
             batch,
             read,
             raw,
             positions: chunk.positions,
             times,
-            errors: Vec::new(),
         };
-        Ok(drop_failed(decoded, failures))
+        Ok(drop_failed(parts, failures))
     }
 
     fn walk_event(&self, text: &str, spans: &mut RowSpans<'_>) -> Result<(), String> {
@@ -556,9 +551,7 @@ fn convert_leaf(
         FieldType::Timestamp => build!(
             TimestampMicrosecondBuilder::with_capacity(rows)
                 .with_timezone(crate::schema::TIMESTAMP_TZ),
-            |raw| string_value(raw)
-                .filter(|s| !s.contains('\\'))
-                .and_then(|s| parse_timestamp_text(&s)),
+            |raw| string_value(raw).and_then(|s| parse_timestamp_text(&s)),
             |value| value.as_i64()
         ),
         FieldType::Date => build!(
@@ -903,35 +896,36 @@ impl arrow::array::ArrayBuilder for Builders {
 }
 
 /// Removes the rows that failed, turning them into errors.
-fn drop_failed(mut decoded: Decoded, failures: Vec<Option<String>>) -> Decoded {
+fn drop_failed(mut parts: BatchParts, failures: Vec<Option<String>>) -> Decoded {
+    let mut errors = Vec::new();
     if failures.iter().all(Option::is_none) {
-        return decoded;
+        return Decoded { parts, errors };
     }
     let keep = BooleanArray::from(failures.iter().map(Option::is_none).collect::<Vec<_>>());
     let filter = |array: &dyn Array| {
         arrow::compute::filter(array, &keep).expect("a filter of the same length")
     };
-    decoded.batch = arrow::compute::filter_record_batch(&decoded.batch, &keep)
+    parts.batch = arrow::compute::filter_record_batch(&parts.batch, &keep)
         .expect("a filter of the same length");
-    decoded.read = decoded.read.filter(&filter);
-    decoded.raw = {
+    parts.read = parts.read.filter(&filter);
+    parts.raw = {
         use arrow::array::AsArray;
-        filter(&decoded.raw).as_string::<i32>().clone()
+        filter(&parts.raw).as_string::<i32>().clone()
     };
     let mut positions = Vec::new();
     let mut times = Vec::new();
     for (i, failure) in failures.into_iter().enumerate() {
         match failure {
-            Some(message) => decoded.errors.push((decoded.positions[i], message)),
+            Some(message) => errors.push((parts.positions[i], message)),
             None => {
-                positions.push(decoded.positions[i]);
-                times.push(decoded.times[i]);
+                positions.push(parts.positions[i]);
+                times.push(parts.times[i]);
             }
         }
     }
-    decoded.positions = positions;
-    decoded.times = times;
-    decoded
+    parts.positions = positions;
+    parts.times = times;
+    Decoded { parts, errors }
 }
 
 #[cfg(test)]
@@ -980,16 +974,19 @@ mod tests {
                 r#"{"ts":"2024-05-01T00:00:03Z","source":{"ip":1}"#,
             ],
         );
-        assert_eq!(d.positions, vec![1, 3], "{:?}", d.errors);
-        assert_eq!(d.times, vec![1_714_521_600_000_000, 1_714_521_602_000_000]);
-        let source = d.batch.column(1).as_struct();
+        assert_eq!(d.parts.positions, vec![1, 3], "{:?}", d.errors);
+        assert_eq!(
+            d.parts.times,
+            vec![1_714_521_600_000_000, 1_714_521_602_000_000]
+        );
+        let source = d.parts.batch.column(1).as_struct();
         assert_eq!(source.column(0).as_string::<i32>().value(0), "1.2.3.4");
         assert_eq!(source.column(1).as_primitive::<Int32Type>().value(0), 22);
         assert!(source.is_null(1));
-        let tags = d.batch.column(2).as_list::<i32>();
+        let tags = d.parts.batch.column(2).as_list::<i32>();
         assert_eq!(tags.value(0).as_string::<i32>().value(0), "one");
         assert_eq!(
-            d.raw.value(1),
+            d.parts.raw.value(1),
             r#"{"ts":1714521602,"source":null,"x":[1,2]}"#
         );
         let errors: Vec<(u64, &str)> = d.errors.iter().map(|(p, m)| (*p, m.as_str())).collect();
@@ -1015,9 +1012,9 @@ mod tests {
             &plan(&["user.name"]),
             &[r#"{"ts":0,"source":{"ip":"a\"b\u00e9"},"user":{"name":"tab\there"}}"#],
         );
-        let source = d.batch.column(1).as_struct();
+        let source = d.parts.batch.column(1).as_struct();
         assert_eq!(source.column(0).as_string::<i32>().value(0), "a\"bé");
-        let ReadColumn::Typed(name) = d.read.get("user.name").unwrap() else {
+        let ReadColumn::Typed(name) = d.parts.read.get("user.name").unwrap() else {
             panic!("a string column")
         };
         assert_eq!(name.as_string::<i32>().value(0), "tab\there");
@@ -1044,7 +1041,7 @@ mod tests {
                 r#"{"ts":0,"n":null}"#,
             ],
         );
-        let typed = |path: &str| match d.read.get(path).unwrap() {
+        let typed = |path: &str| match d.parts.read.get(path).unwrap() {
             ReadColumn::Typed(a) => a.data_type().clone(),
             ReadColumn::Json(_) => DataType::Null,
         };
@@ -1057,16 +1054,16 @@ mod tests {
         for json in ["mixed", "o", "big", "gone"] {
             assert_eq!(typed(json), DataType::Null, "{json} should be JSON text");
         }
-        let ReadColumn::Typed(n) = d.read.get("n").unwrap() else {
+        let ReadColumn::Typed(n) = d.parts.read.get("n").unwrap() else {
             unreachable!()
         };
         assert_eq!(n.as_primitive::<Int64Type>().value(1), 2);
         assert!(n.is_null(2));
-        let ReadColumn::Json(mixed) = d.read.get("mixed").unwrap() else {
+        let ReadColumn::Json(mixed) = d.parts.read.get("mixed").unwrap() else {
             unreachable!()
         };
         assert_eq!((mixed.value(0), mixed.value(1)), ("1", "1.5"));
-        assert!(d.read.get("gone").unwrap().is_null(0));
+        assert!(d.parts.read.get("gone").unwrap().is_null(0));
     }
 
     #[test]

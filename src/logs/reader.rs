@@ -1,4 +1,3 @@
-use super::batch::BatchParts;
 use super::decode::{Chunk, DecodePlan};
 use super::{EventBatch, PositionKind};
 use crate::config::LogTable;
@@ -241,19 +240,13 @@ impl EventReader {
                         message,
                     }));
                 }
-                if decoded.positions.is_empty() {
+                if decoded.parts.positions.is_empty() {
                     return;
                 }
                 sink(ReadItem::Batch(Box::new(EventBatch::new(
                     Arc::clone(&self.table),
                     Arc::clone(shown),
-                    BatchParts {
-                        batch: decoded.batch,
-                        read: decoded.read,
-                        raw: decoded.raw,
-                        positions: decoded.positions,
-                        times: decoded.times,
-                    },
+                    decoded.parts,
                     kind,
                 ))));
             }

@@ -74,10 +74,28 @@ impl Record {
         (!value.is_null()).then_some(value)
     }
 
-    /// The value at a path, or `None` when it is missing or null: from its
-    /// declared column, else from the column of a path rules read, else from
-    /// the event's text.
-    fn lookup<'py>(&self, py: Python<'py>, parts: &[&str]) -> PyResult<Option<Bound<'py, PyAny>>> {
+    /// The value at `path` (`parts` joined by dots), or `None` when it is
+    /// missing or null: from the column of a path rules read, else from its
+    /// declared column, else from the event's text.
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        parts: &[&str],
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // A path rules read is never a declared one (`DecodePlan` leaves
+        // those out), so its column answers alone.
+        if let Some(column) = self.batch.read.get(path) {
+            return match column {
+                column if column.is_null(self.row) => Ok(None),
+                ReadColumn::Typed(array) => Ok(Some(arrow_to_py(py, array.as_ref(), self.row)?)),
+                ReadColumn::Json(texts) => {
+                    let value: Value = serde_json::from_str(texts.value(self.row))
+                        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+                    Ok(Some(json_to_py(py, &value)?))
+                }
+            };
+        }
         match self.declared(parts) {
             Declared::Present(array) => {
                 let value = arrow_to_py(py, array, self.row)?;
@@ -92,28 +110,10 @@ impl Record {
             }
             // A declared field is authoritative: null means missing.
             Declared::Null => Ok(None),
-            Declared::Absent => {
-                let read = if parts.len() == 1 {
-                    self.batch.read.get(parts[0])
-                } else {
-                    self.batch.read.get(&parts.join("."))
-                };
-                match read {
-                    Some(column) if column.is_null(self.row) => Ok(None),
-                    Some(ReadColumn::Typed(array)) => {
-                        Ok(Some(arrow_to_py(py, array.as_ref(), self.row)?))
-                    }
-                    Some(ReadColumn::Json(texts)) => {
-                        let value: Value = serde_json::from_str(texts.value(self.row))
-                            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-                        Ok(Some(json_to_py(py, &value)?))
-                    }
-                    None => match self.raw(parts) {
-                        Some(v) => Ok(Some(json_to_py(py, v)?)),
-                        None => Ok(None),
-                    },
-                }
-            }
+            Declared::Absent => match self.raw(parts) {
+                Some(v) => Ok(Some(json_to_py(py, v)?)),
+                None => Ok(None),
+            },
         }
     }
 
@@ -142,8 +142,13 @@ impl Record {
         path: &str,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let parts: Vec<&str> = path.split('.').collect();
-        Ok(match self.lookup(py, &parts)? {
+        let found = if path.contains('.') {
+            let parts: Vec<&str> = path.split('.').collect();
+            self.lookup(py, path, &parts)?
+        } else {
+            self.lookup(py, path, &[path])?
+        };
+        Ok(match found {
             Some(v) => v,
             None => default.unwrap_or_else(|| py.None().into_bound(py)),
         })
@@ -156,7 +161,7 @@ impl Record {
         key: &str,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(match self.lookup(py, &[key])? {
+        Ok(match self.lookup(py, key, &[key])? {
             Some(v) => v,
             None => default.unwrap_or_else(|| py.None().into_bound(py)),
         })
@@ -165,7 +170,7 @@ impl Record {
     /// `r[key]`: a declared field is always present (None when absent from
     /// the event); an undeclared one raises `KeyError` when missing.
     fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
-        match self.lookup(py, &[key])? {
+        match self.lookup(py, key, &[key])? {
             Some(v) => Ok(v),
             None if !matches!(self.declared(&[key]), Declared::Absent)
                 || self

@@ -463,28 +463,35 @@ fn read_logs(
 }
 
 /// The top-level fields `table` does not declare, in the order first met
-/// in the first [`SAMPLE_EVENTS`] events of `inputs`.
+/// in the first [`SAMPLE_EVENTS`] events of `inputs`. Inputs are sampled one
+/// at a time (no read-ahead), so only those sampled are read twice.
 fn sample_undeclared(
     table: &crate::config::LogTable,
     inputs: Vec<crate::logs::Input>,
 ) -> Vec<String> {
+    let reader = EventReader::new(table);
     let mut found: Vec<String> = Vec::new();
     let mut events = 0;
-    read_inputs(&EventReader::new(table), inputs, &mut |item| {
-        let ReadItem::Batch(batch) = item else {
-            return true;
-        };
-        for text in batch.raw.iter().flatten() {
-            for (key, _) in sonic_rs::to_object_iter(text).flatten() {
-                let key: &str = &key;
-                if table.schema.field(key).is_none() && !found.iter().any(|f| f == key) {
-                    found.push(key.to_string());
+    for input in inputs {
+        read_inputs(&reader, vec![input], &mut |item| {
+            let ReadItem::Batch(batch) = item else {
+                return true;
+            };
+            for text in batch.raw.iter().flatten() {
+                for (key, _) in sonic_rs::to_object_iter(text).flatten() {
+                    let key: &str = &key;
+                    if table.schema.field(key).is_none() && !found.iter().any(|f| f == key) {
+                        found.push(key.to_string());
+                    }
                 }
             }
+            events += batch.len();
+            events < SAMPLE_EVENTS
+        });
+        if events >= SAMPLE_EVENTS {
+            break;
         }
-        events += batch.len();
-        events < SAMPLE_EVENTS
-    });
+    }
     found
 }
 
