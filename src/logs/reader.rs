@@ -170,7 +170,16 @@ impl EventReader {
     ) -> Result<(), String> {
         let mut chunk = Chunk::with_capacity(self.batch_size);
         for (i, item) in sonic_rs::to_array_iter(array).enumerate() {
-            let item = item.map_err(|e| format!("invalid JSON array: {e}"))?;
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    // The elements before the break still reach detection.
+                    self.emit(chunk, shown, PositionKind::Row, sink);
+                    let first = e.to_string();
+                    let first = first.lines().next().unwrap_or_default();
+                    return Err(format!("invalid JSON array after element {i}: {first}"));
+                }
+            };
             chunk.push(item.as_raw_str(), i as u64 + 1);
             if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
@@ -339,5 +348,23 @@ mod tests {
         assert_eq!(batches[0].len(), 2);
         assert!(batches[0].source(1).ends_with("ct.json#2"));
         assert_eq!(batches[0].times[1], 1_700_000_001_000_000);
+    }
+
+    #[test]
+    fn a_broken_json_array_keeps_the_elements_before_the_break() {
+        let (batches, errors) = read(
+            r#"[{"ts":1700000000},{"ts":1700000001},{"ts":17"#,
+            "cut.json",
+        );
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].len(), 2);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].source.ends_with("cut.json"), "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("invalid JSON array after element 2: "),
+            "{errors:?}"
+        );
     }
 }
