@@ -7,7 +7,7 @@ use super::{Alert, RuleMatch, MAX_ALERT_EVENTS};
 use crate::config::DetectionDef;
 use crate::schema::micros_to_rfc3339;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Per-rule alert settings.
 #[derive(Debug, Clone)]
@@ -44,44 +44,103 @@ fn alert_id(rule: &str, dedupe: &str, window_start_us: i64) -> String {
         .collect()
 }
 
-/// Groups matches into alerts, starting from persisted open windows.
-pub struct AlertGrouper {
-    rules: HashMap<String, RuleSettings>,
-    open: HashMap<(String, String), Alert>,
-    touched: BTreeSet<String>,
-    finished: Vec<Alert>,
-    created_at: String,
-    watermark_us: i64,
+/// An alert that left the grouper: no later match of the run can join it.
+#[derive(Debug)]
+pub struct Closed {
+    pub alert: Alert,
+    /// Created or updated by this run (so one of its alerts).
+    pub touched: bool,
+    /// Still within the grace period at the run's watermark, so the state
+    /// keeps it for late events (of several windows of one rule and dedupe
+    /// key, only the newest).
+    pub keep: bool,
 }
 
+struct Open {
+    alert: Alert,
+    touched: bool,
+}
+
+/// Groups matches into alerts, starting from persisted open windows.
+///
+/// Matches arrive in event-time order, so a window that ends at or before
+/// the current match can gain nothing more: it is handed out as
+/// [`Closed`] (see [`AlertGrouper::drain_closed`]) instead of being held to
+/// the end. Memory holds the windows open at the current event time, not
+/// every alert of the run.
+pub struct AlertGrouper {
+    rules: HashMap<String, RuleSettings>,
+    open: HashMap<(String, String), Open>,
+    closed: Vec<Closed>,
+    created_at: String,
+    watermark_us: i64,
+    /// Windows ending before this are not kept in the state.
+    horizon_us: i64,
+    /// Adds until the next look for closed windows.
+    until_sweep: usize,
+}
+
+/// At least this many adds between two sweeps of the open windows.
+const SWEEP_EVERY: usize = 1024;
+
 impl AlertGrouper {
+    /// `newest_us`: the newest event time among the matches to come
+    /// (`i64::MIN` if none), which decides what the state keeps.
     pub fn new(
         rules: HashMap<String, RuleSettings>,
         state: AlertState,
         created_at: String,
+        newest_us: i64,
     ) -> Self {
         let open = state
             .alerts
             .into_iter()
-            .map(|a| ((a.rule.clone(), a.dedupe.clone()), a))
+            .map(|a| {
+                let key = (a.rule.clone(), a.dedupe.clone());
+                (
+                    key,
+                    Open {
+                        alert: a,
+                        touched: false,
+                    },
+                )
+            })
             .collect();
+        let watermark_us = state.watermark_us.max(newest_us);
         Self {
             rules,
             open,
-            touched: BTreeSet::new(),
-            finished: Vec::new(),
+            closed: Vec::new(),
             created_at,
-            watermark_us: state.watermark_us,
+            watermark_us,
+            horizon_us: watermark_us.saturating_sub(state::GRACE_US),
+            until_sweep: SWEEP_EVERY,
         }
     }
 
-    /// Adds matches (in any order; they are sorted by event time here) and
-    /// sets each match's `alert_id`.
-    pub fn add_all(&mut self, matches: &mut [RuleMatch]) {
+    /// Groups `matches` (sorted here by event time) in memory, setting
+    /// each match's `alert_id`; returns the run's alerts sorted by first
+    /// match time. For small sets (`ravenwatch test`); a run streams.
+    pub fn group_all(
+        rules: HashMap<String, RuleSettings>,
+        state: AlertState,
+        created_at: String,
+        matches: &mut [RuleMatch],
+    ) -> Vec<Alert> {
         matches.sort_by_key(|m| (m.time_us, m.sequence));
+        let newest = matches.last().map_or(i64::MIN, |m| m.time_us);
+        let mut grouper = Self::new(rules, state, created_at, newest);
         for m in matches.iter_mut() {
-            m.alert_id = self.add(m);
+            m.alert_id = grouper.add(m);
         }
+        let mut alerts: Vec<Alert> = grouper
+            .finish()
+            .into_iter()
+            .filter(|c| c.touched)
+            .map(|c| c.alert)
+            .collect();
+        alerts.sort_by(|a, b| output_order(a).cmp(&output_order(b)));
+        alerts
     }
 
     /// Adds one match (callers add in event-time order) and returns the id
@@ -94,9 +153,15 @@ impl AlertGrouper {
             false_positives: Vec::new(),
         });
         self.watermark_us = self.watermark_us.max(m.time_us);
+        self.until_sweep = self.until_sweep.saturating_sub(1);
+        if self.until_sweep == 0 {
+            self.sweep(m.time_us);
+        }
         let key = (m.rule.clone(), m.dedupe.clone());
-        if let Some(alert) = self.open.get_mut(&key) {
-            if m.time_us < alert.window_end_us {
+        if let Some(open) = self.open.get_mut(&key) {
+            if m.time_us < open.alert.window_end_us {
+                open.touched = true;
+                let alert = &mut open.alert;
                 alert.match_count += 1;
                 if m.time_us >= alert.last_match_us {
                     alert.last_match_us = m.time_us;
@@ -119,7 +184,6 @@ impl AlertGrouper {
                 if !alert.activated && alert.match_count >= settings.threshold {
                     alert.activated = true;
                 }
-                self.touched.insert(alert.id.clone());
                 return alert.id.clone();
             }
         }
@@ -153,106 +217,75 @@ impl AlertGrouper {
             window_end_us,
             last_match_us: m.time_us,
         };
-        if let Some(previous) = self.open.insert(key, alert) {
-            self.finished.push(previous);
+        let open = Open {
+            alert,
+            touched: true,
+        };
+        if let Some(previous) = self.open.insert(key, open) {
+            self.close(previous);
         }
-        self.touched.insert(id.clone());
         id
     }
 
-    /// Alerts created or updated by this run (sorted by first match time),
-    /// and the state to persist: windows still open at the watermark (the
-    /// newest event time seen) minus a day of grace for late events. An
-    /// alert that is both is held once, among the run's alerts.
-    pub fn finish(self) -> (Vec<Alert>, NewState) {
-        let Self {
-            open,
-            touched,
-            finished,
-            watermark_us,
-            ..
-        } = self;
-        let horizon = watermark_us.saturating_sub(state::GRACE_US);
-        let mut mine: Vec<(Alert, bool)> = Vec::new();
-        let mut carried = Vec::new();
-        for alert in open.into_values() {
-            let keep = alert.window_end_us >= horizon;
-            if touched.contains(&alert.id) {
-                mine.push((alert, keep));
-            } else if keep {
-                carried.push(alert);
+    fn close(&mut self, open: Open) {
+        let keep = open.alert.window_end_us >= self.horizon_us;
+        if open.touched || keep {
+            self.closed.push(Closed {
+                alert: open.alert,
+                touched: open.touched,
+                keep,
+            });
+        }
+    }
+
+    /// Moves out every window that ends at or before `now_us`; the next
+    /// sweep comes after as many adds as windows remain open, so sweeping
+    /// costs O(1) per match.
+    fn sweep(&mut self, now_us: i64) {
+        let ended: Vec<(String, String)> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.alert.window_end_us <= now_us)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ended {
+            if let Some(open) = self.open.remove(&key) {
+                self.close(open);
             }
         }
-        mine.extend(
-            finished
-                .into_iter()
-                .filter(|a| touched.contains(&a.id))
-                .map(|a| (a, false)),
-        );
-        mine.sort_by(|(a, _), (b, _)| {
-            (a.window_start_us, &a.rule, &a.dedupe).cmp(&(b.window_start_us, &b.rule, &b.dedupe))
-        });
-        let kept = mine
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, keep))| *keep)
-            .map(|(i, _)| i)
-            .collect();
-        let alerts = mine.into_iter().map(|(a, _)| a).collect();
-        (
-            alerts,
-            NewState {
-                watermark_us,
-                carried,
-                kept,
-            },
-        )
-    }
-}
-
-/// The alert state a run leaves: open windows it did not touch, and which
-/// of its own alerts stay open.
-#[derive(Debug)]
-pub struct NewState {
-    pub watermark_us: i64,
-    carried: Vec<Alert>,
-    /// Indices into the run's alerts.
-    kept: Vec<usize>,
-}
-
-impl NewState {
-    /// Every open window, sorted by (rule, dedupe) as the state keeps them.
-    pub fn alerts<'a>(&'a self, run_alerts: &'a [Alert]) -> Vec<&'a Alert> {
-        let mut all: Vec<&Alert> = self
-            .carried
-            .iter()
-            .chain(self.kept.iter().map(|&i| &run_alerts[i]))
-            .collect();
-        all.sort_by(|a, b| (&a.rule, &a.dedupe).cmp(&(&b.rule, &b.dedupe)));
-        all
+        self.until_sweep = self.open.len().max(SWEEP_EVERY);
     }
 
-    /// The state as the next run loads it.
-    pub fn to_state(&self, run_alerts: &[Alert]) -> AlertState {
-        AlertState {
-            format: state::STATE_FORMAT,
-            watermark_us: self.watermark_us,
-            alerts: self.alerts(run_alerts).into_iter().cloned().collect(),
+    /// The windows closed since the last call, in no particular order.
+    pub fn drain_closed(&mut self) -> std::vec::Drain<'_, Closed> {
+        self.closed.drain(..)
+    }
+
+    /// The newest event time seen, over this run and the state it continued.
+    pub fn watermark_us(&self) -> i64 {
+        self.watermark_us
+    }
+
+    /// Every window not yet handed out: the still-open ones and those
+    /// closed since the last [`AlertGrouper::drain_closed`].
+    pub fn finish(mut self) -> Vec<Closed> {
+        let open: Vec<Open> = self.open.drain().map(|(_, o)| o).collect();
+        for o in open {
+            self.close(o);
         }
+        self.closed
     }
+}
 
-    /// Persists it (see [`AlertState::save`]).
-    ///
-    /// # Errors
-    /// As [`AlertState::save`].
-    pub fn save(
-        &self,
-        run_alerts: &[Alert],
-        storage: &dyn crate::storage::Storage,
-        read: &state::StateVersion,
-    ) -> Result<(), state::StateError> {
-        state::save_alerts(storage, read, self.watermark_us, self.alerts(run_alerts))
-    }
+/// The order of a run's alerts in its outputs: first match time, then rule
+/// and dedupe key.
+pub fn output_order(a: &Alert) -> (i64, &str, &str) {
+    (a.window_start_us, &a.rule, &a.dedupe)
+}
+
+/// The order of alerts in the state: rule, then dedupe key.
+pub fn state_order(a: &Alert) -> (&str, &str) {
+    (&a.rule, &a.dedupe)
 }
 
 #[cfg(test)]
@@ -283,9 +316,8 @@ mod tests {
         }
     }
 
-    fn grouper(threshold: u64) -> AlertGrouper {
-        let mut rules = HashMap::new();
-        rules.insert(
+    fn settings(threshold: u64) -> HashMap<String, RuleSettings> {
+        HashMap::from([(
             "r".to_string(),
             RuleSettings {
                 threshold,
@@ -293,26 +325,63 @@ mod tests {
                 tables: vec![],
                 false_positives: vec![],
             },
-        );
-        AlertGrouper::new(rules, AlertState::default(), "now".into())
+        )])
+    }
+
+    /// Groups as a run does: the run's alerts in output order, and the
+    /// state it leaves.
+    fn run(
+        threshold: u64,
+        state: AlertState,
+        matches: &mut [RuleMatch],
+    ) -> (Vec<Alert>, AlertState) {
+        matches.sort_by_key(|m| (m.time_us, m.sequence));
+        let newest = matches.last().map_or(i64::MIN, |m| m.time_us);
+        let mut g = AlertGrouper::new(settings(threshold), state, "now".into(), newest);
+        let mut closed = Vec::new();
+        for m in matches.iter_mut() {
+            m.alert_id = g.add(m);
+            closed.extend(g.drain_closed());
+        }
+        let watermark_us = g.watermark_us();
+        closed.extend(g.finish());
+        let mut alerts: Vec<Alert> = closed
+            .iter()
+            .filter(|c| c.touched)
+            .map(|c| c.alert.clone())
+            .collect();
+        alerts.sort_by(|a, b| output_order(a).cmp(&output_order(b)));
+        let mut kept: Vec<Alert> = closed
+            .into_iter()
+            .filter(|c| c.keep)
+            .map(|c| c.alert)
+            .collect();
+        kept.sort_by(|a, b| {
+            (state_order(a), a.window_start_us).cmp(&(state_order(b), b.window_start_us))
+        });
+        // One window per (rule, dedupe): the newest.
+        kept.reverse();
+        kept.dedup_by(|a, b| state_order(a) == state_order(b));
+        kept.reverse();
+        let state = AlertState {
+            format: state::STATE_FORMAT,
+            watermark_us,
+            alerts: kept,
+        };
+        (alerts, state)
     }
 
     #[test]
     fn threshold_activates_on_fifth_and_window_rolls_over() {
-        let mut g = grouper(5);
         let mut four: Vec<RuleMatch> = (0..4).map(|i| m("r", "ip", i, i as u64)).collect();
-        g.add_all(&mut four);
-        let (alerts, state) = g.finish();
-        let state = state.to_state(&alerts);
+        let (alerts, state) = run(5, AlertState::default(), &mut four);
         assert_eq!(alerts.len(), 1);
         assert!(!alerts[0].activated);
         assert_eq!(alerts[0].match_count, 4);
 
         // Continue from the persisted state: the 5th match in the window activates.
-        let mut g = AlertGrouper::new(grouper(5).rules, state, "now".into());
         let mut more = vec![m("r", "ip", 10, 5), m("r", "ip", 20, 6)];
-        g.add_all(&mut more);
-        let (alerts, _) = g.finish();
+        let (alerts, _) = run(5, state, &mut more);
         assert_eq!(alerts.len(), 2);
         assert!(alerts[0].activated);
         assert_eq!(alerts[0].match_count, 5);
@@ -326,12 +395,47 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_order_independent() {
-        let mut a = grouper(1);
-        let mut b = grouper(1);
         let mut x = vec![m("r", "ip", 0, 0), m("r", "ip", 3, 1)];
         let mut y = vec![m("r", "ip", 3, 1), m("r", "ip", 0, 0)];
-        a.add_all(&mut x);
-        b.add_all(&mut y);
-        assert_eq!(a.finish().0, b.finish().0);
+        assert_eq!(
+            run(1, AlertState::default(), &mut x).0,
+            run(1, AlertState::default(), &mut y).0
+        );
+    }
+
+    #[test]
+    fn ended_windows_leave_while_matches_arrive() {
+        // 3,000 keys, each matched once a minute apart: with 15-minute
+        // windows only about 15 are open at any time.
+        let mut g = AlertGrouper::new(settings(1), AlertState::default(), "now".into(), 0);
+        let mut left = 0;
+        for i in 0..3000 {
+            g.add(&m("r", &format!("k{i}"), i, i as u64));
+            left += g.drain_closed().count();
+            assert!(g.open.len() <= SWEEP_EVERY + 16, "{} open", g.open.len());
+        }
+        let rest = g.finish();
+        assert!(left > 1900, "only {left} closed before the end");
+        assert_eq!(left + rest.len(), 3000);
+    }
+
+    #[test]
+    fn state_keeps_windows_within_grace_and_drops_older_untouched_ones() {
+        let day = 24 * 60;
+        let mut first = vec![m("r", "old", 0, 0), m("r", "recent", 2 * day, 1)];
+        let (_, state) = run(1, AlertState::default(), &mut first);
+        assert_eq!(
+            state.alerts.len(),
+            1,
+            "the day-old window is past the grace"
+        );
+        assert_eq!(state.alerts[0].dedupe, "recent");
+        // A later run that does not touch "recent" carries it, not as its own.
+        let mut second = vec![m("r", "other", 2 * day + 30, 2)];
+        let (alerts, state) = run(1, state, &mut second);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].dedupe, "other");
+        let kept: Vec<&str> = state.alerts.iter().map(|a| a.dedupe.as_str()).collect();
+        assert_eq!(kept, ["other", "recent"]);
     }
 }

@@ -67,51 +67,96 @@ impl AlertState {
     /// [`StateError::Conflict`] if another run wrote it first; storage
     /// failures. The persisted state is unchanged in both cases.
     pub fn save(&self, storage: &dyn Storage, read: &StateVersion) -> Result<(), StateError> {
-        save_alerts(
-            storage,
-            read,
-            self.watermark_us,
-            self.alerts.iter().collect(),
-        )
+        let json = serde_json::to_vec(self).map_err(|e| StateError::Corrupt {
+            location: storage.url(STATE_KEY),
+            message: e.to_string(),
+        })?;
+        conflict(storage.write_if(STATE_KEY, &json, &read.condition()))
     }
 }
 
-/// The persisted form, over alerts held elsewhere (a run's own alerts are
-/// not copied to be saved).
-#[derive(Serialize)]
-struct StateView<'a> {
-    format: u32,
-    watermark_us: i64,
-    alerts: Vec<&'a Alert>,
+impl StateVersion {
+    fn condition(&self) -> Precondition {
+        match &self.0 {
+            Some(version) => Precondition::Version(version.clone()),
+            None => Precondition::Absent,
+        }
+    }
 }
 
-/// [`AlertState::save`] for `alerts` (sorted as the state keeps them) and
-/// `watermark_us`.
-///
-/// # Errors
-/// As [`AlertState::save`].
-pub fn save_alerts(
-    storage: &dyn Storage,
-    read: &StateVersion,
-    watermark_us: i64,
-    alerts: Vec<&Alert>,
-) -> Result<(), StateError> {
-    let view = StateView {
-        format: STATE_FORMAT,
-        watermark_us,
-        alerts,
-    };
-    let json = serde_json::to_vec(&view).map_err(|e| StateError::Corrupt {
-        location: storage.url(STATE_KEY),
-        message: e.to_string(),
-    })?;
-    let condition = match &read.0 {
-        Some(version) => Precondition::Version(version.clone()),
-        None => Precondition::Absent,
-    };
-    match storage.write_if(STATE_KEY, &json, &condition) {
+fn conflict(result: Result<String, StorageError>) -> Result<(), StateError> {
+    match result {
         Ok(_) => Ok(()),
         Err(StorageError::Conflict { location }) => Err(StateError::Conflict { location }),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the state as JSON to `out`, one alert at a time: each item is an
+/// alert's JSON (as `serde_json` writes an [`Alert`]), in the order the
+/// state keeps them (rule, then dedupe key). The same document as
+/// [`AlertState`] serialises to, without holding every alert.
+///
+/// # Errors
+/// The first failure of `alerts` or of writing.
+pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
+    mut out: W,
+    watermark_us: i64,
+    alerts: impl IntoIterator<Item = std::io::Result<T>>,
+) -> std::io::Result<W> {
+    write!(
+        out,
+        r#"{{"format":{STATE_FORMAT},"watermark_us":{watermark_us},"alerts":["#
+    )?;
+    for (i, alert) in alerts.into_iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(alert?.as_ref())?;
+    }
+    out.write_all(b"]}")?;
+    Ok(out)
+}
+
+/// Makes the file at `path` (written by [`write_state`]) the persisted
+/// state, only if nobody changed it since it was read at `read`.
+///
+/// # Errors
+/// As [`AlertState::save`].
+pub fn commit_state_file(
+    storage: &dyn Storage,
+    read: &StateVersion,
+    path: &std::path::Path,
+) -> Result<(), StateError> {
+    conflict(storage.put_file_if(STATE_KEY, path, &read.condition()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streamed_state_reads_back_as_the_serialised_one() {
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "id": "a", "rule": "r", "title": "t", "severity": "low", "dedupe": "d",
+            "activated": true, "match_count": 2, "threshold": 1,
+            "first_match_time": "x", "last_match_time": "y", "window_start": "x",
+            "window_end": "z", "created_at": "now", "context": {"k": [1, 2.5]},
+            "latest_context": {}, "description": null, "runbook": null, "reference": null,
+            "destinations": [], "tables": [], "false_positives": [],
+            "events": [{"e": 1}], "window_start_us": 5, "window_end_us": 9, "last_match_us": 6
+        }))
+        .unwrap();
+        let state = AlertState {
+            format: STATE_FORMAT,
+            watermark_us: 42,
+            alerts: vec![alert.clone(), alert],
+        };
+        let items = state
+            .alerts
+            .iter()
+            .map(|a| serde_json::to_vec(a).map_err(std::io::Error::other));
+        let streamed = write_state(Vec::new(), 42, items).unwrap();
+        assert_eq!(streamed, serde_json::to_vec(&state).unwrap());
     }
 }

@@ -68,9 +68,9 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                     usize::from,
                 ),
                 worker_command: None,
+                shown_alerts: show,
             },
             output,
-            show,
         ),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
         Command::Worker { socket } => {
@@ -286,12 +286,7 @@ fn test(
     })
 }
 
-fn run(
-    global: &GlobalArgs,
-    mut options: RunOptions,
-    output: Option<String>,
-    show: usize,
-) -> Result<Outcome> {
+fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
     let output = match output {
@@ -325,8 +320,7 @@ fn run(
         "{} rule matches -> {} alerts ({} activated), {} errors",
         s.rule_matches, s.alerts, s.activated_alerts, s.errors
     )?;
-    let activated: Vec<_> = report.alerts.iter().filter(|a| a.activated).collect();
-    for a in activated.iter().take(show) {
+    for a in &report.alerts {
         writeln!(
             out,
             "  {:<8} {:<34} {} (x{}, dedupe {})",
@@ -337,8 +331,13 @@ fn run(
             a.dedupe
         )?;
     }
-    if activated.len() > show {
-        writeln!(out, "  … {} more activated alerts", activated.len() - show)?;
+    let shown = report.alerts.len() as u64;
+    if s.activated_alerts > shown {
+        writeln!(
+            out,
+            "  … {} more activated alerts",
+            s.activated_alerts - shown
+        )?;
     }
     // Delivery failures are listed with the deliveries below.
     let shown = report

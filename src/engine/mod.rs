@@ -18,15 +18,12 @@ mod worker;
 mod workers;
 
 pub use collect::{collect_outcomes, sql_outcomes};
-pub use output::{
-    remove_outputs, rewrite_after_delivery, write_outputs, RuleSummary, RunOutputs, Summary,
-    OUTPUT_FILES,
-};
+pub use output::{remove_outputs, rewrite_after_delivery, RuleSummary, Summary, OUTPUT_FILES};
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 
-use crate::alerts::{Alert, AlertGrouper, AlertState, ErrorKind, ErrorRecord, NewState};
-use crate::alerts::{RuleSettings, StateError, StateVersion};
+use crate::alerts::{commit_state_file, write_state, Alert, AlertGrouper, AlertState};
+use crate::alerts::{ErrorKind, ErrorRecord, RuleSettings, StateError, StateVersion};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{
     sync_tables, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
@@ -35,8 +32,9 @@ use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::PythonError;
 use crate::query::{run_location_key, RunPlan};
 use crate::storage::{Storage, StorageError};
+use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
-use spool::MatchSpool;
+use spool::{AlertSpool, MatchSpool, RunAlerts};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,12 +80,16 @@ pub struct RunOptions {
     pub workers: usize,
     /// How to start a worker; `None`: this executable.
     pub worker_command: Option<PathBuf>,
+    /// How many activated alerts the report carries for the terminal.
+    pub shown_alerts: usize,
 }
 
 /// The result of a completed run.
 #[derive(Debug)]
 pub struct RunReport {
     pub summary: Summary,
+    /// The first activated alerts (at most [`RunOptions::shown_alerts`]);
+    /// every alert is in the outputs.
     pub alerts: Vec<Alert>,
     pub errors: Vec<ErrorRecord>,
     /// Problems met after the outputs were final (they could not be updated),
@@ -179,17 +181,16 @@ pub fn run(
 
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let match_count = matches.len();
-    let (alerts, new_state, matches) = group_alerts(&rules, state, created_at, matches)?;
-    errors.extend(crate::delivery::unknown_destinations(
-        &alerts,
-        &project.settings.delivery,
-    ));
-    finish_summary(&mut summary, match_count, &alerts, &errors, started);
+    let grouped = group_alerts(&rules, state, created_at, matches)?;
+    let seen = look_over(&grouped.alerts, project, options.shown_alerts)?;
+    errors.extend(seen.unknown_destinations);
+    finish_summary(&mut summary, match_count, &grouped.alerts, &errors, started);
+    summary.activated_alerts = seen.activated;
 
     let target = OutputTarget::new(&storage, options.output.as_ref(), &summary.run_id);
     let outputs = RunOutputs {
-        alerts: &alerts,
-        matches: matches.path(),
+        alerts: &grouped.alerts,
+        matches: grouped.matches.path(),
         errors: &errors,
         summary: &summary,
     };
@@ -197,21 +198,21 @@ pub fn run(
         storage.as_ref(),
         &target,
         &outputs,
-        &new_state,
+        &grouped,
         &state_version,
     )?;
     let unrecorded = deliver(
         project,
         storage.as_ref(),
         &target,
-        &alerts,
+        &seen.routed,
         &mut summary,
         &mut errors,
         options.deliver,
     );
     Ok(RunReport {
         summary,
-        alerts,
+        alerts: seen.shown,
         errors,
         unrecorded,
         output_location: target.location(),
@@ -430,38 +431,96 @@ fn record_reader_state(
 }
 
 fn spool_error(e: &std::io::Error) -> EngineError {
-    EngineError::Internal(format!("cannot spool matches to a temporary file: {e}"))
+    EngineError::Internal(format!(
+        "a temporary file for the run's matches and alerts failed: {e}"
+    ))
 }
 
-/// Matches → alerts, continuing the windows of `state`; also gives
-/// `matches.jsonl` (with alert ids) as a temporary file.
+/// What grouping leaves: the run's alerts and the windows the state keeps
+/// (both on disk), `matches.jsonl` as a temporary file, the watermark.
+struct Grouped {
+    alerts: RunAlerts,
+    matches: tempfile::NamedTempFile,
+    watermark_us: i64,
+}
+
+/// Matches → alerts, continuing the windows of `state`.
 fn group_alerts(
     rules: &[DetectionDef],
     state: AlertState,
     created_at: String,
     matches: MatchSpool,
-) -> Result<(Vec<Alert>, NewState, tempfile::NamedTempFile), EngineError> {
+) -> Result<Grouped, EngineError> {
     let settings: HashMap<String, RuleSettings> = rules
         .iter()
         .map(|r| (r.name.clone(), RuleSettings::from(r)))
         .collect();
-    let mut grouper = AlertGrouper::new(settings, state, created_at);
-    let lines = matches.group(&mut grouper).map_err(|e| spool_error(&e))?;
-    let (alerts, state) = grouper.finish();
-    Ok((alerts, state, lines))
+    let grouper = AlertGrouper::new(settings, state, created_at, matches.newest_us());
+    let mut alerts = AlertSpool::new().map_err(|e| spool_error(&e))?;
+    let (lines, watermark_us) = matches
+        .group(grouper, &mut alerts)
+        .map_err(|e| spool_error(&e))?;
+    Ok(Grouped {
+        alerts: alerts.finish().map_err(|e| spool_error(&e))?,
+        matches: lines,
+        watermark_us,
+    })
+}
+
+/// What one pass over the run's alerts gathers for the summary, the
+/// terminal and delivery.
+struct LookedOver {
+    activated: u64,
+    /// The first activated alerts, for the terminal.
+    shown: Vec<Alert>,
+    /// Activated alerts routed somewhere (only with destinations).
+    routed: Vec<Alert>,
+    unknown_destinations: Vec<ErrorRecord>,
+}
+
+fn look_over(
+    alerts: &RunAlerts,
+    project: &Project,
+    show: usize,
+) -> Result<LookedOver, EngineError> {
+    let delivery = &project.settings.delivery;
+    let mut seen = LookedOver {
+        activated: 0,
+        shown: Vec::new(),
+        routed: Vec::new(),
+        unknown_destinations: Vec::new(),
+    };
+    for alert in alerts.iter() {
+        let alert = alert.map_err(|e| spool_error(&e))?;
+        seen.unknown_destinations
+            .extend(crate::delivery::unknown_destinations(
+                std::slice::from_ref(&alert),
+                delivery,
+            ));
+        if !alert.activated {
+            continue;
+        }
+        seen.activated += 1;
+        if !delivery.destinations.is_empty() && !crate::delivery::routes(&alert).is_empty() {
+            seen.routed.push(alert.clone());
+        }
+        if seen.shown.len() < show {
+            seen.shown.push(alert);
+        }
+    }
+    Ok(seen)
 }
 
 fn finish_summary(
     summary: &mut Summary,
     matches: u64,
-    alerts: &[Alert],
+    alerts: &RunAlerts,
     errors: &[ErrorRecord],
     started: Instant,
 ) {
     let seconds = started.elapsed().as_secs_f64();
     summary.rule_matches = matches;
     summary.alerts = alerts.len() as u64;
-    summary.activated_alerts = alerts.iter().filter(|a| a.activated).count() as u64;
     summary.errors = errors.len() as u64;
     summary.seconds = (seconds * 1000.0).round() / 1000.0;
     summary.events_per_second = if seconds > 0.0 {
@@ -512,9 +571,18 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    new_state: &NewState,
+    grouped: &Grouped,
     state_version: &StateVersion,
 ) -> Result<(), EngineError> {
+    // The state file is written first and committed last.
+    let state_file = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
+    let out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        state_file.reopen().map_err(|e| spool_error(&e))?,
+    );
+    write_state(out, grouped.watermark_us, grouped.alerts.state_texts())
+        .and_then(|mut out| std::io::Write::flush(&mut out))
+        .map_err(|e| spool_error(&e))?;
     write_outputs(target.storage.as_ref(), &target.prefix, outputs)?;
     if let Some(pointer) = &target.pointer {
         // Absolute, so `query` finds the outputs from any working directory.
@@ -529,7 +597,7 @@ fn commit(
         let body = serde_json::json!({ "location": location }).to_string();
         storage.write(pointer, body.as_bytes())?;
     }
-    if let Err(e) = new_state.save(outputs.alerts, storage, state_version) {
+    if let Err(e) = commit_state_file(storage, state_version, state_file.path()) {
         if matches!(e, StateError::Conflict { .. }) {
             let _ = remove_outputs(target.storage.as_ref(), &target.prefix);
             if let Some(pointer) = &target.pointer {

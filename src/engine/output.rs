@@ -2,7 +2,8 @@
 //! errors.jsonl and summary.json. The summary is the engine's report of a
 //! run (it includes delivery), so it lives here and not in `alerts`.
 
-use crate::alerts::{alert_json, Alert, ErrorRecord};
+use super::spool::RunAlerts;
+use crate::alerts::{alert_json, ErrorRecord};
 use crate::delivery::DeliveryReport;
 use crate::schema::{coerce_value, rows_to_batch, Field, FieldType, Leniency, TableSchema};
 use crate::storage::{key, Storage, StorageError};
@@ -54,7 +55,7 @@ pub struct Summary {
 }
 
 pub struct RunOutputs<'a> {
-    pub alerts: &'a [Alert],
+    pub alerts: &'a RunAlerts,
     /// `matches.jsonl`, already written to a local file.
     pub matches: &'a std::path::Path,
     pub errors: &'a [ErrorRecord],
@@ -101,41 +102,44 @@ fn alert_schema() -> TableSchema {
 /// in memory at once.
 const PARQUET_CHUNK: usize = 4096;
 
-fn alerts_parquet(alerts: &[Alert], out: std::fs::File) -> Result<(), String> {
+fn alerts_parquet(alerts: &RunAlerts, out: std::fs::File) -> Result<(), String> {
     let schema = alert_schema();
     let ty = FieldType::Struct(schema.fields.clone());
     let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
         .map_err(|e| e.to_string())?;
-    for chunk in alerts.chunks(PARQUET_CHUNK) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for a in chunk {
-            let mut row = json!({
-                "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
-                "activated": a.activated, "match_count": a.match_count,
-                "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
-                "created_at": a.created_at,
-                "context": Value::Object(a.context.clone()).to_string(),
-                "description": a.description, "runbook": a.runbook, "reference": a.reference,
-                "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
-                "events": serde_json::to_string(&a.events).unwrap_or_default(),
-            });
-            coerce_value(&mut row, &ty, Leniency::Json)
-                .map_err(|e| format!("{}: {}", e.path, e.message))?;
-            rows.push(row);
+    let mut rows = Vec::with_capacity(PARQUET_CHUNK);
+    let mut all = alerts.iter().peekable();
+    while let Some(a) = all.next() {
+        let a = a.map_err(|e| e.to_string())?;
+        let mut row = json!({
+            "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
+            "activated": a.activated, "match_count": a.match_count,
+            "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
+            "created_at": a.created_at,
+            "context": Value::Object(a.context).to_string(),
+            "description": a.description, "runbook": a.runbook, "reference": a.reference,
+            "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
+            "events": serde_json::to_string(&a.events).unwrap_or_default(),
+        });
+        coerce_value(&mut row, &ty, Leniency::Json)
+            .map_err(|e| format!("{}: {}", e.path, e.message))?;
+        rows.push(row);
+        if rows.len() == PARQUET_CHUNK || all.peek().is_none() {
+            let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+            writer.flush().map_err(|e| e.to_string())?;
+            rows.clear();
         }
-        let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
-        writer.write(&batch).map_err(|e| e.to_string())?;
-        writer.flush().map_err(|e| e.to_string())?;
     }
     writer.close().map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// Writes `alerts.jsonl` line by line to a temporary file.
-fn alerts_jsonl(alerts: &[Alert], out: std::fs::File) -> std::io::Result<()> {
+fn alerts_jsonl(alerts: &RunAlerts, out: std::fs::File) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(out);
-    for alert in alerts {
-        serde_json::to_writer(&mut out, &alert_json(alert)).map_err(std::io::Error::other)?;
+    for alert in alerts.iter() {
+        serde_json::to_writer(&mut out, &alert_json(&alert?)).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;
     }
     out.flush()

@@ -1,11 +1,13 @@
-//! Matches on disk until grouping, so a run's memory does not grow with
-//! its matches. Each match is appended to a temporary file as it is
-//! collected; memory keeps only its event time, sequence and place in the
-//! file. Grouping then reads them back in event-time order, one at a time,
-//! and writes `matches.jsonl` (with each match's alert id) to another
-//! temporary file that the commit moves into the outputs.
+//! Matches and alerts on disk, so a run's memory does not grow with its
+//! input. Each match is appended to a temporary file as it is collected;
+//! memory keeps only its event time, sequence and place in the file.
+//! Grouping then reads them back in event-time order, one at a time, and
+//! writes `matches.jsonl` (with each match's alert id) to another temporary
+//! file that the commit moves into the outputs. Alerts whose windows close
+//! during grouping go to a third file ([`AlertSpool`]); outputs and the
+//! state are written from it, one alert at a time.
 
-use crate::alerts::{AlertGrouper, RuleMatch};
+use crate::alerts::{Alert, AlertGrouper, Closed, RuleMatch};
 use crate::config::Severity;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -43,6 +45,7 @@ pub(super) struct MatchSpool {
     file: BufWriter<File>,
     written: u64,
     entries: Vec<Entry>,
+    newest_us: i64,
 }
 
 impl MatchSpool {
@@ -55,11 +58,17 @@ impl MatchSpool {
             file: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
             written: 0,
             entries: Vec::new(),
+            newest_us: i64::MIN,
         })
     }
 
     pub fn len(&self) -> u64 {
         self.entries.len() as u64
+    }
+
+    /// The newest event time among the matches (`i64::MIN` if none).
+    pub fn newest_us(&self) -> i64 {
+        self.newest_us
     }
 
     /// Appends `matches` in collection order.
@@ -70,6 +79,7 @@ impl MatchSpool {
         for m in matches {
             let sequence = self.entries.len() as u64;
             let time_us = m.time_us;
+            self.newest_us = self.newest_us.max(time_us);
             let spooled = Spooled {
                 rule: m.rule,
                 time_us,
@@ -101,11 +111,16 @@ impl MatchSpool {
 
     /// Feeds every match to `grouper` in event-time order (collection order
     /// among equal times) and writes each, with its alert id, as a line of
-    /// the returned file.
+    /// the returned file; alerts go to `alerts` as their windows close.
+    /// Returns the file and the grouper's watermark.
     ///
     /// # Errors
     /// Reading or writing a temporary file failed.
-    pub fn group(self, grouper: &mut AlertGrouper) -> std::io::Result<tempfile::NamedTempFile> {
+    pub fn group(
+        self,
+        mut grouper: AlertGrouper,
+        alerts: &mut AlertSpool,
+    ) -> std::io::Result<(tempfile::NamedTempFile, i64)> {
         let Self {
             file, mut entries, ..
         } = self;
@@ -136,9 +151,143 @@ impl MatchSpool {
                 sequence: entry.sequence,
             };
             m.alert_id = grouper.add(&m);
+            for closed in grouper.drain_closed() {
+                alerts.push(closed)?;
+            }
             serde_json::to_writer(&mut out, &m).map_err(std::io::Error::other)?;
             out.write_all(b"\n")?;
         }
-        out.into_inner().map_err(|e| e.into_error())
+        let watermark_us = grouper.watermark_us();
+        for closed in grouper.finish() {
+            alerts.push(closed)?;
+        }
+        Ok((out.into_inner().map_err(|e| e.into_error())?, watermark_us))
+    }
+}
+
+/// Where an alert is in the spool, and what it sorts by.
+struct AlertEntry {
+    window_start_us: i64,
+    rule: std::sync::Arc<str>,
+    dedupe: Box<str>,
+    offset: u64,
+    len: u32,
+    touched: bool,
+    keep: bool,
+}
+
+/// Alerts as grouping closes them: each alert's JSON appended to a
+/// temporary file, memory keeping only what orders it.
+pub(super) struct AlertSpool {
+    file: BufWriter<File>,
+    written: u64,
+    entries: Vec<AlertEntry>,
+    rules: std::collections::HashMap<String, std::sync::Arc<str>>,
+}
+
+impl AlertSpool {
+    /// # Errors
+    /// The file could not be created.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            file: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            written: 0,
+            entries: Vec::new(),
+            rules: std::collections::HashMap::new(),
+        })
+    }
+
+    /// # Errors
+    /// Writing the file failed.
+    pub fn push(&mut self, closed: Closed) -> std::io::Result<()> {
+        let Closed {
+            alert,
+            touched,
+            keep,
+        } = closed;
+        let text = serde_json::to_vec(&alert).map_err(std::io::Error::other)?;
+        self.file.write_all(&text)?;
+        let rule = match self.rules.get(&alert.rule) {
+            Some(rule) => std::sync::Arc::clone(rule),
+            None => {
+                let rule: std::sync::Arc<str> = alert.rule.as_str().into();
+                self.rules
+                    .insert(alert.rule.clone(), std::sync::Arc::clone(&rule));
+                rule
+            }
+        };
+        self.entries.push(AlertEntry {
+            window_start_us: alert.window_start_us,
+            rule,
+            dedupe: alert.dedupe.into_boxed_str(),
+            offset: self.written,
+            len: u32::try_from(text.len()).map_err(std::io::Error::other)?,
+            touched,
+            keep,
+        });
+        self.written += text.len() as u64;
+        Ok(())
+    }
+
+    /// The spooled alerts, ordered for the outputs and for the state.
+    ///
+    /// # Errors
+    /// Flushing the file failed.
+    pub fn finish(self) -> std::io::Result<RunAlerts> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        let mut entries = self.entries;
+        let place = |e: &AlertEntry| (e.offset, e.len);
+        entries.sort_by(|a, b| {
+            (&a.rule, &a.dedupe, a.window_start_us).cmp(&(&b.rule, &b.dedupe, b.window_start_us))
+        });
+        // The state holds one window per (rule, dedupe): the newest.
+        let mut state: Vec<(u64, u32)> = Vec::new();
+        let mut previous: Option<&AlertEntry> = None;
+        for e in entries.iter().filter(|e| e.keep) {
+            if previous.is_some_and(|p| p.rule == e.rule && p.dedupe == e.dedupe) {
+                state.pop();
+            }
+            state.push(place(e));
+            previous = Some(e);
+        }
+        entries.retain(|e| e.touched);
+        entries.sort_by(|a, b| {
+            (a.window_start_us, &a.rule, &a.dedupe).cmp(&(b.window_start_us, &b.rule, &b.dedupe))
+        });
+        let run = entries.iter().map(place).collect();
+        Ok(RunAlerts { file, run, state })
+    }
+}
+
+/// A run's alerts (in output order: first match time, rule, dedupe key)
+/// and the windows the state keeps (by rule and dedupe key), read back
+/// from the spool one at a time.
+pub struct RunAlerts {
+    file: File,
+    run: Vec<(u64, u32)>,
+    state: Vec<(u64, u32)>,
+}
+
+impl RunAlerts {
+    pub fn len(&self) -> usize {
+        self.run.len()
+    }
+
+    fn text(&self, (offset, len): (u64, u32)) -> std::io::Result<Vec<u8>> {
+        let mut buffer = vec![0; len as usize];
+        self.file.read_exact_at(&mut buffer, offset)?;
+        Ok(buffer)
+    }
+
+    /// The run's alerts, in output order.
+    pub fn iter(&self) -> impl Iterator<Item = std::io::Result<Alert>> + '_ {
+        self.run
+            .iter()
+            .map(|&place| serde_json::from_slice(&self.text(place)?).map_err(std::io::Error::other))
+    }
+
+    /// Each window the state keeps, as its JSON, in the state's order.
+    pub fn state_texts(&self) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + '_ {
+        self.state.iter().map(|&place| self.text(place))
     }
 }

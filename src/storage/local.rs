@@ -1,6 +1,6 @@
 use super::{ObjectInfo, Precondition, Result, Storage, StorageError};
 use sha2::{Digest, Sha256};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -77,6 +77,71 @@ impl LocalStorage {
         }
         Ok(())
     }
+
+    /// The object's version ([`content_version`] of its bytes), hashed as
+    /// it is read rather than held; `None` when it does not exist.
+    fn version(&self, key: &str) -> Result<Option<String>> {
+        let mut file = match std::fs::File::open(self.path(key)?) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(key, e)),
+        };
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 1 << 20];
+        loop {
+            let n = file.read(&mut buffer).map_err(|e| self.io(key, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
+        Ok(Some(
+            hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ))
+    }
+
+    /// Takes a lock file beside the object (another process holding it is a
+    /// conflict) and checks the version: what a conditional write does
+    /// before writing as [`Storage::write`] does.
+    fn check_under_lock(&self, key: &str, condition: &Precondition) -> Result<LockFile> {
+        let (_, lock_path) = self.with_sibling(key, ".lock")?;
+        let stale = std::fs::metadata(&lock_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_LOCK);
+        if stale {
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        let lock = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)
+        {
+            Ok(_) => LockFile(lock_path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::Conflict {
+                    location: self.url(key),
+                })
+            }
+            Err(e) => return Err(self.io(key, e)),
+        };
+        let current = self.version(key)?;
+        let holds = match condition {
+            Precondition::Absent => current.is_none(),
+            Precondition::Version(v) => current.as_deref() == Some(v.as_str()),
+        };
+        if !holds {
+            return Err(StorageError::Conflict {
+                location: self.url(key),
+            });
+        }
+        Ok(lock)
+    }
 }
 
 /// An exclusive lock file beside an object, removed on drop.
@@ -122,40 +187,15 @@ impl Storage for LocalStorage {
     /// Takes a lock file beside the object (another process holding it is a
     /// conflict), checks the version, then writes as [`Storage::write`] does.
     fn write_if(&self, key: &str, data: &[u8], condition: &Precondition) -> Result<String> {
-        let (_, lock_path) = self.with_sibling(key, ".lock")?;
-        let stale = std::fs::metadata(&lock_path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_LOCK);
-        if stale {
-            let _ = std::fs::remove_file(&lock_path);
-        }
-        let _lock = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock_path)
-        {
-            Ok(_) => LockFile(lock_path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::Conflict {
-                    location: self.url(key),
-                })
-            }
-            Err(e) => return Err(self.io(key, e)),
-        };
-        let current = self.read_versioned(key)?.map(|(_, v)| v);
-        let holds = match condition {
-            Precondition::Absent => current.is_none(),
-            Precondition::Version(v) => current.as_deref() == Some(v.as_str()),
-        };
-        if !holds {
-            return Err(StorageError::Conflict {
-                location: self.url(key),
-            });
-        }
+        let _lock = self.check_under_lock(key, condition)?;
         self.write(key, data)?;
         Ok(content_version(data))
+    }
+
+    fn put_file_if(&self, key: &str, source: &Path, condition: &Precondition) -> Result<String> {
+        let _lock = self.check_under_lock(key, condition)?;
+        self.put_file(key, source)?;
+        Ok(self.version(key)?.unwrap_or_default())
     }
 
     fn put_file(&self, key: &str, source: &Path) -> Result<()> {

@@ -117,6 +117,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Read or write failures; no partial object is left behind.
     fn put_file(&self, key: &str, path: &Path) -> Result<()>;
+    /// [`Storage::write_if`] with the data in a local file. Local storage
+    /// streams it; S3 sends it as one conditional PUT (read into memory).
+    ///
+    /// # Errors
+    /// As [`Storage::write_if`]; a file that cannot be read.
+    fn put_file_if(&self, key: &str, path: &Path, condition: &Precondition) -> Result<String> {
+        let data = std::fs::read(path).map_err(|source| StorageError::Io {
+            location: path.display().to_string(),
+            source,
+        })?;
+        self.write_if(key, &data, condition)
+    }
     /// Objects under a prefix (a folder-like prefix: `a` lists `a/…`), sorted by key.
     ///
     /// # Errors

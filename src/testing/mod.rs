@@ -505,13 +505,12 @@ fn run_case(
         ));
     }
     check.problems.dedup();
-    let mut grouper = AlertGrouper::new(
+    let alerts = AlertGrouper::group_all(
         HashMap::from([(def.name.clone(), RuleSettings::from(def))]),
         AlertState::default(),
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        &mut matches,
     );
-    grouper.add_all(&mut matches);
-    let (alerts, _) = grouper.finish();
 
     let first = alerts.first();
     result.actual = Actual {
