@@ -301,7 +301,8 @@ fn read_and_evaluate(
     let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
     let mut progress = Progress::new(progress, inputs.len());
-    let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer);
+    let decoders = std::thread::available_parallelism().map_or(1, usize::from);
+    let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer, decoders);
     let mut waiting = std::collections::VecDeque::new();
     let mut seq = 0;
     let mut collect = |waiting: &mut std::collections::VecDeque<Waiting>,

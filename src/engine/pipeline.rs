@@ -1,7 +1,7 @@
 //! The stages of a run: decode → enrich → filter → detect → collect.
 //!
-//! The reader thread decodes the inputs and prepares each batch
-//! ([`BatchPreparer`]): it looks for a newer table generation (re-planning
+//! The inputs are decoded on several threads and taken back in input order
+//! by the reader thread, which prepares each batch ([`BatchPreparer`]): it looks for a newer table generation (re-planning
 //! SQL on a switch), applies the `enrich:` selectors (enrich) and runs the
 //! filters and queries (filter). Batches travel over a bounded channel to
 //! the main thread, which hands them to the Python workers (detect, across
@@ -14,7 +14,7 @@ use super::workers::BatchOutcomes;
 use crate::alerts::{ErrorKind, ErrorRecord, RuleMatch};
 use crate::config::{DetectionDef, LogTable, Selector};
 use crate::enrichment::{Generation, TableWatcher};
-use crate::logs::{read_inputs, EventBatch, EventReader, Input, ReadItem};
+use crate::logs::{read_inputs_parallel, EventBatch, EventReader, Input, ReadItem};
 use crate::query::{RuleBatch, RunPlan};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -78,16 +78,19 @@ impl BatchPreparer {
     }
 }
 
-/// Starts the reader thread; it stops early when the receiver is dropped
-/// and hands its state back when joined.
+/// Starts the reader thread: inputs decoded on `decoders` threads
+/// ([`read_inputs_parallel`]), each batch prepared in input order. It
+/// stops early when the receiver is dropped and hands the preparer back
+/// when joined.
 pub(super) fn spawn_reader(
     reader: EventReader,
     inputs: Vec<Input>,
     mut preparer: BatchPreparer,
+    decoders: usize,
 ) -> (Receiver<Prepared>, JoinHandle<BatchPreparer>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Prepared>(CHANNEL_DEPTH);
     let handle = std::thread::spawn(move || {
-        read_inputs(&reader, inputs, &mut |item| {
+        read_inputs_parallel(Arc::new(reader), inputs, decoders, &mut |item| {
             sender.send(preparer.prepare(item)).is_ok()
         });
         preparer

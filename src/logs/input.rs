@@ -6,7 +6,7 @@
 //! the same as for the same files on disk. Objects above [`STREAM_ABOVE`]
 //! bytes are streamed rather than held whole.
 
-use super::{EventReader, LogError, ReadItem};
+use super::{EventReader, Framed, LogError, ReadItem, Undecoded};
 use crate::files::display_path;
 use crate::storage::{AwsSettings, S3Storage, Storage, StorageError};
 use std::collections::VecDeque;
@@ -153,10 +153,97 @@ pub fn read_inputs(
     inputs: Vec<Input>,
     sink: &mut dyn FnMut(ReadItem) -> bool,
 ) {
+    frame_inputs(reader, inputs, &mut |framed| match framed {
+        Framed::Chunk(chunk) => reader.decode(chunk).into_iter().all(&mut *sink),
+        Framed::Ready(item) => sink(item),
+    });
+}
+
+/// [`read_inputs`] with the decoding on `decoders` threads: one thread
+/// frames the inputs into chunks, the decoders decode chunks as they come,
+/// and `sink` gets every item on the calling thread in input order, as
+/// [`read_inputs`] would give them.
+pub fn read_inputs_parallel(
+    reader: Arc<EventReader>,
+    inputs: Vec<Input>,
+    decoders: usize,
+    sink: &mut dyn FnMut(ReadItem) -> bool,
+) {
+    use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+    /// The framing thread's output, in input order.
+    enum InOrder {
+        Decoding(Receiver<Vec<ReadItem>>),
+        Ready(ReadItem),
+    }
+    let decoders = decoders.max(1);
+    // Chunks in flight are bounded by this channel's depth.
+    let (framed_tx, framed_rx) = sync_channel::<InOrder>(2 * decoders);
+    let (jobs_tx, jobs_rx) = channel::<(Undecoded, SyncSender<Vec<ReadItem>>)>();
+    let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
+    let mut threads: Vec<JoinHandle<()>> = (0..decoders)
+        .map(|_| {
+            let jobs = Arc::clone(&jobs_rx);
+            let reader = Arc::clone(&reader);
+            std::thread::spawn(move || loop {
+                let job = match jobs.lock() {
+                    Ok(jobs) => jobs.recv(),
+                    Err(_) => return,
+                };
+                let Ok((chunk, done)) = job else { return };
+                // The taker may have stopped: the items are dropped then.
+                let _ = done.send(reader.decode(chunk));
+            })
+        })
+        .collect();
+    let framer = Arc::clone(&reader);
+    threads.push(std::thread::spawn(move || {
+        frame_inputs(&framer, inputs, &mut |framed| {
+            let next = match framed {
+                Framed::Chunk(chunk) => {
+                    let (done, result) = sync_channel(1);
+                    if jobs_tx.send((chunk, done)).is_err() {
+                        return false;
+                    }
+                    InOrder::Decoding(result)
+                }
+                Framed::Ready(item) => InOrder::Ready(item),
+            };
+            framed_tx.send(next).is_ok()
+        });
+    }));
+    'taking: for next in &framed_rx {
+        let items = match next {
+            InOrder::Ready(item) => vec![item],
+            InOrder::Decoding(result) => result.recv().unwrap_or_else(|_| {
+                vec![ReadItem::Fatal(StorageError::Config(
+                    "a decoding thread stopped (likely a bug)".into(),
+                ))]
+            }),
+        };
+        for item in items {
+            if !sink(item) {
+                break 'taking;
+            }
+        }
+    }
+    // Stops the framer at its next chunk; the decoders end with it.
+    drop(framed_rx);
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+/// [`read_inputs`], leaving chunks of events undecoded (the run decodes
+/// them on several threads).
+pub fn frame_inputs(
+    reader: &EventReader,
+    inputs: Vec<Input>,
+    sink: &mut dyn FnMut(Framed) -> bool,
+) {
     let mut pending: VecDeque<(Input, Option<Fetch>)> = VecDeque::new();
     let mut rest = inputs.into_iter();
     let open = std::cell::Cell::new(true);
-    let mut forward = |item: ReadItem| {
+    let mut forward = |item: Framed| {
         if open.get() {
             open.set(sink(item));
         }
@@ -172,12 +259,12 @@ pub fn read_inputs(
         };
         let fatal = match (&input, fetch) {
             (Input::File(path), _) => {
-                reader.read_file(path, &mut forward);
+                reader.frame_file(path, &mut forward);
                 None
             }
             (Input::Object { .. }, Some(fetch)) => match fetch.join() {
                 Ok(Ok(bytes)) => {
-                    reader.read_stream(
+                    reader.frame_stream(
                         &input.name(),
                         Box::new(std::io::Cursor::new(bytes)),
                         &mut forward,
@@ -192,14 +279,14 @@ pub fn read_inputs(
             },
             (Input::Object { storage, key, .. }, None) => match storage.reader(key) {
                 Ok(stream) => {
-                    reader.read_stream(&input.name(), stream, &mut forward);
+                    reader.frame_stream(&input.name(), stream, &mut forward);
                     None
                 }
                 Err(e) => Some(e),
             },
         };
         if let Some(e) = fatal {
-            forward(ReadItem::Fatal(e));
+            forward(Framed::Ready(ReadItem::Fatal(e)));
             break;
         }
         if !open.get() {

@@ -14,8 +14,10 @@ mod reader;
 
 pub use batch::{BatchParts, EventBatch, PositionKind, ReadColumn, ReadColumns};
 pub use decode::DecodePlan;
-pub use input::{expand_inputs, read_inputs, Input, PREFETCH, STREAM_ABOVE};
-pub use reader::{EventReader, ReadItem, RecordError};
+pub use input::{
+    expand_inputs, frame_inputs, read_inputs, read_inputs_parallel, Input, PREFETCH, STREAM_ABOVE,
+};
+pub use reader::{EventReader, Framed, ReadItem, RecordError, Undecoded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

@@ -32,6 +32,24 @@ pub enum ReadItem {
     Fatal(crate::storage::StorageError),
 }
 
+/// What framing a file produces, in order: events split into chunks, not
+/// yet decoded (decoding is the costly part, and chunks decode
+/// independently, so a caller may decode them on several threads and put
+/// the results back in order), or an item ready as it is.
+#[derive(Debug)]
+pub enum Framed {
+    Chunk(Undecoded),
+    Ready(ReadItem),
+}
+
+/// A chunk of one input's events and where they came from.
+#[derive(Debug)]
+pub struct Undecoded {
+    chunk: Chunk,
+    shown: Arc<str>,
+    kind: PositionKind,
+}
+
 /// Reads log files of one table into event batches.
 #[derive(Debug, Clone)]
 pub struct EventReader {
@@ -73,12 +91,17 @@ impl EventReader {
 
     /// Reads one file, handing batches and bad records to `sink` in file order.
     pub fn read_file(&self, path: &Path, sink: &mut dyn FnMut(ReadItem)) {
+        self.frame_file(path, &mut |f| self.decode_into(f, sink));
+    }
+
+    /// [`EventReader::read_file`], leaving the chunks undecoded.
+    pub fn frame_file(&self, path: &Path, sink: &mut dyn FnMut(Framed)) {
         let shown: Arc<str> = Arc::from(display_path(path));
         if let Err(message) = self.read_file_inner(path, &shown, sink) {
-            sink(ReadItem::Error(RecordError {
+            sink(Framed::Ready(ReadItem::Error(RecordError {
                 source: shown.to_string(),
                 message,
-            }));
+            })));
         }
     }
 
@@ -86,6 +109,7 @@ impl EventReader {
     /// `1..` of a source named `shown`.
     pub fn read_values(&self, items: Vec<Value>, shown: &str, sink: &mut dyn FnMut(ReadItem)) {
         let shown: Arc<str> = Arc::from(shown);
+        let sink = &mut |f| self.decode_into(f, sink);
         let mut chunk = Chunk::with_capacity(items.len().min(self.batch_size));
         for (i, item) in items.iter().enumerate() {
             chunk.push(&item.to_string(), i as u64 + 1);
@@ -104,6 +128,11 @@ impl EventReader {
         input: Box<dyn Read + Send>,
         sink: &mut dyn FnMut(ReadItem),
     ) {
+        self.frame_stream(shown, input, &mut |f| self.decode_into(f, sink));
+    }
+
+    /// [`EventReader::read_stream`], leaving the chunks undecoded.
+    pub fn frame_stream(&self, shown: &str, input: Box<dyn Read + Send>, sink: &mut dyn FnMut(Framed)) {
         let shown: Arc<str> = Arc::from(shown);
         let result = decompress(input, &shown)
             .map_err(|e| format!("cannot open: {e}"))
@@ -111,10 +140,17 @@ impl EventReader {
                 self.read_decompressed(&format_of_name(&shown), reader, &shown, sink)
             });
         if let Err(message) = result {
-            sink(ReadItem::Error(RecordError {
+            sink(Framed::Ready(ReadItem::Error(RecordError {
                 source: shown.to_string(),
                 message,
-            }));
+            })));
+        }
+    }
+
+    fn decode_into(&self, framed: Framed, sink: &mut dyn FnMut(ReadItem)) {
+        match framed {
+            Framed::Chunk(chunk) => self.decode(chunk).into_iter().for_each(sink),
+            Framed::Ready(item) => sink(item),
         }
     }
 
@@ -122,7 +158,7 @@ impl EventReader {
         &self,
         path: &Path,
         shown: &Arc<str>,
-        sink: &mut dyn FnMut(ReadItem),
+        sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
         let format = format_of(path);
         let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
@@ -134,7 +170,7 @@ impl EventReader {
         format: &str,
         mut reader: Box<dyn BufRead + Send>,
         shown: &Arc<str>,
-        sink: &mut dyn FnMut(ReadItem),
+        sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
         if format == "json" {
             let mut text = Vec::new();
@@ -166,7 +202,7 @@ impl EventReader {
         &self,
         array: &str,
         shown: &Arc<str>,
-        sink: &mut dyn FnMut(ReadItem),
+        sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
         let mut chunk = Chunk::with_capacity(self.batch_size);
         for (i, item) in sonic_rs::to_array_iter(array).enumerate() {
@@ -193,7 +229,7 @@ impl EventReader {
         &self,
         mut reader: impl BufRead,
         shown: &Arc<str>,
-        sink: &mut dyn FnMut(ReadItem),
+        sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
         let mut chunk = Chunk::with_capacity(self.batch_size);
         let mut line = Vec::with_capacity(1024);
@@ -216,10 +252,10 @@ impl EventReader {
             }
             match std::str::from_utf8(&line) {
                 Ok(text) => chunk.push(text.trim_end(), number),
-                Err(e) => sink(ReadItem::Error(RecordError {
+                Err(e) => sink(Framed::Ready(ReadItem::Error(RecordError {
                     source: position_source(shown, PositionKind::Line, number),
                     message: format!("invalid UTF-8: {e}"),
-                })),
+                }))),
             }
             if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), shown, PositionKind::Line, sink);
@@ -229,40 +265,53 @@ impl EventReader {
         Ok(())
     }
 
-    /// Decodes `chunk` and hands its bad events, then its batch, to `sink`.
+    /// Hands `chunk`, if it holds any event, to `sink` to be decoded.
     fn emit(
         &self,
         chunk: Chunk,
         shown: &Arc<str>,
         kind: PositionKind,
-        sink: &mut dyn FnMut(ReadItem),
+        sink: &mut dyn FnMut(Framed),
     ) {
-        if chunk.is_empty() {
-            return;
+        if !chunk.is_empty() {
+            sink(Framed::Chunk(Undecoded {
+                chunk,
+                shown: Arc::clone(shown),
+                kind,
+            }));
         }
+    }
+
+    /// Decodes a chunk: its bad events, then its batch (if any event was good).
+    pub fn decode(&self, undecoded: Undecoded) -> Vec<ReadItem> {
+        let Undecoded { chunk, shown, kind } = undecoded;
         let events = chunk.len();
         match self.plan.decode(chunk) {
             Ok(decoded) => {
-                for (position, message) in decoded.errors {
-                    sink(ReadItem::Error(RecordError {
-                        source: position_source(shown, kind, position),
-                        message,
-                    }));
+                let mut items: Vec<ReadItem> = decoded
+                    .errors
+                    .into_iter()
+                    .map(|(position, message)| {
+                        ReadItem::Error(RecordError {
+                            source: position_source(&shown, kind, position),
+                            message,
+                        })
+                    })
+                    .collect();
+                if !decoded.parts.positions.is_empty() {
+                    items.push(ReadItem::Batch(Box::new(EventBatch::new(
+                        Arc::clone(&self.table),
+                        shown,
+                        decoded.parts,
+                        kind,
+                    ))));
                 }
-                if decoded.parts.positions.is_empty() {
-                    return;
-                }
-                sink(ReadItem::Batch(Box::new(EventBatch::new(
-                    Arc::clone(&self.table),
-                    Arc::clone(shown),
-                    decoded.parts,
-                    kind,
-                ))));
+                items
             }
-            Err(e) => sink(ReadItem::Error(RecordError {
+            Err(e) => vec![ReadItem::Error(RecordError {
                 source: shown.to_string(),
                 message: format!("internal error decoding {events} events (likely a bug): {e}"),
-            })),
+            })],
         }
     }
 }
@@ -366,5 +415,55 @@ mod tests {
                 .starts_with("invalid JSON array after element 2: "),
             "{errors:?}"
         );
+    }
+
+    /// Every item as text: a batch as its sources, an error as source and message.
+    fn describe(item: ReadItem) -> String {
+        match item {
+            ReadItem::Batch(b) => (0..b.len()).map(|r| b.source(r)).collect::<Vec<_>>().join(","),
+            ReadItem::Error(e) => format!("error {} {}", e.source, e.message),
+            ReadItem::Fatal(e) => format!("fatal {e}"),
+        }
+    }
+
+    #[test]
+    fn parallel_decoding_keeps_input_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for f in 0..3 {
+            let path = dir.path().join(format!("{f}.jsonl"));
+            let mut file = std::fs::File::create(&path).unwrap();
+            for i in 0..200 {
+                if i % 17 == 0 {
+                    writeln!(file, "not json {i}").unwrap();
+                } else {
+                    writeln!(file, r#"{{"ts":{},"n":{i}}}"#, 1_700_000_000 + i).unwrap();
+                }
+            }
+            inputs.push(crate::logs::Input::File(path));
+        }
+        // Batches of 7 events: dozens of chunks decoding at once.
+        let reader = EventReader::with_read_paths(&table(), &["n".into()]).with_batch_size(7);
+        let mut serial = Vec::new();
+        crate::logs::read_inputs(&reader, inputs.clone(), &mut |item| {
+            serial.push(describe(item));
+            true
+        });
+        let mut parallel = Vec::new();
+        crate::logs::read_inputs_parallel(Arc::new(reader), inputs, 3, &mut |item| {
+            parallel.push(describe(item));
+            true
+        });
+        assert_eq!(serial.len(), 3 * (29 + 12), "29 batches and 12 bad lines per file");
+        assert_eq!(serial, parallel);
+        // A taker that stops early stops the threads (this returns).
+        let mut taken = 0;
+        let reader = EventReader::new(&table()).with_batch_size(7);
+        let inputs = vec![crate::logs::Input::File(dir.path().join("0.jsonl"))];
+        crate::logs::read_inputs_parallel(Arc::new(reader), inputs, 2, &mut |_| {
+            taken += 1;
+            taken < 3
+        });
+        assert_eq!(taken, 3);
     }
 }

@@ -82,7 +82,9 @@ pub(super) fn setup_interpreter(
     )?;
     let mut published = Vec::with_capacity(tables.len());
     for (name, table) in tables {
-        let object = Py::new(py, PyTable::new(py, Arc::clone(table)))?.into_any();
+        let object = PyTable::published(py, Arc::clone(table))?
+            .into_any()
+            .unbind();
         publish(&enrichment, name, object.bind(py))?;
         published.push((name.clone(), object));
     }
