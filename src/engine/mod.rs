@@ -301,7 +301,12 @@ fn read_and_evaluate(
     let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
     let mut progress = Progress::new(progress, inputs.len());
-    let decoders = std::thread::available_parallelism().map_or(1, usize::from);
+    // Python workers keep their cores busy; decoding takes the rest (at
+    // least one thread), as more threads would only hold more batches.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let decoders = cores
+        .saturating_sub(pool.as_ref().map_or(0, WorkerPool::size))
+        .max(1);
     let (receiver, reader_thread) = spawn_reader(reader, inputs, preparer, decoders);
     let mut waiting = std::collections::VecDeque::new();
     let mut seq = 0;

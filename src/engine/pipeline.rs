@@ -26,7 +26,7 @@ pub(super) type Prepared = (ReadItem, Arc<Generation>, Vec<RuleBatch>);
 
 /// Batches waiting between the threads: enough to keep Python busy, few
 /// enough that memory stays bounded.
-const CHANNEL_DEPTH: usize = 4;
+const CHANNEL_DEPTH: usize = 2;
 
 /// The reader thread's state.
 pub(super) struct BatchPreparer {

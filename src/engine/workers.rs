@@ -74,6 +74,11 @@ pub(super) struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// How many worker processes the pool keeps.
+    pub fn size(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Starts `n` workers with `rules` of log table `table` loaded against
     /// `generation`'s tables.
     ///

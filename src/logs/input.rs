@@ -177,7 +177,7 @@ pub fn read_inputs_parallel(
     }
     let decoders = decoders.max(1);
     // Chunks in flight are bounded by this channel's depth.
-    let (framed_tx, framed_rx) = sync_channel::<InOrder>(2 * decoders);
+    let (framed_tx, framed_rx) = sync_channel::<InOrder>(decoders);
     let (jobs_tx, jobs_rx) = channel::<(Undecoded, SyncSender<Vec<ReadItem>>)>();
     let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
     let mut threads: Vec<JoinHandle<()>> = (0..decoders)

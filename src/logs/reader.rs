@@ -132,7 +132,12 @@ impl EventReader {
     }
 
     /// [`EventReader::read_stream`], leaving the chunks undecoded.
-    pub fn frame_stream(&self, shown: &str, input: Box<dyn Read + Send>, sink: &mut dyn FnMut(Framed)) {
+    pub fn frame_stream(
+        &self,
+        shown: &str,
+        input: Box<dyn Read + Send>,
+        sink: &mut dyn FnMut(Framed),
+    ) {
         let shown: Arc<str> = Arc::from(shown);
         let result = decompress(input, &shown)
             .map_err(|e| format!("cannot open: {e}"))
@@ -420,7 +425,10 @@ mod tests {
     /// Every item as text: a batch as its sources, an error as source and message.
     fn describe(item: ReadItem) -> String {
         match item {
-            ReadItem::Batch(b) => (0..b.len()).map(|r| b.source(r)).collect::<Vec<_>>().join(","),
+            ReadItem::Batch(b) => (0..b.len())
+                .map(|r| b.source(r))
+                .collect::<Vec<_>>()
+                .join(","),
             ReadItem::Error(e) => format!("error {} {}", e.source, e.message),
             ReadItem::Fatal(e) => format!("fatal {e}"),
         }
@@ -454,7 +462,11 @@ mod tests {
             parallel.push(describe(item));
             true
         });
-        assert_eq!(serial.len(), 3 * (29 + 12), "29 batches and 12 bad lines per file");
+        assert_eq!(
+            serial.len(),
+            3 * (29 + 12),
+            "29 batches and 12 bad lines per file"
+        );
         assert_eq!(serial, parallel);
         // A taker that stops early stops the threads (this returns).
         let mut taken = 0;

@@ -10,7 +10,12 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
-#[pyclass(frozen, dict, module = "ravenwatch.enrichment", name = "EnrichmentTable")]
+#[pyclass(
+    frozen,
+    dict,
+    module = "ravenwatch.enrichment",
+    name = "EnrichmentTable"
+)]
 pub struct PyTable {
     /// Swapped between batches when a newer snapshot is published (see
     /// [`PyTable::replace`]); detections keep the object they imported.
