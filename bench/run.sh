@@ -72,7 +72,7 @@ for schema in full ts; do
   echo "== the same at 4,000,000 events (memory in input size)"
   headline "project-$schema" 4000000 "$WORKERS" "$schema-4m"
   reference "project-$schema" 4000000 "$schema-python-4m"
-  echo "== decode only (no rules), one core"
+  echo "== decode only (no rules): one core, then a thread per core"
   "$RW" bench decode "$D/project-$schema" "$D/events-$N.jsonl"
 done
 echo "== table.get() from Python (100k-row known_ip_info)"
