@@ -291,3 +291,54 @@ impl RunAlerts {
         self.state.iter().map(|&place| self.text(place))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(rule: &str, dedupe: &str, start: i64, touched: bool, keep: bool) -> Closed {
+        let alert: Alert = serde_json::from_value(serde_json::json!({
+            "id": format!("{rule}/{dedupe}/{start}"), "rule": rule, "title": "t",
+            "severity": "low", "dedupe": dedupe, "activated": true, "match_count": 1,
+            "threshold": 1, "first_match_time": "x", "last_match_time": "x",
+            "window_start": "x", "window_end": "x", "created_at": "x", "context": {},
+            "latest_context": {}, "description": null, "runbook": null, "reference": null,
+            "destinations": [], "tables": [], "false_positives": [], "events": [],
+            "window_start_us": start, "window_end_us": start + 10, "last_match_us": start
+        }))
+        .unwrap();
+        Closed {
+            alert,
+            touched,
+            keep,
+        }
+    }
+
+    #[test]
+    fn alerts_come_back_in_output_order_and_the_state_keeps_the_newest_window_per_key() {
+        let mut spool = AlertSpool::new().unwrap();
+        // Closing order differs from output order.
+        for c in [
+            closed("r", "b", 30, true, true),
+            closed("r", "a", 10, true, false),
+            closed("q", "z", 10, true, true),
+            closed("r", "a", 20, true, true),
+            closed("r", "old", 1, false, true),
+            closed("r", "b", 40, true, true),
+        ] {
+            spool.push(c).unwrap();
+        }
+        let run = spool.finish().unwrap();
+        let ids: Vec<String> = run.iter().map(|a| a.unwrap().id).collect();
+        assert_eq!(
+            ids,
+            ["q/z/10", "r/a/10", "r/a/20", "r/b/30", "r/b/40"],
+            "by first match time, then rule and dedupe; the untouched window is not the run's"
+        );
+        let state: Vec<String> = run
+            .state_texts()
+            .map(|t| serde_json::from_slice::<Alert>(&t.unwrap()).unwrap().id)
+            .collect();
+        assert_eq!(state, ["q/z/10", "r/a/20", "r/b/40", "r/old/1"]);
+    }
+}
