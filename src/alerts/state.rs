@@ -35,7 +35,7 @@ impl Default for AlertState {
 pub enum StateError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{location}: unreadable alert state: {message}")]
+    #[error("{location}: unreadable alert state: {message}. The file was left as it is and nothing ran. Repair it, or move it aside (`mv {location} {location}.unreadable`) and run again: that run starts with no open windows, so pending thresholds and dedupe windows start over (earlier alerts stay in earlier runs' outputs)")]
     Corrupt { location: String, message: String },
     #[error("{location}: the alert state was changed by another run while this one was running; this run's results were not committed (its outputs were removed), run it again")]
     Conflict { location: String },

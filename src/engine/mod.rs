@@ -461,6 +461,14 @@ fn group_alerts(
         .iter()
         .map(|r| (r.name.clone(), RuleSettings::from(r)))
         .collect();
+    // A state written before event times were bounded may carry a
+    // watermark far in the future; it would drop every window.
+    let mut state = state;
+    state.watermark_us = state.watermark_us.min(
+        chrono::Utc::now()
+            .timestamp_micros()
+            .saturating_add(crate::logs::FUTURE_SKEW_US),
+    );
     let grouper = AlertGrouper::new(settings, state, created_at, matches.newest_us());
     let mut alerts = AlertSpool::new().map_err(|e| spool_error(&e))?;
     let (lines, watermark_us) = matches

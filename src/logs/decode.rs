@@ -316,6 +316,12 @@ impl DecodePlan {
     }
 
     fn walk_event(&self, text: &str, spans: &mut RowSpans<'_>) -> Result<(), String> {
+        if nested_deeper_than(text.as_bytes(), MAX_NESTING) {
+            return Err(format!(
+                "nested deeper than {MAX_NESTING} levels of objects and arrays; such events are \
+                 refused, so that the alerts and state that keep them always read back"
+            ));
+        }
         let first = text.bytes().find(|b| !b.is_ascii_whitespace());
         if first != Some(b'{') {
             return Err(match serde_json::from_str::<Value>(text) {
@@ -374,18 +380,33 @@ impl DecodePlan {
             return vec![0; failures.len()];
         };
         let times = column.as_primitive::<TimestampMicrosecondType>();
+        let latest = latest_event_time_us();
         (0..times.len())
             .map(|row| {
-                if times.is_null(row) {
-                    if failures[row].is_none() {
-                        failures[row] = Some(format!(
-                            "missing event time field `{}`",
-                            self.timestamp_path
-                        ));
-                    }
-                    0
+                let problem = if times.is_null(row) {
+                    Some(format!("missing event time field `{}`", self.timestamp_path))
                 } else {
-                    times.value(row)
+                    let t = times.value(row);
+                    (!(0..=latest).contains(&t)).then(|| {
+                        format!(
+                            "event time field `{}` is {}, outside the accepted range \
+                             1970-01-01T00:00:00Z to a day after now ({}); numbers are read as \
+                             seconds, milliseconds, microseconds or nanoseconds since 1970 by \
+                             their size",
+                            self.timestamp_path,
+                            crate::schema::micros_to_rfc3339(t),
+                            crate::schema::micros_to_rfc3339(latest)
+                        )
+                    })
+                };
+                match problem {
+                    Some(message) => {
+                        if failures[row].is_none() {
+                            failures[row] = Some(message);
+                        }
+                        0
+                    }
+                    None => times.value(row),
                 }
             })
             .collect()
@@ -928,6 +949,53 @@ fn drop_failed(mut parts: BatchParts, failures: Vec<Option<String>>) -> Decoded 
     Decoded { parts, errors }
 }
 
+/// How far past the clock an event time may be (clock skew between log
+/// sources and this machine). Later times are refused: a single event
+/// dated 2099 would otherwise move the watermark past every open window.
+pub const FUTURE_SKEW_US: i64 = 24 * 3600 * 1_000_000;
+
+/// The latest event time accepted now.
+fn latest_event_time_us() -> i64 {
+    chrono::Utc::now()
+        .timestamp_micros()
+        .saturating_add(FUTURE_SKEW_US)
+}
+
+/// The deepest nesting of objects and arrays an event may have. Alerts keep
+/// events inside the state document (four levels down), and JSON readers
+/// refuse documents past 128 levels.
+pub const MAX_NESTING: usize = 64;
+
+/// Whether the JSON text nests objects and arrays deeper than `max` (a
+/// byte scan that skips strings; malformed text is left to the parser).
+fn nested_deeper_than(text: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1071,5 +1139,14 @@ mod tests {
         let p = plan(&["ts", "source.ip", "source", "x"]);
         let paths: Vec<&str> = p.read_paths().iter().map(|s| s.as_ref()).collect();
         assert_eq!(paths, vec!["x"]);
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(!nested_deeper_than(deep(64).as_bytes(), 64));
+        assert!(nested_deeper_than(deep(65).as_bytes(), 64));
+        let quoted = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(100), "{".repeat(100));
+        assert!(!nested_deeper_than(quoted.as_bytes(), 64));
     }
 }

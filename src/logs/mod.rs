@@ -13,7 +13,7 @@ mod input;
 mod reader;
 
 pub use batch::{BatchParts, EventBatch, PositionKind, ReadColumn, ReadColumns};
-pub use decode::DecodePlan;
+pub use decode::{DecodePlan, FUTURE_SKEW_US, MAX_NESTING};
 pub use input::{
     expand_inputs, frame_inputs, read_inputs, read_inputs_parallel, Input, PREFETCH, STREAM_ABOVE,
 };

@@ -9,6 +9,7 @@ mod config_errors;
 mod delivery;
 mod enrichment;
 mod geo;
+mod hostile;
 mod http;
 mod python;
 mod run;

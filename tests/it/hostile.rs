@@ -1,0 +1,153 @@
+//! Hostile input, hostile rules and interrupted runs: each case is one way
+//! an attacker or an unlucky operator broke a run before.
+
+use crate::{read_jsonl, Project};
+use std::path::Path;
+
+/// The example project with only the `probe` rule (matches events that
+/// have a `probe` field).
+fn probe_project() -> Project {
+    let p = Project::with("hostile");
+    p.only_detections(&["probe"]);
+    p
+}
+
+fn write(p: &Project, name: &str, text: &str) -> String {
+    let path = p.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    name.to_string()
+}
+
+fn run_on(p: &Project, input: &str, out: &str) -> crate::Output {
+    p.run(&["run", "--input", input, "--output", out])
+}
+
+#[test]
+fn a_deeply_nested_line_is_refused_and_later_runs_still_read_the_state() {
+    let p = probe_project();
+    let deep = format!(
+        r#"{{"ts":"2024-05-01T00:00:00Z","probe":1,"x":{}1{}}}"#,
+        "[".repeat(124),
+        "]".repeat(124)
+    );
+    let good = r#"{"ts":"2024-05-01T00:01:00Z","probe":2,"x":[[1]]}"#;
+    let input = write(&p, "deep.jsonl", &format!("{deep}\n{good}\n"));
+    let out = run_on(&p, &input, "out/1");
+    assert_eq!(out.code, 3, "{out:?}");
+    let errors = read_jsonl(&p.path().join("out/1/errors.jsonl"));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["source"], "deep.jsonl:1");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("nested deeper than 64 levels"),
+        "{errors:?}"
+    );
+    assert_eq!(read_jsonl(&p.path().join("out/1/alerts.jsonl")).len(), 1);
+    // The next run reads the state the first one left.
+    let again = run_on(&p, &write(&p, "good.jsonl", good), "out/2");
+    assert_eq!(again.code, 0, "{again:?}");
+}
+
+#[test]
+fn an_unreadable_state_is_kept_and_the_message_says_how_to_recover() {
+    let p = probe_project();
+    let input = write(
+        &p,
+        "one.jsonl",
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":1}\n",
+    );
+    assert_eq!(run_on(&p, &input, "out/1").code, 0);
+    let state = p.path().join(".ravenwatch/state/alerts.json");
+    std::fs::write(&state, "{\"format\":1,\"watermark_us\":").unwrap();
+    let out = run_on(&p, &input, "out/2");
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("state/alerts.json: unreadable alert state"), "{out:?}");
+    assert!(out.stderr.contains(".unreadable`) and run again"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{\"format\":1,\"watermark_us\":"
+    );
+    assert!(!Path::new(&p.path().join("out/2/summary.json")).exists());
+}
+
+#[test]
+fn a_future_dated_event_is_refused_and_keeps_open_windows() {
+    let p = probe_project();
+    // Two matches 10 minutes apart, threshold 2 within the default hour:
+    // the second run's match must still join the first run's window.
+    std::fs::write(
+        p.path().join("detections/probe/detection.yml"),
+        "name: probe\nenabled: true\ntables: [events]\nalert:\n  severity: high\n  threshold: 2\n",
+    )
+    .unwrap();
+    let first = write(
+        &p,
+        "first.jsonl",
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":\"k\"}\n{\"ts\":\"2099-01-01T00:00:00Z\",\"probe\":\"k\"}\n{\"ts\":1e20,\"probe\":\"k\"}\n",
+    );
+    let out = run_on(&p, &first, "out/1");
+    assert_eq!(out.code, 3, "{out:?}");
+    let errors = read_jsonl(&p.path().join("out/1/errors.jsonl"));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for (e, line) in errors.iter().zip(["first.jsonl:2", "first.jsonl:3"]) {
+        assert_eq!(e["source"], line);
+        assert!(
+            e["error"].as_str().unwrap().contains("outside the accepted range"),
+            "{e}"
+        );
+    }
+    let second = write(
+        &p,
+        "second.jsonl",
+        "{\"ts\":\"2024-05-01T00:10:00Z\",\"probe\":\"k\"}\n",
+    );
+    assert_eq!(run_on(&p, &second, "out/2").code, 0);
+    let alerts = read_jsonl(&p.path().join("out/2/alerts.jsonl"));
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["match_count"], 2);
+    assert_eq!(alerts[0]["activated"], true);
+}
+
+#[test]
+fn a_truncated_gzip_file_delivers_every_event_before_the_break() {
+    use std::io::Write;
+    let p = probe_project();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..10_000 {
+        // Distinct-looking lines so the stream does not compress to nothing.
+        writeln!(
+            gz,
+            "{{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":{i},\"pad\":\"{:x}\"}}",
+            i * 7919
+        )
+        .unwrap();
+    }
+    let bytes = gz.finish().unwrap();
+    std::fs::write(p.path().join("cut.jsonl.gz"), &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let out = run_on(&p, "cut.jsonl.gz", "out/1");
+    assert_eq!(out.code, 3, "{out:?}");
+    let errors = read_jsonl(&p.path().join("out/1/errors.jsonl"));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("out/1/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let events = summary["events"].as_u64().unwrap();
+    let matches = read_jsonl(&p.path().join("out/1/matches.jsonl")).len() as u64;
+    assert_eq!(matches, events, "every decoded event matched");
+    let stream = errors
+        .iter()
+        .find(|e| e["error"].as_str().unwrap().contains("read failed after line"))
+        .unwrap_or_else(|| panic!("{errors:?}"));
+    let line: u64 = stream["error"].as_str().unwrap()["read failed after line ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Every complete line before the break was read; at most the cut
+    // line itself is reported separately.
+    assert!(events > 5000, "{events}");
+    assert_eq!(events + (errors.len() as u64 - 1), line, "{errors:?}");
+}
