@@ -11,7 +11,7 @@ use crate::files::{display_path, format_of, open_decompressed};
 use crate::schema::{coerce_object, row_to_json, rows_to_batch, Leniency};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// Stop collecting after this many bad rows; the count still covers all.
@@ -171,6 +171,18 @@ pub fn load_named(
     };
     for (path, shown) in files {
         let shown = shown.clone();
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            c.error(
+                &shown,
+                Location::File,
+                None,
+                "the file is empty (0 bytes), as an interrupted export leaves it; the previous \
+                 snapshot is kept. For a table with no rows, give a CSV with only its header or \
+                 a JSON file holding []"
+                    .into(),
+            );
+            continue;
+        }
         let result = match format_of(path).as_str() {
             "jsonl" | "ndjson" | "json" => read_json(&mut c, path, &shown),
             "csv" => read_csv(&mut c, path, &shown),
@@ -321,6 +333,26 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Counts the quote characters read through it: in well-formed CSV they
+/// pair up (an escaped quote is doubled), so an odd count at the end means
+/// a quoted field was never closed and swallowed the rest of the file.
+struct QuoteCounter<R> {
+    inner: R,
+    quotes: u64,
+}
+
+impl<R: Read> Read for QuoteCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.quotes += buf[..n].iter().filter(|&&b| b == b'"').count() as u64;
+        Ok(n)
+    }
+}
+
+/// A record whose quoted fields run over more lines than this is reported:
+/// fields may hold newlines, but this many is an unclosed quote.
+const MAX_RECORD_LINES: u64 = 100;
+
 fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), String> {
     let reader = open_decompressed(path).map_err(|e| format!("cannot open: {e}"))?;
     let options = &c.def.source;
@@ -328,7 +360,10 @@ fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Strin
         .has_headers(options.has_header)
         .comment(options.comment)
         .flexible(options.columns.is_some())
-        .from_reader(reader);
+        .from_reader(QuoteCounter {
+            inner: reader,
+            quotes: 0,
+        });
     let source_headers: Vec<String> = match &options.columns {
         Some(columns) => {
             if options.has_header {
@@ -365,21 +400,36 @@ fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Strin
     let leniency = Leniency::Text {
         list_delimiter: c.def.list_delimiter,
     };
-    for record in csv.records() {
-        let record = match record {
-            Ok(r) => r,
+    let mut last_start = 0;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match csv.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
+                last_start = line;
                 c.error(
                     shown,
                     Location::Line(line),
                     None,
                     format!("malformed CSV: {e}"),
                 );
+                if e.is_io_error() {
+                    return Ok(());
+                }
                 continue;
             }
-        };
+        }
         let line = record.position().map(|p| p.line()).unwrap_or(0);
+        last_start = line;
+        let spans = csv.position().line().saturating_sub(line);
+        if spans > MAX_RECORD_LINES {
+            return Err(format!(
+                "line {line}: a quoted field runs over {spans} lines; is a quote left unclosed? \
+                 (fields may hold newlines, but not more than {MAX_RECORD_LINES} lines)"
+            ));
+        }
         let mut row = Map::with_capacity(headers.len());
         for ((header, cell), keep) in headers.iter().zip(record.iter()).zip(&declared) {
             if *keep {
@@ -387,6 +437,11 @@ fn read_csv(c: &mut Collector<'_>, path: &Path, shown: &str) -> Result<(), Strin
             }
         }
         c.push(shown, Location::Line(line), row, leniency);
+    }
+    if csv.get_ref().quotes % 2 == 1 {
+        return Err(format!(
+            "line {last_start}: a quoted field is never closed, so it runs to the end of the file"
+        ));
     }
     Ok(())
 }

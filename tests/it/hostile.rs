@@ -151,3 +151,42 @@ fn a_truncated_gzip_file_delivers_every_event_before_the_break() {
     assert!(events > 5000, "{events}");
     assert_eq!(events + (errors.len() as u64 - 1), line, "{errors:?}");
 }
+
+/// Syncs, breaks `aws_account_info`'s data file with `data`, syncs again:
+/// the second sync's stderr (it must fail and keep the snapshot).
+fn resync_with(data: &[u8]) -> String {
+    let p = Project::example();
+    assert_eq!(p.run(&["enrichment", "sync"]).code, 0);
+    let current = p
+        .path()
+        .join(".ravenwatch/enrichment/aws_account_info/current.json");
+    let before = std::fs::read_to_string(&current).unwrap();
+    std::fs::write(p.path().join("enrichment/aws_account_info/data.csv"), data).unwrap();
+    let out = p.run(&["enrichment", "sync", "aws_account_info"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(std::fs::read_to_string(&current).unwrap(), before);
+    out.stderr
+}
+
+#[test]
+fn an_unclosed_csv_quote_fails_the_sync_and_keeps_the_snapshot() {
+    let good = std::fs::read_to_string(crate::repo().join("enrichment/aws_account_info/data.csv"))
+        .unwrap();
+    let mut lines: Vec<String> = good.lines().map(String::from).collect();
+    // Open a quote in the second data row's first cell and never close it.
+    lines[2] = format!("\"{}", lines[2]);
+    let stderr = resync_with(lines.join("\n").as_bytes());
+    assert!(
+        stderr.contains("enrichment/aws_account_info/data.csv: line 3: a quoted field is never closed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_empty_data_file_does_not_replace_a_populated_table() {
+    let stderr = resync_with(b"");
+    assert!(
+        stderr.contains("enrichment/aws_account_info/data.csv: the file is empty (0 bytes)"),
+        "{stderr}"
+    );
+}
