@@ -165,68 +165,135 @@ pub fn merge_json_into_dict(
 }
 
 const MAX_DEPTH: usize = 64;
+/// Values converted for one result at most: past this, the rest is left
+/// out (a structure sharing one list many times grows fast).
+const MAX_NODES: usize = 100_000;
+
+/// What [`py_to_json`] had to leave out.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Conversion {
+    /// A container held itself (directly or through others).
+    pub cycle: bool,
+    /// Nesting deeper than 64 levels.
+    pub too_deep: bool,
+    /// More than 100,000 values.
+    pub too_many: bool,
+}
+
+impl Conversion {
+    /// Why the result is not the whole value, if it is not.
+    pub fn problem(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.cycle {
+            parts.push("it contains itself (a cycle), shown as \"<cycle>\"".to_string());
+        }
+        if self.too_deep {
+            parts.push(format!(
+                "it nests deeper than {MAX_DEPTH} levels, shown as \"<nested too deeply>\""
+            ));
+        }
+        if self.too_many {
+            parts.push(format!(
+                "it holds more than {MAX_NODES} values, the rest shown as \"<truncated>\""
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
 
 /// A Python value as JSON, for alert context: dicts, lists, tuples and sets
 /// map structurally; datetimes and dates become ISO 8601 text; anything else
-/// becomes its `str()`.
-pub fn py_to_json(value: &Bound<'_, PyAny>) -> Value {
-    py_to_json_depth(value, 0)
+/// becomes its `str()`. Cycles, depth and size are bounded; what was left
+/// out is in the returned [`Conversion`].
+pub fn py_to_json(value: &Bound<'_, PyAny>) -> (Value, Conversion) {
+    let mut converter = Converter {
+        path: Vec::new(),
+        nodes: 0,
+        report: Conversion::default(),
+    };
+    let json = converter.convert(value, 0);
+    (json, converter.report)
 }
 
-fn py_to_json_depth(value: &Bound<'_, PyAny>, depth: usize) -> Value {
-    if depth > MAX_DEPTH {
-        return Value::String("<nested too deeply>".into());
-    }
-    if value.is_none() {
-        return Value::Null;
-    }
-    if let Ok(b) = value.cast::<PyBool>() {
-        return Value::Bool(b.is_true());
-    }
-    if value.is_instance_of::<PyInt>() {
-        if let Ok(i) = value.extract::<i64>() {
-            return Value::Number(i.into());
+struct Converter {
+    /// The containers being converted, outermost first (their addresses).
+    path: Vec<usize>,
+    nodes: usize,
+    report: Conversion,
+}
+
+impl Converter {
+    fn convert(&mut self, value: &Bound<'_, PyAny>, depth: usize) -> Value {
+        if depth > MAX_DEPTH {
+            self.report.too_deep = true;
+            return Value::String("<nested too deeply>".into());
         }
-        return Value::String(value.to_string());
-    }
-    if let Ok(f) = value.cast::<PyFloat>() {
-        return serde_json::Number::from_f64(f.value())
-            .map(Value::Number)
-            .unwrap_or(Value::Null);
-    }
-    if let Ok(s) = value.cast::<PyString>() {
-        return Value::String(s.to_string_lossy().into_owned());
-    }
-    if let Ok(d) = value.cast::<PyDict>() {
-        let mut map = Map::with_capacity(d.len());
-        for (k, v) in d.iter() {
-            let key = match k.cast::<PyString>() {
-                Ok(s) => s.to_string_lossy().into_owned(),
-                Err(_) => k.to_string(),
-            };
-            map.insert(key, py_to_json_depth(&v, depth + 1));
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            self.report.too_many = true;
+            return Value::String("<truncated>".into());
         }
-        return Value::Object(map);
+        if value.is_none() {
+            return Value::Null;
+        }
+        if let Ok(b) = value.cast::<PyBool>() {
+            return Value::Bool(b.is_true());
+        }
+        if value.is_instance_of::<PyInt>() {
+            if let Ok(i) = value.extract::<i64>() {
+                return Value::Number(i.into());
+            }
+            return Value::String(value.to_string());
+        }
+        if let Ok(f) = value.cast::<PyFloat>() {
+            return serde_json::Number::from_f64(f.value())
+                .map(Value::Number)
+                .unwrap_or(Value::Null);
+        }
+        if let Ok(s) = value.cast::<PyString>() {
+            return Value::String(s.to_string_lossy().into_owned());
+        }
+        let container = value.is_instance_of::<PyDict>()
+            || value.is_instance_of::<PyList>()
+            || value.is_instance_of::<PyTuple>()
+            || value.is_instance_of::<PySet>();
+        if container {
+            let address = value.as_ptr() as usize;
+            if self.path.contains(&address) {
+                self.report.cycle = true;
+                return Value::String("<cycle>".into());
+            }
+            self.path.push(address);
+            let json = self.container(value, depth);
+            self.path.pop();
+            return json;
+        }
+        if let Ok(iso) = value.call_method0("isoformat") {
+            if let Ok(s) = iso.extract::<String>() {
+                return Value::String(s);
+            }
+        }
+        if let Ok(to_dict) = value.call_method0("to_dict") {
+            return self.convert(&to_dict, depth + 1);
+        }
+        Value::String(value.to_string())
     }
-    if value.is_instance_of::<PyList>()
-        || value.is_instance_of::<PyTuple>()
-        || value.is_instance_of::<PySet>()
-    {
-        if let Ok(iter) = value.try_iter() {
-            return Value::Array(
-                iter.flatten()
-                    .map(|v| py_to_json_depth(&v, depth + 1))
-                    .collect(),
-            );
+
+    fn container(&mut self, value: &Bound<'_, PyAny>, depth: usize) -> Value {
+        if let Ok(d) = value.cast::<PyDict>() {
+            let mut map = Map::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                let key = match k.cast::<PyString>() {
+                    Ok(s) => s.to_string_lossy().into_owned(),
+                    Err(_) => k.to_string(),
+                };
+                map.insert(key, self.convert(&v, depth + 1));
+            }
+            return Value::Object(map);
+        }
+        match value.try_iter() {
+            Ok(iter) => Value::Array(iter.flatten().map(|v| self.convert(&v, depth + 1)).collect()),
+            Err(_) => Value::String(value.to_string()),
         }
     }
-    if let Ok(iso) = value.call_method0("isoformat") {
-        if let Ok(s) = iso.extract::<String>() {
-            return Value::String(s);
-        }
-    }
-    if let Ok(to_dict) = value.call_method0("to_dict") {
-        return py_to_json_depth(&to_dict, depth + 1);
-    }
-    Value::String(value.to_string())
 }

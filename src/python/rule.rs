@@ -80,23 +80,50 @@ impl OptionalFn {
                 type_name(value)
             ))
         };
+        // Text over the bound is kept truncated, and the error says so.
+        let bounded = |slot: &mut Option<String>, value: &Bound<'_, PyAny>| {
+            let (kept, cut) = bound_text(text(value)?);
+            *slot = Some(kept);
+            match cut {
+                0 => Ok(()),
+                n => Err(format!(
+                    "{function}() returned {} bytes, over the limit of {MAX_TEXT_BYTES}; kept the first {MAX_TEXT_BYTES} bytes ({n} left out)",
+                    n + MAX_TEXT_BYTES
+                )),
+            }
+        };
         match self {
-            Self::AlertContext => match convert::py_to_json(value) {
-                serde_json::Value::Object(map) if value.is_instance_of::<PyDict>() => {
-                    out.context = Some(map)
-                }
-                _ => {
+            Self::AlertContext => {
+                if !value.is_instance_of::<PyDict>() {
                     return Err(format!(
                         "alert_context() must return a dict, got {}",
                         type_name(value)
-                    ))
+                    ));
                 }
-            },
-            Self::Title => out.title = Some(text(value)?),
-            Self::Dedupe => out.dedupe = Some(text(value)?),
-            Self::Description => out.description = Some(text(value)?),
-            Self::Runbook => out.runbook = Some(text(value)?),
-            Self::Reference => out.reference = Some(text(value)?),
+                let (json, conversion) = convert::py_to_json(value);
+                let serde_json::Value::Object(map) = json else {
+                    return Err("alert_context() must return a dict".into());
+                };
+                let (map, size) = bound_context(map);
+                out.context = Some(map);
+                let mut problems: Vec<String> = conversion.problem().into_iter().collect();
+                if let Some(size) = size {
+                    problems.push(format!(
+                        "it is {size} bytes as JSON, over the limit of {MAX_CONTEXT_BYTES}; the keys past the limit are left out (see `_truncated`)"
+                    ));
+                }
+                if !problems.is_empty() {
+                    return Err(format!(
+                        "alert_context() was stored in part: {}",
+                        problems.join("; ")
+                    ));
+                }
+            }
+            Self::Title => bounded(&mut out.title, value)?,
+            Self::Dedupe => bounded(&mut out.dedupe, value)?,
+            Self::Description => bounded(&mut out.description, value)?,
+            Self::Runbook => bounded(&mut out.runbook, value)?,
+            Self::Reference => bounded(&mut out.reference, value)?,
             Self::Severity => {
                 let s = value
                     .cast::<PyString>()
@@ -127,6 +154,59 @@ impl OptionalFn {
         }
         Ok(())
     }
+}
+
+/// The most a title, dedupe key, description, runbook or reference keeps.
+pub const MAX_TEXT_BYTES: usize = 8 * 1024;
+/// The most an alert context keeps, as JSON.
+pub const MAX_CONTEXT_BYTES: usize = 256 * 1024;
+
+/// `text` cut to [`MAX_TEXT_BYTES`] (on a character boundary, with a
+/// marker), and how many bytes were left out.
+fn bound_text(mut text: String) -> (String, usize) {
+    if text.len() <= MAX_TEXT_BYTES {
+        return (text, 0);
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str("…[truncated]");
+    (text, cut)
+}
+
+/// The context's keys, in order, while they fit in [`MAX_CONTEXT_BYTES`];
+/// the rest are replaced by a `_truncated` note. Also the full size when
+/// it did not fit.
+fn bound_context(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> (serde_json::Map<String, serde_json::Value>, Option<usize>) {
+    let sizes: Vec<usize> = map
+        .iter()
+        .map(|(k, v)| k.len() + serde_json::to_string(v).map_or(0, |t| t.len()) + 4)
+        .collect();
+    let total: usize = sizes.iter().sum::<usize>() + 2;
+    if total <= MAX_CONTEXT_BYTES {
+        return (map, None);
+    }
+    let keys = map.len();
+    let mut used = 2;
+    let mut kept = serde_json::Map::new();
+    for ((k, v), size) in map.into_iter().zip(sizes) {
+        if used + size > MAX_CONTEXT_BYTES - 256 {
+            break;
+        }
+        used += size;
+        kept.insert(k, v);
+    }
+    let note = format!(
+        "{} of {keys} keys left out: the context was {total} bytes as JSON, over the limit of {MAX_CONTEXT_BYTES}",
+        keys - kept.len()
+    );
+    kept.insert("_truncated".into(), serde_json::Value::String(note));
+    (kept, Some(total))
 }
 
 pub(super) fn load_rule<'py>(

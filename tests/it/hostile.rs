@@ -190,3 +190,37 @@ fn an_empty_data_file_does_not_replace_a_populated_table() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_cyclic_context_and_a_huge_title_are_stored_bounded_with_errors() {
+    let p = Project::with("hostile_returns");
+    p.only_detections(&["returns"]);
+    let input = write(
+        &p,
+        "one.jsonl",
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":1}\n",
+    );
+    let out = run_on(&p, &input, "out/1");
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stdout.len() < 20_000, "the title is printed bounded");
+    let alerts = read_jsonl(&p.path().join("out/1/alerts.jsonl"));
+    assert_eq!(alerts.len(), 1);
+    let title = alerts[0]["title"].as_str().unwrap();
+    assert!(title.len() < 9 * 1024 && title.ends_with("…[truncated]"), "{}", title.len());
+    assert_eq!(
+        alerts[0]["context"],
+        serde_json::json!({"ip": "10.0.0.1", "a": "<cycle>", "b": "<cycle>"})
+    );
+    let errors: Vec<String> = read_jsonl(&p.path().join("out/1/errors.jsonl"))
+        .iter()
+        .map(|e| format!("{} {}", e["function"].as_str().unwrap(), e["error"].as_str().unwrap()))
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().any(|e| e.starts_with("title title() returned 20971520 bytes")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("alert_context alert_context() was stored in part: it contains itself")),
+        "{errors:?}"
+    );
+}
