@@ -25,6 +25,8 @@ pub struct RawProject {
     pub destinations: Option<std::collections::BTreeMap<String, serde_yaml::Value>>,
     /// Delivery behaviour: default destinations, retries, timeouts.
     pub delivery: Option<RawDelivery>,
+    /// The longest one Python rule call may run (seconds).
+    pub rule_timeout_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -58,6 +60,8 @@ pub struct ProjectSettings {
     pub aws: crate::storage::AwsSettings,
     /// `destinations:` and `delivery:`.
     pub delivery: DeliverySettings,
+    /// The longest one Python rule call may run before it is stopped.
+    pub rule_timeout: std::time::Duration,
 }
 
 impl Project {
@@ -164,6 +168,22 @@ pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSet
         (RawProject::default(), String::new())
     };
     let delivery = destinations::validate(raw.destinations, raw.delivery, &file, &source, errors);
+    let rule_timeout = match raw.rule_timeout_seconds {
+        None => DEFAULT_RULE_TIMEOUT,
+        Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+            std::time::Duration::from_secs_f64(s)
+        }
+        Some(s) => {
+            errors.push(
+                ConfigError::new(
+                    &file,
+                    format!("rule_timeout_seconds must be a number of seconds above 0 and at most 86400, got {s}"),
+                )
+                .at(super::locate::locate_key(&source, "rule_timeout_seconds")),
+            );
+            DEFAULT_RULE_TIMEOUT
+        }
+    };
     let name = raw.name.unwrap_or_else(|| {
         root.canonicalize()
             .ok()
@@ -185,5 +205,9 @@ pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSet
             })
             .unwrap_or_default(),
         delivery,
+        rule_timeout,
     }
 }
+
+/// How long one Python rule call may run unless `rule_timeout_seconds` says.
+pub const DEFAULT_RULE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

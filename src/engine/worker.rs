@@ -163,7 +163,8 @@ fn switch_tables(
         None => {
             let defs: Vec<&DetectionDef> = loaded.rules.iter().collect();
             match PythonRuntime::new(&project.detection_lib_dir(), &loaded.tables, &defs) {
-                Ok(runtime) => {
+                Ok(mut runtime) => {
+                    runtime.set_time_budget(project.settings.rule_timeout);
                     loaded.runtime = Some(runtime);
                     FromWorker::Ready
                 }

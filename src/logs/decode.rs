@@ -384,7 +384,10 @@ impl DecodePlan {
         (0..times.len())
             .map(|row| {
                 let problem = if times.is_null(row) {
-                    Some(format!("missing event time field `{}`", self.timestamp_path))
+                    Some(format!(
+                        "missing event time field `{}`",
+                        self.timestamp_path
+                    ))
                 } else {
                     let t = times.value(row);
                     (!(0..=latest).contains(&t)).then(|| {

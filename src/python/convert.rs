@@ -292,7 +292,11 @@ impl Converter {
             return Value::Object(map);
         }
         match value.try_iter() {
-            Ok(iter) => Value::Array(iter.flatten().map(|v| self.convert(&v, depth + 1)).collect()),
+            Ok(iter) => Value::Array(
+                iter.flatten()
+                    .map(|v| self.convert(&v, depth + 1))
+                    .collect(),
+            ),
             Err(_) => Value::String(value.to_string()),
         }
     }

@@ -104,3 +104,22 @@ def error_line(e, tb, filename):
         if frame.filename == filename:
             line = frame.lineno
     return line
+
+
+class RuleTimeout(BaseException):
+    """Raised inside a rule call that outlasted its time budget."""
+
+
+def _on_budget(signum, frame):
+    raise RuleTimeout()
+
+
+def install_budget_handler():
+    import signal
+    signal.signal(signal.SIGUSR1, _on_budget)
+
+
+def stop_main():
+    """Called by the budget's watchdog thread: stop the main thread's call."""
+    import signal, threading
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)

@@ -8,6 +8,7 @@
 //! come back as [`crate::outcome::RuleOutcome::Error`] or
 //! [`crate::outcome::FunctionError`] values with a formatted traceback.
 
+mod budget;
 mod check;
 mod convert;
 mod error;

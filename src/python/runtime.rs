@@ -30,6 +30,8 @@ pub struct PythonRuntime {
     lib_dir: PathBuf,
     /// The rule of the current test case (see [`PythonRuntime::load_case`]).
     case_rule: Option<LoadedRule>,
+    names: Vec<String>,
+    budget: Option<super::budget::Budget>,
 }
 
 impl PythonRuntime {
@@ -52,6 +54,7 @@ impl PythonRuntime {
                 .unbind();
             let mut loaded = Vec::new();
             let mut errors = Vec::new();
+            let names = rules.iter().map(|d| d.name.clone()).collect();
             for def in rules {
                 match load_rule(py, helpers_bound, def) {
                     Ok((rule, _)) => loaded.push(rule),
@@ -67,11 +70,23 @@ impl PythonRuntime {
                     published: interpreter.published,
                     lib_dir: lib_dir.to_path_buf(),
                     case_rule: None,
+                    names,
+                    budget: None,
                 })
             } else {
                 Err(PythonError::Load(errors))
             }
         })
+    }
+
+    /// Stops any one rule call that runs longer than `limit` (see
+    /// `budget`); the call's error says so and the rule goes on with the
+    /// next event. Only on the interpreter's main thread; elsewhere calls
+    /// run unbounded.
+    pub fn set_time_budget(&mut self, limit: std::time::Duration) {
+        self.budget = Python::attach(|py| {
+            super::budget::Budget::start(self.helpers.bind(py).as_any(), limit, self.names.clone())
+        });
     }
 
     /// Runs rule number `rule` (in the order given to [`PythonRuntime::new`])
@@ -84,7 +99,7 @@ impl PythonRuntime {
         rows: Option<&[u32]>,
         calls: &mut u64,
     ) -> Vec<RuleOutcome> {
-        self.evaluate_loaded(&self.rules[rule], batch, rows, calls)
+        self.evaluate_loaded(rule, &self.rules[rule], batch, rows, calls)
     }
 
     /// Switches the published tables to the snapshots in `tables` (a newer
@@ -174,13 +189,41 @@ impl PythonRuntime {
     /// Runs the rule loaded by [`PythonRuntime::load_case`] over `batch`.
     pub fn evaluate_case(&self, batch: &Arc<EventBatch>, calls: &mut u64) -> Vec<RuleOutcome> {
         match &self.case_rule {
-            Some(loaded) => self.evaluate_loaded(loaded, batch, None, calls),
+            Some(loaded) => self.evaluate_loaded(usize::MAX, loaded, batch, None, calls),
             None => Vec::new(),
         }
     }
 
+    /// Calls `f` under the time budget, if any: a call the watchdog stopped
+    /// is an error saying so.
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        rule: usize,
+        function: &str,
+        f: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+    ) -> Result<Bound<'py, PyAny>, String> {
+        let Some(budget) = &self.budget else {
+            return f().map_err(|e| self.format(py, &e));
+        };
+        budget.enter(rule);
+        let result = f();
+        let stopped = budget.leave();
+        result.map_err(|e| {
+            if stopped {
+                format!(
+                    "{function}() ran past its time budget of {}s and was stopped; the rule skipped this event (rule_timeout_seconds in ravenwatch.yml)",
+                    budget.limit.as_secs_f64()
+                )
+            } else {
+                self.format(py, &e)
+            }
+        })
+    }
+
     fn evaluate_loaded(
         &self,
+        index: usize,
         loaded: &LoadedRule,
         batch: &Arc<EventBatch>,
         rows: Option<&[u32]>,
@@ -206,16 +249,15 @@ impl PythonRuntime {
                     }
                 };
                 *calls += 1;
-                let matched = detect.call1((&record,)).and_then(|v| v.is_truthy());
+                let matched = self
+                    .call(py, index, "detect", || detect.call1((&record,)))
+                    .and_then(|v| v.is_truthy().map_err(|e| self.format(py, &e)));
                 match matched {
                     Ok(false) => {}
                     Ok(true) => out.push(RuleOutcome::Match(Box::new(
-                        self.after_match(py, loaded, &record, row, calls),
+                        self.after_match(py, index, loaded, &record, row, calls),
                     ))),
-                    Err(e) => out.push(RuleOutcome::Error {
-                        row,
-                        message: self.format(py, &e),
-                    }),
+                    Err(message) => out.push(RuleOutcome::Error { row, message }),
                 }
             }
             out
@@ -229,6 +271,7 @@ impl PythonRuntime {
     fn after_match(
         &self,
         py: Python<'_>,
+        index: usize,
         loaded: &LoadedRule,
         record: &Bound<'_, PyAny>,
         row: usize,
@@ -241,12 +284,14 @@ impl PythonRuntime {
         for (function, callable) in &loaded.optional {
             let function = *function;
             *calls += 1;
-            let value = match callable.bind(py).call1((record,)) {
+            let value = match self.call(py, index, function.name(), || {
+                callable.bind(py).call1((record,))
+            }) {
                 Ok(v) => v,
-                Err(e) => {
+                Err(message) => {
                     out.errors.push(FunctionError {
                         function: function.name().into(),
-                        message: self.format(py, &e),
+                        message,
                     });
                     continue;
                 }

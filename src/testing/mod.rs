@@ -180,6 +180,7 @@ pub fn run_tests(
         }
     }
     let mut runtime = PythonRuntime::new(&project.detection_lib_dir(), &tables, &[])?;
+    runtime.set_time_budget(project.settings.rule_timeout);
     let sql_runtime = sql_runtime().map_err(TestError::Usage)?;
     let mut engines = Engines {
         python: &mut runtime,

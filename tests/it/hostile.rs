@@ -63,8 +63,15 @@ fn an_unreadable_state_is_kept_and_the_message_says_how_to_recover() {
     std::fs::write(&state, "{\"format\":1,\"watermark_us\":").unwrap();
     let out = run_on(&p, &input, "out/2");
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("state/alerts.json: unreadable alert state"), "{out:?}");
-    assert!(out.stderr.contains(".unreadable`) and run again"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("state/alerts.json: unreadable alert state"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(".unreadable`) and run again"),
+        "{out:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(&state).unwrap(),
         "{\"format\":1,\"watermark_us\":"
@@ -94,7 +101,10 @@ fn a_future_dated_event_is_refused_and_keeps_open_windows() {
     for (e, line) in errors.iter().zip(["first.jsonl:2", "first.jsonl:3"]) {
         assert_eq!(e["source"], line);
         assert!(
-            e["error"].as_str().unwrap().contains("outside the accepted range"),
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("outside the accepted range"),
             "{e}"
         );
     }
@@ -138,7 +148,12 @@ fn a_truncated_gzip_file_delivers_every_event_before_the_break() {
     assert_eq!(matches, events, "every decoded event matched");
     let stream = errors
         .iter()
-        .find(|e| e["error"].as_str().unwrap().contains("read failed after line"))
+        .find(|e| {
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains("read failed after line")
+        })
         .unwrap_or_else(|| panic!("{errors:?}"));
     let line: u64 = stream["error"].as_str().unwrap()["read failed after line ".len()..]
         .split(|c: char| !c.is_ascii_digit())
@@ -177,7 +192,9 @@ fn an_unclosed_csv_quote_fails_the_sync_and_keeps_the_snapshot() {
     lines[2] = format!("\"{}", lines[2]);
     let stderr = resync_with(lines.join("\n").as_bytes());
     assert!(
-        stderr.contains("enrichment/aws_account_info/data.csv: line 3: a quoted field is never closed"),
+        stderr.contains(
+            "enrichment/aws_account_info/data.csv: line 3: a quoted field is never closed"
+        ),
         "{stderr}"
     );
 }
@@ -206,21 +223,69 @@ fn a_cyclic_context_and_a_huge_title_are_stored_bounded_with_errors() {
     let alerts = read_jsonl(&p.path().join("out/1/alerts.jsonl"));
     assert_eq!(alerts.len(), 1);
     let title = alerts[0]["title"].as_str().unwrap();
-    assert!(title.len() < 9 * 1024 && title.ends_with("…[truncated]"), "{}", title.len());
+    assert!(
+        title.len() < 9 * 1024 && title.ends_with("…[truncated]"),
+        "{}",
+        title.len()
+    );
     assert_eq!(
         alerts[0]["context"],
         serde_json::json!({"ip": "10.0.0.1", "a": "<cycle>", "b": "<cycle>"})
     );
     let errors: Vec<String> = read_jsonl(&p.path().join("out/1/errors.jsonl"))
         .iter()
-        .map(|e| format!("{} {}", e["function"].as_str().unwrap(), e["error"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["function"].as_str().unwrap(),
+                e["error"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors.iter().any(|e| e.starts_with("title title() returned 20971520 bytes")), "{errors:?}");
     assert!(
         errors
             .iter()
-            .any(|e| e.starts_with("alert_context alert_context() was stored in part: it contains itself")),
+            .any(|e| e.starts_with("title title() returned 20971520 bytes")),
         "{errors:?}"
     );
+    assert!(
+        errors.iter().any(|e| e
+            .starts_with("alert_context alert_context() was stored in part: it contains itself")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_rule_past_its_time_budget_skips_that_event_and_the_run_goes_on() {
+    let p = Project::with("hostile_loop");
+    p.only_detections(&["loops"]);
+    let settings = p.path().join("ravenwatch.yml");
+    let mut yml = std::fs::read_to_string(&settings).unwrap();
+    yml.push_str("\nrule_timeout_seconds: 0.3\n");
+    std::fs::write(&settings, yml).unwrap();
+    let input = write(
+        &p,
+        "spin.jsonl",
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":\"spin\"}\n{\"ts\":\"2024-05-01T00:00:01Z\",\"probe\":\"sleep\"}\n{\"ts\":\"2024-05-01T00:00:02Z\",\"probe\":\"ok\"}\n",
+    );
+    let started = std::time::Instant::now();
+    let out = run_on(&p, &input, "out/1");
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let errors = read_jsonl(&p.path().join("out/1/errors.jsonl"));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for (e, line) in errors.iter().zip(["spin.jsonl:1", "spin.jsonl:2"]) {
+        assert_eq!(e["rule"], "loops");
+        assert_eq!(e["source"], line);
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("detect() ran past its time budget of 0.3s and was stopped"),
+            "{e}"
+        );
+    }
+    assert_eq!(read_jsonl(&p.path().join("out/1/alerts.jsonl")).len(), 1);
+    // `ravenwatch test` bounds calls the same way (in-process).
 }
