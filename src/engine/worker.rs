@@ -30,6 +30,7 @@ pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
     let mut output = BufWriter::new(stream.try_clone()?);
     let mut input = BufReader::new(stream);
     let mut loaded: Option<Loaded> = None;
+    let status = Status(std::fs::File::create(status_path(socket))?);
     while let Some((request, body)) = read_frame::<ToWorker>(&mut input)? {
         let reply = match (request, loaded.as_mut()) {
             (ToWorker::Start { table, rules }, _) => match start(project, &table, &rules) {
@@ -49,7 +50,14 @@ pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
                     selections,
                 },
                 Some(l),
-            ) => run_batch(l, &body, seq, (&table, &file, line_positions), &selections),
+            ) => run_batch(
+                l,
+                &body,
+                seq,
+                (&table, &file, line_positions),
+                &selections,
+                &status,
+            ),
             (_, None) => FromWorker::Failed {
                 message: "a request before start".into(),
             },
@@ -61,12 +69,42 @@ pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
 
 /// Runs every rule over the batch in `body`; `source` is (log table, file,
 /// whether positions are lines).
+/// The file where a worker says which rule it is running, so that if the
+/// rule takes the process down the run can name it.
+pub(super) fn status_path(socket: &Path) -> std::path::PathBuf {
+    socket.with_extension("status")
+}
+
+pub(super) struct Status(std::fs::File);
+
+/// Length of a status record (padded, rewritten in place).
+const STATUS_LEN: usize = 512;
+
+impl Status {
+    fn running(&self, seq: u64, rule: &str) {
+        use std::os::unix::fs::FileExt;
+        let mut record = format!("{seq}\t{rule}").into_bytes();
+        record.resize(STATUS_LEN, b' ');
+        // Best effort: only a message depends on it.
+        let _ = self.0.write_all_at(&record[..STATUS_LEN], 0);
+    }
+}
+
+/// What a dead worker's status file says: the batch and the rule it was
+/// running.
+pub(super) fn read_status(socket: &Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(status_path(socket)).ok()?;
+    let (seq, rule) = text.trim_end().split_once('\t')?;
+    Some((seq.parse().ok()?, rule.to_string()))
+}
+
 fn run_batch(
     loaded: &Loaded,
     body: &[u8],
     seq: u64,
     (table, file, line_positions): (&str, &str, bool),
     selections: &[Option<Vec<u32>>],
+    status: &Status,
 ) -> FromWorker {
     let Some(runtime) = &loaded.runtime else {
         return FromWorker::Failed {
@@ -92,7 +130,10 @@ fn run_batch(
             let mut calls = 0;
             let outcomes = match rows {
                 Some(rows) if rows.is_empty() => Vec::new(),
-                rows => runtime.evaluate(index, &batch, rows.as_deref(), &mut calls),
+                rows => {
+                    status.running(seq, loaded.rules.get(index).map_or("", |r| &r.name));
+                    runtime.evaluate(index, &batch, rows.as_deref(), &mut calls)
+                }
             };
             (calls, outcomes)
         })

@@ -39,6 +39,8 @@ enum Event {
 
 struct Worker {
     child: Child,
+    /// Its socket's path (its status file sits beside it).
+    socket: std::path::PathBuf,
     to: Sender<(ToWorker, Vec<u8>)>,
     generation: Option<u64>,
     in_flight: Vec<u64>,
@@ -201,6 +203,7 @@ impl WorkerPool {
         let _ = to.send((start, Vec::new()));
         self.workers.push(Some(Worker {
             child,
+            socket,
             to,
             generation: None,
             in_flight: Vec::new(),
@@ -322,18 +325,25 @@ impl WorkerPool {
         let Some(dead) = self.workers[id].take() else {
             return Ok(());
         };
+        let running = super::worker::read_status(&dead.socket);
         for seq in &dead.in_flight {
             let job = &self.jobs[seq];
+            let rule = match &running {
+                Some((s, rule)) if s == seq && !rule.is_empty() => {
+                    format!(" while rule `{rule}` ran")
+                }
+                _ => String::new(),
+            };
             if job.attempts >= 2 {
                 return Err(EngineError::Worker(format!(
-                    "a Python worker {status} twice on the batch of {} (events {}–{}); nothing was committed",
+                    "a Python worker {status}{rule} twice on the batch of {} (events {}–{}); nothing was committed",
                     job.batch.file,
                     job.batch.positions.first().copied().unwrap_or(0),
                     job.batch.positions.last().copied().unwrap_or(0),
                 )));
             }
             eprintln!(
-                "warning: a Python worker {status} on the batch of {}; running it again in a new worker",
+                "warning: a Python worker {status}{rule} on the batch of {}; running it again in a new worker",
                 job.batch.file
             );
         }

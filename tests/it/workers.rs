@@ -154,7 +154,7 @@ fn a_worker_that_dies_twice_on_a_batch_fails_the_run_and_commits_nothing() {
     assert!(
         r.output
             .stderr
-            .contains("exited with status 3 twice on the batch of"),
+            .contains("exited with status 3 while rule `exits` ran twice on the batch of"),
         "{}",
         r.output.stderr
     );
