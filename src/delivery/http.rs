@@ -37,7 +37,43 @@ pub struct Redactor {
 }
 
 impl Redactor {
+    /// Registers a secret and the forms it can take in a server's reply:
+    /// the value, its parts (split at spaces and colons, as in
+    /// `Bearer <token>` or `user:token`), its base64 and percent-encoded
+    /// forms, and for a URL its path, query and long path segments (a
+    /// Slack webhook's secret is its path).
     pub fn add(&mut self, secret: &str) {
+        self.add_one(secret);
+        self.add_one(&base64(secret.as_bytes()));
+        self.add_one(&percent_encode(secret));
+        for part in secret.split([' ', ':']) {
+            if part.len() >= 8 {
+                self.add_one(part);
+            }
+        }
+        if let Some((_, rest)) = secret.split_once("://") {
+            if let Some(slash) = rest.find('/') {
+                let path = &rest[slash..];
+                let (path, query) = path.split_once('?').unwrap_or((path, ""));
+                self.add_one(path);
+                self.add_one(query);
+                for segment in path.split('/').filter(|s| s.len() >= 8) {
+                    self.add_one(segment);
+                }
+            }
+        }
+    }
+
+    /// Registers HTTP basic credentials: `base64(user:token)` as the
+    /// `Authorization` header carries them, besides the token itself.
+    pub fn add_basic(&mut self, user: &str, token: &str) {
+        self.add(token);
+        let pair = base64(format!("{user}:{token}").as_bytes());
+        self.add_one(pair.trim_end_matches('='));
+        self.add_one(&pair);
+    }
+
+    fn add_one(&mut self, secret: &str) {
         // Very short values would redact ordinary words; they are not
         // credentials anyone uses.
         if secret.len() >= 6 && !self.secrets.iter().any(|s| s == secret) {
@@ -55,6 +91,40 @@ impl Redactor {
         }
         out
     }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encoding of everything but unreserved characters.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 pub struct Http {
@@ -295,6 +365,30 @@ mod tests {
             r.redact("token xoxb-123456-abcdef rejected, abc"),
             "token [redacted] rejected, abc"
         );
+    }
+
+    #[test]
+    fn redacts_the_forms_a_secret_takes() {
+        assert_eq!(base64(b"user@example.com:tok3n-secret"), "dXNlckBleGFtcGxlLmNvbTp0b2szbi1zZWNyZXQ=");
+        let mut r = Redactor::default();
+        r.add_basic("user@example.com", "tok3n-secret");
+        r.add("Bearer abcdef123456");
+        r.add("https://hooks.slack.com/services/T0AAAAAAA/B0BBBBBBB/XXXXXXXXXXXXXXXXXXXXXXXX?x=1");
+        let echoed = "Authorization: Basic dXNlckBleGFtcGxlLmNvbTp0b2szbi1zZWNyZXQ= \
+            token=tok3n-secret bare abcdef123456 \
+            404 no such path /services/T0AAAAAAA/B0BBBBBBB/XXXXXXXXXXXXXXXXXXXXXXXX \
+            or XXXXXXXXXXXXXXXXXXXXXXXX alone, url-encoded tok3n%2Dsecret";
+        let out = r.redact(echoed);
+        for leak in [
+            "dXNlckBleGFtcGxlLmNvbTp0b2szbi1zZWNyZXQ",
+            "tok3n-secret",
+            "abcdef123456",
+            "XXXXXXXXXXXXXXXXXXXXXXXX",
+            "B0BBBBBBB",
+        ] {
+            assert!(!out.contains(leak), "{leak} in {out}");
+        }
+        assert!(out.contains("Authorization: Basic [redacted]"), "{out}");
     }
 
     #[test]

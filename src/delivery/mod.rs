@@ -302,6 +302,13 @@ fn redacting_client(settings: &DeliverySettings) -> Result<http::Http, DeliveryE
                 client.redactor.add(&value);
             }
         }
+        if let crate::config::DestinationKind::Jira(jira) = &destination.kind {
+            if let (Ok(user), Ok(token)) =
+                (std::env::var(&jira.user_env), std::env::var(&jira.token_env))
+            {
+                client.redactor.add_basic(&user, &token);
+            }
+        }
     }
     Ok(client)
 }

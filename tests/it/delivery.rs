@@ -665,6 +665,53 @@ delivery: {{ default_destinations: [jira_main, soar, slack_soc], backoff_ms: 10,
 }
 
 #[test]
+fn secrets_echoed_in_derived_forms_are_redacted() {
+    // Jira echoes its Basic credentials, the webhook echoes the bare token
+    // of its `Bearer` header, Slack's webhook host echoes the secret path.
+    let echo_auth = Server::start(|r: &Request| {
+        Reply::text(401, &format!("bad credentials {}", r.header("authorization").unwrap_or("-")))
+    });
+    let echo_token = Server::start(|r: &Request| {
+        let auth = r.header("authorization").unwrap_or("-");
+        Reply::text(403, &format!("token {} revoked", auth.trim_start_matches("Bearer ")))
+    });
+    let echo_path = Server::start(|r: &Request| Reply::text(404, &format!("no such hook {}", r.path)));
+    let p = project(&format!(
+        r#"destinations:
+  jira_main: {{ type: jira, url: "{}", project: SEC, user_env: JIRA_USER, token_env: JIRA_API_TOKEN }}
+  soar: {{ type: webhook, url: "{}/hook", headers_env: {{ Authorization: SOAR_TOKEN }} }}
+  slack_soc: {{ type: slack, webhook_url_env: SLACK_WEBHOOK_URL }}
+delivery: {{ default_destinations: [jira_main, soar, slack_soc], backoff_ms: 10, max_attempts: 1 }}
+"#,
+        echo_auth.url, echo_token.url
+    ));
+    let slack_url = format!("{}/services/T1/B1/slack-hook-secret-99", echo_path.url);
+    let env = [
+        ("JIRA_USER", "analyst@example.com"),
+        ("JIRA_API_TOKEN", TOKEN),
+        ("SOAR_TOKEN", "Bearer soar-token-secret-5521"),
+        ("SLACK_WEBHOOK_URL", slack_url.as_str()),
+    ];
+    let out = run(&p, "first.jsonl", "echo", &[], &env);
+    assert_eq!(out.code, 3, "{out:?}");
+    let errors = read_jsonl(&p.path().join("out/echo/errors.jsonl"));
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    // base64("analyst@example.com:" + TOKEN), with and without padding.
+    let basic = "YW5hbHlzdEBleGFtcGxlLmNvbTpqaXJhLXRva2VuLXMzY3IzdC0wYTlm";
+    for secret in [TOKEN, basic, "soar-token-secret-5521", "slack-hook-secret-99"] {
+        assert_eq!(
+            files_containing(p.path(), secret),
+            Vec::<String>::new(),
+            "{secret} written to a file"
+        );
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{secret} printed: {out:?}"
+        );
+    }
+}
+
+#[test]
 fn validate_names_unknown_destinations() {
     let p = project(
         "destinations:\n  jira_main: { type: webhook, url: \"https://soar.example/hook\" }\n",
