@@ -109,24 +109,21 @@ impl LocalStorage {
     /// before writing as [`Storage::write`] does.
     fn check_under_lock(&self, key: &str, condition: &Precondition) -> Result<LockFile> {
         let (_, lock_path) = self.with_sibling(key, ".lock")?;
-        let stale = std::fs::metadata(&lock_path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > STALE_LOCK);
-        if stale {
-            let _ = std::fs::remove_file(&lock_path);
-        }
-        let lock = match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock_path)
-        {
-            Ok(_) => LockFile(lock_path),
+        let lock = match LockFile::take(&lock_path) {
+            Ok(lock) => lock,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::Conflict {
-                    location: self.url(key),
-                })
+                let owner = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                if !owner_alive(&owner, &lock_path) {
+                    // Left by a killed process: break it, once.
+                    let _ = std::fs::remove_file(&lock_path);
+                    LockFile::take(&lock_path).map_err(|e| self.io(key, e))?
+                } else {
+                    return Err(StorageError::Locked {
+                        location: self.url(key),
+                        lock: lock_path.display().to_string(),
+                        owner: describe_owner(&owner),
+                    });
+                }
             }
             Err(e) => return Err(self.io(key, e)),
         };
@@ -144,8 +141,71 @@ impl LocalStorage {
     }
 }
 
-/// An exclusive lock file beside an object, removed on drop.
+/// An exclusive lock file beside an object, removed on drop. It names its
+/// owner (`pid host unix-seconds`), so a lock left by a killed process can
+/// be told from one held by a running one.
 struct LockFile(PathBuf);
+
+impl LockFile {
+    fn take(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        let since = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let lock = LockFile(path.to_path_buf());
+        writeln!(file, "{} {} {since}", std::process::id(), host_name())?;
+        Ok(lock)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// Whether the owner a lock file names may still run: a process of this
+/// host that exists, a lock of another host (it cannot be checked from
+/// here) younger than [`STALE_LOCK`], or a lock being written this instant.
+fn owner_alive(owner: &str, lock: &Path) -> bool {
+    let mut parts = owner.split_whitespace();
+    let (Some(pid), Some(host)) = (parts.next(), parts.next()) else {
+        // Empty: just created, or written by an older version.
+        return std::fs::metadata(lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < Duration::from_secs(5));
+    };
+    if host == host_name() {
+        return Path::new("/proc").join(pid).exists();
+    }
+    std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age < STALE_LOCK)
+}
+
+/// The owner as a message shows it.
+fn describe_owner(owner: &str) -> String {
+    let parts: Vec<&str> = owner.split_whitespace().collect();
+    match parts.as_slice() {
+        [pid, host, since] => {
+            let since = since
+                .parse::<i64>()
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map_or_else(|| (*since).to_string(), |t| t.to_rfc3339());
+            format!("process {pid} on {host} since {since}")
+        }
+        _ => "a process that did not say who it is".into(),
+    }
+}
 
 impl Drop for LockFile {
     fn drop(&mut self) {
@@ -263,6 +323,32 @@ impl Storage for LocalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_of_a_dead_process_is_broken_and_a_live_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::new(dir.path());
+        s.write("state/alerts.json", b"{}").unwrap();
+        let version = s.version("state/alerts.json").unwrap().unwrap();
+        let lock = dir.path().join("state/.alerts.json.lock");
+        // As kill -9 leaves it: a pid that does not run on this host.
+        std::fs::write(&lock, format!("4194399 {} 1700000000\n", host_name())).unwrap();
+        s.write_if("state/alerts.json", b"{\"a\":1}", &Precondition::Version(version))
+            .unwrap();
+        assert!(!lock.exists(), "released after the write");
+        // Held by a process that runs (this one).
+        std::fs::write(&lock, format!("{} {} 1700000000\n", std::process::id(), host_name()))
+            .unwrap();
+        let version = s.version("state/alerts.json").unwrap().unwrap();
+        let e = s
+            .write_if("state/alerts.json", b"{}", &Precondition::Version(version))
+            .unwrap_err();
+        let message = e.to_string();
+        assert!(matches!(e, StorageError::Locked { .. }), "{message}");
+        assert!(message.contains(".alerts.json.lock is held by process"), "{message}");
+        assert!(message.contains("delete"), "{message}");
+        assert!(lock.exists(), "a live owner's lock is kept");
+    }
 
     #[test]
     fn write_read_list_delete() {

@@ -43,6 +43,13 @@ pub enum StorageError {
         "{location}: the object changed since it was read (another run wrote it); not overwritten"
     )]
     Conflict { location: String },
+    /// Another process holds the lock of a conditional write.
+    #[error("{location}: another ravenwatch process is writing it: {lock} is held by {owner}. If that process no longer runs, delete {lock} and run again")]
+    Locked {
+        location: String,
+        lock: String,
+        owner: String,
+    },
     #[error("{0}")]
     Config(String),
 }
