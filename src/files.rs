@@ -79,3 +79,13 @@ pub fn python_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Crash tests: with `RAVENWATCH_CRASH_AT=<name>` in the environment the
+/// process aborts at the point of that name, leaving files as kill -9
+/// would (no destructor runs). The points are listed in README's
+/// "Recovery" section; nothing else reads the variable.
+pub fn crash_point(name: &str) {
+    if std::env::var_os("RAVENWATCH_CRASH_AT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+}

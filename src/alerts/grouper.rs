@@ -365,6 +365,7 @@ mod tests {
         kept.reverse();
         let state = AlertState {
             format: state::STATE_FORMAT,
+            run_id: None,
             watermark_us,
             alerts: kept,
         };

@@ -6,7 +6,8 @@ use crate::storage::{Precondition, Storage, StorageError};
 pub struct StateVersion(Option<String>);
 use serde::{Deserialize, Serialize};
 
-pub const STATE_KEY: &str = "state/alerts.json";
+/// Where the alert state lives (`query` reads which run wrote it).
+pub const STATE_KEY: &str = crate::query::ALERT_STATE_KEY;
 pub const STATE_FORMAT: u32 = 1;
 /// Closed windows are kept this long past the newest event time, so late
 /// events still join their alert.
@@ -16,6 +17,11 @@ pub const GRACE_US: i64 = 24 * 3600 * 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
     pub format: u32,
+    /// The run that wrote this state (absent in states of older versions):
+    /// that run is committed even if it was stopped before it could say so
+    /// beside its outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Newest event time seen so far, epoch microseconds.
     pub watermark_us: i64,
     pub alerts: Vec<Alert>,
@@ -25,6 +31,7 @@ impl Default for AlertState {
     fn default() -> Self {
         Self {
             format: STATE_FORMAT,
+            run_id: None,
             watermark_us: i64::MIN,
             alerts: Vec::new(),
         }
@@ -101,12 +108,14 @@ fn conflict(result: Result<String, StorageError>) -> Result<(), StateError> {
 /// The first failure of `alerts` or of writing.
 pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     mut out: W,
+    run_id: &str,
     watermark_us: i64,
     alerts: impl IntoIterator<Item = std::io::Result<T>>,
 ) -> std::io::Result<W> {
+    let run_id = serde_json::to_string(run_id).map_err(std::io::Error::other)?;
     write!(
         out,
-        r#"{{"format":{STATE_FORMAT},"watermark_us":{watermark_us},"alerts":["#
+        r#"{{"format":{STATE_FORMAT},"run_id":{run_id},"watermark_us":{watermark_us},"alerts":["#
     )?;
     for (i, alert) in alerts.into_iter().enumerate() {
         if i > 0 {
@@ -149,6 +158,7 @@ mod tests {
         .unwrap();
         let state = AlertState {
             format: STATE_FORMAT,
+            run_id: Some("r1".into()),
             watermark_us: 42,
             alerts: vec![alert.clone(), alert],
         };
@@ -156,7 +166,7 @@ mod tests {
             .alerts
             .iter()
             .map(|a| serde_json::to_vec(a).map_err(std::io::Error::other));
-        let streamed = write_state(Vec::new(), 42, items).unwrap();
+        let streamed = write_state(Vec::new(), "r1", 42, items).unwrap();
         assert_eq!(streamed, serde_json::to_vec(&state).unwrap());
     }
 }

@@ -30,7 +30,7 @@ use crate::enrichment::{
 };
 use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::PythonError;
-use crate::query::{run_location_key, RunPlan};
+use crate::query::{run_incomplete_key, run_location_key, RunPlan};
 use crate::storage::{Storage, StorageError};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
@@ -137,6 +137,7 @@ pub fn run(
         .map_err(EngineError::Usage)?;
     let inputs = expand_inputs(&options.inputs, &project.settings.aws)?;
     let (state, state_version) = AlertState::load(storage.as_ref())?;
+    repair_last_commit(storage.as_ref(), &state)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -594,9 +595,13 @@ fn commit(
         1 << 20,
         state_file.reopen().map_err(|e| spool_error(&e))?,
     );
-    write_state(out, grouped.watermark_us, grouped.alerts.state_texts())
+    let run_id = &outputs.summary.run_id;
+    write_state(out, run_id, grouped.watermark_us, grouped.alerts.state_texts())
         .and_then(|mut out| std::io::Write::flush(&mut out))
         .map_err(|e| spool_error(&e))?;
+    // Until the state is committed, `query` does not count this run.
+    let incomplete = run_incomplete_key(run_id);
+    storage.write(&incomplete, b"outputs written before the alert state was committed\n")?;
     write_outputs(target.storage.as_ref(), &target.prefix, outputs)?;
     if let Some(pointer) = &target.pointer {
         // Absolute, so `query` finds the outputs from any working directory.
@@ -611,14 +616,29 @@ fn commit(
         let body = serde_json::json!({ "location": location }).to_string();
         storage.write(pointer, body.as_bytes())?;
     }
+    crate::files::crash_point("before-state-commit");
     if let Err(e) = commit_state_file(storage, state_version, state_file.path()) {
         if matches!(e, StateError::Conflict { .. }) {
             let _ = remove_outputs(target.storage.as_ref(), &target.prefix);
             if let Some(pointer) = &target.pointer {
                 let _ = storage.delete(pointer);
             }
+            let _ = storage.delete(&incomplete);
         }
         return Err(e.into());
+    }
+    // The state names this run, so a failure here hides nothing: the next
+    // run removes the marker (see `repair_last_commit`).
+    crate::files::crash_point("after-state-commit");
+    let _ = storage.delete(&incomplete);
+    Ok(())
+}
+
+/// A run killed after its state commit but before removing its
+/// `incomplete` marker is committed (the state names it): remove the marker.
+fn repair_last_commit(storage: &dyn Storage, state: &AlertState) -> Result<(), EngineError> {
+    if let Some(id) = &state.run_id {
+        storage.delete(&run_incomplete_key(id))?;
     }
     Ok(())
 }

@@ -345,6 +345,7 @@ pub fn write_snapshot(
         ]),
         &json,
     )?;
+    crate::files::crash_point("before-pointer-switch");
     storage.write_if(&current_key(&def.name), &json, condition)?;
     Ok(manifest)
 }

@@ -156,6 +156,36 @@ fn with_log_hint(mut err: SqlError, project: &Project, registered: Option<&str>)
 /// when they went elsewhere (`run --output`): `{"location": "<url>"}`.
 pub const RUN_LOCATION: &str = "location.json";
 
+/// The marker a run writes in `runs/<run id>/` before its outputs and
+/// removes once its alert state is committed: a run that has it (and that
+/// the state does not name) was stopped before it committed, and `query`
+/// leaves it out.
+pub const RUN_INCOMPLETE: &str = "incomplete";
+
+/// Where the alert state lives.
+pub const ALERT_STATE_KEY: &str = "state/alerts.json";
+
+/// The `run_id` of the state in `storage`, read from the start of the
+/// file only (the state can be large); `None` without a state or an id.
+pub fn state_run_id(storage: &dyn Storage) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    storage
+        .reader(ALERT_STATE_KEY)
+        .ok()?
+        .take(512)
+        .read_to_end(&mut head)
+        .ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let rest = text.split_once(r#""run_id":""#)?.1;
+    Some(rest.split_once('"')?.0.to_string())
+}
+
+/// The key of run `id`'s incomplete marker.
+pub fn run_incomplete_key(id: &str) -> String {
+    format!("runs/{id}/{RUN_INCOMPLETE}")
+}
+
 /// The key of run `id`'s location record.
 pub fn run_location_key(id: &str) -> String {
     format!("runs/{id}/{RUN_LOCATION}")
@@ -236,7 +266,16 @@ fn run_outputs(
     let listed = storage.list("runs/")?;
     let keys: HashSet<&str> = listed.iter().map(String::as_str).collect();
     let mut out = Vec::new();
+    let mut committed_last: Option<Option<String>> = None;
     for id in run_ids(&listed, storage, run)? {
+        if keys.contains(run_incomplete_key(&id).as_str()) {
+            // Stopped before its commit, unless the state names it.
+            let last = committed_last
+                .get_or_insert_with(|| state_run_id(storage));
+            if last.as_deref() != Some(id.as_str()) {
+                continue;
+            }
+        }
         if !keys.contains(run_location_key(&id).as_str()) {
             out.push(RunOutput::in_storage(&id));
             continue;

@@ -15,8 +15,9 @@ mod rules;
 mod tables;
 
 pub use command::{
-    run_location_key, run_output, run_query, write_result, OutputFormat, QueryError, QueryOptions,
-    QueryResult, RunOutput, RUN_LOCATION,
+    run_incomplete_key, run_location_key, run_output, run_query, state_run_id, write_result,
+    OutputFormat, QueryError, QueryOptions, QueryResult, RunOutput, ALERT_STATE_KEY,
+    RUN_INCOMPLETE, RUN_LOCATION,
 };
 pub use error::SqlError;
 pub use plan::{sql_runtime, PlannedRule, RuleBatch, RulePlan, RunPlan};

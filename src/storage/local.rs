@@ -254,6 +254,7 @@ impl Storage for LocalStorage {
 
     fn put_file_if(&self, key: &str, source: &Path, condition: &Precondition) -> Result<String> {
         let _lock = self.check_under_lock(key, condition)?;
+        crate::files::crash_point("state-write-locked");
         self.put_file(key, source)?;
         Ok(self.version(key)?.unwrap_or_default())
     }

@@ -289,3 +289,81 @@ fn a_rule_past_its_time_budget_skips_that_event_and_the_run_goes_on() {
     assert_eq!(read_jsonl(&p.path().join("out/1/alerts.jsonl")).len(), 1);
     // `ravenwatch test` bounds calls the same way (in-process).
 }
+
+/// `SELECT count(*) FROM alerts` over every committed run.
+fn alert_count(p: &Project) -> u64 {
+    let out = p.run(&["query", "SELECT count(*) AS n FROM alerts", "--format", "json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{rows}"))
+}
+
+fn run_crashing_at(p: &Project, input: &str, point: &str) -> crate::Output {
+    p.run_env(
+        &["run", "--input", input],
+        &[("RAVENWATCH_CRASH_AT", point)],
+    )
+}
+
+const THREE_PROBES: &str = "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":1}\n{\"ts\":\"2024-05-01T00:01:00Z\",\"probe\":2}\n{\"ts\":\"2024-05-01T00:02:00Z\",\"probe\":3}\n";
+
+#[test]
+fn killed_before_the_state_commit_the_run_is_not_counted_and_a_rerun_counts_once() {
+    let p = probe_project();
+    let input = write(&p, "three.jsonl", THREE_PROBES);
+    let killed = run_crashing_at(&p, &input, "before-state-commit");
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert_eq!(alert_count(&p), 0, "outputs of an uncommitted run are not counted");
+    let again = p.run(&["run", "--input", &input]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(alert_count(&p), 3);
+}
+
+#[test]
+fn killed_after_the_state_commit_the_run_counts_and_the_next_run_repairs_its_marker() {
+    let p = probe_project();
+    let input = write(&p, "three.jsonl", THREE_PROBES);
+    let killed = run_crashing_at(&p, &input, "after-state-commit");
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert_eq!(alert_count(&p), 3, "the state names the run: it is committed");
+    let ids = p.run_ids();
+    let marker = p.path().join(".ravenwatch/runs").join(&ids[0]).join("incomplete");
+    assert!(marker.exists());
+    let other = write(&p, "other.jsonl", "{\"ts\":\"2024-05-01T00:05:00Z\",\"probe\":9}\n");
+    assert_eq!(p.run(&["run", "--input", &other]).code, 0);
+    assert!(!marker.exists(), "repaired by the next run");
+    assert_eq!(alert_count(&p), 4);
+}
+
+#[test]
+fn killed_holding_the_state_lock_the_next_run_proceeds_at_once() {
+    let p = probe_project();
+    let input = write(&p, "three.jsonl", THREE_PROBES);
+    let killed = run_crashing_at(&p, &input, "state-write-locked");
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert!(p.path().join(".ravenwatch/state/.alerts.json.lock").exists());
+    let again = p.run(&["run", "--input", &input]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(alert_count(&p), 3);
+}
+
+#[test]
+fn killed_before_the_table_pointer_switch_the_pointer_is_unchanged_and_a_sync_succeeds() {
+    let p = Project::example();
+    assert_eq!(p.run(&["enrichment", "sync"]).code, 0);
+    let current = p.path().join(".ravenwatch/enrichment/aws_account_info/current.json");
+    let before = std::fs::read_to_string(&current).unwrap();
+    let data = p.path().join("enrichment/aws_account_info/data.csv");
+    let mut csv = std::fs::read_to_string(&data).unwrap();
+    csv.push_str("999988887777,new-account,true,sec,production\n");
+    std::fs::write(&data, csv).unwrap();
+    let killed = p.run_env(
+        &["enrichment", "sync", "aws_account_info"],
+        &[("RAVENWATCH_CRASH_AT", "before-pointer-switch")],
+    );
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert_eq!(std::fs::read_to_string(&current).unwrap(), before);
+    assert_eq!(p.run(&["enrichment", "sync", "aws_account_info"]).code, 0);
+    let new = p.run(&["enrichment", "get", "aws_account_info", "999988887777"]);
+    assert!(new.stdout.contains("new-account"), "{new:?}");
+}
