@@ -102,6 +102,12 @@ pub enum Command {
         #[arg(long, conflicts_with = "run")]
         list: bool,
     },
+    /// Remove what interrupted runs and syncs left: uncommitted runs' outputs, snapshot data no manifest names, temporary files and locks of processes that no longer run.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// A Python worker of a run (started by `run`, speaking over a Unix socket).
     #[command(hide = true, name = "__worker")]
     Worker {

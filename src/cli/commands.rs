@@ -73,6 +73,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             output,
         ),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
+        Command::Gc { dry_run } => gc(&cli.global, dry_run),
         Command::Worker { socket } => {
             let project = super::context::load_project(&cli.global)?;
             crate::engine::serve_worker(&project, &socket)?;
@@ -97,6 +98,34 @@ fn statement(sql: Option<String>, inputs: &mut Vec<String>) -> Option<String> {
 }
 
 /// `ravenwatch deliver`: sends what is pending; exit 3 if some stays.
+fn gc(global: &GlobalArgs, dry_run: bool) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let report = crate::engine::gc(storage.as_ref(), !dry_run)?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = std::io::stdout().lock();
+    for id in &report.runs {
+        writeln!(out, "  {verb} run {id} (stopped before its commit)")?;
+    }
+    for key in &report.snapshots {
+        writeln!(out, "  {verb} {} (no manifest names it)", storage.url(key))?;
+    }
+    for path in &report.leftovers {
+        writeln!(
+            out,
+            "  {verb} {path} (left by a process that no longer runs)"
+        )?;
+    }
+    writeln!(
+        out,
+        "{verb} {} uncommitted run(s), {} orphan snapshot file(s), {} leftover file(s)",
+        report.runs.len(),
+        report.snapshots.len(),
+        report.leftovers.len()
+    )?;
+    Ok(Outcome::Done)
+}
+
 fn deliver(global: &GlobalArgs, run: Option<String>, list: bool) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;

@@ -95,8 +95,7 @@ impl Redactor {
 
 /// Standard base64 with padding.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -369,7 +368,10 @@ mod tests {
 
     #[test]
     fn redacts_the_forms_a_secret_takes() {
-        assert_eq!(base64(b"user@example.com:tok3n-secret"), "dXNlckBleGFtcGxlLmNvbTp0b2szbi1zZWNyZXQ=");
+        assert_eq!(
+            base64(b"user@example.com:tok3n-secret"),
+            "dXNlckBleGFtcGxlLmNvbTp0b2szbi1zZWNyZXQ="
+        );
         let mut r = Redactor::default();
         r.add_basic("user@example.com", "tok3n-secret");
         r.add("Bearer abcdef123456");

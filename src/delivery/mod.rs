@@ -303,9 +303,10 @@ fn redacting_client(settings: &DeliverySettings) -> Result<http::Http, DeliveryE
             }
         }
         if let crate::config::DestinationKind::Jira(jira) = &destination.kind {
-            if let (Ok(user), Ok(token)) =
-                (std::env::var(&jira.user_env), std::env::var(&jira.token_env))
-            {
+            if let (Ok(user), Ok(token)) = (
+                std::env::var(&jira.user_env),
+                std::env::var(&jira.token_env),
+            ) {
                 client.redactor.add_basic(&user, &token);
             }
         }

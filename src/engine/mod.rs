@@ -10,6 +10,7 @@
 //! previous state intact.
 
 mod collect;
+mod gc;
 mod output;
 mod pipeline;
 mod spool;
@@ -18,6 +19,7 @@ mod worker;
 mod workers;
 
 pub use collect::{collect_outcomes, sql_outcomes};
+pub use gc::{gc, GcReport};
 pub use output::{remove_outputs, rewrite_after_delivery, RuleSummary, Summary, OUTPUT_FILES};
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
@@ -596,12 +598,20 @@ fn commit(
         state_file.reopen().map_err(|e| spool_error(&e))?,
     );
     let run_id = &outputs.summary.run_id;
-    write_state(out, run_id, grouped.watermark_us, grouped.alerts.state_texts())
-        .and_then(|mut out| std::io::Write::flush(&mut out))
-        .map_err(|e| spool_error(&e))?;
+    write_state(
+        out,
+        run_id,
+        grouped.watermark_us,
+        grouped.alerts.state_texts(),
+    )
+    .and_then(|mut out| std::io::Write::flush(&mut out))
+    .map_err(|e| spool_error(&e))?;
     // Until the state is committed, `query` does not count this run.
     let incomplete = run_incomplete_key(run_id);
-    storage.write(&incomplete, b"outputs written before the alert state was committed\n")?;
+    storage.write(
+        &incomplete,
+        b"outputs written before the alert state was committed\n",
+    )?;
     write_outputs(target.storage.as_ref(), &target.prefix, outputs)?;
     if let Some(pointer) = &target.pointer {
         // Absolute, so `query` finds the outputs from any working directory.

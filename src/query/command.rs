@@ -270,8 +270,7 @@ fn run_outputs(
     for id in run_ids(&listed, storage, run)? {
         if keys.contains(run_incomplete_key(&id).as_str()) {
             // Stopped before its commit, unless the state names it.
-            let last = committed_last
-                .get_or_insert_with(|| state_run_id(storage));
+            let last = committed_last.get_or_insert_with(|| state_run_id(storage));
             if last.as_deref() != Some(id.as_str()) {
                 continue;
             }

@@ -266,6 +266,43 @@ impl Storage for LocalStorage {
         })
     }
 
+    fn leftovers(&self, remove: bool) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(&dir.display().to_string(), e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let dead = if let Some((_, pid)) = name.rsplit_once(".tmp-") {
+                    name.starts_with('.') && !Path::new("/proc").join(pid).exists()
+                } else if name.starts_with('.') && name.ends_with(".lock") {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    !owner_alive(&owner, &path)
+                } else {
+                    false
+                };
+                if dead {
+                    if remove {
+                        std::fs::remove_file(&path)
+                            .map_err(|e| self.io(&path.display().to_string(), e))?;
+                    }
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let mut out = Vec::new();
         let start = if prefix.is_empty() {
@@ -312,12 +349,24 @@ impl Storage for LocalStorage {
         Ok(out)
     }
 
+    /// Removes the file, then the folders it leaves empty (up to the
+    /// root), as an object store has no empty folders.
     fn delete(&self, key: &str) -> Result<()> {
-        match std::fs::remove_file(self.path(key)?) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.io(key, e)),
+        let path = self.path(key)?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io(key, e)),
         }
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(&self.root) && *d != self.root) {
+            // Fails (and stops) at the first folder that is not empty.
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 }
 
@@ -334,19 +383,29 @@ mod tests {
         let lock = dir.path().join("state/.alerts.json.lock");
         // As kill -9 leaves it: a pid that does not run on this host.
         std::fs::write(&lock, format!("4194399 {} 1700000000\n", host_name())).unwrap();
-        s.write_if("state/alerts.json", b"{\"a\":1}", &Precondition::Version(version))
-            .unwrap();
+        s.write_if(
+            "state/alerts.json",
+            b"{\"a\":1}",
+            &Precondition::Version(version),
+        )
+        .unwrap();
         assert!(!lock.exists(), "released after the write");
         // Held by a process that runs (this one).
-        std::fs::write(&lock, format!("{} {} 1700000000\n", std::process::id(), host_name()))
-            .unwrap();
+        std::fs::write(
+            &lock,
+            format!("{} {} 1700000000\n", std::process::id(), host_name()),
+        )
+        .unwrap();
         let version = s.version("state/alerts.json").unwrap().unwrap();
         let e = s
             .write_if("state/alerts.json", b"{}", &Precondition::Version(version))
             .unwrap_err();
         let message = e.to_string();
         assert!(matches!(e, StorageError::Locked { .. }), "{message}");
-        assert!(message.contains(".alerts.json.lock is held by process"), "{message}");
+        assert!(
+            message.contains(".alerts.json.lock is held by process"),
+            "{message}"
+        );
         assert!(message.contains("delete"), "{message}");
         assert!(lock.exists(), "a live owner's lock is kept");
     }

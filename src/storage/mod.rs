@@ -136,6 +136,17 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         })?;
         self.write_if(key, &data, condition)
     }
+    /// Files a killed process left that no reader uses (local storage:
+    /// `.tmp-<pid>` files and locks of processes that no longer run); with
+    /// `remove`, deletes them. Their paths, for the report. Object stores
+    /// write whole objects and leave none.
+    ///
+    /// # Errors
+    /// The folder cannot be walked or a file removed.
+    fn leftovers(&self, remove: bool) -> Result<Vec<String>> {
+        let _ = remove;
+        Ok(Vec::new())
+    }
     /// Objects under a prefix (a folder-like prefix: `a` lists `a/…`), sorted by key.
     ///
     /// # Errors

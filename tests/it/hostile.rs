@@ -292,7 +292,12 @@ fn a_rule_past_its_time_budget_skips_that_event_and_the_run_goes_on() {
 
 /// `SELECT count(*) FROM alerts` over every committed run.
 fn alert_count(p: &Project) -> u64 {
-    let out = p.run(&["query", "SELECT count(*) AS n FROM alerts", "--format", "json"]);
+    let out = p.run(&[
+        "query",
+        "SELECT count(*) AS n FROM alerts",
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     rows[0]["n"].as_u64().unwrap_or_else(|| panic!("{rows}"))
@@ -313,9 +318,27 @@ fn killed_before_the_state_commit_the_run_is_not_counted_and_a_rerun_counts_once
     let input = write(&p, "three.jsonl", THREE_PROBES);
     let killed = run_crashing_at(&p, &input, "before-state-commit");
     assert_ne!(killed.code, 0, "{killed:?}");
-    assert_eq!(alert_count(&p), 0, "outputs of an uncommitted run are not counted");
+    assert_eq!(
+        alert_count(&p),
+        0,
+        "outputs of an uncommitted run are not counted"
+    );
     let again = p.run(&["run", "--input", &input]);
     assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(alert_count(&p), 3);
+    // gc removes the killed run (and only it); a dry run removes nothing.
+    let ids = p.run_ids();
+    assert_eq!(ids.len(), 2);
+    let dry = p.run(&["gc", "--dry-run"]);
+    assert!(
+        dry.stdout.contains(&format!("would remove run {}", ids[0])),
+        "{dry:?}"
+    );
+    assert_eq!(p.run_ids().len(), 2);
+    let gc = p.run(&["gc"]);
+    assert_eq!(gc.code, 0, "{gc:?}");
+    assert!(gc.stdout.contains("removed 1 uncommitted run(s)"), "{gc:?}");
+    assert_eq!(p.run_ids(), [ids[1].clone()]);
     assert_eq!(alert_count(&p), 3);
 }
 
@@ -325,11 +348,23 @@ fn killed_after_the_state_commit_the_run_counts_and_the_next_run_repairs_its_mar
     let input = write(&p, "three.jsonl", THREE_PROBES);
     let killed = run_crashing_at(&p, &input, "after-state-commit");
     assert_ne!(killed.code, 0, "{killed:?}");
-    assert_eq!(alert_count(&p), 3, "the state names the run: it is committed");
+    assert_eq!(
+        alert_count(&p),
+        3,
+        "the state names the run: it is committed"
+    );
     let ids = p.run_ids();
-    let marker = p.path().join(".ravenwatch/runs").join(&ids[0]).join("incomplete");
+    let marker = p
+        .path()
+        .join(".ravenwatch/runs")
+        .join(&ids[0])
+        .join("incomplete");
     assert!(marker.exists());
-    let other = write(&p, "other.jsonl", "{\"ts\":\"2024-05-01T00:05:00Z\",\"probe\":9}\n");
+    let other = write(
+        &p,
+        "other.jsonl",
+        "{\"ts\":\"2024-05-01T00:05:00Z\",\"probe\":9}\n",
+    );
     assert_eq!(p.run(&["run", "--input", &other]).code, 0);
     assert!(!marker.exists(), "repaired by the next run");
     assert_eq!(alert_count(&p), 4);
@@ -341,7 +376,16 @@ fn killed_holding_the_state_lock_the_next_run_proceeds_at_once() {
     let input = write(&p, "three.jsonl", THREE_PROBES);
     let killed = run_crashing_at(&p, &input, "state-write-locked");
     assert_ne!(killed.code, 0, "{killed:?}");
-    assert!(p.path().join(".ravenwatch/state/.alerts.json.lock").exists());
+    assert!(p
+        .path()
+        .join(".ravenwatch/state/.alerts.json.lock")
+        .exists());
+    let gc = p.run(&["gc", "--dry-run"]);
+    assert!(
+        gc.stdout
+            .contains(".alerts.json.lock (left by a process that no longer runs)"),
+        "{gc:?}"
+    );
     let again = p.run(&["run", "--input", &input]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(alert_count(&p), 3);
@@ -351,7 +395,9 @@ fn killed_holding_the_state_lock_the_next_run_proceeds_at_once() {
 fn killed_before_the_table_pointer_switch_the_pointer_is_unchanged_and_a_sync_succeeds() {
     let p = Project::example();
     assert_eq!(p.run(&["enrichment", "sync"]).code, 0);
-    let current = p.path().join(".ravenwatch/enrichment/aws_account_info/current.json");
+    let current = p
+        .path()
+        .join(".ravenwatch/enrichment/aws_account_info/current.json");
     let before = std::fs::read_to_string(&current).unwrap();
     let data = p.path().join("enrichment/aws_account_info/data.csv");
     let mut csv = std::fs::read_to_string(&data).unwrap();
