@@ -131,8 +131,15 @@ fn run_batch(
             let outcomes = match rows {
                 Some(rows) if rows.is_empty() => Vec::new(),
                 rows => {
-                    status.running(seq, loaded.rules.get(index).map_or("", |r| &r.name));
-                    runtime.evaluate(index, &batch, rows.as_deref(), &mut calls)
+                    let rule = loaded.rules.get(index).map_or("", |r| r.name.as_str());
+                    status.running(seq, rule);
+                    // Labelled, so a rule's prints say whose they are.
+                    runtime.start_capture();
+                    let outcomes = runtime.evaluate(index, &batch, rows.as_deref(), &mut calls);
+                    for line in runtime.finish_capture().lines() {
+                        eprintln!("[{rule}] {line}");
+                    }
+                    outcomes
                 }
             };
             (calls, outcomes)

@@ -61,7 +61,7 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
         let path = PathBuf::from(p);
         if path.is_dir() {
             let mut found = Vec::new();
-            let mut stack = vec![path];
+            let mut stack = vec![path.clone()];
             while let Some(dir) = stack.pop() {
                 let entries = std::fs::read_dir(&dir).map_err(|e| LogError::Input {
                     path: dir.display().to_string(),
@@ -72,12 +72,29 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
                     if entry.file_name().to_string_lossy().starts_with('.') {
                         continue;
                     }
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
                     if child.is_dir() {
                         stack.push(child);
-                    } else {
+                    } else if kind.is_file() || (kind.is_symlink() && child.is_file()) {
                         found.push(child);
+                    } else {
+                        // A named pipe or socket would block the run forever.
+                        eprintln!(
+                            "warning: {}: skipped, not a regular file (a named pipe, socket or device); give it as an input by itself to read it",
+                            child.display()
+                        );
                     }
                 }
+            }
+            if found.is_empty() {
+                return Err(LogError::Input {
+                    path: p.clone(),
+                    message:
+                        "the folder holds no log files (hidden and non-regular files are skipped)"
+                            .into(),
+                });
             }
             found.sort();
             inputs.extend(found.into_iter().map(Input::File));

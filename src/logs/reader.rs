@@ -194,6 +194,17 @@ impl EventReader {
                         if records.as_raw_str().starts_with('[') {
                             return self.read_elements(records.as_raw_str(), shown, sink);
                         }
+                        let raw = records.as_raw_str();
+                        let shown_value: String = raw.chars().take(40).collect();
+                        return Err(format!(
+                            "`Records` must be a list of events (as in CloudTrail files), got {}{}",
+                            shown_value,
+                            if raw.len() > shown_value.len() {
+                                "…"
+                            } else {
+                                ""
+                            }
+                        ));
                     }
                 }
                 _ => {}
@@ -402,6 +413,17 @@ mod tests {
         assert_eq!(batches[0].len(), 2);
         assert!(batches[0].source(1).ends_with("ct.json#2"));
         assert_eq!(batches[0].times[1], 1_700_000_001_000_000);
+    }
+
+    #[test]
+    fn records_that_is_not_a_list_is_named() {
+        let (batches, errors) = read(r#"{"Records":{"ts":1700000000}}"#, "ct.json");
+        assert!(batches.is_empty());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].message,
+            r#"`Records` must be a list of events (as in CloudTrail files), got {"ts":1700000000}"#
+        );
     }
 
     #[test]

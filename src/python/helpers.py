@@ -123,3 +123,20 @@ def stop_main():
     """Called by the budget's watchdog thread: stop the main thread's call."""
     import signal, threading
     signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+
+_captured = []
+
+
+def start_capture():
+    """Rule output (print) goes to a buffer until finish_capture()."""
+    import io
+    _captured.append(sys.stdout)
+    sys.stdout = io.StringIO()
+
+
+def finish_capture():
+    text = sys.stdout.getvalue() if hasattr(sys.stdout, "getvalue") else ""
+    if _captured:
+        sys.stdout = _captured.pop()
+    return text

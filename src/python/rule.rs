@@ -70,11 +70,6 @@ impl OptionalFn {
             if let Ok(s) = value.cast::<PyString>() {
                 return Ok(s.to_string_lossy().into_owned());
             }
-            if value.is_instance_of::<pyo3::types::PyInt>()
-                || value.is_instance_of::<pyo3::types::PyFloat>()
-            {
-                return Ok(value.to_string());
-            }
             Err(format!(
                 "{function}() must return a str, got {}",
                 type_name(value)

@@ -89,6 +89,25 @@ impl PythonRuntime {
         });
     }
 
+    /// What rules print from here on is kept, not written to stdout (which
+    /// may carry a machine-read report), until [`PythonRuntime::finish_capture`].
+    pub fn start_capture(&self) {
+        Python::attach(|py| {
+            let _ = self.helpers.bind(py).call_method0("start_capture");
+        });
+    }
+
+    /// What rules printed since [`PythonRuntime::start_capture`].
+    pub fn finish_capture(&self) -> String {
+        Python::attach(|py| {
+            self.helpers
+                .bind(py)
+                .call_method0("finish_capture")
+                .and_then(|t| t.extract::<String>())
+                .unwrap_or_default()
+        })
+    }
+
     /// Runs rule number `rule` (in the order given to [`PythonRuntime::new`])
     /// over the events of `batch` (only `rows` when a pre-filter chose
     /// them); `calls` counts Python function calls.

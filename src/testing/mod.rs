@@ -209,7 +209,20 @@ pub fn run_tests(
                     actual: Actual::default(),
                     seconds: 0.0,
                 },
-                None => run_case(project, def, &tables, &mut engines, case),
+                None => {
+                    // What the rule prints goes to stderr, labelled, so a
+                    // `--format json` report on stdout stays clean.
+                    engines.python.start_capture();
+                    let result = run_case(project, def, &tables, &mut engines, case);
+                    let printed = engines.python.finish_capture();
+                    if !printed.is_empty() {
+                        let id = result.case.id();
+                        for line in printed.lines() {
+                            eprintln!("[{id}] {line}");
+                        }
+                    }
+                    result
+                }
             };
             report.results.push(result);
         }

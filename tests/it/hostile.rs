@@ -242,7 +242,12 @@ fn a_cyclic_context_and_a_huge_title_are_stored_bounded_with_errors() {
             )
         })
         .collect();
-    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors.contains(&"dedupe dedupe() must return a str, got int".to_string()),
+        "{errors:?}"
+    );
+    assert_eq!(alerts[0]["dedupe"], alerts[0]["title"], "the fallback");
     assert!(
         errors
             .iter()
@@ -412,4 +417,60 @@ fn killed_before_the_table_pointer_switch_the_pointer_is_unchanged_and_a_sync_su
     assert_eq!(p.run(&["enrichment", "sync", "aws_account_info"]).code, 0);
     let new = p.run(&["enrichment", "get", "aws_account_info", "999988887777"]);
     assert!(new.stdout.contains("new-account"), "{new:?}");
+}
+
+#[test]
+fn what_rules_print_is_labelled_on_stderr_and_machine_output_stays_clean() {
+    let p = Project::with("hostile_print");
+    p.only_detections(&["prints"]);
+    let test = p.run(&["test", "--format", "json"]);
+    assert_eq!(test.code, 0, "{test:?}");
+    let report: serde_json::Value = serde_json::from_str(&test.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", test.stdout));
+    assert!(report.is_object() || report.is_array());
+    assert!(
+        test.stderr.contains("[prints::a probe] looking at 7"),
+        "{test:?}"
+    );
+    let input = write(
+        &p,
+        "one.jsonl",
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":5}\n",
+    );
+    let run = run_on(&p, &input, "out/1");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("looking at"), "{run:?}");
+    assert!(run.stderr.contains("[prints] looking at 5"), "{run:?}");
+}
+
+#[test]
+fn a_named_pipe_in_an_input_folder_is_skipped_and_an_empty_folder_is_an_error() {
+    let p = probe_project();
+    let logs = p.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let empty = p.run(&["run", "--input", "logs"]);
+    assert_ne!(empty.code, 0, "{empty:?}");
+    assert!(
+        empty.stderr.contains("the folder holds no log files"),
+        "{empty:?}"
+    );
+    std::fs::write(
+        logs.join("a.jsonl"),
+        "{\"ts\":\"2024-05-01T00:00:00Z\",\"probe\":1}\n",
+    )
+    .unwrap();
+    let fifo = logs.join("pipe.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = p.run(&["run", "--input", "logs", "--output", "out/1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("pipe.jsonl: skipped, not a regular file"),
+        "{out:?}"
+    );
+    assert_eq!(read_jsonl(&p.path().join("out/1/alerts.jsonl")).len(), 1);
 }

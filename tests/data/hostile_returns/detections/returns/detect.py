@@ -12,3 +12,8 @@ def alert_context(r):
     d = {"ip": "10.0.0.1"}
     d["a"] = d["b"] = d
     return d
+
+
+def dedupe(r):
+    # Not a str: an error, and the dedupe key falls back to the title.
+    return 42

@@ -1,0 +1,6 @@
+print("loaded prints")
+
+
+def detect(r):
+    print("looking at", r.get("probe"))
+    return r.get("probe") is not None
