@@ -16,7 +16,7 @@ from pathlib import Path
 
 # Lowest first. Keep in step with ARCHITECTURE.md.
 ORDER = [
-    "files", "suggest", "schema", "storage", "config", "outcome", "enrichment",
+    "files", "text", "suggest", "schema", "storage", "config", "outcome", "enrichment",
     "logs", "python", "query", "alerts", "delivery", "engine", "testing",
     "validate", "cli",
 ]

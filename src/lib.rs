@@ -21,4 +21,5 @@ pub mod schema;
 pub mod storage;
 pub mod suggest;
 pub mod testing;
+pub mod text;
 pub mod validate;

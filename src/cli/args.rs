@@ -33,6 +33,9 @@ pub enum Command {
         /// Folder to create the project in.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// The log schema to start with, with a detection, its tests and sample logs.
+        #[arg(long, value_enum, default_value_t = Starter::Ecs)]
+        schema: Starter,
     },
     /// Check every configuration file, table and detection; exit 1 on any error.
     Validate,
@@ -180,4 +183,13 @@ pub enum Outcome {
     Failed = 1,
     Usage = 2,
     DoneWithErrors = 3,
+}
+
+/// The log schema a new project starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Starter {
+    /// ECS-style events (`ts`, `event.*`, `source.ip`) and a failed-login rule.
+    Ecs,
+    /// AWS CloudTrail (`eventTime`, `Records` files) and a root-login rule.
+    Cloudtrail,
 }

@@ -160,13 +160,7 @@ fn decode(dir: &str, logs: &str) -> Result<String, String> {
     let reader = EventReader::with_read_paths(log, &paths);
     let inputs =
         expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;
-    let bytes: u64 = inputs
-        .iter()
-        .map(|i| match i {
-            crate::logs::Input::File(path) => std::fs::metadata(path).map_or(0, |m| m.len()),
-            crate::logs::Input::Object { size, .. } => *size,
-        })
-        .sum();
+    let bytes: u64 = inputs.iter().filter_map(crate::logs::Input::size).sum();
     let count = |events: &mut u64, errors: &mut u64, item: ReadItem| {
         match item {
             ReadItem::Batch(batch) => *events += batch.len() as u64,

@@ -5,13 +5,14 @@ use crate::engine::{self, EngineError, RunOptions};
 use crate::query::{OutputFormat, QueryError, QueryOptions};
 use crate::storage::{LocalStorage, Storage};
 use crate::testing;
+use crate::text::{count, count_as, rounded, thousands};
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::sync::Arc;
 
 pub fn dispatch(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Init { dir } => super::init::init(&dir),
+        Command::Init { dir, schema } => super::init::init(&dir, schema),
         Command::Validate => validate(&cli.global),
         Command::Bench { args } => Ok(super::bench::bench(&args)),
         Command::Test {
@@ -217,7 +218,25 @@ fn print_delivery(out: &mut impl Write, report: &crate::delivery::DeliveryReport
 fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
-    let (tables, sync_errors) = engine::prepare_tables(&project, storage.as_ref());
+    // Only the tables the statement names are synced and loaded.
+    let named = match crate::query::tables_named(&options.sql) {
+        Ok(named) => named,
+        Err(e) => {
+            eprintln!("error: SQL {e}");
+            return Ok(Outcome::Failed);
+        }
+    };
+    let wanted: Vec<String> = project
+        .enrichment
+        .iter()
+        .map(|d| d.name.clone())
+        .filter(|n| named.as_ref().is_none_or(|named| named.contains(n)))
+        .collect();
+    let (tables, sync_errors) = if wanted.is_empty() {
+        (crate::enrichment::Tables::new(), Vec::new())
+    } else {
+        engine::prepare_some_tables(&project, storage.as_ref(), &wanted)
+    };
     let warnings = sync_errors
         .iter()
         .map(|e| {
@@ -258,15 +277,16 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
 /// detections (imports, `detect`, function signatures, enrichment imports)
 /// and test files.
 fn validate(global: &GlobalArgs) -> Result<Outcome> {
+    super::context::require_project(&global.project)?;
     let checked = crate::validate::validate(&global.project);
     let project = &checked.project;
     if checked.problems.is_empty() {
         println!(
-            "ok: {} log table(s), {} enrichment table(s), {} detection(s), {} test case(s)",
-            project.log_tables.len(),
-            project.enrichment.len(),
-            project.detections.len(),
-            checked.test_cases
+            "ok: {}, {}, {}, {}",
+            count(project.log_tables.len() as u64, "log table"),
+            count(project.enrichment.len() as u64, "enrichment table"),
+            count(project.detections.len() as u64, "detection"),
+            count(checked.test_cases as u64, "test case")
         );
         return Ok(Outcome::Done);
     }
@@ -338,16 +358,19 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{} events, {} rule(s), {:.2}s ({:.0} events/s)",
-        s.events,
-        s.rules.len(),
+        "{}, {}, {:.2}s ({} events/s)",
+        count(s.events, "event"),
+        count(s.rules.len() as u64, "rule"),
         s.seconds,
-        s.events_per_second
+        rounded(s.events_per_second)
     )?;
     writeln!(
         out,
-        "{} rule matches -> {} alerts ({} activated), {} errors",
-        s.rule_matches, s.alerts, s.activated_alerts, s.errors
+        "{} -> {} ({} activated), {}",
+        count_as(s.rule_matches, "rule match", "rule matches"),
+        count(s.alerts, "alert"),
+        thousands(s.activated_alerts),
+        count(s.errors, "error")
     )?;
     for a in &report.alerts {
         writeln!(
@@ -364,8 +387,8 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
     if s.activated_alerts > shown {
         writeln!(
             out,
-            "  … {} more activated alerts",
-            s.activated_alerts - shown
+            "  … {} more (every alert is in the outputs)",
+            thousands(s.activated_alerts - shown)
         )?;
     }
     // Delivery failures are listed with the deliveries below.

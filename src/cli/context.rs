@@ -8,7 +8,36 @@ use crate::storage::{self, Storage};
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
+/// A mistake in how a command was called (exit 2, as clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Refuses a `-p` folder that holds no project, naming what was looked for.
+pub(super) fn require_project(root: &std::path::Path) -> Result<(), UsageError> {
+    if !root.is_dir() {
+        return Err(UsageError(format!(
+            "project folder {} does not exist (create a project with `ravenwatch init {}`)",
+            root.display(),
+            root.display()
+        )));
+    }
+    if Project::exists_at(root) {
+        return Ok(());
+    }
+    let folders = crate::config::PROJECT_FOLDERS
+        .map(|f| format!("{f}/"))
+        .join(", ");
+    Err(UsageError(format!(
+        "{} is not a Ravenwatch project: it has no {} and none of {folders} \
+         (use -p to point at a project, or create one with `ravenwatch init`)",
+        root.display(),
+        crate::config::PROJECT_FILE
+    )))
+}
+
 pub(super) fn load_project(global: &GlobalArgs) -> Result<Project> {
+    require_project(&global.project)?;
     Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
 }
 

@@ -8,6 +8,7 @@ use crate::enrichment::{
     composite_key, load_files, sync_tables, upload_key, EnrichmentTable, SyncOptions, SyncOutcome,
 };
 use crate::storage::Storage;
+use crate::text::count;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::sync::Arc;
@@ -83,17 +84,23 @@ fn sync(
                 uploads,
             } => {
                 println!(
-                    "{name}: ingested {} upload(s), table has {rows} rows (snapshot {snapshot_id})",
-                    uploads.len()
+                    "{name}: ingested {}, table has {} (snapshot {snapshot_id})",
+                    count(uploads.len() as u64, "upload"),
+                    count(*rows as u64, "row")
                 );
                 for u in uploads {
                     println!("  {u}");
                 }
             }
             SyncOutcome::Loaded { rows, snapshot_id } => {
-                println!("{name}: loaded {rows} rows (snapshot {snapshot_id})")
+                println!(
+                    "{name}: loaded {} (snapshot {snapshot_id})",
+                    count(*rows as u64, "row")
+                )
             }
-            SyncOutcome::Unchanged { rows } => println!("{name}: unchanged ({rows} rows)"),
+            SyncOutcome::Unchanged { rows } => {
+                println!("{name}: unchanged ({})", count(*rows as u64, "row"))
+            }
             SyncOutcome::Skipped => {
                 println!("{name}: dynamic table, changes only through uploads")
             }
@@ -274,7 +281,11 @@ fn upload(
             continue;
         }
         match load_files(def, std::slice::from_ref(file)) {
-            Ok(batch) => println!("{}: ok, {} rows", file.display(), batch.num_rows()),
+            Ok(batch) => println!(
+                "{}: ok, {}",
+                file.display(),
+                count(batch.num_rows() as u64, "row")
+            ),
             Err(e) => {
                 eprintln!("{e}");
                 failed = true;

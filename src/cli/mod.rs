@@ -25,6 +25,9 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {err:#}");
+            if err.downcast_ref::<context::UsageError>().is_some() {
+                return ExitCode::from(Outcome::Usage as u8);
+            }
             ExitCode::from(Outcome::Failed as u8)
         }
     }

@@ -33,7 +33,7 @@ pub use enrichment::{
 pub use error::{ConfigError, ConfigErrors, Diagnostics, Scope};
 pub use locate::{locate_key, locate_text, locate_text_after};
 pub use log_table::{resolve_path, LogTable, Selector};
-pub use project::{Project, ProjectSettings};
+pub use project::{Project, ProjectSettings, PROJECT_FOLDERS};
 pub(crate) use read::read_yaml;
 pub use severity::Severity;
 pub use template::{Template, TemplatePart};

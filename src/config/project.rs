@@ -103,6 +103,13 @@ impl Project {
         (project, errors.into_vec())
     }
 
+    /// Whether `root` holds a project at all: `ravenwatch.yml`, or one of
+    /// the folders a Matano project has. Commands refuse a folder that is
+    /// none of these rather than report "0 detections" as a success.
+    pub fn exists_at(root: &Path) -> bool {
+        root.join(PROJECT_FILE).is_file() || PROJECT_FOLDERS.iter().any(|f| root.join(f).is_dir())
+    }
+
     pub fn log_table(&self, name: &str) -> Option<&LogTable> {
         self.log_tables.iter().find(|t| t.name == name)
     }
@@ -157,6 +164,10 @@ impl Project {
         files
     }
 }
+
+/// The folders whose presence makes a folder a project (a Matano project
+/// has no `ravenwatch.yml`).
+pub const PROJECT_FOLDERS: [&str; 3] = ["detections", "schemas", "enrichment"];
 
 pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSettings {
     let file = root.join(PROJECT_FILE);

@@ -90,7 +90,8 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub struct RunReport {
     pub summary: Summary,
-    /// The first activated alerts (at most [`RunOptions::shown_alerts`]);
+    /// The activated alerts to show first (at most
+    /// [`RunOptions::shown_alerts`]): most severe, most matched, most recent;
     /// every alert is in the outputs.
     pub alerts: Vec<Alert>,
     pub errors: Vec<ErrorRecord>,
@@ -104,7 +105,20 @@ pub struct RunReport {
 /// Syncs changed static tables and loads every table's current snapshot;
 /// sync failures become error records (the previous snapshot is used).
 pub fn prepare_tables(project: &Project, storage: &dyn Storage) -> (Tables, Vec<ErrorRecord>) {
-    let (report, tables) = sync_tables(project, storage, &SyncOptions::default());
+    prepare_some_tables(project, storage, &[])
+}
+
+/// [`prepare_tables`] for the tables named `only` (every table when empty).
+pub fn prepare_some_tables(
+    project: &Project,
+    storage: &dyn Storage,
+    only: &[String],
+) -> (Tables, Vec<ErrorRecord>) {
+    let options = SyncOptions {
+        only,
+        ..SyncOptions::default()
+    };
+    let (report, tables) = sync_tables(project, storage, &options);
     let errors = report
         .failures()
         .map(|(table, e)| enrichment_error(table, e))
@@ -137,7 +151,13 @@ pub fn run(
     let table = project
         .log_table_for(options.table.as_deref())
         .map_err(EngineError::Usage)?;
-    let inputs = expand_inputs(&options.inputs, &project.settings.aws)?;
+    let inputs = expand_inputs(&options.inputs, &project.settings.aws).map_err(|e| {
+        if e.is_usage() {
+            EngineError::Usage(e.to_string())
+        } else {
+            e.into()
+        }
+    })?;
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     repair_last_commit(storage.as_ref(), &state)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
@@ -303,7 +323,7 @@ fn read_and_evaluate(
 ) -> Result<BatchPreparer, EngineError> {
     let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
-    let mut progress = Progress::new(progress, inputs.len());
+    let mut progress = Progress::new(progress, &inputs);
     // Python workers keep their cores busy; decoding takes the rest (at
     // least one thread), as more threads would only hold more batches.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -352,7 +372,7 @@ fn read_and_evaluate(
                         .extend(matches.drain(..))
                         .map_err(|e| spool_error(&e))?;
                     if let Some(progress) = progress.as_mut() {
-                        progress.batch_done(&batch.file, summary, spool.len());
+                        progress.batch_done(&batch, summary, spool.len());
                     }
                 }
             }
@@ -521,11 +541,29 @@ fn look_over(
         if !delivery.destinations.is_empty() && !crate::delivery::routes(&alert).is_empty() {
             seen.routed.push(alert.clone());
         }
-        if seen.shown.len() < show {
+        if show > 0 {
             seen.shown.push(alert);
+            if seen.shown.len() >= 2 * show + 64 {
+                keep_most_pressing(&mut seen.shown, show);
+            }
         }
     }
+    keep_most_pressing(&mut seen.shown, show);
     Ok(seen)
+}
+
+/// Keeps the `n` alerts an analyst should see first, in that order: the
+/// most severe, then the most matched, then the most recent (last match).
+fn keep_most_pressing(alerts: &mut Vec<Alert>, n: usize) {
+    alerts.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(b.match_count.cmp(&a.match_count))
+            .then_with(|| b.last_match_time.cmp(&a.last_match_time))
+            .then_with(|| a.rule.cmp(&b.rule))
+            .then_with(|| a.dedupe.cmp(&b.dedupe))
+    });
+    alerts.truncate(n);
 }
 
 fn finish_summary(
@@ -694,45 +732,97 @@ fn deliver(
     }
 }
 
-/// The terminal's progress line: inputs done of all, events, events/s,
-/// matches so far; nothing when stderr is not a terminal.
+/// The terminal's progress line: percent done, events, events/s, matches
+/// so far, inputs done of all, elapsed time and ETA; nothing when stderr is
+/// not a terminal. Progress is measured in input bytes: an uncompressed
+/// input advances with each batch, a compressed one (whose decoded size is
+/// unknown) when it is done. Without a known total (stdin) there is no
+/// percentage or ETA.
 struct Progress {
     bar: indicatif::ProgressBar,
     started: Instant,
+    /// Each input's size, and whether batches can advance it (uncompressed).
+    sizes: HashMap<String, (u64, bool)>,
+    inputs: usize,
+    inputs_done: usize,
     file: Option<Arc<str>>,
+    /// Bytes of the inputs done, and of the current one so far.
+    done: u64,
+    current: u64,
 }
 
 impl Progress {
-    fn new(enabled: bool, inputs: usize) -> Option<Self> {
+    fn new(enabled: bool, inputs: &[crate::logs::Input]) -> Option<Self> {
         use std::io::IsTerminal;
         if !enabled || !std::io::stderr().is_terminal() {
             return None;
         }
-        let bar = indicatif::ProgressBar::new(inputs as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:24} {pos}/{len} inputs  {msg}  {elapsed}",
+        let sizes: HashMap<String, (u64, bool)> = inputs
+            .iter()
+            .filter_map(|i| {
+                let name = i.name();
+                let streamed = !(name.ends_with(".gz") || name.ends_with(".zst"));
+                Some((name, (i.size()?, streamed)))
+            })
+            .collect();
+        let known = sizes.len() == inputs.len();
+        let (bar, template) = if known {
+            let total = sizes.values().map(|(s, _)| s).sum();
+            (
+                indicatif::ProgressBar::new(total),
+                "{bar:24} {percent:>3}%  {msg}  {elapsed} elapsed, ETA {eta}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        } else {
+            (
+                indicatif::ProgressBar::no_length(),
+                "{spinner} {msg}  {elapsed}",
+            )
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         Some(Self {
             bar,
             started: Instant::now(),
+            sizes,
+            inputs: inputs.len(),
+            inputs_done: 0,
             file: None,
+            done: 0,
+            current: 0,
         })
     }
 
-    fn batch_done(&mut self, file: &Arc<str>, summary: &Summary, matches: u64) {
-        if self.file.as_ref().is_some_and(|f| f != file) {
-            self.bar.inc(1);
+    fn batch_done(&mut self, batch: &EventBatch, summary: &Summary, matches: u64) {
+        if self.file.as_ref() != Some(&batch.file) {
+            if let Some(previous) = self.file.take() {
+                self.input_done(&previous);
+            }
+            self.file = Some(Arc::clone(&batch.file));
         }
-        self.file = Some(Arc::clone(file));
+        if let Some((size, true)) = self.sizes.get(batch.file.as_ref()) {
+            // The events' text and a line end each: close to the bytes read.
+            let read = batch.raw.values().len() as u64 + batch.len() as u64;
+            self.current = (self.current + read).min(*size);
+        }
+        self.bar.set_position(self.done + self.current);
         let rate = summary.events as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar.set_message(format!(
-            "{} events  {:.0} events/s  {matches} matches",
-            summary.events, rate
+            "{}  {} events/s  {}  {}/{} inputs",
+            crate::text::count(summary.events, "event"),
+            crate::text::rounded(rate),
+            crate::text::count_as(matches, "match", "matches"),
+            self.inputs_done,
+            self.inputs
         ));
+    }
+
+    fn input_done(&mut self, file: &str) {
+        self.inputs_done += 1;
+        self.done += self.sizes.get(file).map_or(0, |(size, _)| *size);
+        self.current = 0;
     }
 
     fn finish(self) {

@@ -23,6 +23,8 @@ pub const STREAM_ABOVE: u64 = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub enum Input {
     File(PathBuf),
+    /// Standard input (`--input -`): `zcat *.gz | ravenwatch run --input -`.
+    Stdin,
     Object {
         storage: Arc<dyn Storage>,
         key: String,
@@ -35,18 +37,31 @@ impl Input {
     pub fn name(&self) -> String {
         match self {
             Input::File(path) => display_path(path),
+            Input::Stdin => STDIN_NAME.into(),
             Input::Object { storage, key, .. } => storage.url(key),
         }
     }
+
+    /// Its size in bytes as stored (compressed), when known before reading.
+    pub fn size(&self) -> Option<u64> {
+        match self {
+            Input::File(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+            Input::Stdin => None,
+            Input::Object { size, .. } => Some(*size),
+        }
+    }
 }
+
+/// How standard input is named in sources (`stdin:12`) and messages.
+pub const STDIN_NAME: &str = "stdin";
 
 fn is_hidden(name: &str) -> bool {
     name.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
 }
 
-/// Expands files, folders (recursively, sorted, skipping hidden files) and
+/// Expands files, folders (recursively, sorted, skipping hidden files),
 /// `s3://bucket/prefix` URLs (every object under the prefix, or the object
-/// itself) into inputs.
+/// itself) and `-` (standard input) into inputs.
 ///
 /// # Errors
 /// A local path that does not exist, an S3 prefix with no objects, or an S3
@@ -54,6 +69,16 @@ fn is_hidden(name: &str) -> bool {
 pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
     let mut inputs = Vec::new();
     for p in paths {
+        if p == "-" {
+            if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
+                return Err(LogError::Input {
+                    path: p.clone(),
+                    message: "standard input can be read only once".into(),
+                });
+            }
+            inputs.push(Input::Stdin);
+            continue;
+        }
         if p.starts_with("s3://") {
             inputs.extend(expand_s3(p, aws)?);
             continue;
@@ -277,6 +302,10 @@ pub fn frame_inputs(
         let fatal = match (&input, fetch) {
             (Input::File(path), _) => {
                 reader.frame_file(path, &mut forward);
+                None
+            }
+            (Input::Stdin, _) => {
+                reader.frame_stdin(&mut forward);
                 None
             }
             (Input::Object { .. }, Some(fetch)) => match fetch.join() {

@@ -15,7 +15,8 @@ mod reader;
 pub use batch::{BatchParts, EventBatch, PositionKind, ReadColumn, ReadColumns};
 pub use decode::{DecodePlan, FUTURE_SKEW_US, MAX_NESTING};
 pub use input::{
-    expand_inputs, frame_inputs, read_inputs, read_inputs_parallel, Input, PREFETCH, STREAM_ABOVE,
+    expand_inputs, frame_inputs, read_inputs, read_inputs_parallel, Input, PREFETCH, STDIN_NAME,
+    STREAM_ABOVE,
 };
 pub use reader::{EventReader, Framed, ReadItem, RecordError, Undecoded};
 
@@ -27,4 +28,12 @@ pub enum LogError {
     Input { path: String, message: String },
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+}
+
+impl LogError {
+    /// A mistake in the inputs named on the command line (a path that does
+    /// not exist, an empty folder) rather than a failure to read them.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, LogError::MissingInput { .. } | LogError::Input { .. })
+    }
 }

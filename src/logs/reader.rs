@@ -152,6 +152,40 @@ impl EventReader {
         }
     }
 
+    /// Standard input, read as a stream: `.gz`/`.zst` recognised by their
+    /// magic bytes, then a JSON array or a `{"Records": [...]}` object by
+    /// its first characters, else JSON lines. Sources read `stdin:<line>`.
+    pub fn frame_stdin(&self, sink: &mut dyn FnMut(Framed)) {
+        self.frame_sniffed(super::STDIN_NAME, Box::new(std::io::stdin()), sink);
+    }
+
+    /// [`EventReader::frame_stdin`] for any unnamed stream.
+    pub fn frame_sniffed(
+        &self,
+        shown: &str,
+        input: Box<dyn Read + Send>,
+        sink: &mut dyn FnMut(Framed),
+    ) {
+        let shown: Arc<str> = Arc::from(shown);
+        let result = sniff_decompress(input)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|mut reader| {
+                let head = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
+                let format = if looks_like_json_document(head) {
+                    "json"
+                } else {
+                    "jsonl"
+                };
+                self.read_decompressed(format, reader, &shown, sink)
+            });
+        if let Err(message) = result {
+            sink(Framed::Ready(ReadItem::Error(RecordError {
+                source: shown.to_string(),
+                message,
+            })));
+        }
+    }
+
     fn decode_into(&self, framed: Framed, sink: &mut dyn FnMut(ReadItem)) {
         match framed {
             Framed::Chunk(chunk) => self.decode(chunk).into_iter().for_each(sink),
@@ -338,6 +372,33 @@ fn position_source(shown: &str, kind: PositionKind, position: u64) -> String {
         PositionKind::Line if !shown.starts_with("s3://") => format!("{shown}:{position}"),
         _ => format!("{shown}#{position}"),
     }
+}
+
+/// Wraps an unnamed stream in the decompressor its first bytes call for
+/// (gzip `1f 8b`, zstd `28 b5 2f fd`).
+fn sniff_decompress(input: Box<dyn Read + Send>) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let mut buffered = std::io::BufReader::with_capacity(1 << 16, input);
+    let head = buffered.fill_buf()?;
+    let name = if head.starts_with(&[0x1f, 0x8b]) {
+        "stream.gz"
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "stream.zst"
+    } else {
+        return Ok(Box::new(buffered));
+    };
+    crate::files::decompress(Box::new(buffered), name)
+}
+
+/// Whether a stream starting with `head` is one JSON document (an array,
+/// or an object whose first key is `Records`) rather than JSON lines.
+fn looks_like_json_document(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&head[..head.len().min(256)]);
+    let text = text.trim_start();
+    if text.starts_with('[') {
+        return true;
+    }
+    text.strip_prefix('{')
+        .is_some_and(|rest| rest.trim_start().starts_with("\"Records\""))
 }
 
 #[cfg(test)]

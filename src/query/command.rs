@@ -3,6 +3,7 @@
 //! prints the result as a table, JSON or CSV.
 
 use super::error::SqlError;
+use super::prune::Parsed;
 use super::{read_only, register_enrichment, session, with_mmdb_hint};
 use crate::config::Project;
 use crate::enrichment::Tables;
@@ -12,6 +13,7 @@ use crate::storage::{Storage, StorageError};
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::io::Write;
@@ -85,8 +87,11 @@ pub fn run_query(
         QueryError::Sql(SqlError::from_datafusion(&e, &options.sql))
     };
     register_enrichment(&ctx, tables).map_err(sql_error)?;
+    let parsed = Parsed::new(&options.sql).map_err(QueryError::Sql)?;
+    let named = parsed.tables();
+    let reads = |name: &str| named.as_ref().is_none_or(|n| n.contains(name));
 
-    let runs = run_outputs(project, storage, options.run.as_deref())?;
+    let mut runs = None;
     for (name, file, times) in [
         (
             "alerts",
@@ -95,17 +100,37 @@ pub fn run_query(
         ),
         ("matches", "matches.jsonl", &["time"][..]),
     ] {
-        let (schema, batches) = run_table(storage, &runs, file, times)?;
+        if !reads(name) {
+            continue;
+        }
+        let all: &Vec<RunOutput> = match &runs {
+            Some(r) => r,
+            None => runs.insert(run_outputs(project, storage, options.run.as_deref())?),
+        };
+        let filter = parsed.runs(name);
+        let kept: Vec<&RunOutput> = all.iter().filter(|r| filter.keeps(&r.id)).collect();
+        let (schema, batches) = run_table(storage, &kept, file, times)?;
         let table = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
         ctx.register_table(name, Arc::new(table))
             .map_err(sql_error)?;
     }
 
     let mut log_name = None;
-    if !options.inputs.is_empty() {
-        let table = project
-            .log_table_for(options.table.as_deref())
-            .map_err(QueryError::Usage)?;
+    let log_table = match options.inputs.is_empty() {
+        true => None,
+        false => Some(
+            project
+                .log_table_for(options.table.as_deref())
+                .map_err(QueryError::Usage)?,
+        ),
+    };
+    if let Some(table) = log_table.filter(|t| !reads(&t.name)) {
+        warnings.push(format!(
+            "--input was not read: the query does not name log table `{}`",
+            table.name
+        ));
+    }
+    if let Some(table) = log_table.filter(|t| reads(&t.name)) {
         let (schema, batches, errors) = read_logs(project, table, &options.inputs)?;
         warnings.extend(errors);
         let provider = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
@@ -126,13 +151,73 @@ pub fn run_query(
     });
     let (schema, batches) = result.map_err(|e| {
         let err = with_mmdb_hint(SqlError::from_datafusion(&e, &options.sql), tables);
-        QueryError::Sql(with_log_hint(err, project, log_name.as_deref()))
+        let err = with_log_hint(err, project, log_name.as_deref());
+        QueryError::Sql(with_name_hint(err, &ctx, project))
     })?;
     Ok(QueryResult {
         schema,
         batches,
         warnings,
     })
+}
+
+/// The tables `sql` reads (`None`: it may read any, as `SHOW TABLES`
+/// does), so a caller loads only those.
+///
+/// # Errors
+/// SQL that does not parse.
+pub fn tables_named(sql: &str) -> Result<Option<HashSet<String>>, SqlError> {
+    Ok(Parsed::new(sql)?.tables())
+}
+
+/// Adds "did you mean" to an unknown table or column: tables among every
+/// table the project has, columns among those of the tables registered.
+fn with_name_hint(mut err: SqlError, ctx: &SessionContext, project: &Project) -> SqlError {
+    if err.message.to_ascii_lowercase().contains("did you mean") {
+        return err;
+    }
+    let quoted = |kind: &str| {
+        let rest = err.message.split_once(&format!("{kind} '"))?.1;
+        let (name, after) = rest.split_once('\'')?;
+        after
+            .trim_start()
+            .starts_with("not found")
+            .then(|| name.rsplit('.').next().unwrap_or(name).to_string())
+    };
+    let catalog = ctx.catalog("datafusion").and_then(|c| c.schema("public"));
+    let registered = catalog
+        .as_ref()
+        .map(|s| s.table_names())
+        .unwrap_or_default();
+    let hint = if let Some(table) = quoted("table") {
+        let mut names: Vec<String> = project
+            .enrichment
+            .iter()
+            .map(|d| d.name.clone())
+            .chain(project.log_tables.iter().map(|t| t.name.clone()))
+            .chain(["alerts".to_string(), "matches".to_string()])
+            .collect();
+        names.sort();
+        names.dedup();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        crate::suggest::did_you_mean(&table, &names)
+    } else if let Some(column) = quoted("column") {
+        let mut columns = Vec::new();
+        for name in &registered {
+            let provider = catalog
+                .as_ref()
+                .and_then(|s| futures::executor::block_on(s.table(name)).ok().flatten());
+            if let Some(provider) = provider {
+                columns.extend(provider.schema().fields().iter().map(|f| f.name().clone()));
+            }
+        }
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        crate::suggest::did_you_mean(&column, &columns)
+    } else {
+        String::new()
+    };
+    err.message.push_str(&hint);
+    err
 }
 
 /// Explains a missing log table: logs are read only from `--input`.
@@ -330,7 +415,7 @@ fn run_ids(
 /// across rows, else JSON text; `times` are read as UTC timestamps.
 fn run_table(
     storage: &dyn Storage,
-    runs: &[RunOutput],
+    runs: &[&RunOutput],
     file: &str,
     times: &[&str],
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
@@ -427,7 +512,13 @@ fn read_logs(
     table: &crate::config::LogTable,
     inputs: &[String],
 ) -> Result<(SchemaRef, Vec<RecordBatch>, Vec<String>), QueryError> {
-    let inputs = expand_inputs(inputs, &project.settings.aws)?;
+    let inputs = expand_inputs(inputs, &project.settings.aws).map_err(|e| {
+        if e.is_usage() {
+            QueryError::Usage(e.to_string())
+        } else {
+            e.into()
+        }
+    })?;
     let undeclared = sample_undeclared(table, inputs.clone());
     let reader = EventReader::with_read_paths(table, &undeclared);
     let mut decoded = Vec::new();

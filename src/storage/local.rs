@@ -215,7 +215,7 @@ impl Drop for LockFile {
 
 impl Storage for LocalStorage {
     fn url(&self, key: &str) -> String {
-        self.root.join(key).display().to_string()
+        crate::files::display_path(&self.root.join(key))
     }
 
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -71,6 +71,33 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
+/// Whether a call failed because no credentials provider had any (the
+/// SDK then names only the last one it tried, e.g. "IMDS is disabled").
+fn is_credentials_failure<E: std::error::Error + 'static>(err: &E) -> bool {
+    let text = DisplayErrorContext(err).to_string().to_ascii_lowercase();
+    text.contains("no credentials")
+        || text.contains("credentials provider")
+        || text.contains("failed to load credentials")
+        || text.contains("credentialserror")
+}
+
+/// What was looked for and how to give credentials.
+fn no_credentials_message() -> String {
+    let imds = match std::env::var("AWS_EC2_METADATA_DISABLED") {
+        Ok(v) if v.eq_ignore_ascii_case("true") => {
+            "EC2 instance metadata (disabled by AWS_EC2_METADATA_DISABLED)"
+        }
+        _ => "EC2 instance metadata",
+    };
+    format!(
+        "no AWS credentials found (checked: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+         AWS_PROFILE and the shared config and credentials files, web identity \
+         (AWS_WEB_IDENTITY_TOKEN_FILE), ECS container credentials, {imds}): set \
+         AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an \
+         instance or task role"
+    )
+}
+
 impl S3Storage {
     /// A client for `s3://bucket/prefix`. Settings from ravenwatch.yml win
     /// over the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`,
@@ -162,14 +189,12 @@ impl S3Storage {
                     message: root_cause(&err),
                 }
             }
-            SdkError::DispatchFailure(_)
-                if DisplayErrorContext(&err).to_string().contains("no credentials found") =>
-            {
+            SdkError::DispatchFailure(_) if is_credentials_failure(&err) => {
                 return StorageError::S3 {
                     location,
                     operation,
                     code: "NoCredentials".into(),
-                    message: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance/task role".into(),
+                    message: no_credentials_message(),
                 }
             }
             SdkError::TimeoutError(_) => {

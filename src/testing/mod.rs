@@ -187,12 +187,14 @@ pub fn run_tests(
         sql: &sql_runtime,
     };
     let keyword = selection.keyword.as_ref().map(|k| k.to_lowercase());
+    let mut collected = 0;
     for def in &project.detections {
         if !selection.rules.is_empty() && !selection.rules.contains(&def.name) {
             continue;
         }
         let (cases, errors) = load_cases(project, def);
         report.collection_errors.extend(errors);
+        collected += cases.len();
         for case in cases {
             if keyword
                 .as_ref()
@@ -227,8 +229,29 @@ pub fn run_tests(
             report.results.push(result);
         }
     }
+    if report.results.is_empty() && report.collection_errors.is_empty() {
+        return Err(TestError::Usage(nothing_ran(project, selection, collected)));
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Why a selection ran no case: no detection, no test file, or a `-k`
+/// that matches none of the cases there are.
+fn nothing_ran(project: &Project, selection: &Selection, collected: usize) -> String {
+    if project.detections.is_empty() {
+        return format!(
+            "no detections in {}: nothing to test",
+            project.root.join("detections").display()
+        );
+    }
+    match &selection.keyword {
+        Some(k) if collected > 0 => format!(
+            "no test case matches -k `{k}` ({collected} case{} in the selected detections; -k matches part of `rule::case`)",
+            if collected == 1 { "" } else { "s" }
+        ),
+        _ => "no test cases in the selected detections: add detections/<rule>/tests/<name>.yml (see README, Detection tests)".into(),
+    }
 }
 
 /// Inserts `value` at dotted `path` unless something is already there.

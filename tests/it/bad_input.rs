@@ -54,8 +54,9 @@ fn syntax_error_fails_validate_and_aborts_run_before_input() {
     detections/syntax_error/detect.py:5: SyntaxError: expected ':'
     1 error found
     ");
+    // A missing input is a usage error, found before the detections load.
     let run = p.run(&["run", "--input", "does-not-matter.jsonl"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2, "{run:?}");
     let run = p.run(&[
         "run",
         "--input",

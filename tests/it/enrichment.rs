@@ -100,7 +100,7 @@ fn dynamic_tables_work_on_local_storage() {
     let sync = p.run(&["enrichment", "sync", "intel_ips"]);
     assert!(
         sync.stdout
-            .contains("intel_ips: ingested 2 upload(s), table has 4 rows"),
+            .contains("intel_ips: ingested 2 uploads, table has 4 rows"),
         "{sync:?}"
     );
     let get = p.run(&["enrichment", "get", "intel_ips", "198.51.100.66"]);

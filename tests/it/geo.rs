@@ -170,10 +170,7 @@ fn dynamic_mmdb_tables_take_uploaded_databases_only() {
     let upload = p.run(&["enrichment", "upload", "geoip", "test.mmdb"]);
     assert_eq!(upload.code, 0, "{upload:?}");
     let sync = p.run(&["enrichment", "sync", "geoip"]);
-    assert!(
-        sync.stdout.contains("geoip: ingested 1 upload(s)"),
-        "{sync:?}"
-    );
+    assert!(sync.stdout.contains("geoip: ingested 1 upload"), "{sync:?}");
     assert_eq!(get(&p, "2a02:cf40::7")["city"], "Oslo");
 }
 

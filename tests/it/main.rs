@@ -11,12 +11,14 @@ mod enrichment;
 mod geo;
 mod hostile;
 mod http;
+mod newcomer;
 mod python;
 mod run;
 mod s3;
 mod selectors;
 mod sql;
 mod testing;
+mod walkthrough;
 mod workers;
 
 use serde_json::Value;

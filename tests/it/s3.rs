@@ -229,7 +229,7 @@ fn append_uploads_keep_every_row(p: &Project, s3: &S3) {
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
-            .contains("intel_ips: ingested 1 upload(s), table has 2 rows"),
+            .contains("intel_ips: ingested 1 upload, table has 2 rows"),
         "{}",
         sync.stdout
     );
@@ -246,13 +246,13 @@ fn append_uploads_keep_every_row(p: &Project, s3: &S3) {
     assert_eq!(sync.code, 0, "{sync:?}");
     assert!(
         sync.stdout
-            .contains("intel_ips: ingested 1 upload(s), table has 4 rows"),
+            .contains("intel_ips: ingested 1 upload, table has 4 rows"),
         "{}",
         sync.stdout
     );
     assert!(
         sync.stdout
-            .contains("allowlisted_hosts: ingested 1 upload(s), table has 1 rows"),
+            .contains("allowlisted_hosts: ingested 1 upload, table has 1 row"),
         "{}",
         sync.stdout
     );
@@ -279,7 +279,7 @@ fn append_uploads_keep_every_row(p: &Project, s3: &S3) {
     assert!(
         again
             .stdout
-            .contains("allowlisted_hosts: unchanged (1 rows)"),
+            .contains("allowlisted_hosts: unchanged (1 row)"),
         "{}",
         again.stdout
     );
@@ -291,7 +291,7 @@ fn an_overwriting_upload_replaces_the_table(p: &Project, s3: &S3) {
     let sync = run(p, s3, &["enrichment", "sync", "allowlisted_hosts"]);
     assert!(
         sync.stdout
-            .contains("allowlisted_hosts: ingested 1 upload(s), table has 1 rows"),
+            .contains("allowlisted_hosts: ingested 1 upload, table has 1 row"),
         "{}",
         sync.stdout
     );
@@ -442,8 +442,7 @@ fn a_bad_upload_is_refused_or_keeps_the_previous_snapshot() {
         sync.stderr
     );
     assert!(
-        sync.stdout
-            .contains("allowlisted_hosts: ingested 1 upload(s)"),
+        sync.stdout.contains("allowlisted_hosts: ingested 1 upload"),
         "{}",
         sync.stdout
     );

@@ -133,7 +133,7 @@ fn bad_sql_is_reported_at_its_position() {
     let out = p.run(&["query", "SELECT ip,\n  descripton\nFROM known_ip_info"]);
     assert_eq!(out.code, 1);
     insta::assert_snapshot!(out.stderr, @r"
-    error: SQL line 2, column 3: column 'descripton' not found
+    error: SQL line 2, column 3: column 'descripton' not found (did you mean `description`?)
         descripton
         ^
     ");
