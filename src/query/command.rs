@@ -109,7 +109,8 @@ pub fn run_query(
         };
         let filter = parsed.runs(name);
         let kept: Vec<&RunOutput> = all.iter().filter(|r| filter.keeps(&r.id)).collect();
-        let (schema, batches) = run_table(storage, &kept, file, times)?;
+        let needed = |column: &str| super::prune::may_read_column(&options.sql, column);
+        let (schema, batches) = run_table(storage, &kept, file, times, &needed)?;
         let table = MemTable::try_new(schema, vec![batches]).map_err(sql_error)?;
         ctx.register_table(name, Arc::new(table))
             .map_err(sql_error)?;
@@ -412,13 +413,21 @@ fn run_ids(
 
 /// One JSON-lines output of every run as a table with a `run_id` column.
 /// Nested values (context, events) become structs when their shapes agree
-/// across rows, else JSON text; `times` are read as UTC timestamps.
+/// across rows, else JSON text; `times` are read as UTC timestamps. Nested
+/// columns the query cannot read (`needed` says) are dropped as each row
+/// is read, so they cost no memory.
 fn run_table(
     storage: &dyn Storage,
     runs: &[&RunOutput],
     file: &str,
     times: &[&str],
+    needed: &dyn Fn(&str) -> bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let unread: Vec<&str> = NESTED_RUN_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !needed(c))
+        .collect();
     let mut rows: Vec<Value> = Vec::new();
     for run in runs {
         let storage = run.storage.as_deref().unwrap_or(storage);
@@ -435,6 +444,9 @@ fn run_table(
                 message: format!("not valid JSON: {e}"),
             })?;
             if let Value::Object(map) = &mut value {
+                for column in &unread {
+                    map.remove(*column);
+                }
                 map.insert("run_id".into(), Value::String(run.id.clone()));
             }
             rows.push(value);
@@ -454,7 +466,7 @@ fn run_table(
         return Ok((Arc::new(Schema::new(fields)), Vec::new()));
     }
     // A nested column whose shapes conflict between rules is kept as text.
-    for column in ["context", "events", "event"] {
+    for column in NESTED_RUN_COLUMNS {
         let values = rows
             .iter()
             .filter_map(|r| r.get(column).map(|v| Ok(serde_json::json!({ column: v }))));
@@ -494,6 +506,9 @@ fn run_table(
     }
     Ok((schema, batches))
 }
+
+/// The nested (and large) columns of `alerts` and `matches`.
+const NESTED_RUN_COLUMNS: [&str; 4] = ["context", "latest_context", "events", "event"];
 
 fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))

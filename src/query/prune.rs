@@ -121,6 +121,28 @@ impl Parsed {
     }
 }
 
+/// Whether a query whose SQL is `sql` may read column `column` of a table
+/// it names: `false` only when the name appears nowhere in the text and
+/// nothing can expand to every column (a `*` other than `count(*)`, a
+/// `NATURAL` join). Lets `query` skip decoding large columns (a run's
+/// `events`) that a query cannot see.
+pub fn may_read_column(sql: &str, column: &str) -> bool {
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let compact: String = sql.chars().filter(|c| !c.is_whitespace()).collect();
+    let without_counts = compact.to_ascii_lowercase().replace("count(*)", "");
+    if without_counts.contains('*') {
+        return true;
+    }
+    words(sql)
+        .iter()
+        .any(|w| w == column || w.eq_ignore_ascii_case("natural"))
+}
+
 /// The last part of a possibly qualified name, unquoted.
 fn last_part(name: &str) -> String {
     name.rsplit('.')
@@ -305,6 +327,24 @@ mod tests {
             "matches",
         );
         assert!(f.keeps("b") && !f.keeps("d"));
+    }
+
+    #[test]
+    fn columns_a_query_cannot_see_are_not_read() {
+        let sql = "SELECT rule, count(*) FROM alerts GROUP BY rule";
+        assert!(!may_read_column(sql, "events"));
+        assert!(may_read_column(sql, "rule"));
+        assert!(may_read_column("SELECT * FROM alerts", "events"));
+        assert!(may_read_column("SELECT a.* FROM alerts a", "events"));
+        assert!(may_read_column(
+            "SELECT match_count * 2 FROM alerts",
+            "events"
+        ));
+        assert!(may_read_column("SELECT e.events FROM alerts e", "events"));
+        assert!(may_read_column(
+            "SELECT 1 FROM alerts NATURAL JOIN x",
+            "events"
+        ));
     }
 
     #[test]
