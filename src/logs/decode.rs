@@ -971,7 +971,7 @@ pub const MAX_NESTING: usize = 64;
 
 /// Whether the JSON text nests objects and arrays deeper than `max` (a
 /// byte scan that skips strings; malformed text is left to the parser).
-fn nested_deeper_than(text: &[u8], max: usize) -> bool {
+pub(super) fn nested_deeper_than(text: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in text {
         if in_string {

@@ -1,4 +1,4 @@
-use super::decode::{Chunk, DecodePlan};
+use super::decode::{Chunk, DecodePlan, MAX_NESTING};
 use super::{EventBatch, PositionKind};
 use crate::config::LogTable;
 use crate::files::display_path;
@@ -216,6 +216,16 @@ impl EventReader {
             reader
                 .read_to_end(&mut text)
                 .map_err(|e| format!("cannot read: {e}"))?;
+            // sonic-rs skips values recursively: a document nested deeper
+            // than events may be is split without it, so the stack stays
+            // bounded and only the too-deep elements are refused.
+            if super::decode::nested_deeper_than(&text, MAX_NESTING + 2) {
+                let text = String::from_utf8(text).map_err(|e| format!("invalid JSON: {e}"))?;
+                return match top_level_array(&text) {
+                    Some(array) => self.read_elements_shallow(array, shown, sink),
+                    None => self.read_lines(std::io::Cursor::new(text.into_bytes()), shown, sink),
+                };
+            }
             let start = text.iter().position(|b| !b.is_ascii_whitespace());
             match start.map(|i| text[i]) {
                 Some(b'[') => {
@@ -273,6 +283,36 @@ impl EventReader {
         }
         self.emit(chunk, shown, PositionKind::Row, sink);
         Ok(())
+    }
+
+    /// [`EventReader::read_elements`] for a document too deep for sonic-rs:
+    /// elements are separated by a byte scan, and each is checked when it
+    /// is decoded (a too-deep one is an error naming its element).
+    fn read_elements_shallow(
+        &self,
+        array: &str,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(Framed),
+    ) -> Result<(), String> {
+        let mut chunk = Chunk::with_capacity(self.batch_size);
+        let elements = array_elements(array);
+        let complete = elements.is_ok();
+        let elements = elements.unwrap_or_else(|partial| partial);
+        let count = elements.len();
+        for (i, item) in elements.into_iter().enumerate() {
+            chunk.push(item, i as u64 + 1);
+            if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
+                self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
+            }
+        }
+        self.emit(chunk, shown, PositionKind::Row, sink);
+        if complete {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid JSON array after element {count}: it is not closed"
+            ))
+        }
     }
 
     fn read_lines(
@@ -372,6 +412,86 @@ fn position_source(shown: &str, kind: PositionKind, position: u64) -> String {
         PositionKind::Line if !shown.starts_with("s3://") => format!("{shown}:{position}"),
         _ => format!("{shown}#{position}"),
     }
+}
+
+/// The text of a document's top-level array: the document itself when it
+/// is one, else the value of a top-level `"Records"` key when that is an
+/// array. A byte scan, depth tracked in a counter (no recursion).
+fn top_level_array(text: &str) -> Option<&str> {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    if bytes[start] == b'[' {
+        return Some(&text[start..]);
+    }
+    if bytes[start] != b'{' {
+        return None;
+    }
+    let (mut depth, mut i) = (0usize, start);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(bytes, i)?;
+                if depth == 1 && &text[i..=end] == "\"Records\"" {
+                    let rest = text[end + 1..].trim_start().strip_prefix(':')?.trim_start();
+                    return rest.starts_with('[').then_some(rest);
+                }
+                i = end;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index of the quote closing the string opened at `open`.
+fn string_end(bytes: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The elements of the array `array` starts with, as text, split at the
+/// commas of its first level; `Err` with the elements found when the array
+/// is not closed.
+fn array_elements(array: &str) -> Result<Vec<&str>, Vec<&str>> {
+    let bytes = array.as_bytes();
+    let mut out = Vec::new();
+    let (mut depth, mut i, mut from) = (0usize, 0usize, 1usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => match string_end(bytes, i) {
+                Some(end) => i = end,
+                None => return Err(out),
+            },
+            b'{' | b'[' => depth += 1,
+            b',' if depth == 1 => {
+                out.push(array[from..i].trim());
+                from = i + 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    let last = array[from..i].trim();
+                    if !last.is_empty() {
+                        out.push(last);
+                    }
+                    return Ok(out);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Err(out)
 }
 
 /// Wraps an unnamed stream in the decompressor its first bytes call for
@@ -474,6 +594,44 @@ mod tests {
         assert_eq!(batches[0].len(), 2);
         assert!(batches[0].source(1).ends_with("ct.json#2"));
         assert_eq!(batches[0].times[1], 1_700_000_001_000_000);
+    }
+
+    #[test]
+    fn documents_nested_too_deep_for_the_parser_keep_their_good_elements() {
+        // Deep enough to overflow a recursive parser's stack.
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        for (text, name) in [
+            (
+                format!(r#"[{{"ts":1700000000}}, {deep}, {{"ts":1700000001,"s":"a,]"}}]"#),
+                "deep.json",
+            ),
+            (
+                format!(
+                    r#"{{"x":{{"Records":1}},"Records":[{{"ts":1700000000}},{deep},{{"ts":1700000001}}]}}"#
+                ),
+                "deep-ct.json",
+            ),
+        ] {
+            let (batches, errors) = read(&text, name);
+            let events: usize = batches.iter().map(|b| b.len()).sum();
+            assert_eq!(events, 2, "{name}: {errors:?}");
+            assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+            assert!(
+                errors[0].source.ends_with(&format!("{name}#2")),
+                "{errors:?}"
+            );
+            assert!(
+                errors[0].message.contains("nested deeper than 64"),
+                "{errors:?}"
+            );
+        }
+        let (_, errors) = read(&format!("{deep}\n{{\"a\":{deep}}}\n"), "deep.jsonl");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let (_, errors) = read(&format!("[{{\"ts\":1}},{deep}"), "open.json");
+        assert!(
+            errors.iter().any(|e| e.message.contains("is not closed")),
+            "{errors:?}"
+        );
     }
 
     #[test]
