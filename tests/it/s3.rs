@@ -677,7 +677,10 @@ fn large_uploads_use_multipart_and_stream_back() {
     assert_eq!(s3.get(&bucket, &keys[0]).unwrap().len(), csv.len());
     let sync = run(&p, &s3, &["enrichment", "sync", "allowlisted_hosts"]);
     assert!(
-        sync.stdout.contains(&format!("table has {i} rows")),
+        sync.stdout.contains(&format!(
+            "table has {} rows",
+            ravenwatch::text::thousands(i as u64)
+        )),
         "{sync:?}"
     );
     let last = format!("host-{:08}.corp.example", i - 1);
