@@ -86,6 +86,7 @@ fn alert_schema() -> TableSchema {
         Field::new("last_match_time", FieldType::Timestamp),
         Field::new("created_at", FieldType::Timestamp),
         Field::new("context", FieldType::String),
+        Field::new("latest_context", FieldType::String),
         Field::new("description", FieldType::String),
         Field::new("runbook", FieldType::String),
         Field::new("reference", FieldType::String),
@@ -117,6 +118,7 @@ fn alerts_parquet(alerts: &RunAlerts, out: std::fs::File) -> Result<(), String> 
             "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
             "created_at": a.created_at,
             "context": Value::Object(a.context).to_string(),
+            "latest_context": Value::Object(a.latest_context).to_string(),
             "description": a.description, "runbook": a.runbook, "reference": a.reference,
             "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
             "events": serde_json::to_string(&a.events).unwrap_or_default(),
@@ -135,6 +137,62 @@ fn alerts_parquet(alerts: &RunAlerts, out: std::fs::File) -> Result<(), String> 
     Ok(())
 }
 
+/// The fixed schema of `matches.parquet`; context and event as JSON text.
+fn match_schema() -> TableSchema {
+    TableSchema::new(vec![
+        Field::new("alert_id", FieldType::String),
+        Field::new("rule", FieldType::String),
+        Field::new("time", FieldType::Timestamp),
+        Field::new("dedupe", FieldType::String),
+        Field::new("title", FieldType::String),
+        Field::new("severity", FieldType::String),
+        Field::new("source", FieldType::String),
+        Field::new("context", FieldType::String),
+        Field::new("event", FieldType::String),
+    ])
+}
+
+/// `matches.jsonl` (a local file) as Parquet, [`PARQUET_CHUNK`] rows at a
+/// time, so `query` reads only the columns a statement needs.
+fn matches_parquet(jsonl: &std::path::Path, out: std::fs::File) -> Result<(), String> {
+    use std::io::BufRead;
+    let schema = match_schema();
+    let ty = FieldType::Struct(schema.fields.clone());
+    let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
+        .map_err(|e| e.to_string())?;
+    let input = std::io::BufReader::new(std::fs::File::open(jsonl).map_err(|e| e.to_string())?);
+    let mut rows = Vec::with_capacity(PARQUET_CHUNK);
+    let mut flush = |rows: &mut Vec<Value>| -> Result<(), String> {
+        if !rows.is_empty() {
+            let batch = rows_to_batch(&schema, rows).map_err(|e| e.to_string())?;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+            rows.clear();
+        }
+        Ok(())
+    };
+    for line in input.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        for nested in ["context", "event"] {
+            if let Some(v) = m.get_mut(nested) {
+                *v = Value::String(v.to_string());
+            }
+        }
+        let mut row = Value::Object(m);
+        coerce_value(&mut row, &ty, Leniency::Json)
+            .map_err(|e| format!("{}: {}", e.path, e.message))?;
+        rows.push(row);
+        if rows.len() == PARQUET_CHUNK {
+            flush(&mut rows)?;
+        }
+    }
+    flush(&mut rows)?;
+    writer.close().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Writes `alerts.jsonl` line by line to a temporary file.
 fn alerts_jsonl(alerts: &RunAlerts, out: std::fs::File) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(out);
@@ -147,10 +205,11 @@ fn alerts_jsonl(alerts: &RunAlerts, out: std::fs::File) -> std::io::Result<()> {
 
 /// The files a run writes, in writing order (summary.json last, so its
 /// presence means the rest are complete).
-pub const OUTPUT_FILES: [&str; 5] = [
+pub const OUTPUT_FILES: [&str; 6] = [
     "alerts.jsonl",
     "alerts.parquet",
     "matches.jsonl",
+    "matches.parquet",
     "errors.jsonl",
     "summary.json",
 ];
@@ -214,6 +273,11 @@ pub fn write_outputs(
         .map_err(|message| local("alerts.parquet", std::io::Error::other(message)))?;
     storage.put_file(&key(&[prefix, "alerts.parquet"]), file.path())?;
     storage.put_file(&key(&[prefix, "matches.jsonl"]), out.matches)?;
+    let file = tempfile::NamedTempFile::new().map_err(|e| local("matches.parquet", e))?;
+    let handle = file.reopen().map_err(|e| local("matches.parquet", e))?;
+    matches_parquet(out.matches, handle)
+        .map_err(|message| local("matches.parquet", std::io::Error::other(message)))?;
+    storage.put_file(&key(&[prefix, "matches.parquet"]), file.path())?;
     storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
     write_summary(storage, prefix, out.summary)
 }

@@ -423,6 +423,10 @@ fn run_table(
     times: &[&str],
     needed: &dyn Fn(&str) -> bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+    let parquet = file.replace(".jsonl", ".parquet");
+    if let Some(table) = run_table_parquet(storage, runs, &parquet, needed)? {
+        return Ok(table);
+    }
     let unread: Vec<&str> = NESTED_RUN_COLUMNS
         .iter()
         .copied()
@@ -505,6 +509,148 @@ fn run_table(
         }
     }
     Ok((schema, batches))
+}
+
+/// [`run_table`] from every run's Parquet output (`alerts.parquet`,
+/// `matches.parquet`): only the columns the query may read are decoded (the
+/// others are null), and nested columns it reads become structs when their
+/// shapes agree, as from JSON lines. `None` when a run has no such file or
+/// one of another shape (written by an older version): JSON lines then.
+fn run_table_parquet(
+    storage: &dyn Storage,
+    runs: &[&RunOutput],
+    file: &str,
+    needed: &dyn Fn(&str) -> bool,
+) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>, QueryError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+    let mut read = Vec::new();
+    for run in runs {
+        let storage = run.storage.as_deref().unwrap_or(storage);
+        let key = crate::storage::key(&[&run.prefix, file]);
+        match storage.read(&key)? {
+            Some(data) => read.push((*run, storage.url(&key), data)),
+            None => return Ok(None),
+        }
+    }
+    let mut schema: Option<SchemaRef> = None;
+    let mut batches = Vec::new();
+    for (run, url, data) in read {
+        let bad = |e: String| QueryError::Output {
+            location: url.clone(),
+            message: e,
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(data))
+            .map_err(|e| bad(e.to_string()))?;
+        let file_schema = Arc::clone(builder.schema());
+        match &schema {
+            None => schema = Some(Arc::clone(&file_schema)),
+            Some(s) if s.fields() == file_schema.fields() => {}
+            Some(_) => return Ok(None),
+        }
+        // The first column always, so rows are counted.
+        let keep: Vec<usize> = (0..file_schema.fields().len())
+            .filter(|&i| i == 0 || needed(file_schema.field(i).name()))
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), keep.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| bad(e.to_string()))?;
+            let rows = batch.num_rows();
+            let mut projected = batch.columns().iter();
+            let mut columns: Vec<ArrayRef> = Vec::new();
+            for (i, field) in file_schema.fields().iter().enumerate() {
+                let column = if keep.contains(&i) {
+                    projected.next().map(Arc::clone)
+                } else {
+                    None
+                };
+                columns.push(
+                    column.unwrap_or_else(|| arrow::array::new_null_array(field.data_type(), rows)),
+                );
+            }
+            columns.push(Arc::new(StringArray::from(vec![run.id.as_str(); rows])));
+            batches.push(columns);
+        }
+    }
+    let Some(file_schema) = schema else {
+        return Ok(None);
+    };
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("run_id", DataType::Utf8, true));
+    for (i, field) in file_schema.fields().iter().enumerate() {
+        let name = field.name().as_str();
+        if NESTED_RUN_COLUMNS.contains(&name) && needed(name) {
+            if let Some(ty) = structs_from_text(&mut batches, i, name) {
+                fields[i] = Field::new(name, ty, true);
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|columns| RecordBatch::try_new(Arc::clone(&schema), columns))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| QueryError::Output {
+            location: storage.url(&format!("runs/*/{file}")),
+            message: e.to_string(),
+        })?;
+    Ok(Some((schema, batches)))
+}
+
+/// Column `i` (JSON text) of every batch as one struct type, when the
+/// values' shapes agree; the batches' columns are replaced. `None` (text
+/// kept) when they conflict or a value is not JSON.
+fn structs_from_text(batches: &mut [Vec<ArrayRef>], i: usize, name: &str) -> Option<DataType> {
+    let parse = |columns: &Vec<ArrayRef>| -> Option<Vec<Value>> {
+        let texts = columns[i].as_any().downcast_ref::<StringArray>()?;
+        texts
+            .iter()
+            .map(|t| match t {
+                Some(t) => serde_json::from_str::<Value>(t).ok(),
+                None => Some(Value::Null),
+            })
+            .collect()
+    };
+    let values: Vec<Vec<Value>> = batches.iter().map(parse).collect::<Option<_>>()?;
+    let rows = || {
+        values
+            .iter()
+            .flatten()
+            .filter(|v| !v.is_null())
+            .map(|v| Ok(serde_json::json!({ name: v })))
+    };
+    let inferred = arrow::json::reader::infer_json_schema_from_iterator(rows()).ok()?;
+    let ty = inferred.field_with_name(name).ok()?.data_type().clone();
+    let one = Arc::new(Schema::new(vec![Field::new(name, ty.clone(), true)]));
+    let mut converted = Vec::with_capacity(batches.len());
+    for batch_values in &values {
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&one))
+            .with_batch_size(batch_values.len().max(1))
+            .build_decoder()
+            .ok()?;
+        let wrapped: Vec<Value> = batch_values
+            .iter()
+            .map(|v| serde_json::json!({ name: v }))
+            .collect();
+        decoder.serialize(&wrapped).ok()?;
+        let column = match decoder.flush().ok()? {
+            Some(b) => Arc::clone(b.column(0)),
+            None => arrow::array::new_null_array(&ty, 0),
+        };
+        converted.push(column);
+    }
+    for (columns, column) in batches.iter_mut().zip(converted) {
+        columns[i] = column;
+    }
+    Some(ty)
 }
 
 /// The nested (and large) columns of `alerts` and `matches`.

@@ -272,12 +272,31 @@ fn query_reads_only_the_tables_and_runs_it_names() {
     }
     let runs = p.run_ids();
     assert_eq!(runs.len(), 2);
+    // `query` reads the runs' Parquet outputs: the JSON lines can go.
+    let csv = |sql: &str| {
+        let out = p.run(&["query", "--format", "csv", sql]);
+        assert_eq!(out.code, 0, "{sql}: {out:?}");
+        out.stdout
+    };
+    let counts = "SELECT (SELECT count(*) FROM alerts) AS a, (SELECT count(*) FROM matches) AS m";
+    let before = csv(counts);
+    let contexts = csv("SELECT rule, context FROM alerts ORDER BY id, run_id");
+    for id in &runs {
+        for file in ["alerts.jsonl", "matches.jsonl"] {
+            std::fs::remove_file(p.path().join(format!(".ravenwatch/runs/{id}/{file}"))).unwrap();
+        }
+    }
+    assert_eq!(csv(counts), before);
+    assert_eq!(
+        csv("SELECT rule, context FROM alerts ORDER BY id, run_id"),
+        contexts
+    );
     // The first run's alerts become unreadable: only queries that read
     // them may notice.
     std::fs::write(
         p.path()
-            .join(format!(".ravenwatch/runs/{}/alerts.jsonl", runs[0])),
-        "not json\n",
+            .join(format!(".ravenwatch/runs/{}/alerts.parquet", runs[0])),
+        "not parquet\n",
     )
     .unwrap();
     let one = p.run(&["query", "SELECT 1 AS one"]);
@@ -299,7 +318,7 @@ fn query_reads_only_the_tables_and_runs_it_names() {
     assert_eq!(all.code, 1, "{all:?}");
     assert!(
         all.stderr
-            .contains(&format!("runs/{}/alerts.jsonl:1: not valid JSON", runs[0])),
+            .contains(&format!("runs/{}/alerts.parquet: ", runs[0])),
         "{all:?}"
     );
 }
@@ -359,4 +378,25 @@ fn s3_without_credentials_says_what_was_checked() {
         "{stderr}"
     );
     assert!(!stderr.contains("IMDS is disabled"), "{stderr}");
+}
+
+#[test]
+fn runs_written_before_parquet_outputs_are_read_from_json_lines() {
+    let p = Project::example();
+    let samples = repo().join("samples").display().to_string();
+    assert_eq!(p.run(&["run", "--input", &samples]).code, 0);
+    let sql = "SELECT count(*) AS n, max(match_count) AS m FROM alerts";
+    let with_parquet = p.run(&["query", "--format", "csv", sql]);
+    assert_eq!(with_parquet.code, 0, "{with_parquet:?}");
+    let id = &p.run_ids()[0];
+    for file in ["alerts.parquet", "matches.parquet"] {
+        std::fs::remove_file(p.path().join(format!(".ravenwatch/runs/{id}/{file}"))).unwrap();
+    }
+    let from_jsonl = p.run(&["query", "--format", "csv", sql]);
+    assert_eq!(from_jsonl.code, 0, "{from_jsonl:?}");
+    assert_eq!(from_jsonl.stdout, with_parquet.stdout);
+    assert!(
+        with_parquet.stdout.starts_with("n,m\n94,"),
+        "{with_parquet:?}"
+    );
 }
