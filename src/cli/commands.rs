@@ -219,13 +219,14 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
     // Only the tables the statement names are synced and loaded.
-    let named = match crate::query::tables_named(&options.sql) {
-        Ok(named) => named,
+    let parsed = match crate::query::Parsed::new(&options.sql) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("error: SQL {e}");
             return Ok(Outcome::Failed);
         }
     };
+    let named = parsed.tables();
     let wanted: Vec<String> = project
         .enrichment
         .iter()
@@ -247,19 +248,25 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
             )
         })
         .collect();
-    let result =
-        match crate::query::run_query(&project, storage.as_ref(), &tables, warnings, &options) {
-            Ok(r) => r,
-            Err(QueryError::Sql(e)) => {
-                eprintln!("error: SQL {e}");
-                return Ok(Outcome::Failed);
-            }
-            Err(QueryError::Usage(message)) => {
-                eprintln!("error: {message}");
-                return Ok(Outcome::Usage);
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let result = match crate::query::run_query(
+        &project,
+        storage.as_ref(),
+        &tables,
+        warnings,
+        &options,
+        &parsed,
+    ) {
+        Ok(r) => r,
+        Err(QueryError::Sql(e)) => {
+            eprintln!("error: SQL {e}");
+            return Ok(Outcome::Failed);
+        }
+        Err(QueryError::Usage(message)) => {
+            eprintln!("error: {message}");
+            return Ok(Outcome::Usage);
+        }
+        Err(e) => return Err(e.into()),
+    };
     for warning in &result.warnings {
         eprintln!("warning: {warning}");
     }

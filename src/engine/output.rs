@@ -104,15 +104,9 @@ fn alert_schema() -> TableSchema {
 const PARQUET_CHUNK: usize = 4096;
 
 fn alerts_parquet(alerts: &RunAlerts, out: std::fs::File) -> Result<(), String> {
-    let schema = alert_schema();
-    let ty = FieldType::Struct(schema.fields.clone());
-    let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
-        .map_err(|e| e.to_string())?;
-    let mut rows = Vec::with_capacity(PARQUET_CHUNK);
-    let mut all = alerts.iter().peekable();
-    while let Some(a) = all.next() {
+    let rows = alerts.iter().map(|a| {
         let a = a.map_err(|e| e.to_string())?;
-        let mut row = json!({
+        Ok(json!({
             "id": a.id, "rule": a.rule, "title": a.title, "severity": a.severity, "dedupe": a.dedupe,
             "activated": a.activated, "match_count": a.match_count,
             "first_match_time": a.first_match_time, "last_match_time": a.last_match_time,
@@ -122,19 +116,9 @@ fn alerts_parquet(alerts: &RunAlerts, out: std::fs::File) -> Result<(), String> 
             "description": a.description, "runbook": a.runbook, "reference": a.reference,
             "destinations": a.destinations, "tables": a.tables, "false_positives": a.false_positives,
             "events": serde_json::to_string(&a.events).unwrap_or_default(),
-        });
-        coerce_value(&mut row, &ty, Leniency::Json)
-            .map_err(|e| format!("{}: {}", e.path, e.message))?;
-        rows.push(row);
-        if rows.len() == PARQUET_CHUNK || all.peek().is_none() {
-            let batch = rows_to_batch(&schema, &rows).map_err(|e| e.to_string())?;
-            writer.write(&batch).map_err(|e| e.to_string())?;
-            writer.flush().map_err(|e| e.to_string())?;
-            rows.clear();
-        }
-    }
-    writer.close().map_err(|e| e.to_string())?;
-    Ok(())
+        }))
+    });
+    write_parquet(&alert_schema(), rows, out)
 }
 
 /// The fixed schema of `matches.parquet`; context and event as JSON text.
@@ -152,43 +136,48 @@ fn match_schema() -> TableSchema {
     ])
 }
 
-/// `matches.jsonl` (a local file) as Parquet, [`PARQUET_CHUNK`] rows at a
-/// time, so `query` reads only the columns a statement needs.
+/// `matches.jsonl` (a local file, written by the run) as Parquet, so
+/// `query` reads only the columns a statement needs.
 fn matches_parquet(jsonl: &std::path::Path, out: std::fs::File) -> Result<(), String> {
     use std::io::BufRead;
-    let schema = match_schema();
-    let ty = FieldType::Struct(schema.fields.clone());
-    let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
-        .map_err(|e| e.to_string())?;
     let input = std::io::BufReader::new(std::fs::File::open(jsonl).map_err(|e| e.to_string())?);
-    let mut rows = Vec::with_capacity(PARQUET_CHUNK);
-    let mut flush = |rows: &mut Vec<Value>| -> Result<(), String> {
-        if !rows.is_empty() {
-            let batch = rows_to_batch(&schema, rows).map_err(|e| e.to_string())?;
-            writer.write(&batch).map_err(|e| e.to_string())?;
-            rows.clear();
-        }
-        Ok(())
-    };
-    for line in input.lines() {
+    let rows = input.lines().map(|line| {
         let line = line.map_err(|e| e.to_string())?;
-        let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&line) else {
-            continue;
-        };
+        let mut row: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
         for nested in ["context", "event"] {
-            if let Some(v) = m.get_mut(nested) {
+            if let Some(v) = row.get_mut(nested) {
                 *v = Value::String(v.to_string());
             }
         }
-        let mut row = Value::Object(m);
+        Ok(row)
+    });
+    write_parquet(&match_schema(), rows, out)
+}
+
+/// Writes `rows` (coerced to `schema`) as Parquet, [`PARQUET_CHUNK`] rows
+/// per row group, so only that many are in memory at once.
+fn write_parquet(
+    schema: &TableSchema,
+    rows: impl Iterator<Item = Result<Value, String>>,
+    out: std::fs::File,
+) -> Result<(), String> {
+    let ty = FieldType::Struct(schema.fields.clone());
+    let mut writer = ArrowWriter::try_new(std::io::BufWriter::new(out), schema.to_arrow(), None)
+        .map_err(|e| e.to_string())?;
+    let mut chunk = Vec::with_capacity(PARQUET_CHUNK);
+    let mut rows = rows.peekable();
+    while let Some(row) = rows.next() {
+        let mut row = row?;
         coerce_value(&mut row, &ty, Leniency::Json)
             .map_err(|e| format!("{}: {}", e.path, e.message))?;
-        rows.push(row);
-        if rows.len() == PARQUET_CHUNK {
-            flush(&mut rows)?;
+        chunk.push(row);
+        if chunk.len() == PARQUET_CHUNK || rows.peek().is_none() {
+            let batch = rows_to_batch(schema, &chunk).map_err(|e| e.to_string())?;
+            writer.write(&batch).map_err(|e| e.to_string())?;
+            writer.flush().map_err(|e| e.to_string())?;
+            chunk.clear();
         }
     }
-    flush(&mut rows)?;
     writer.close().map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -267,17 +256,15 @@ pub fn write_outputs(
     let handle = file.reopen().map_err(|e| local("alerts.jsonl", e))?;
     alerts_jsonl(out.alerts, handle).map_err(|e| local("alerts.jsonl", e))?;
     storage.put_file(&key(&[prefix, "alerts.jsonl"]), file.path())?;
-    let file = tempfile::NamedTempFile::new().map_err(|e| local("alerts.parquet", e))?;
-    let handle = file.reopen().map_err(|e| local("alerts.parquet", e))?;
-    alerts_parquet(out.alerts, handle)
-        .map_err(|message| local("alerts.parquet", std::io::Error::other(message)))?;
-    storage.put_file(&key(&[prefix, "alerts.parquet"]), file.path())?;
+    let parquet = |name: &str, write: &dyn Fn(std::fs::File) -> Result<(), String>| {
+        let file = tempfile::NamedTempFile::new().map_err(|e| local(name, e))?;
+        let handle = file.reopen().map_err(|e| local(name, e))?;
+        write(handle).map_err(|message| local(name, std::io::Error::other(message)))?;
+        storage.put_file(&key(&[prefix, name]), file.path())
+    };
+    parquet("alerts.parquet", &|f| alerts_parquet(out.alerts, f))?;
     storage.put_file(&key(&[prefix, "matches.jsonl"]), out.matches)?;
-    let file = tempfile::NamedTempFile::new().map_err(|e| local("matches.parquet", e))?;
-    let handle = file.reopen().map_err(|e| local("matches.parquet", e))?;
-    matches_parquet(out.matches, handle)
-        .map_err(|message| local("matches.parquet", std::io::Error::other(message)))?;
-    storage.put_file(&key(&[prefix, "matches.parquet"]), file.path())?;
+    parquet("matches.parquet", &|f| matches_parquet(out.matches, f))?;
     storage.write(&key(&[prefix, "errors.jsonl"]), &jsonl(out.errors))?;
     write_summary(storage, prefix, out.summary)
 }

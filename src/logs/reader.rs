@@ -97,12 +97,8 @@ impl EventReader {
     /// [`EventReader::read_file`], leaving the chunks undecoded.
     pub fn frame_file(&self, path: &Path, sink: &mut dyn FnMut(Framed)) {
         let shown: Arc<str> = Arc::from(display_path(path));
-        if let Err(message) = self.read_file_inner(path, &shown, sink) {
-            sink(Framed::Ready(ReadItem::Error(RecordError {
-                source: shown.to_string(),
-                message,
-            })));
-        }
+        let result = self.read_file_inner(path, &shown, sink);
+        report_failure(&shown, result, sink);
     }
 
     /// Decodes events already in memory (a test case's `log`), as elements
@@ -144,30 +140,15 @@ impl EventReader {
             .and_then(|reader| {
                 self.read_decompressed(&format_of_name(&shown), reader, &shown, sink)
             });
-        if let Err(message) = result {
-            sink(Framed::Ready(ReadItem::Error(RecordError {
-                source: shown.to_string(),
-                message,
-            })));
-        }
+        report_failure(&shown, result, sink);
     }
 
     /// Standard input, read as a stream: `.gz`/`.zst` recognised by their
     /// magic bytes, then a JSON array or a `{"Records": [...]}` object by
     /// its first characters, else JSON lines. Sources read `stdin:<line>`.
     pub fn frame_stdin(&self, sink: &mut dyn FnMut(Framed)) {
-        self.frame_sniffed(super::STDIN_NAME, Box::new(std::io::stdin()), sink);
-    }
-
-    /// [`EventReader::frame_stdin`] for any unnamed stream.
-    pub fn frame_sniffed(
-        &self,
-        shown: &str,
-        input: Box<dyn Read + Send>,
-        sink: &mut dyn FnMut(Framed),
-    ) {
-        let shown: Arc<str> = Arc::from(shown);
-        let result = sniff_decompress(input)
+        let shown: Arc<str> = Arc::from(super::STDIN_NAME);
+        let result = sniff_decompress(Box::new(std::io::stdin()))
             .map_err(|e| format!("cannot read: {e}"))
             .and_then(|mut reader| {
                 let head = reader.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
@@ -178,12 +159,7 @@ impl EventReader {
                 };
                 self.read_decompressed(format, reader, &shown, sink)
             });
-        if let Err(message) = result {
-            sink(Framed::Ready(ReadItem::Error(RecordError {
-                source: shown.to_string(),
-                message,
-            })));
-        }
+        report_failure(&shown, result, sink);
     }
 
     fn decode_into(&self, framed: Framed, sink: &mut dyn FnMut(ReadItem)) {
@@ -258,31 +234,21 @@ impl EventReader {
         self.read_lines(reader, shown, sink)
     }
 
+    /// The elements of a JSON array, split by sonic-rs.
     fn read_elements(
         &self,
         array: &str,
         shown: &Arc<str>,
         sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
-        let mut chunk = Chunk::with_capacity(self.batch_size);
-        for (i, item) in sonic_rs::to_array_iter(array).enumerate() {
-            let item = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    // The elements before the break still reach detection.
-                    self.emit(chunk, shown, PositionKind::Row, sink);
-                    let first = e.to_string();
-                    let first = first.lines().next().unwrap_or_default();
-                    return Err(format!("invalid JSON array after element {i}: {first}"));
-                }
-            };
-            chunk.push(item.as_raw_str(), i as u64 + 1);
-            if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
-                self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
-            }
-        }
-        self.emit(chunk, shown, PositionKind::Row, sink);
-        Ok(())
+        let items = sonic_rs::to_array_iter(array).enumerate().map(|(i, item)| {
+            item.map_err(|e| {
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default().to_string();
+                format!("invalid JSON array after element {i}: {first}")
+            })
+        });
+        self.push_elements(items, |item| item.as_raw_str(), shown, sink)
     }
 
     /// [`EventReader::read_elements`] for a document too deep for sonic-rs:
@@ -294,25 +260,46 @@ impl EventReader {
         shown: &Arc<str>,
         sink: &mut dyn FnMut(Framed),
     ) -> Result<(), String> {
-        let mut chunk = Chunk::with_capacity(self.batch_size);
-        let elements = array_elements(array);
-        let complete = elements.is_ok();
-        let elements = elements.unwrap_or_else(|partial| partial);
+        let (elements, complete) = match array_elements(array) {
+            Ok(all) => (all, true),
+            Err(partial) => (partial, false),
+        };
         let count = elements.len();
-        for (i, item) in elements.into_iter().enumerate() {
-            chunk.push(item, i as u64 + 1);
+        let unclosed = (!complete).then(|| {
+            Err(format!(
+                "invalid JSON array after element {count}: it is not closed"
+            ))
+        });
+        let items = elements.into_iter().map(Ok).chain(unclosed);
+        self.push_elements(items, |item| item, shown, sink)
+    }
+
+    /// Chunks array elements (1-based element numbers); at the first error
+    /// the elements before it still reach detection and the error is
+    /// returned.
+    fn push_elements<T>(
+        &self,
+        items: impl Iterator<Item = Result<T, String>>,
+        text: impl Fn(&T) -> &str,
+        shown: &Arc<str>,
+        sink: &mut dyn FnMut(Framed),
+    ) -> Result<(), String> {
+        let mut chunk = Chunk::with_capacity(self.batch_size);
+        for (i, item) in items.enumerate() {
+            let item = match item {
+                Ok(item) => item,
+                Err(e) => {
+                    self.emit(chunk, shown, PositionKind::Row, sink);
+                    return Err(e);
+                }
+            };
+            chunk.push(text(&item), i as u64 + 1);
             if chunk.len() >= self.batch_size || chunk.bytes() >= MAX_CHUNK_BYTES {
                 self.emit(std::mem::take(&mut chunk), shown, PositionKind::Row, sink);
             }
         }
         self.emit(chunk, shown, PositionKind::Row, sink);
-        if complete {
-            Ok(())
-        } else {
-            Err(format!(
-                "invalid JSON array after element {count}: it is not closed"
-            ))
-        }
+        Ok(())
     }
 
     fn read_lines(
@@ -411,6 +398,16 @@ fn position_source(shown: &str, kind: PositionKind, position: u64) -> String {
     match kind {
         PositionKind::Line if !shown.starts_with("s3://") => format!("{shown}:{position}"),
         _ => format!("{shown}#{position}"),
+    }
+}
+
+/// Reports a source that could not be read (or broke off) as one error.
+fn report_failure(shown: &Arc<str>, result: Result<(), String>, sink: &mut dyn FnMut(Framed)) {
+    if let Err(message) = result {
+        sink(Framed::Ready(ReadItem::Error(RecordError {
+            source: shown.to_string(),
+            message,
+        })));
     }
 }
 

@@ -68,26 +68,27 @@ impl QueryResult {
     }
 }
 
-/// Runs `options.sql` over the project's `tables` (synced by the caller),
-/// past runs and `--input` logs; `warnings` (say, tables that failed to
-/// sync) are passed through to the result.
+/// Runs `options.sql` (already `parsed`, so the caller could sync only the
+/// tables it names) over the project's `tables`, past runs and `--input`
+/// logs; `warnings` (say, tables that failed to sync) are passed through to
+/// the result.
 ///
 /// # Errors
-/// SQL that does not parse, plan or execute (located in the SQL text); an
-/// unknown `--run`; inputs or storage that cannot be read.
+/// SQL that does not plan or execute (located in the SQL text); an unknown
+/// `--run`; inputs or storage that cannot be read.
 pub fn run_query(
     project: &Project,
     storage: &dyn Storage,
     tables: &Tables,
     mut warnings: Vec<String>,
     options: &QueryOptions,
+    parsed: &Parsed,
 ) -> Result<QueryResult, QueryError> {
     let ctx = session(options.partitions);
     let sql_error = |e: datafusion::error::DataFusionError| {
         QueryError::Sql(SqlError::from_datafusion(&e, &options.sql))
     };
     register_enrichment(&ctx, tables).map_err(sql_error)?;
-    let parsed = Parsed::new(&options.sql).map_err(QueryError::Sql)?;
     let named = parsed.tables();
     let reads = |name: &str| named.as_ref().is_none_or(|n| n.contains(name));
 
@@ -160,15 +161,6 @@ pub fn run_query(
         batches,
         warnings,
     })
-}
-
-/// The tables `sql` reads (`None`: it may read any, as `SHOW TABLES`
-/// does), so a caller loads only those.
-///
-/// # Errors
-/// SQL that does not parse.
-pub fn tables_named(sql: &str) -> Result<Option<HashSet<String>>, SqlError> {
-    Ok(Parsed::new(sql)?.tables())
 }
 
 /// Adds "did you mean" to an unknown table or column: tables among every
@@ -524,18 +516,15 @@ fn run_table_parquet(
 ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>, QueryError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ProjectionMask;
-    let mut read = Vec::new();
+    let mut schema: Option<SchemaRef> = None;
+    let mut batches = Vec::new();
     for run in runs {
         let storage = run.storage.as_deref().unwrap_or(storage);
         let key = crate::storage::key(&[&run.prefix, file]);
-        match storage.read(&key)? {
-            Some(data) => read.push((*run, storage.url(&key), data)),
-            None => return Ok(None),
-        }
-    }
-    let mut schema: Option<SchemaRef> = None;
-    let mut batches = Vec::new();
-    for (run, url, data) in read {
+        let Some(data) = storage.read(&key)? else {
+            return Ok(None);
+        };
+        let url = storage.url(&key);
         let bad = |e: String| QueryError::Output {
             location: url.clone(),
             message: e,

@@ -16,12 +16,13 @@ mod rules;
 mod tables;
 
 pub use command::{
-    run_incomplete_key, run_location_key, run_output, run_query, state_run_id, tables_named,
-    write_result, OutputFormat, QueryError, QueryOptions, QueryResult, RunOutput, ALERT_STATE_KEY,
+    run_incomplete_key, run_location_key, run_output, run_query, state_run_id, write_result,
+    OutputFormat, QueryError, QueryOptions, QueryResult, RunOutput, ALERT_STATE_KEY,
     RUN_INCOMPLETE, RUN_LOCATION,
 };
 pub use error::SqlError;
 pub use plan::{sql_runtime, PlannedRule, RuleBatch, RulePlan, RunPlan};
+pub use prune::Parsed;
 pub use rules::{located, RowFilter, SqlRule};
 pub use tables::{SnapshotTable, ROW_COLUMN};
 

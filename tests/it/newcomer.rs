@@ -40,16 +40,12 @@ fn commands_outside_a_project_are_usage_errors() {
             insta::assert_snapshot!(out.stderr, @"error: . is not a Ravenwatch project: it has no ravenwatch.yml and none of detections/, schemas/, enrichment/ (use -p to point at a project, or create one with `ravenwatch init`)");
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
         .current_dir(p.path())
         .args(["-p", "no/such/folder", "validate"])
         .output()
-        .unwrap();
-    let out = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+        .unwrap()
+        .into();
     assert_eq!(out.code, 2, "{out:?}");
     assert!(
         out.stderr

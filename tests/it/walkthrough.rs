@@ -13,12 +13,15 @@ struct Block {
     lines: Vec<String>,
 }
 
+/// The text of the README section under `heading`, up to the next one.
+fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+    let start = readme.find(heading).expect("README has the section");
+    let rest = &readme[start + heading.len()..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
 fn walkthrough_blocks(readme: &str) -> Vec<Block> {
-    let start = readme
-        .find("## Five-minute walkthrough")
-        .expect("README has the walkthrough section");
-    let rest = &readme[start + 3..];
-    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    let section = section(readme, "## Five-minute walkthrough");
     let mut blocks = Vec::new();
     let mut current: Option<Block> = None;
     for line in section.lines() {
@@ -158,10 +161,7 @@ fn block_output(stdout: &str, block: usize) -> &str {
 
 /// The `yaml` blocks of a README section.
 fn yaml_blocks(readme: &str, heading: &str) -> Vec<String> {
-    let start = readme.find(heading).expect("README has the section");
-    let rest = &readme[start + 3..];
-    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
-    section
+    section(readme, heading)
         .split("```yaml\n")
         .skip(1)
         .filter_map(|b| b.split_once("```").map(|(yaml, _)| yaml.to_string()))
