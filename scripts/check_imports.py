@@ -17,7 +17,7 @@ from pathlib import Path
 # Lowest first. Keep in step with ARCHITECTURE.md.
 ORDER = [
     "files", "text", "suggest", "schema", "storage", "config", "outcome", "enrichment",
-    "logs", "python", "query", "alerts", "delivery", "engine", "testing",
+    "logs", "prefilter", "python", "query", "alerts", "delivery", "engine", "testing",
     "validate", "cli",
 ]
 ROOT_FILES = {"lib", "main"}

@@ -33,6 +33,9 @@ pub enum ProblemKind {
     Sql,
     /// A test case file is malformed.
     TestCase,
+    /// A warning: `detect()` writes globals, does I/O or reads the clock or
+    /// randomness, so no filter is derived from its code.
+    ImpureRule,
 }
 
 /// One problem, with its message as printed (file, line and what is wrong).
@@ -63,6 +66,8 @@ pub struct Validation {
     pub project: Project,
     pub test_cases: usize,
     pub problems: Vec<Problem>,
+    /// What does not stop a run but costs it (impure rules).
+    pub warnings: Vec<Problem>,
 }
 
 /// Checks the project at `root` without running anything or writing to storage.
@@ -76,7 +81,9 @@ pub fn validate(root: &Path) -> Validation {
     check_python(&project, &tables, &mut problems);
     check_sql(&project, &tables, &mut problems);
     let test_cases = check_test_cases(&project, &mut problems);
+    let warnings = impure_rules(&project);
     Validation {
+        warnings,
         project,
         test_cases,
         problems,
@@ -163,6 +170,32 @@ fn broken_tables(project: &Project, known: &[&str]) -> HashSet<String> {
         .collect()
 }
 
+/// Python rules that get no derived filter because they are impure (one
+/// warning per rule, naming the first reason's file and line).
+fn impure_rules(project: &Project) -> Vec<Problem> {
+    let lib_dir = project.detection_lib_dir();
+    project
+        .detections
+        .iter()
+        .filter(|d| !d.is_sql() && d.enabled && d.auto_filter && d.script.is_file())
+        .filter_map(|d| {
+            let derived = crate::python::derive_filter(&d.script, &lib_dir, "detect");
+            let first = derived.impure.first()?;
+            let more = match derived.impure.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            Some(Problem::new(
+                ProblemKind::ImpureRule,
+                format!(
+                    "{first}{more}: `{}` is impure, so every event reaches detect() (no filter is derived from its code; `auto_filter: false` in detection.yml silences this)",
+                    d.name
+                ),
+            ))
+        })
+        .collect()
+}
+
 /// Queries and filters, planned against each log table's schema and the
 /// tables' data exactly as `run` plans them.
 fn check_sql(project: &Project, tables: &Tables, problems: &mut Vec<Problem>) {
@@ -172,7 +205,7 @@ fn check_sql(project: &Project, tables: &Tables, problems: &mut Vec<Problem>) {
             .iter()
             .filter(|d| d.tables.contains(&log.name))
             .collect();
-        if let Err(errors) = RunPlan::new(&rules, log, tables) {
+        if let Err(errors) = RunPlan::new(&rules, log, tables, None) {
             problems.extend(
                 errors
                     .iter()

@@ -95,6 +95,23 @@ pub enum Command {
         /// Python worker processes running the detections (default: the cores available).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
+        /// Do not derive pre-filters from the rules' code (every event reaches detect(), or only what a hand-written `filter:` keeps).
+        #[arg(long)]
+        no_auto_filter: bool,
+        /// Also send the events derived filters drop to detect(); exit 1 if a rule matches or raises on any of them.
+        #[arg(long, conflicts_with = "no_auto_filter")]
+        verify_filters: bool,
+    },
+    /// Show the filter each Python rule derives from its code: the condition, what fell back to "keep" and why, purity; with --input, the share of events it passes.
+    Explain {
+        /// Detections to explain (default: every Python detection).
+        rules: Vec<String>,
+        /// Logs to measure the pass rate on.
+        #[arg(long = "input", short = 'i', num_args = 1..)]
+        inputs: Vec<String>,
+        /// Log table of the inputs (needed when the project has several schemas).
+        #[arg(long)]
+        table: Option<String>,
     },
     /// Send pending deliveries (alerts to Jira, Slack, webhooks); exit 3 if some stay pending.
     Deliver {

@@ -223,9 +223,9 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
             .join("\n")
     };
     let started = Instant::now();
-    let sql = RunPlan::new(&queries, log, &tables).map_err(errors)?;
+    let sql = RunPlan::new(&queries, log, &tables, None).map_err(errors)?;
     let planning = started.elapsed();
-    let filters = RunPlan::new(&filtered, log, &tables).map_err(errors)?;
+    let filters = RunPlan::new(&filtered, log, &tables, None).map_err(errors)?;
     let reuse: Vec<String> = sql
         .rules()
         .iter()
@@ -252,7 +252,7 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
             batches += 1;
             events += batch.len() as u64;
             let t = Instant::now();
-            let result = sql.evaluate(&batch);
+            let result = sql.evaluate(&batch, &tables);
             sql_time += t.elapsed();
             for m in result {
                 match m {
@@ -262,7 +262,7 @@ fn sql_batch(dir: &str, logs: &str) -> Result<String, String> {
                 }
             }
             let t = Instant::now();
-            let _ = filters.evaluate(&batch);
+            let _ = filters.evaluate(&batch, &tables);
             filter_time += t.elapsed();
         }
         true

@@ -55,6 +55,8 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             refresh_seconds,
             no_deliver,
             workers,
+            no_auto_filter,
+            verify_filters,
         } => run(
             &cli.global,
             RunOptions {
@@ -70,9 +72,16 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 ),
                 worker_command: None,
                 shown_alerts: show,
+                auto_filter: !no_auto_filter,
+                verify_filters,
             },
             output,
         ),
+        Command::Explain {
+            rules,
+            inputs,
+            table,
+        } => super::explain::explain(&cli.global, &rules, &inputs, table.as_deref()),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
         Command::Gc { dry_run } => gc(&cli.global, dry_run),
         Command::Worker { socket } => {
@@ -287,6 +296,9 @@ fn validate(global: &GlobalArgs) -> Result<Outcome> {
     super::context::require_project(&global.project)?;
     let checked = crate::validate::validate(&global.project);
     let project = &checked.project;
+    for w in &checked.warnings {
+        println!("warning: {w}");
+    }
     if checked.problems.is_empty() {
         println!(
             "ok: {}, {}, {}, {}",
@@ -417,6 +429,14 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
     }
     writeln!(out, "outputs: {}", report.output_location)?;
     let delivery_incomplete = s.delivery.as_ref().is_some_and(|d| d.incomplete());
+    if s.filter_violations > 0 {
+        writeln!(
+            out,
+            "verify-filters: derived filters dropped {} that a rule matched or raised on (see errors.jsonl)",
+            count(s.filter_violations, "event")
+        )?;
+        return Ok(Outcome::Failed);
+    }
     Ok(if report.errors.is_empty() && !delivery_incomplete {
         Outcome::Done
     } else {

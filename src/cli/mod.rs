@@ -8,6 +8,7 @@ mod bench;
 mod commands;
 mod context;
 mod enrichment;
+mod explain;
 mod init;
 
 pub use args::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};

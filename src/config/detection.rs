@@ -25,6 +25,8 @@ pub struct RawDetection {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    /// `false`: no filter is derived from this rule's code.
+    pub auto_filter: Option<bool>,
     pub tables: Option<Vec<String>>,
     /// Matano's older name for `tables`.
     pub log_sources: Option<Vec<String>>,
@@ -61,6 +63,8 @@ pub struct DetectionDef {
     pub display_name: Option<String>,
     pub description: Option<String>,
     pub enabled: bool,
+    /// Derive a pre-filter from `detect()` (`auto_filter:`, default true).
+    pub auto_filter: bool,
     pub tables: Vec<String>,
     pub severity: Severity,
     pub threshold: u64,
@@ -244,6 +248,7 @@ pub(super) fn validate_detection(
         display_name: raw.display_name,
         description: raw.description,
         enabled: raw.enabled.unwrap_or(true),
+        auto_filter: raw.auto_filter.unwrap_or(true),
         tables,
         severity: alert.severity.unwrap_or(Severity::Info),
         threshold,

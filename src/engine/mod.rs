@@ -32,7 +32,7 @@ use crate::enrichment::{
 };
 use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
 use crate::python::PythonError;
-use crate::query::{run_incomplete_key, run_location_key, RunPlan};
+use crate::query::{run_incomplete_key, run_location_key, AutoFilter, RunPlan};
 use crate::storage::{Storage, StorageError};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
@@ -84,6 +84,11 @@ pub struct RunOptions {
     pub worker_command: Option<PathBuf>,
     /// How many activated alerts the report carries for the terminal.
     pub shown_alerts: usize,
+    /// Derive pre-filters from the rules' code (`--no-auto-filter`: off).
+    pub auto_filter: bool,
+    /// Send what derived filters drop to `detect()` anyway and fail the run
+    /// if a rule matches or raises on any of it (`--verify-filters`).
+    pub verify_filters: bool,
 }
 
 /// The result of a completed run.
@@ -161,7 +166,7 @@ pub fn run(
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     repair_last_commit(storage.as_ref(), &state)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
-    let plan = plan_rules(project, table, &tables)?;
+    let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
     let python_rules = plan.python_rules().into_iter().cloned().collect::<Vec<_>>();
     let generation = Arc::new(Generation {
@@ -248,13 +253,19 @@ fn plan_rules(
     project: &Project,
     table: &LogTable,
     tables: &Tables,
+    options: &RunOptions,
 ) -> Result<RunPlan, EngineError> {
     let defs: Vec<&DetectionDef> = project
         .detections
         .iter()
         .filter(|d| d.enabled && d.tables.contains(&table.name))
         .collect();
-    RunPlan::new(&defs, table, tables).map_err(|e| EngineError::Config(ConfigErrors(e)))
+    let lib_dir = project.detection_lib_dir();
+    let auto = options.auto_filter.then_some(AutoFilter {
+        lib_dir: &lib_dir,
+        verify: options.verify_filters,
+    });
+    RunPlan::new(&defs, table, tables, auto).map_err(|e| EngineError::Config(ConfigErrors(e)))
 }
 
 /// The event paths the Python rules among `rules` (and the helpers under

@@ -15,9 +15,13 @@ use std::io::Write;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RuleSummary {
+    /// Events of the rule's log table this run read.
+    pub events: u64,
     pub matches: u64,
     pub errors: u64,
     pub python_calls: u64,
+    /// Events the filter derived from `detect()` kept from it.
+    pub auto_filtered_out: u64,
     /// Events a Python rule's `filter:` kept from `detect()`.
     #[serde(skip_serializing_if = "is_zero")]
     pub filtered_out: u64,
@@ -46,6 +50,10 @@ pub struct Summary {
     /// Values the `enrich:` selectors looked up, and how many matched.
     pub enrichment_lookups: u64,
     pub enrichment_hits: u64,
+    /// `--verify-filters`: events a derived filter dropped although the
+    /// rule matched or raised on them (must be 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub filter_violations: u64,
     /// Tables switched to a newer snapshot during the run.
     pub table_refreshes: Vec<crate::enrichment::Refresh>,
     pub rules: BTreeMap<String, RuleSummary>,

@@ -15,6 +15,7 @@ use crate::alerts::{ErrorKind, ErrorRecord, RuleMatch};
 use crate::config::{DetectionDef, LogTable, Selector};
 use crate::enrichment::{Generation, TableWatcher};
 use crate::logs::{read_inputs_parallel, EventBatch, EventReader, Input, ReadItem};
+use crate::outcome::RuleOutcome;
 use crate::query::{RuleBatch, RunPlan};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -70,7 +71,7 @@ impl BatchPreparer {
                 if !self.selectors.is_empty() {
                     batch.apply_selectors(&self.selectors, &generation.tables);
                 }
-                let results = self.plan.evaluate(&batch);
+                let results = self.plan.evaluate(&batch, &generation.tables);
                 (ReadItem::Batch(batch), generation, results)
             }
             other => (other, generation, Vec::new()),
@@ -149,22 +150,30 @@ pub(super) fn evaluate_batch(
             });
         }
     }
+    let mut violations = 0;
     for (rule, result) in rules.iter().zip(results) {
         let Some(stats) = summary.rules.get_mut(&rule.name) else {
             continue;
         };
+        stats.events += batch.len() as u64;
         let outcomes = match result {
             RuleBatch::Python {
-                index, selection, ..
+                index,
+                auto_filtered_out,
+                filtered_out,
+                unverified,
+                ..
             } => {
-                if let Some(rows) = &selection {
-                    stats.filtered_out += (batch.len() - rows.len()) as u64;
-                }
+                stats.auto_filtered_out += auto_filtered_out;
+                stats.filtered_out += filtered_out;
                 let (calls, outcomes) = python
                     .get_mut(index)
                     .map(std::mem::take)
                     .unwrap_or_default();
                 stats.python_calls += calls;
+                if !unverified.is_empty() {
+                    violations += check_derived(rule, batch, &unverified, &outcomes, errors);
+                }
                 outcomes
             }
             RuleBatch::Sql(result) => {
@@ -174,4 +183,38 @@ pub(super) fn evaluate_batch(
         };
         collect_outcomes(rule, batch, outcomes, stats, matches, errors);
     }
+    summary.filter_violations += violations;
+}
+
+/// `--verify-filters`: every outcome of `rule` on an event its derived filter
+/// would have dropped (a match, or an error `detect()` raised) is a
+/// soundness violation, reported as an error record naming the event.
+fn check_derived(
+    rule: &DetectionDef,
+    batch: &EventBatch,
+    unverified: &[u32],
+    outcomes: &[RuleOutcome],
+    errors: &mut Vec<ErrorRecord>,
+) -> u64 {
+    let mut violations = 0;
+    for outcome in outcomes {
+        let (row, what) = match outcome {
+            RuleOutcome::Match(m) => (m.row, "matched"),
+            RuleOutcome::Error { row, .. } => (*row, "raised on"),
+        };
+        if unverified.binary_search(&(row as u32)).is_ok() {
+            violations += 1;
+            errors.push(ErrorRecord {
+                kind: ErrorKind::Filter,
+                rule: Some(rule.name.clone()),
+                function: Some("detect".into()),
+                source: Some(batch.source(row)),
+                error: format!(
+                    "the filter derived from detect() drops this event, but detect() {what} it (please report this: derived filters must keep every event a rule could match)"
+                ),
+                traceback: None,
+            });
+        }
+    }
+    violations
 }

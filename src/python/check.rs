@@ -7,7 +7,7 @@ use super::error::LoadError;
 use super::interpreter::helpers_module;
 use crate::files::display_path;
 use pyo3::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every `from ravenwatch.enrichment import X` (or `matano.enrichment`)
 /// in `files` whose `X` is not in `known`, with file and line.
@@ -74,4 +74,71 @@ pub fn read_paths(files: &[PathBuf]) -> Vec<String> {
         }
         out.into_iter().collect()
     })
+}
+
+const PREFILTER: &str = include_str!("prefilter.py");
+
+/// The filter derived from `function` (`detect`) in `script` by reading its
+/// code and the `_lib` helpers it calls (see `prefilter.py`). A file that
+/// does not parse, or anything the analysis does not follow, keeps every
+/// event.
+pub fn derive_filter(script: &Path, lib_dir: &Path, function: &str) -> crate::prefilter::Derived {
+    type Cache = std::collections::HashMap<(PathBuf, PathBuf, String), crate::prefilter::Derived>;
+    // Files do not change under a process: `test` plans a rule per case.
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
+    let key = (
+        script.to_path_buf(),
+        lib_dir.to_path_buf(),
+        function.to_string(),
+    );
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return found;
+    }
+    let derived = derive_uncached(script, lib_dir, function);
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, derived.clone());
+    }
+    derived
+}
+
+fn derive_uncached(script: &Path, lib_dir: &Path, function: &str) -> crate::prefilter::Derived {
+    use crate::prefilter::{Derived, Note};
+    let shown = display_path(script);
+    let fallback = |why: String| Derived {
+        fallbacks: vec![Note {
+            file: shown.clone(),
+            line: 0,
+            why,
+        }],
+        pure: false,
+        ..Derived::keep_all()
+    };
+    let source = match std::fs::read_to_string(script) {
+        Ok(s) => s,
+        Err(e) => return fallback(format!("cannot be read: {e}")),
+    };
+    let analysed = Python::attach(|py| -> PyResult<String> {
+        let module = PyModule::from_code(
+            py,
+            &super::interpreter::cstring(PREFILTER)?,
+            c"<ravenwatch.prefilter>",
+            c"_ravenwatch_prefilter",
+        )?;
+        let lib = lib_dir
+            .is_dir()
+            .then(|| lib_dir.to_string_lossy().into_owned());
+        let out = module.call_method1("derive_json", (source, &shown, lib, function))?;
+        out.extract::<String>()
+    });
+    match analysed {
+        Ok(json) => match serde_json::from_str(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Derived::from_json(&v).map_err(|e| e.to_string()))
+        {
+            Ok(derived) => derived,
+            Err(e) => fallback(e),
+        },
+        Err(e) => fallback(format!("the analysis failed: {e}")),
+    }
 }

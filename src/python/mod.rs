@@ -18,7 +18,7 @@ mod rule;
 mod runtime;
 mod table;
 
-pub use check::{read_paths, unknown_table_imports};
+pub use check::{derive_filter, read_paths, unknown_table_imports};
 pub use error::{LoadError, PythonError};
 pub use interpreter::run_snippet;
 pub use rule::OptionalFn;

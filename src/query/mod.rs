@@ -21,7 +21,7 @@ pub use command::{
     RUN_INCOMPLETE, RUN_LOCATION,
 };
 pub use error::SqlError;
-pub use plan::{sql_runtime, PlannedRule, RuleBatch, RulePlan, RunPlan};
+pub use plan::{sql_runtime, AutoFilter, PlannedRule, RuleBatch, RulePlan, RunPlan};
 pub use prune::Parsed;
 pub use rules::{located, RowFilter, SqlRule};
 pub use tables::{SnapshotTable, ROW_COLUMN};

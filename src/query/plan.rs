@@ -9,6 +9,19 @@ use crate::config::{ConfigError, DetectionDef, LogTable, RuleLogic};
 use crate::enrichment::Tables;
 use crate::logs::EventBatch;
 use crate::outcome::MatchOutput;
+use crate::prefilter::Derived;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Filters derived from the rules' code (`None`: off for this run).
+#[derive(Debug, Clone, Copy)]
+pub struct AutoFilter<'a> {
+    /// `detections/_lib`, whose helpers the analysis follows.
+    pub lib_dir: &'a Path,
+    /// Send the events a derived filter drops to `detect()` anyway and
+    /// report any it matches or raises on (`run --verify-filters`).
+    pub verify: bool,
+}
 
 /// How one rule runs.
 pub enum RulePlan {
@@ -17,6 +30,9 @@ pub enum RulePlan {
     Python {
         index: usize,
         filter: Option<RowFilter>,
+        /// The filter derived from `detect()`, when it narrows anything.
+        derived: Option<Arc<Derived>>,
+        verify: bool,
     },
     /// A `query:` rule, executed per batch on the SQL runtime.
     Sql(Box<SqlRule>),
@@ -33,6 +49,7 @@ impl RulePlan {
         index: usize,
         log: &LogTable,
         tables: &Tables,
+        auto: Option<AutoFilter<'_>>,
     ) -> Result<Self, Vec<ConfigError>> {
         match &def.logic {
             RuleLogic::Sql { .. } => {
@@ -46,27 +63,56 @@ impl RulePlan {
                     ),
                     None => None,
                 };
-                Ok(Self::Python { index, filter })
+                let derived = auto
+                    .filter(|_| def.auto_filter)
+                    .map(|a| crate::python::derive_filter(&def.script, a.lib_dir, "detect"))
+                    .filter(|d| d.pure && d.narrows())
+                    .map(Arc::new);
+                Ok(Self::Python {
+                    index,
+                    filter,
+                    derived,
+                    verify: auto.is_some_and(|a| a.verify),
+                })
             }
         }
     }
 
     /// Runs the SQL part of the rule on `batch`: a filter's selection or a
     /// query's matches.
-    pub fn evaluate(&self, runtime: &tokio::runtime::Runtime, batch: &EventBatch) -> RuleBatch {
+    pub fn evaluate(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        batch: &EventBatch,
+        tables: &Tables,
+    ) -> RuleBatch {
         match self {
-            Self::Python { index, filter } => {
+            Self::Python {
+                index,
+                filter,
+                derived,
+                verify,
+            } => {
                 let (selection, filter_error) =
                     match filter.as_ref().map(|f| f.select(&batch.batch)) {
                         None => (None, None),
                         Some(Ok(rows)) => (Some(rows), None),
                         Some(Err(e)) => (None, Some(e)),
                     };
-                RuleBatch::Python {
+                let mut out = RuleBatch::Python {
                     index: *index,
+                    filtered_out: selection
+                        .as_ref()
+                        .map_or(0, |rows| (batch.len() - rows.len()) as u64),
                     selection,
                     filter_error,
+                    auto_filtered_out: 0,
+                    unverified: Vec::new(),
+                };
+                if let Some(derived) = derived {
+                    out.apply_derived(&derived.keep(batch, tables), *verify);
                 }
+                out
             }
             Self::Sql(rule) => RuleBatch::Sql(rule.evaluate(runtime, batch)),
         }
@@ -89,9 +135,56 @@ pub enum RuleBatch {
         selection: Option<Vec<u32>>,
         /// The filter failed on this batch.
         filter_error: Option<String>,
+        /// Events the derived filter dropped.
+        auto_filtered_out: u64,
+        /// Events the hand-written `filter:` dropped of those the derived
+        /// one kept.
+        filtered_out: u64,
+        /// With `--verify-filters`: rows the derived filter would drop,
+        /// sent to `detect()` anyway to check that it rejects them.
+        unverified: Vec<u32>,
     },
     /// The query's matches, or why it failed on this batch.
     Sql(Result<Vec<MatchOutput>, String>),
+}
+
+impl RuleBatch {
+    /// Narrows a Python rule's selection by the derived filter's `keep`
+    /// (or, verifying, records what it would drop).
+    fn apply_derived(&mut self, keep: &arrow::buffer::BooleanBuffer, verify: bool) {
+        let Self::Python {
+            selection,
+            auto_filtered_out,
+            filtered_out,
+            unverified,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let dropped: Vec<u32> = (0..keep.len())
+            .filter(|&i| !keep.value(i))
+            .map(|i| i as u32)
+            .collect();
+        *auto_filtered_out = dropped.len() as u64;
+        if let Some(rows) = selection.as_ref() {
+            // The hand-written filter's count covers only what the derived
+            // one kept.
+            let kept_by_both = rows.iter().filter(|&&r| keep.value(r as usize)).count();
+            *filtered_out = (keep.count_set_bits() - kept_by_both) as u64;
+        }
+        if verify {
+            *unverified = dropped;
+            return;
+        }
+        *selection = Some(match selection.take() {
+            Some(rows) => rows
+                .into_iter()
+                .filter(|&r| keep.value(r as usize))
+                .collect(),
+            None => keep.set_indices().map(|i| i as u32).collect(),
+        });
+    }
 }
 
 /// Every rule of a run, in one order, with the runtime that executes the SQL.
@@ -109,13 +202,14 @@ impl RunPlan {
         defs: &[&DetectionDef],
         log: &LogTable,
         tables: &Tables,
+        auto: Option<AutoFilter<'_>>,
     ) -> Result<Self, Vec<ConfigError>> {
         let runtime = sql_runtime().map_err(|e| vec![ConfigError::new(&log.file, e)])?;
         let mut errors = Vec::new();
         let mut rules = Vec::with_capacity(defs.len());
         let mut python = 0;
         for def in defs {
-            match RulePlan::new(&runtime, def, python, log, tables) {
+            match RulePlan::new(&runtime, def, python, log, tables, auto) {
                 Ok(plan) => {
                     python += usize::from(matches!(plan, RulePlan::Python { .. }));
                     rules.push(PlannedRule {
@@ -174,10 +268,10 @@ impl RunPlan {
 
     /// Runs every filter and query on `batch`; one result per rule, in
     /// [`RunPlan::rules`] order.
-    pub fn evaluate(&self, batch: &EventBatch) -> Vec<RuleBatch> {
+    pub fn evaluate(&self, batch: &EventBatch, tables: &Tables) -> Vec<RuleBatch> {
         self.rules
             .iter()
-            .map(|r| r.plan.evaluate(&self.runtime, batch))
+            .map(|r| r.plan.evaluate(&self.runtime, batch, tables))
             .collect()
     }
 }

@@ -21,7 +21,7 @@ use crate::enrichment::{EnrichmentTable, Tables};
 use crate::logs::{EventBatch, EventReader, ReadItem};
 use crate::outcome::RuleOutcome;
 use crate::python::{PythonError, PythonRuntime};
-use crate::query::{sql_runtime, RulePlan};
+use crate::query::{sql_runtime, AutoFilter, RulePlan};
 use crate::schema::rows_to_batch;
 use crate::storage::Storage;
 use serde::Serialize;
@@ -391,7 +391,14 @@ fn prepare_rule(
             "`mocks` replace Python names; a SQL detection has none".into(),
         ]);
     }
-    let plan = RulePlan::new(engines.sql, def, 0, log, effective)
+    // Mocks replace names the derived filter reads through (helpers,
+    // tables): a case with mocks checks the hand-written filter only.
+    let lib_dir = project.detection_lib_dir();
+    let auto = case.mocks.is_empty().then_some(AutoFilter {
+        lib_dir: &lib_dir,
+        verify: false,
+    });
+    let plan = RulePlan::new(engines.sql, def, 0, log, effective, auto)
         .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if let RulePlan::Python { .. } = plan {
         engines
@@ -409,6 +416,7 @@ fn case_outcomes(
     rule: &RulePlan,
     engines: &Engines<'_>,
     batch: &Arc<EventBatch>,
+    tables: &Tables,
     stats: &mut RuleSummary,
     errors: &mut Vec<ErrorRecord>,
     check: &mut FilterCheck,
@@ -419,8 +427,27 @@ fn case_outcomes(
             let result = sql.evaluate(engines.sql, batch);
             sql_outcomes(def, batch, result, stats, errors)
         }
-        RulePlan::Python { filter, .. } => {
+        RulePlan::Python {
+            filter, derived, ..
+        } => {
             let outcomes = engines.python.evaluate_case(batch, &mut stats.python_calls);
+            if let Some(derived) = derived {
+                let keep = derived.keep(batch, tables);
+                check.derived_passed += keep.count_set_bits();
+                for outcome in &outcomes {
+                    match outcome {
+                        RuleOutcome::Match(m) if !keep.value(m.row) => {
+                            check.derived_rejected.push(event_label(batch, m.row));
+                        }
+                        RuleOutcome::Error { row, .. } if !keep.value(*row) => {
+                            check.derived_rejected.push(event_label(batch, *row));
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                check.derived_passed += batch.len();
+            }
             let Some(filter) = filter else {
                 check.passed += batch.len();
                 return outcomes;
@@ -458,6 +485,11 @@ struct FilterCheck {
     passed: usize,
     /// Events the filter rejected although `detect()` matched them.
     rejected: Vec<String>,
+    /// Events the derived filter passed (all events without one).
+    derived_passed: usize,
+    /// Events the derived filter rejected although `detect()` matched
+    /// them or raised on them.
+    derived_rejected: Vec<String>,
     problems: Vec<String>,
 }
 
@@ -494,9 +526,9 @@ fn run_case(
             effective.extend(fixtures.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
             let batches = case_batches(project, case, &effective)?;
             let rule = prepare_rule(project, def, case, &effective, &fixtures, engines)?;
-            Ok((batches, rule))
+            Ok((batches, rule, effective))
         });
-    let (batches, rule) = match prepared {
+    let (batches, rule, effective) = match prepared {
         Ok(b) => b,
         Err(errors) => {
             result.errors = errors;
@@ -515,6 +547,7 @@ fn run_case(
             &rule,
             engines,
             batch,
+            &effective,
             &mut stats,
             &mut errors,
             &mut check,
@@ -539,6 +572,25 @@ fn run_case(
         check.problems.push(format!(
             "the case expects a match, but filter `{}` rejects every event of it",
             filter.text
+        ));
+    }
+    let derived = match &rule {
+        RulePlan::Python {
+            derived: Some(d), ..
+        } => Some(d),
+        _ => None,
+    };
+    if let (Some(derived), false) = (derived, check.derived_rejected.is_empty()) {
+        check.problems.push(format!(
+            "the filter derived from detect() ({}) rejects {}, which detect() matches or raises on; please report this (`auto_filter: false` in detection.yml turns it off)",
+            derived.text(),
+            check.derived_rejected.join(", ")
+        ));
+    }
+    if let (Some(derived), true, 0) = (derived, case.expect.matched, check.derived_passed) {
+        check.problems.push(format!(
+            "the case expects a match, but the filter derived from detect() ({}) rejects every event of it",
+            derived.text()
         ));
     }
     check.problems.dedup();

@@ -12,6 +12,7 @@ mod geo;
 mod hostile;
 mod http;
 mod newcomer;
+mod prefilter;
 mod python;
 mod run;
 mod s3;
@@ -72,6 +73,13 @@ impl Project {
             dir.path().join("ravenwatch.yml"),
         )
         .unwrap();
+        Self { dir }
+    }
+
+    /// A temporary copy of `tests/data/<name>` alone (a project of its own).
+    pub fn standalone(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("tests/data").join(name), dir.path());
         Self { dir }
     }
 

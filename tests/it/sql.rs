@@ -309,12 +309,27 @@ fn without_filters(p: &Project) {
 #[test]
 fn prefilters_keep_the_alerts_and_call_python_less() {
     let samples = repo().join("samples").display().to_string();
+    // Hand-written filters alone: derived ones would remove the same events.
     let filtered = Project::example();
-    let with = filtered.run(&["run", "--input", &samples, "--output", "out/x"]);
+    let with = filtered.run(&[
+        "run",
+        "--input",
+        &samples,
+        "--output",
+        "out/x",
+        "--no-auto-filter",
+    ]);
     assert_eq!(with.code, 0, "{with:?}");
     let plain = Project::example();
     without_filters(&plain);
-    let without = plain.run(&["run", "--input", &samples, "--output", "out/x"]);
+    let without = plain.run(&[
+        "run",
+        "--input",
+        &samples,
+        "--output",
+        "out/x",
+        "--no-auto-filter",
+    ]);
     assert_eq!(without.code, 0, "{without:?}");
 
     let alerts = |p: &Project| -> Vec<Value> {
@@ -405,7 +420,7 @@ fn joins_keep_the_enrichment_hash_table_unless_the_batch_is_the_build_side() {
     let log = project.log_table("events").unwrap();
     let plan = |rule: &str| {
         let def = project.detections.iter().find(|d| d.name == rule).unwrap();
-        let plan = RunPlan::new(&[def], log, &tables).unwrap();
+        let plan = RunPlan::new(&[def], log, &tables, None).unwrap();
         match &plan.rules()[0].plan {
             RulePlan::Sql(rule) => rule.resets_each_batch(),
             RulePlan::Python { .. } => panic!("`{rule}` is a SQL rule"),

@@ -1,0 +1,2 @@
+def detect(r):
+    return "powershell" in r.deepget("process.cmd", "")

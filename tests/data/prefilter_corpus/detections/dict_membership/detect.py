@@ -1,0 +1,2 @@
+def detect(r):
+    return "debug" in r.deepget("meta", {})

@@ -1,0 +1,2 @@
+def detect(r):
+    return r.get("email", "").endswith(("@evil.example", "@bad.example"))

@@ -1,0 +1,2 @@
+def detect(r):
+    return r.deepget("http.status") == 500.0 or r.deepget("score") == 1

@@ -1,0 +1,2 @@
+def detect(r):
+    return "mfa" in r and r.deepget("event.action") == "ConsoleLogin"

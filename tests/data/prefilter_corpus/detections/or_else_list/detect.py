@@ -1,0 +1,2 @@
+def detect(r):
+    return "admin" in (r.deepget("user.roles") or [])

@@ -1,0 +1,2 @@
+def detect(r):
+    return r.deepget("user.name", "").lower() == "i̇stanbul"

@@ -1,0 +1,2 @@
+def detect(r):
+    return r.deepget("host.hostname").upper().startswith("DC")
