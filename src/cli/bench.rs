@@ -15,6 +15,9 @@
 //! - `decode DIR LOGS`: decoding alone (no rule runs), with the paths the
 //!   project's rules read as columns: events/s and MB/s on one core, then
 //!   with a decoding thread per core.
+//! - `derived DIR LOGS`: the filters derived from the Python rules' code,
+//!   evaluated on every batch (decoded first, not timed): ns per event per
+//!   rule, and the share of events each keeps.
 //! - `deliver N URL`: N activated alerts queued and delivered to a JSON
 //!   webhook at URL (each success recorded in the delivery state before
 //!   the next, as in a run): deliveries per second and the state's size.
@@ -30,6 +33,7 @@ const USAGE: &str = "usage: ravenwatch bench get-ns DIR TABLE KEY [INDEX_KEY]
        ravenwatch bench table-mem DIR TABLE
        ravenwatch bench sql-batch DIR LOGS
        ravenwatch bench decode DIR LOGS
+       ravenwatch bench derived DIR LOGS
        ravenwatch bench deliver N URL";
 
 fn load(
@@ -195,6 +199,76 @@ fn decode(dir: &str, logs: &str) -> Result<String, String> {
         bytes as f64 / one / 1e6,
         events as f64 / all,
         bytes as f64 / all / 1e6
+    ))
+}
+
+/// Times the derived filters of the project's Python rules on `logs`
+/// (decoded with the columns a run would decode; decoding is not timed).
+fn derived(dir: &str, logs: &str) -> Result<String, String> {
+    use crate::logs::{expand_inputs, read_inputs, EventReader, ReadItem};
+    let (project, tables, _) = load(dir)?;
+    let log = project.log_tables.first().ok_or("no log table")?;
+    let rules: Vec<_> = project
+        .detections
+        .iter()
+        .filter(|d| d.tables.contains(&log.name) && !d.is_sql() && d.auto_filter)
+        .cloned()
+        .collect();
+    let lib_dir = project.detection_lib_dir();
+    let filters: Vec<_> = rules
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                crate::python::derive_filter(&d.script, &lib_dir, "detect"),
+            )
+        })
+        .filter(|(_, f)| f.pure && f.narrows())
+        .collect();
+    if filters.is_empty() {
+        return Err("no rule derives a filter".into());
+    }
+    let reader =
+        EventReader::with_read_paths(log, &crate::engine::read_paths(&project, log, &rules));
+    let inputs =
+        expand_inputs(&[logs.to_string()], &project.settings.aws).map_err(|e| e.to_string())?;
+    // Each batch is filtered right after it is decoded, as in a run (where
+    // the reader thread filters what the decoders just produced).
+    let mut took = vec![std::time::Duration::ZERO; filters.len()];
+    let mut kept = vec![0usize; filters.len()];
+    let mut events = 0usize;
+    read_inputs(&reader, inputs, &mut |item| {
+        if let ReadItem::Batch(batch) = item {
+            events += batch.len();
+            // Shared by the rules, as in a run.
+            let mut cache = crate::prefilter::AtomCache::default();
+            for (i, (_, filter)) in filters.iter().enumerate() {
+                let started = Instant::now();
+                kept[i] += filter
+                    .keep_shared(&batch, &tables, &mut cache)
+                    .count_set_bits();
+                took[i] += started.elapsed();
+            }
+        }
+        true
+    });
+    let total: std::time::Duration = took.iter().sum();
+    let lines: Vec<String> = filters
+        .iter()
+        .zip(took.iter().zip(&kept))
+        .map(|((name, _), (took, kept))| {
+            format!(
+                "  {name}: {:.1} ns/event, keeps {:.2}%",
+                took.as_nanos() as f64 / events as f64,
+                *kept as f64 * 100.0 / events as f64
+            )
+        })
+        .collect();
+    Ok(format!(
+        "derived filters: {events} events, {} rules, {:.1} ns per event per rule on average\n{}",
+        filters.len(),
+        total.as_nanos() as f64 / events as f64 / filters.len() as f64,
+        lines.join("\n")
     ))
 }
 
@@ -364,6 +438,7 @@ pub fn bench(args: &[String]) -> Outcome {
         [cmd, dir, table] if cmd == "table-mem" => table_mem(dir, table),
         [cmd, dir, logs] if cmd == "sql-batch" => sql_batch(dir, logs),
         [cmd, dir, logs] if cmd == "decode" => decode(dir, logs),
+        [cmd, dir, logs] if cmd == "derived" => derived(dir, logs),
         [cmd, n, url] if cmd == "deliver" => deliver(n, url),
         _ => {
             eprintln!("{USAGE}");

@@ -9,25 +9,48 @@ use super::{
 };
 use crate::enrichment::{KeyPart, Tables};
 use crate::logs::{EventBatch, ReadColumn};
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::buffer::BooleanBuffer;
+use arrow::array::{
+    Array, AsArray, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
+    StringArray,
+};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{DataType, Float32Type, Float64Type, Int32Type, Int64Type};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Atom outcomes on one batch, shared by every rule's filter: rules of a
+/// library test the same fields the same way, and each such test is
+/// computed once per event.
+#[derive(Default)]
+pub struct AtomCache {
+    /// Per atom (by its key), per event: outcome bits, 0 while not computed.
+    outcomes: HashMap<String, Vec<u8>>,
+}
 
 impl Derived {
     /// Which events of `batch` to keep (bit set: keep). `tables` are the
     /// generation the batch is evaluated against.
     pub fn keep(&self, batch: &EventBatch, tables: &Tables) -> BooleanBuffer {
-        let rows = batch.len();
-        let all = BooleanBuffer::new_set(rows);
+        self.keep_shared(batch, tables, &mut AtomCache::default())
+    }
+
+    /// [`Derived::keep`], reusing (and adding to) what other rules' filters
+    /// computed on the same batch.
+    pub fn keep_shared(
+        &self,
+        batch: &EventBatch,
+        tables: &Tables,
+        cache: &mut AtomCache,
+    ) -> BooleanBuffer {
+        let all = BooleanBuffer::new_set(batch.len());
         if !self.narrows() {
             return all;
         }
         let mut state = State {
             batch,
             tables,
-            outcomes: vec![None; self.atoms.len()],
+            cache,
         };
         state.formula(self, &self.keep, &all)
     }
@@ -36,8 +59,7 @@ impl Derived {
 struct State<'a> {
     batch: &'a EventBatch,
     tables: &'a Tables,
-    /// Per atom, per event: outcome bits, 0 while not computed.
-    outcomes: Vec<Option<Vec<u8>>>,
+    cache: &'a mut AtomCache,
 }
 
 impl State<'_> {
@@ -72,45 +94,58 @@ impl State<'_> {
             Formula::May(atom, may) => {
                 let outcomes = self.atom(derived, *atom, mask);
                 let bit = may.bit();
-                let mut out = arrow::array::BooleanBufferBuilder::new(mask.len());
-                out.append_n(mask.len(), false);
-                for row in mask.set_indices() {
-                    if outcomes[row] & bit != 0 {
-                        out.set_bit(row, true);
+                let rows = mask.len();
+                if mask.count_set_bits() * 8 < rows {
+                    // Few events left: visit only those.
+                    let mut out = arrow::array::BooleanBufferBuilder::new(rows);
+                    out.append_n(rows, false);
+                    for row in mask.set_indices() {
+                        if outcomes[row] & bit != 0 {
+                            out.set_bit(row, true);
+                        }
                     }
+                    return out.finish();
                 }
-                out.finish()
+                let mask_bits = mask.values();
+                let offset = mask.offset();
+                BooleanBuffer::collect_bool(rows, |row| {
+                    outcomes[row] & bit != 0
+                        && arrow::util::bit_util::get_bit(mask_bits, offset + row)
+                })
             }
         }
     }
 
     /// Outcomes of atom `index`, computed for every event of `mask` not
-    /// computed before.
+    /// computed before (by this rule or another).
     fn atom(&mut self, derived: &Derived, index: usize, mask: &BooleanBuffer) -> &[u8] {
+        let key = &derived.keys[index];
         let rows = mask.len();
-        let mut outcomes = self.outcomes[index].take().unwrap_or_else(|| vec![0; rows]);
-        let atom = &derived.atoms[index];
-        let eval = AtomEval::new(self.batch, self.tables, atom);
-        for row in mask.set_indices() {
-            if outcomes[row] == 0 {
-                outcomes[row] = eval.outcome(row);
-            }
+        if !self.cache.outcomes.contains_key(key) {
+            self.cache.outcomes.insert(key.clone(), vec![0; rows]);
         }
-        self.outcomes[index] = Some(outcomes);
-        self.outcomes[index].as_deref().unwrap_or_default()
+        let outcomes = self
+            .cache
+            .outcomes
+            .get_mut(key)
+            .map(Vec::as_mut_slice)
+            .unwrap_or_default();
+        let eval = AtomEval::new(self.batch, self.tables, &derived.atoms[index]);
+        eval.fill(outcomes, mask);
+        outcomes
     }
 }
 
 /// A value as Python would see it, as far as the engine can tell.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Py<'a> {
     None,
     Str(Cow<'a, str>),
     Int(i64),
     Float(f64),
     Bool(bool),
-    /// A list from an Arrow list column.
-    ArrowList(ArrayRef),
+    /// A list: a slice of a list column's values.
+    List(&'a Col<'a>, usize, usize),
     /// A list from JSON (an event's text or a literal).
     JsonList(Cow<'a, [Value]>),
     /// A dict; whether it has members.
@@ -122,25 +157,108 @@ enum Py<'a> {
 /// Evaluating `value` definitely raises.
 struct Raises;
 
+/// A column downcast once per batch, so reading a value is a match on
+/// this enum and an index, not a type dispatch per event.
+enum Col<'a> {
+    Str(&'a StringArray),
+    Int64(&'a Int64Array),
+    Int32(&'a Int32Array),
+    Float64(&'a Float64Array),
+    Float32(&'a Float32Array),
+    Bool(&'a BooleanArray),
+    /// A list column: its offsets and its (typed) values.
+    List(&'a ListArray, Box<Col<'a>>),
+    /// A struct: a dict with its declared members.
+    Struct(&'a dyn Array, bool),
+    /// JSON text per event (a path whose type changes within the batch).
+    Json(&'a StringArray),
+    Null,
+    /// A type the engine does not model (timestamps, ...).
+    Other(&'a dyn Array),
+}
+
+impl<'a> Col<'a> {
+    fn new(array: &'a dyn Array) -> Self {
+        match array.data_type() {
+            DataType::Utf8 => Col::Str(array.as_string::<i32>()),
+            DataType::Int64 => Col::Int64(array.as_primitive::<Int64Type>()),
+            DataType::Int32 => Col::Int32(array.as_primitive::<Int32Type>()),
+            DataType::Float64 => Col::Float64(array.as_primitive::<Float64Type>()),
+            DataType::Float32 => Col::Float32(array.as_primitive::<Float32Type>()),
+            DataType::Boolean => Col::Bool(array.as_boolean()),
+            DataType::List(_) => {
+                let list = array.as_list::<i32>();
+                Col::List(list, Box::new(Col::new(list.values().as_ref())))
+            }
+            DataType::Struct(fields) => Col::Struct(array, !fields.is_empty()),
+            DataType::Null => Col::Null,
+            _ => Col::Other(array),
+        }
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Col::Str(a) | Col::Json(a) => a.is_null(row),
+            Col::Int64(a) => a.is_null(row),
+            Col::Int32(a) => a.is_null(row),
+            Col::Float64(a) => a.is_null(row),
+            Col::Float32(a) => a.is_null(row),
+            Col::Bool(a) => a.is_null(row),
+            Col::List(a, _) => a.is_null(row),
+            Col::Struct(a, _) | Col::Other(a) => a.is_null(row),
+            Col::Null => true,
+        }
+    }
+
+    /// The value at `row` (not null).
+    fn get(&'a self, row: usize) -> Py<'a> {
+        if self.is_null(row) {
+            return Py::None;
+        }
+        match self {
+            Col::Str(a) => Py::Str(Cow::Borrowed(a.value(row))),
+            Col::Int64(a) => Py::Int(a.value(row)),
+            Col::Int32(a) => Py::Int(i64::from(a.value(row))),
+            Col::Float64(a) => Py::Float(a.value(row)),
+            Col::Float32(a) => Py::Float(f64::from(a.value(row))),
+            Col::Bool(a) => Py::Bool(a.value(row)),
+            Col::List(list, values) => {
+                let offsets = list.value_offsets();
+                Py::List(values, offsets[row] as usize, offsets[row + 1] as usize)
+            }
+            Col::Struct(_, nonempty) => Py::Dict(*nonempty),
+            Col::Json(texts) => match serde_json::from_str::<Value>(texts.value(row)) {
+                Ok(v) => from_json_owned(v),
+                Err(_) => Py::Unknown,
+            },
+            Col::Null => Py::None,
+            Col::Other(_) => Py::Unknown,
+        }
+    }
+}
+
 /// Where a path's values come from in one batch.
 enum Source<'a> {
-    Read(&'a ReadColumn),
-    /// The declared column and every struct above it (their nulls hide it).
+    /// The column of a path rules read.
+    Read(Col<'a>),
+    /// The declared column; `above`: the nulls of every struct above it
+    /// (a null struct hides its members), combined.
     Declared {
-        above: Vec<&'a dyn Array>,
-        leaf: &'a dyn Array,
+        above: Option<NullBuffer>,
+        leaf: Col<'a>,
     },
     /// The path is declared, but a struct on the way lacks it.
-    DeclaredAbsent {
-        above: Vec<&'a dyn Array>,
-    },
+    DeclaredAbsent { above: Option<NullBuffer> },
     /// Neither declared nor read as a column: only the event's text has it.
     Text,
 }
 
 fn source<'a>(batch: &'a EventBatch, path: &str) -> Source<'a> {
     if let Some(column) = batch.read.get(path) {
-        return Source::Read(column);
+        return Source::Read(match column {
+            ReadColumn::Typed(array) => Col::new(array.as_ref()),
+            ReadColumn::Json(texts) => Col::Json(texts),
+        });
     }
     let mut parts = path.split('.');
     let Some(first) = parts.next() else {
@@ -157,10 +275,28 @@ fn source<'a>(batch: &'a EventBatch, path: &str) -> Source<'a> {
         above.push(array);
         match array.as_struct().column_by_name(part) {
             Some(child) => array = child.as_ref(),
-            None => return Source::DeclaredAbsent { above },
+            None => {
+                return Source::DeclaredAbsent {
+                    above: combined_nulls(&above),
+                }
+            }
         }
     }
-    Source::Declared { above, leaf: array }
+    Source::Declared {
+        above: combined_nulls(&above),
+        leaf: Col::new(array),
+    }
+}
+
+/// The validity of every array in `arrays` at once.
+fn combined_nulls(arrays: &[&dyn Array]) -> Option<NullBuffer> {
+    arrays.iter().fold(None, |acc, a| {
+        NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref())
+    })
+}
+
+fn hidden(above: Option<&NullBuffer>, row: usize) -> bool {
+    above.is_some_and(|n| n.is_null(row))
 }
 
 /// The value of one path per event: `None` when missing or null (what
@@ -168,55 +304,29 @@ fn source<'a>(batch: &'a EventBatch, path: &str) -> Source<'a> {
 fn path_value<'a>(source: &'a Source<'a>, row: usize, item: bool) -> Result<Option<Py<'a>>, ()> {
     match source {
         Source::Read(column) => {
-            if column.is_null(row) {
+            if column.is_null(row) || matches!(column, Col::Json(t) if t.value(row) == "null") {
                 // `r[key]` raises for a missing key and gives None for a
                 // null one; the column does not tell them apart.
                 return if item { Err(()) } else { Ok(None) };
             }
-            Ok(Some(match column {
-                ReadColumn::Typed(array) => scalar(array.as_ref(), row),
-                ReadColumn::Json(texts) => match serde_json::from_str::<Value>(texts.value(row)) {
-                    Ok(v) => from_json_owned(v),
-                    Err(_) => return Err(()),
-                },
-            }))
+            Ok(Some(column.get(row)))
         }
         Source::Declared { above, leaf } => {
-            if above.iter().any(|a| a.is_null(row)) || leaf.is_null(row) {
+            if hidden(above.as_ref(), row) || leaf.is_null(row) {
                 return Ok(None);
             }
-            Ok(Some(scalar(*leaf, row)))
+            Ok(Some(leaf.get(row)))
         }
         // Python reads such a member from the event's text when the struct
         // is present.
         Source::DeclaredAbsent { above } => {
-            if above.iter().any(|a| a.is_null(row)) {
+            if hidden(above.as_ref(), row) {
                 Ok(None)
             } else {
                 Err(())
             }
         }
         Source::Text => Err(()),
-    }
-}
-
-fn scalar(array: &dyn Array, row: usize) -> Py<'_> {
-    if array.is_null(row) {
-        return Py::None;
-    }
-    match array.data_type() {
-        DataType::Utf8 => Py::Str(Cow::Borrowed(array.as_string::<i32>().value(row))),
-        DataType::LargeUtf8 => Py::Str(Cow::Borrowed(array.as_string::<i64>().value(row))),
-        DataType::Utf8View => Py::Str(Cow::Borrowed(array.as_string_view().value(row))),
-        DataType::Boolean => Py::Bool(array.as_boolean().value(row)),
-        DataType::Int32 => Py::Int(i64::from(array.as_primitive::<Int32Type>().value(row))),
-        DataType::Int64 => Py::Int(array.as_primitive::<Int64Type>().value(row)),
-        DataType::Float32 => Py::Float(f64::from(array.as_primitive::<Float32Type>().value(row))),
-        DataType::Float64 => Py::Float(array.as_primitive::<Float64Type>().value(row)),
-        DataType::List(_) => Py::ArrowList(array.as_list::<i32>().value(row)),
-        DataType::Struct(fields) => Py::Dict(!fields.is_empty()),
-        DataType::Null => Py::None,
-        _ => Py::Unknown,
     }
 }
 
@@ -264,7 +374,7 @@ fn truthy(v: &Py<'_>) -> Option<bool> {
         Py::Int(i) => *i != 0,
         Py::Float(f) => *f != 0.0,
         Py::Bool(b) => *b,
-        Py::ArrowList(a) => !a.is_empty(),
+        Py::List(_, start, end) => end > start,
         Py::JsonList(a) => !a.is_empty(),
         Py::Dict(nonempty) => *nonempty,
         Py::Unknown => return None,
@@ -335,10 +445,8 @@ fn py_eq(a: &Py<'_>, lit: &Value) -> Option<bool> {
         (Py::None, _) | (_, Value::Null) => Some(false),
         (Py::Str(s), Value::String(l)) => Some(s.as_ref() == l),
         (Py::Str(_), _) | (_, Value::String(_)) => Some(false),
-        (Py::ArrowList(_) | Py::JsonList(_), Value::Array(_)) | (Py::Dict(_), Value::Object(_)) => {
-            None
-        }
-        (Py::ArrowList(_) | Py::JsonList(_) | Py::Dict(_), _)
+        (Py::List(..) | Py::JsonList(_), Value::Array(_)) | (Py::Dict(_), Value::Object(_)) => None,
+        (Py::List(..) | Py::JsonList(_) | Py::Dict(_), _)
         | (_, Value::Array(_) | Value::Object(_)) => Some(false),
         _ => match (num(a), lit_num(lit)) {
             (Some(x), Some(y)) => Some(num_cmp(x, y) == Some(std::cmp::Ordering::Equal)),
@@ -384,85 +492,231 @@ impl<'a> AtomEval<'a> {
         }
     }
 
-    fn value(&self, expr: &'a ValueExpr, row: usize) -> Result<Py<'_>, Raises> {
-        match expr {
-            ValueExpr::Field { default, item, .. } => {
-                match path_value(&self.sources[0], row, *item) {
-                    Ok(Some(v)) => Ok(v),
-                    Ok(None) if *item => Ok(Py::None),
-                    Ok(None) => Ok(from_json(default)),
-                    Err(()) => Ok(Py::Unknown),
+    /// Computes the outcome of every event of `mask` not computed yet.
+    fn fill(&self, outcomes: &mut [u8], mask: &BooleanBuffer) {
+        if matches!(self.atom, Atom::Has(_)) {
+            for row in mask.set_indices() {
+                if outcomes[row] == 0 {
+                    outcomes[row] = self.outcome(row);
                 }
             }
-            ValueExpr::Lower(inner) | ValueExpr::Upper(inner) => match self.value(inner, row)? {
-                Py::Str(s) if s.is_ascii() => Ok(Py::Str(Cow::Owned(
-                    if matches!(expr, ValueExpr::Lower(_)) {
-                        s.to_ascii_lowercase()
-                    } else {
-                        s.to_ascii_uppercase()
-                    },
-                ))),
-                // Unicode case rules: let Python decide.
-                Py::Str(_) | Py::Unknown => Ok(Py::Unknown),
-                _ => Err(Raises),
-            },
-            ValueExpr::OrElse(inner, lit) => {
-                let v = self.value(inner, row)?;
-                match truthy(&v) {
-                    Some(true) => Ok(v),
-                    Some(false) => Ok(from_json(lit)),
-                    None => Ok(Py::Unknown),
+            return;
+        }
+        if self.string_kernel(outcomes, mask) {
+            return;
+        }
+        // One loop per kind of atom, so the test is inlined in it.
+        match self.atom {
+            Atom::Truthy(_) => self.fill_with(outcomes, mask, |v| bits(truthy(v))),
+            Atom::IsNone(_) => self.fill_with(outcomes, mask, |v| match v {
+                Py::Unknown => UNKNOWN,
+                v => bits(Some(matches!(v, Py::None))),
+            }),
+            Atom::Cmp(op, _, lit) => self.fill_with(outcomes, mask, |v| compare(*op, v, lit)),
+            Atom::Contains { needle, .. } => {
+                self.fill_with(outcomes, mask, |v| contains(v, needle))
+            }
+            Atom::InLiteral {
+                kind,
+                strings,
+                others,
+                ..
+            } => self.fill_with(outcomes, mask, |v| in_literal(v, *kind, strings, others)),
+            _ => self.fill_with(outcomes, mask, |v| self.judge(Ok(v.clone()))),
+        }
+    }
+
+    /// The two commonest tests on string columns, on the column's bytes:
+    /// `field == "text"` (or `!=`) and `"text" in list_field`. Whether it
+    /// applied.
+    fn string_kernel(&self, outcomes: &mut [u8], mask: &BooleanBuffer) -> bool {
+        let (above, leaf) = match self.sources.first() {
+            Some(Source::Declared { above, leaf }) => (above.as_ref(), leaf),
+            Some(Source::Read(leaf)) => (None, leaf),
+            _ => return false,
+        };
+        let (strings, list, text, hit, miss, default) = match (self.atom, leaf) {
+            (
+                Atom::Cmp(
+                    op @ (CmpOp::Eq | CmpOp::Ne),
+                    field @ ValueExpr::Field { item: false, .. },
+                    Value::String(text),
+                ),
+                Col::Str(strings),
+            ) => {
+                let (hit, miss) = if *op == CmpOp::Eq {
+                    (TRUE, FALSE)
+                } else {
+                    (FALSE, TRUE)
+                };
+                (*strings, None, text, hit, miss, field)
+            }
+            (
+                Atom::Contains {
+                    needle: Value::String(text),
+                    value:
+                        field @ (ValueExpr::Field { item: false, .. }
+                        | ValueExpr::OrElse(_, Value::Array(_))),
+                },
+                Col::List(list, values),
+            ) if matches!(innermost(field), ValueExpr::Field { item: false, .. }) => {
+                match values.as_ref() {
+                    Col::Str(strings) => (*strings, Some(*list), text, TRUE, FALSE, field),
+                    _ => return false,
                 }
+            }
+            _ => return false,
+        };
+        let missing = self.judge(apply(default, None));
+        // `(field or [...])`: an empty list reads as the literal.
+        let empty = match default {
+            ValueExpr::OrElse(_, lit) => Some(self.judge(Ok(from_json(lit)))),
+            _ => None,
+        };
+        let offsets = strings.value_offsets();
+        let bytes = strings.value_data();
+        let wanted = text.as_bytes();
+        let equal = |i: usize| {
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            end - start == wanted.len() && &bytes[start..end] == wanted && !strings.is_null(i)
+        };
+        for row in mask.set_indices() {
+            if outcomes[row] != 0 {
+                continue;
+            }
+            outcomes[row] = if hidden(above, row) || leaf.is_null(row) {
+                missing
+            } else {
+                match list {
+                    Some(list) => {
+                        let o = list.value_offsets();
+                        let items = o[row] as usize..o[row + 1] as usize;
+                        match empty {
+                            Some(outcome) if items.is_empty() => outcome,
+                            _ if items.into_iter().any(equal) => hit,
+                            _ => miss,
+                        }
+                    }
+                    None if equal(row) => hit,
+                    None => miss,
+                }
+            };
+        }
+        true
+    }
+
+    /// Fills `outcomes` for `mask` with `test` applied to each event's value
+    /// (an event whose value raises: RAISE).
+    fn fill_with(&self, outcomes: &mut [u8], mask: &BooleanBuffer, test: impl Fn(&Py<'_>) -> u8) {
+        let expr = self.expr();
+        let judge = |v: Result<Py<'_>, Raises>| match v {
+            Ok(v) => test(&v),
+            Err(Raises) => RAISE,
+        };
+        let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
+        // A declared column or a typed read column: resolved once, and the
+        // outcome of a missing value computed once.
+        let typed = match self.sources.first() {
+            Some(Source::Declared { above, leaf }) if !item => Some((above.as_ref(), leaf)),
+            Some(Source::Read(leaf)) if !item && !matches!(leaf, Col::Json(_)) => {
+                Some((None, leaf))
+            }
+            _ => None,
+        };
+        if let Some((above, leaf)) = typed {
+            let missing = judge(apply(expr, None));
+            for row in mask.set_indices() {
+                if outcomes[row] == 0 {
+                    outcomes[row] = if hidden(above, row) || leaf.is_null(row) {
+                        missing
+                    } else {
+                        judge(apply(expr, Some(leaf.get(row))))
+                    };
+                }
+            }
+            return;
+        }
+        for row in mask.set_indices() {
+            if outcomes[row] == 0 {
+                outcomes[row] = judge(self.value(expr, row));
             }
         }
     }
 
+    fn value(&self, expr: &'a ValueExpr, row: usize) -> Result<Py<'_>, Raises> {
+        let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
+        match path_value(&self.sources[0], row, item) {
+            Ok(Some(v)) => apply(expr, Some(v)),
+            Ok(None) if item => apply(expr, Some(Py::None)),
+            Ok(None) => apply(expr, None),
+            Err(()) => apply(expr, Some(Py::Unknown)),
+        }
+    }
+
     fn outcome(&self, row: usize) -> u8 {
-        let atom = self.atom;
-        let value = |expr: &'a ValueExpr| self.value(expr, row);
-        match atom {
+        match self.atom {
             Atom::Has(_) => match &self.sources[0] {
+                Source::Read(Col::Json(t)) => bits(Some(!t.is_null(row) && t.value(row) != "null")),
                 Source::Read(column) => bits(Some(!column.is_null(row))),
-                Source::Declared { above, leaf } if above.is_empty() && !leaf.is_null(row) => TRUE,
+                Source::Declared { above: None, leaf } if !leaf.is_null(row) => TRUE,
                 _ => UNKNOWN,
             },
-            Atom::Truthy(v) => match value(v) {
+            _ => self.judge(self.value(self.expr(), row)),
+        }
+    }
+
+    /// The atom's value expression (every atom but `Has` has one).
+    fn expr(&self) -> &'a ValueExpr {
+        match self.atom {
+            Atom::Truthy(v)
+            | Atom::IsNone(v)
+            | Atom::Cmp(_, v, _)
+            | Atom::Contains { value: v, .. }
+            | Atom::InLiteral { value: v, .. }
+            | Atom::InText { value: v, .. }
+            | Atom::Affix { value: v, .. }
+            | Atom::TableHas { key: v, .. } => v,
+            Atom::Has(_) => unreachable!("`Has` reads no value"),
+        }
+    }
+
+    /// The atom's outcome for a value.
+    fn judge(&self, value: Result<Py<'_>, Raises>) -> u8 {
+        match self.atom {
+            Atom::Has(_) => UNKNOWN,
+            Atom::Truthy(_) => match value {
                 Err(Raises) => RAISE,
                 Ok(v) => bits(truthy(&v)),
             },
-            Atom::IsNone(v) => match value(v) {
+            Atom::IsNone(_) => match value {
                 Err(Raises) => RAISE,
                 Ok(Py::Unknown) => UNKNOWN,
                 Ok(v) => bits(Some(matches!(v, Py::None))),
             },
-            Atom::Cmp(op, v, lit) => match value(v) {
+            Atom::Cmp(op, _, lit) => match value {
                 Err(Raises) => RAISE,
                 Ok(v) => compare(*op, &v, lit),
             },
-            Atom::Contains { needle, value: v } => match value(v) {
+            Atom::Contains { needle, .. } => match value {
                 Err(Raises) => RAISE,
                 Ok(v) => contains(&v, needle),
             },
             Atom::InLiteral {
-                value: v,
                 kind,
                 strings,
                 others,
-            } => match value(v) {
+                ..
+            } => match value {
                 Err(Raises) => RAISE,
                 Ok(v) => in_literal(&v, *kind, strings, others),
             },
-            Atom::InText { value: v, text } => match value(v) {
+            Atom::InText { text, .. } => match value {
                 Err(Raises) => RAISE,
                 Ok(Py::Str(s)) => bits(Some(text.contains(s.as_ref()))),
                 Ok(Py::Unknown) => UNKNOWN,
                 Ok(_) => RAISE,
             },
-            Atom::Affix {
-                value: v,
-                items,
-                end,
-            } => match value(v) {
+            Atom::Affix { items, end, .. } => match value {
                 Err(Raises) => RAISE,
                 Ok(Py::Str(s)) => bits(Some(items.iter().any(|i| {
                     if *end {
@@ -475,11 +729,11 @@ impl<'a> AtomEval<'a> {
                 // str methods on anything else: AttributeError.
                 Ok(_) => RAISE,
             },
-            Atom::TableHas { table, key } => {
+            Atom::TableHas { table, .. } => {
                 let Some(table) = self.tables.get(table) else {
                     return UNKNOWN;
                 };
-                let text: Cow<'_, str> = match value(key) {
+                let text: Cow<'_, str> = match value {
                     Err(Raises) => return RAISE,
                     Ok(Py::None) => return FALSE,
                     Ok(Py::Str(s)) => s,
@@ -495,6 +749,43 @@ impl<'a> AtomEval<'a> {
                     Ok(None) => FALSE,
                     Err(_) => RAISE,
                 }
+            }
+        }
+    }
+}
+
+fn innermost(v: &ValueExpr) -> &ValueExpr {
+    match v {
+        ValueExpr::Field { .. } => v,
+        ValueExpr::Lower(inner) | ValueExpr::Upper(inner) | ValueExpr::OrElse(inner, _) => {
+            innermost(inner)
+        }
+    }
+}
+
+/// `expr` computed from the value of its field (`None`: missing or null,
+/// which reads as the field's default).
+fn apply<'a>(expr: &'a ValueExpr, base: Option<Py<'a>>) -> Result<Py<'a>, Raises> {
+    match expr {
+        ValueExpr::Field { default, .. } => Ok(base.unwrap_or_else(|| from_json(default))),
+        ValueExpr::Lower(inner) | ValueExpr::Upper(inner) => match apply(inner, base)? {
+            Py::Str(s) if s.is_ascii() => Ok(Py::Str(Cow::Owned(
+                if matches!(expr, ValueExpr::Lower(_)) {
+                    s.to_ascii_lowercase()
+                } else {
+                    s.to_ascii_uppercase()
+                },
+            ))),
+            // Unicode case rules: let Python decide.
+            Py::Str(_) | Py::Unknown => Ok(Py::Unknown),
+            _ => Err(Raises),
+        },
+        ValueExpr::OrElse(inner, lit) => {
+            let v = apply(inner, base)?;
+            match truthy(&v) {
+                Some(true) => Ok(v),
+                Some(false) => Ok(from_json(lit)),
+                None => Ok(Py::Unknown),
             }
         }
     }
@@ -518,7 +809,7 @@ fn compare(op: CmpOp, v: &Py<'_>, lit: &Value) -> u8 {
             let order = match (v, lit) {
                 (Py::Unknown, _) => return UNKNOWN,
                 (Py::Str(s), Value::String(l)) => Some(s.as_ref().cmp(l.as_str())),
-                (Py::ArrowList(_) | Py::JsonList(_), Value::Array(_)) => return UNKNOWN,
+                (Py::List(..) | Py::JsonList(_), Value::Array(_)) => return UNKNOWN,
                 _ => match (num(v), lit_num(lit)) {
                     (Some(x), Some(y)) => num_cmp(x, y),
                     // Ordering different types: TypeError.
@@ -546,13 +837,20 @@ fn contains(v: &Py<'_>, needle: &Value) -> u8 {
             Value::String(n) => bits(Some(s.contains(n.as_str()))),
             _ => RAISE,
         },
-        Py::ArrowList(list) => {
-            any_equal((0..list.len()).map(|i| py_eq(&scalar(list.as_ref(), i), needle)))
-        }
+        Py::List(values, start, end) => list_contains(values, *start, *end, needle),
         Py::JsonList(items) => any_equal(items.iter().map(|i| py_eq(&from_json(i), needle))),
         Py::Dict(_) | Py::Unknown => UNKNOWN,
         Py::None | Py::Int(_) | Py::Float(_) | Py::Bool(_) => RAISE,
     }
+}
+
+/// `needle in values[start..end]`; strings compared without building values.
+fn list_contains(values: &Col<'_>, start: usize, end: usize, needle: &Value) -> u8 {
+    if let (Col::Str(strings), Value::String(n)) = (values, needle) {
+        let found = (start..end).any(|i| !strings.is_null(i) && strings.value(i) == n);
+        return bits(Some(found));
+    }
+    any_equal((start..end).map(|i| py_eq(&values.get(i), needle)))
 }
 
 fn any_equal(mut results: impl Iterator<Item = Option<bool>>) -> u8 {
@@ -581,7 +879,7 @@ fn in_literal(
     match v {
         Py::Unknown => UNKNOWN,
         // Unhashable in a set or dict: TypeError; in a tuple of scalars: absent.
-        Py::ArrowList(_) | Py::JsonList(_) | Py::Dict(_) => match kind {
+        Py::List(..) | Py::JsonList(_) | Py::Dict(_) => match kind {
             CollectionKind::Hashed => RAISE,
             CollectionKind::Sequence => FALSE,
         },

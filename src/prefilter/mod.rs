@@ -13,6 +13,8 @@
 mod eval;
 mod parse;
 
+pub use eval::AtomCache;
+
 use serde_json::Value;
 use std::fmt;
 
@@ -22,6 +24,9 @@ pub struct Derived {
     /// Keep an event when this is true.
     pub keep: Formula,
     pub atoms: Vec<Atom>,
+    /// Each atom's canonical text: equal atoms of different rules share
+    /// their outcomes on a batch ([`AtomCache`]).
+    pub keys: Vec<String>,
     /// No global writes, I/O, clock or randomness in `detect` or what it calls.
     pub pure: bool,
     /// Why the rule is impure (empty when pure).
@@ -162,6 +167,7 @@ impl Derived {
         Self {
             keep: Formula::Const(true),
             atoms: Vec::new(),
+            keys: Vec::new(),
             pure: true,
             impure: Vec::new(),
             fallbacks: Vec::new(),
@@ -270,7 +276,17 @@ impl Atom {
             (Self::IsNone(v), May::False) => return format!("{v} IS NOT NULL"),
             (Self::Truthy(v), _) => format!("{v} IS TRUTHY"),
             (Self::IsNone(v), _) => format!("{v} IS NULL"),
-            (Self::Cmp(op, v, lit), _) => format!("{v} {op:?} {}", literal(lit)),
+            (Self::Cmp(op, v, lit), _) => {
+                let symbol = match op {
+                    CmpOp::Eq => "=",
+                    CmpOp::Ne => "<>",
+                    CmpOp::Lt => "<",
+                    CmpOp::Le => "<=",
+                    CmpOp::Gt => ">",
+                    CmpOp::Ge => ">=",
+                };
+                format!("{v} {symbol} {}", literal(lit))
+            }
             (Self::Contains { needle, value }, _) => format!("{} IN {value}", literal(needle)),
             (
                 Self::InLiteral {

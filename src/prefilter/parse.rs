@@ -48,6 +48,13 @@ impl Derived {
             .unwrap_or_default();
         Ok(Self {
             keep,
+            keys: {
+                let mut keys = vec![String::new(); atoms.list.len()];
+                for (key, i) in atoms.seen {
+                    keys[i] = key;
+                }
+                keys
+            },
             atoms: atoms.list,
             pure: json.get("pure").and_then(Value::as_bool).unwrap_or(false),
             impure: notes("impure"),

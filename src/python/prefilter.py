@@ -88,6 +88,10 @@ def f_and(*xs):
     return out[0] if len(out) == 1 else {"and": out}
 
 
+def _conjuncts(x):
+    return x["and"] if isinstance(x, dict) and "and" in x else [x]
+
+
 def f_or(*xs):
     out = []
     for x in xs:
@@ -100,9 +104,33 @@ def f_or(*xs):
         else:
             out.append(x)
     out = _dedupe(out)
+    # Absorption: x OR (x AND y) is x.
+    keys = {_key(p) for p in out}
+    out = [p for p in out
+           if not (len(_conjuncts(p)) > 1 and any(_key(c) in keys for c in _conjuncts(p)))]
+    # Factoring: (a AND b) OR (a AND c) is a AND (b OR c), so each event
+    # tests `a` once.
+    groups = {}
+    for p in out:
+        groups.setdefault(_key(_conjuncts(p)[0]), []).append(p)
+    if any(len(g) > 1 for g in groups.values()):
+        factored = []
+        for g in groups.values():
+            if len(g) == 1:
+                factored.append(g[0])
+            else:
+                head = _conjuncts(g[0])[0]
+                rests = [f_and(*_conjuncts(p)[1:]) for p in g]
+                factored.append(f_and(head, f_or(*rests)))
+        out = _dedupe(factored)
     if not out:
         return False
     return out[0] if len(out) == 1 else {"or": out}
+
+
+def _key(x):
+    import json
+    return json.dumps(x, sort_keys=True)
 
 
 def size(f):

@@ -9,7 +9,7 @@ use crate::config::{ConfigError, DetectionDef, LogTable, RuleLogic};
 use crate::enrichment::Tables;
 use crate::logs::EventBatch;
 use crate::outcome::MatchOutput;
-use crate::prefilter::Derived;
+use crate::prefilter::{AtomCache, Derived};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -85,6 +85,7 @@ impl RulePlan {
         runtime: &tokio::runtime::Runtime,
         batch: &EventBatch,
         tables: &Tables,
+        cache: &mut AtomCache,
     ) -> RuleBatch {
         match self {
             Self::Python {
@@ -110,7 +111,7 @@ impl RulePlan {
                     unverified: Vec::new(),
                 };
                 if let Some(derived) = derived {
-                    out.apply_derived(&derived.keep(batch, tables), *verify);
+                    out.apply_derived(&derived.keep_shared(batch, tables, cache), *verify);
                 }
                 out
             }
@@ -269,9 +270,10 @@ impl RunPlan {
     /// Runs every filter and query on `batch`; one result per rule, in
     /// [`RunPlan::rules`] order.
     pub fn evaluate(&self, batch: &EventBatch, tables: &Tables) -> Vec<RuleBatch> {
+        let mut cache = AtomCache::default();
         self.rules
             .iter()
-            .map(|r| r.plan.evaluate(&self.runtime, batch, tables))
+            .map(|r| r.plan.evaluate(&self.runtime, batch, tables, &mut cache))
             .collect()
     }
 }

@@ -416,7 +416,6 @@ fn case_outcomes(
     rule: &RulePlan,
     engines: &Engines<'_>,
     batch: &Arc<EventBatch>,
-    tables: &Tables,
     stats: &mut RuleSummary,
     errors: &mut Vec<ErrorRecord>,
     check: &mut FilterCheck,
@@ -427,27 +426,8 @@ fn case_outcomes(
             let result = sql.evaluate(engines.sql, batch);
             sql_outcomes(def, batch, result, stats, errors)
         }
-        RulePlan::Python {
-            filter, derived, ..
-        } => {
+        RulePlan::Python { filter, .. } => {
             let outcomes = engines.python.evaluate_case(batch, &mut stats.python_calls);
-            if let Some(derived) = derived {
-                let keep = derived.keep(batch, tables);
-                check.derived_passed += keep.count_set_bits();
-                for outcome in &outcomes {
-                    match outcome {
-                        RuleOutcome::Match(m) if !keep.value(m.row) => {
-                            check.derived_rejected.push(event_label(batch, m.row));
-                        }
-                        RuleOutcome::Error { row, .. } if !keep.value(*row) => {
-                            check.derived_rejected.push(event_label(batch, *row));
-                        }
-                        _ => {}
-                    }
-                }
-            } else {
-                check.derived_passed += batch.len();
-            }
             let Some(filter) = filter else {
                 check.passed += batch.len();
                 return outcomes;
@@ -474,6 +454,37 @@ fn case_outcomes(
                     _ => true,
                 })
                 .collect()
+        }
+    }
+}
+
+/// Checks what `detect()` decided on a batch (after the hand-written
+/// filter, as in a run) against the filter derived from its code: every
+/// event it matched or raised on must pass.
+fn check_derived(
+    rule: &RulePlan,
+    batch: &EventBatch,
+    tables: &Tables,
+    outcomes: &[RuleOutcome],
+    check: &mut FilterCheck,
+) {
+    let RulePlan::Python {
+        derived: Some(derived),
+        ..
+    } = rule
+    else {
+        check.derived_passed += batch.len();
+        return;
+    };
+    let keep = derived.keep(batch, tables);
+    check.derived_passed += keep.count_set_bits();
+    for outcome in outcomes {
+        let row = match outcome {
+            RuleOutcome::Match(m) => m.row,
+            RuleOutcome::Error { row, .. } => *row,
+        };
+        if !keep.value(row) {
+            check.derived_rejected.push(event_label(batch, row));
         }
     }
 }
@@ -547,11 +558,11 @@ fn run_case(
             &rule,
             engines,
             batch,
-            &effective,
             &mut stats,
             &mut errors,
             &mut check,
         );
+        check_derived(&rule, batch, &effective, &outcomes, &mut check);
         collect_outcomes(def, batch, outcomes, &mut stats, &mut matches, &mut errors);
     }
     let filter = match &rule {

@@ -196,14 +196,16 @@ fn a_snapshot_switched_mid_run_is_seen_from_the_next_batch_on() {
 
     let alerts = read_jsonl(&p.path().join("out/refresh/alerts.jsonl"));
     // Each batch saw one snapshot, through get() and the selector alike.
-    assert_eq!(
-        alert(&alerts, "before")["context"]["via_get"],
-        "Corporate VPN egress (us-east)"
+    // The inputs are framed ahead of the batch being prepared, so the pipe
+    // may open before the first batch was stamped: that batch saw the old
+    // snapshot or (rarely, on a busy machine) already the new one; the batch
+    // read after the sync always sees the new one.
+    let before = alert(&alerts, "before")["context"]["via_get"].clone();
+    assert!(
+        before == "Corporate VPN egress (us-east)" || before == "Decommissioned VPN egress",
+        "{before}"
     );
-    assert_eq!(
-        alert(&alerts, "before")["context"]["via_enrich"],
-        "Corporate VPN egress (us-east)"
-    );
+    assert_eq!(alert(&alerts, "before")["context"]["via_enrich"], before);
     assert_eq!(
         alert(&alerts, "after")["context"]["via_get"],
         "Decommissioned VPN egress"
@@ -237,7 +239,7 @@ fn a_snapshot_switched_mid_run_is_seen_from_the_next_batch_on() {
     assert_eq!(
         via_sql,
         vec![
-            ("before", "Corporate VPN egress (us-east)"),
+            ("before", before.as_str().unwrap()),
             ("after", "Decommissioned VPN egress")
         ]
     );
