@@ -117,7 +117,10 @@ const TIME: &str = "\u{1}time";
 ///
 /// # Errors
 /// Arrow could not encode the columns (a bug).
-pub fn encode_batch(batch: &EventBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub fn encode_batch(
+    batch: &EventBatch,
+    rows: Option<&[u32]>,
+) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut fields: Vec<Field> = batch
         .batch
         .schema()
@@ -144,7 +147,11 @@ pub fn encode_batch(batch: &EventBatch) -> Result<Vec<u8>, arrow::error::ArrowEr
     columns.push(Arc::new(UInt64Array::from(batch.positions.clone())));
     fields.push(Field::new(TIME, arrow::datatypes::DataType::Int64, false));
     columns.push(Arc::new(Int64Array::from(batch.times.clone())));
-    let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    let mut all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+    if let Some(rows) = rows {
+        let indices = arrow::array::UInt32Array::from(rows.to_vec());
+        all = arrow::compute::take_record_batch(&all, &indices)?;
+    }
     let mut out = Vec::new();
     let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &all.schema())?;
     writer.write(&all)?;

@@ -49,8 +49,45 @@ struct Worker {
 struct Job {
     batch: Arc<EventBatch>,
     generation: Arc<Generation>,
+    /// Per Python rule, the rows it runs on: of the batch, or with `rows`
+    /// of the rows sent.
     selections: Vec<Option<Vec<u32>>>,
+    /// When every rule runs on some rows only: the rows any rule runs on,
+    /// the only ones sent to the worker (answers are mapped back).
+    rows: Option<Vec<u32>>,
     attempts: u32,
+}
+
+/// The rows any rule runs on, when that is fewer than all, and each
+/// rule's selection in the numbering of those rows.
+fn narrow(
+    rows: usize,
+    selections: Vec<Option<Vec<u32>>>,
+) -> (Option<Vec<u32>>, Vec<Option<Vec<u32>>>) {
+    let Some(all) = selections
+        .iter()
+        .map(Option::as_ref)
+        .collect::<Option<Vec<_>>>()
+    else {
+        return (None, selections);
+    };
+    let mut union: Vec<u32> = all.iter().flat_map(|s| s.iter().copied()).collect();
+    union.sort_unstable();
+    union.dedup();
+    if union.len() == rows {
+        return (None, selections);
+    }
+    let renumbered = all
+        .iter()
+        .map(|s| {
+            Some(
+                s.iter()
+                    .map(|r| union.binary_search(r).unwrap_or_default() as u32)
+                    .collect(),
+            )
+        })
+        .collect();
+    (Some(union), renumbered)
 }
 
 /// How to start a worker.
@@ -252,12 +289,14 @@ impl WorkerPool {
         generation: Arc<Generation>,
         selections: Vec<Option<Vec<u32>>>,
     ) -> Result<(), EngineError> {
+        let (rows, selections) = narrow(batch.len(), selections);
         self.jobs.insert(
             seq,
             Job {
                 batch,
                 generation,
                 selections,
+                rows,
                 attempts: 0,
             },
         );
@@ -282,7 +321,7 @@ impl WorkerPool {
         let job = self.jobs.get_mut(&seq).expect("a queued job");
         job.attempts += 1;
         let generation = Arc::clone(&job.generation);
-        let body = encode_batch(&job.batch)
+        let body = encode_batch(&job.batch, job.rows.as_deref())
             .map_err(|e| EngineError::Internal(format!("cannot encode a batch: {e}")))?;
         let request = ToWorker::Batch {
             seq,
@@ -305,11 +344,23 @@ impl WorkerPool {
         let (id, event) = self.recv()?;
         match event {
             Event::Reply(FromWorker::Ready) => Ok(()),
-            Event::Reply(FromWorker::Outcomes { seq, rules }) => {
+            Event::Reply(FromWorker::Outcomes { seq, mut rules }) => {
                 if let Some(w) = self.workers[id].as_mut() {
                     w.in_flight.retain(|s| *s != seq);
                 }
-                self.jobs.remove(&seq);
+                if let Some(Job {
+                    rows: Some(rows), ..
+                }) = self.jobs.remove(&seq)
+                {
+                    // Back to the batch's own row numbers.
+                    for outcome in rules.iter_mut().flat_map(|(_, o)| o.iter_mut()) {
+                        let row = match outcome {
+                            RuleOutcome::Match(m) => &mut m.row,
+                            RuleOutcome::Error { row, .. } => row,
+                        };
+                        *row = rows.get(*row).map_or(*row, |&r| r as usize);
+                    }
+                }
                 self.done.insert(seq, rules);
                 Ok(())
             }
