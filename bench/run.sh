@@ -24,9 +24,10 @@ rm -rf "$D/project/.ravenwatch" "$D/out"
 echo "== enrichment load (100k known IPs, 1k accounts, 50k assets), snapshot written"
 python3 bench/measure.py "$RW" -p "$D/project" enrichment sync --force
 # The headline workloads: the example rules unmodified and without their
-# filter: lines, on the full schema and on a schema that declares only the
-# timestamp (the SQL detection needs declared columns, so it is left out
-# there; the reference runs only detect.py files either way).
+# filter: lines (so only the filters derived from their code apply), on the
+# full schema and on a schema that declares only the timestamp (the SQL
+# detection needs declared columns, so it is left out there; the reference
+# runs only detect.py files either way).
 WORKERS="$(nproc)"
 rm -rf "$D/project-full" "$D/project-ts"
 python3 bench/generate.py project --out "$D/project-full" >/dev/null
@@ -37,16 +38,19 @@ for p in project-full project-ts; do
 done
 rm -rf "$D/project-ts/detections/threat_ip_traffic"
 [ -f "$D/events-4000000.jsonl" ] || python3 bench/generate.py events --count 4000000 --out "$D/events-4000000.jsonl"
-headline() {  # project events workers label
+headline() {  # project events workers label [run options]
   rm -rf "$D/$1/.ravenwatch/state" "$D/out-$4"
-  python3 bench/measure.py "$RW" -p "$D/$1" run --workers "$3" --input "$D/events-$2.jsonl" --output "$D/out-$4" > "$D/measure-$4.json"
+  python3 bench/measure.py "$RW" -p "$D/$1" run --workers "$3" --input "$D/events-$2.jsonl" --output "$D/out-$4" "${@:5}" > "$D/measure-$4.json"
   python3 - "$D" "$4" "$2" <<'PY'
 import json, sys
 d, label, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 m = json.load(open(f"{d}/measure-{label}.json"))
 s = json.load(open(f"{d}/out-{label}/summary.json"))
+calls = sum(r["python_calls"] for r in s["rules"].values())
+dropped = sum(r.get("auto_filtered_out", 0) for r in s["rules"].values())
 print(f"{label}: {n / m['seconds']:,.0f} events/s end to end ({m['seconds']} s wall; {s['events_per_second']:,.0f}/s "
-      f"before grouping and outputs), {s['rule_matches']} matches, {s['alerts']} alerts; peak memory "
+      f"before grouping and outputs), {s['rule_matches']} matches, {s['alerts']} alerts; Python calls {calls:,} "
+      f"({dropped:,} (event, rule) pairs dropped by derived filters); peak memory "
       f"{m['peak_total_pss_mb']} MB (all processes, PSS), per process {m['per_process_peak_pss_mb']}")
 PY
 }
@@ -63,12 +67,17 @@ ratio() {  # ravenwatch-label reference-label
   python3 -c "import json;a=json.load(open('$D/measure-$1.json'));b=json.load(open('$D/measure-$2.json'));print(f'  $1 / $2: {b[\"seconds\"]/a[\"seconds\"]:.2f}x the reference (wall time)')"
 }
 for schema in full ts; do
-  echo "== $N events, schema: $schema, unmodified rules, no filter:"
+  echo "== $N events, schema: $schema, unmodified rules, no filter: (filters derived from the rules' code)"
   headline "project-$schema" "$N" 1 "$schema-1w"
   headline "project-$schema" "$N" "$WORKERS" "$schema-${WORKERS}w"
   reference "project-$schema" "$N" "$schema-python"
   ratio "$schema-1w" "$schema-python"
   ratio "$schema-${WORKERS}w" "$schema-python"
+  echo "== the same without derived filters (--no-auto-filter): every event reaches every detect()"
+  headline "project-$schema" "$N" 1 "$schema-1w-noauto" --no-auto-filter
+  ratio "$schema-1w-noauto" "$schema-python"
+  echo "== derived filters alone: ns per event per rule (each batch right after decoding)"
+  "$RW" bench derived "$D/project-$schema" "$D/events-$N.jsonl"
   echo "== the same at 4,000,000 events (memory in input size)"
   headline "project-$schema" 4000000 "$WORKERS" "$schema-4m"
   reference "project-$schema" 4000000 "$schema-python-4m"

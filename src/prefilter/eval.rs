@@ -887,3 +887,123 @@ fn in_literal(
         other => any_equal(others.iter().map(|o| py_eq(other, o))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn s(text: &str) -> Py<'_> {
+        Py::Str(Cow::Borrowed(text))
+    }
+
+    #[test]
+    fn equality_follows_python_across_types() {
+        assert_eq!(py_eq(&s("22"), &json!(22)), Some(false));
+        assert_eq!(py_eq(&Py::Int(22), &json!(22.0)), Some(true));
+        assert_eq!(py_eq(&Py::Bool(true), &json!(1)), Some(true));
+        assert_eq!(py_eq(&Py::Float(0.5), &json!(0)), Some(false));
+        assert_eq!(py_eq(&Py::None, &json!(null)), Some(true));
+        assert_eq!(py_eq(&Py::None, &json!("x")), Some(false));
+        assert_eq!(py_eq(&Py::Dict(true), &json!("x")), Some(false));
+        assert_eq!(py_eq(&Py::Unknown, &json!("x")), None);
+        assert_eq!(
+            py_eq(&Py::JsonList(Cow::Owned(vec![json!("a")])), &json!(["a"])),
+            None
+        );
+    }
+
+    #[test]
+    fn int_float_comparison_is_exact() {
+        use std::cmp::Ordering::*;
+        assert_eq!(int_float_cmp(3, 3.0), Some(Equal));
+        assert_eq!(int_float_cmp(3, 3.5), Some(Less));
+        assert_eq!(int_float_cmp(-3, -3.5), Some(Greater));
+        assert_eq!(int_float_cmp(i64::MAX, 9.3e18), Some(Less));
+        assert_eq!(
+            int_float_cmp(i64::MAX, 9_223_372_036_854_775_807.0),
+            Some(Less)
+        );
+        assert_eq!(int_float_cmp(1, f64::NAN), None);
+    }
+
+    #[test]
+    fn ordering_mixed_types_raises_and_nan_is_false() {
+        assert_eq!(compare(CmpOp::Ge, &Py::Int(500), &json!(500)), TRUE);
+        assert_eq!(compare(CmpOp::Lt, &s("404"), &json!(500)), RAISE);
+        assert_eq!(compare(CmpOp::Lt, &Py::None, &json!(0)), RAISE);
+        assert_eq!(compare(CmpOp::Gt, &Py::Float(f64::NAN), &json!(0)), FALSE);
+        assert_eq!(compare(CmpOp::Lt, &s("a"), &json!("b")), TRUE);
+        assert_eq!(compare(CmpOp::Ne, &s("22"), &json!(22)), TRUE);
+    }
+
+    #[test]
+    fn membership_is_substring_for_text_and_raises_for_none() {
+        assert_eq!(contains(&s("powershell -enc"), &json!("shell")), TRUE);
+        assert_eq!(contains(&s("bash"), &json!(1)), RAISE);
+        assert_eq!(contains(&Py::None, &json!("x")), RAISE);
+        assert_eq!(contains(&Py::Int(3), &json!("x")), RAISE);
+        let list = [json!("user"), json!(null), json!("admin")];
+        assert_eq!(
+            contains(&Py::JsonList(Cow::Borrowed(&list)), &json!("admin")),
+            TRUE
+        );
+        assert_eq!(
+            contains(&Py::JsonList(Cow::Borrowed(&list)), &json!("adm")),
+            FALSE
+        );
+        assert_eq!(contains(&Py::Dict(true), &json!("debug")), UNKNOWN);
+    }
+
+    #[test]
+    fn membership_in_literals_needs_hashable_values_for_sets() {
+        let strings: std::collections::HashSet<String> = ["a".to_string()].into();
+        let others = [json!(22), json!(null)];
+        let list = Py::JsonList(Cow::Owned(vec![json!("a")]));
+        assert_eq!(
+            in_literal(&s("a"), CollectionKind::Hashed, &strings, &others),
+            TRUE
+        );
+        assert_eq!(
+            in_literal(&Py::Float(22.0), CollectionKind::Hashed, &strings, &others),
+            TRUE
+        );
+        assert_eq!(
+            in_literal(&Py::None, CollectionKind::Sequence, &strings, &others),
+            TRUE
+        );
+        assert_eq!(
+            in_literal(&list, CollectionKind::Hashed, &strings, &others),
+            RAISE
+        );
+        assert_eq!(
+            in_literal(&list, CollectionKind::Sequence, &strings, &others),
+            FALSE
+        );
+    }
+
+    #[test]
+    fn derived_values_lowercase_ascii_only_and_raise_on_non_text() {
+        let lower = ValueExpr::Lower(Box::new(ValueExpr::Field {
+            path: "u".into(),
+            default: json!(null),
+            item: false,
+        }));
+        assert!(matches!(apply(&lower, Some(s("ROOT"))), Ok(Py::Str(t)) if t == "root"));
+        assert!(matches!(
+            apply(&lower, Some(s("İSTANBUL"))),
+            Ok(Py::Unknown)
+        ));
+        assert!(apply(&lower, None).is_err(), "None.lower() raises");
+        let or_else = ValueExpr::OrElse(
+            Box::new(ValueExpr::Field {
+                path: "r".into(),
+                default: json!(null),
+                item: false,
+            }),
+            json!([]),
+        );
+        assert!(matches!(apply(&or_else, Some(s(""))), Ok(Py::JsonList(l)) if l.is_empty()));
+        assert!(matches!(apply(&or_else, Some(s("x"))), Ok(Py::Str(_))));
+    }
+}

@@ -229,3 +229,37 @@ fn value_expr(spec: &Value) -> Result<ValueExpr, ParseError> {
     }
     err(format!("unknown value {spec}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn equal_atoms_are_read_once_and_shown_as_sql() {
+        let eq = json!({"op": "cmp", "cmp": "!=", "v": {"field": "event.action", "default": null, "how": "get"}, "lit": "Stop"});
+        let derived = Derived::from_json(&json!({
+            "keep": {"or": [
+                {"atom": eq, "may": "f"},
+                {"and": [{"atom": eq, "may": "t"},
+                         {"atom": {"op": "table_has", "table": "ips", "v": {"field": "source.ip", "how": "get"}}, "may": "r"}]}
+            ]},
+            "pure": true, "impure": [], "fallbacks": [{"file": "d.py", "line": 3, "why": "x"}], "reads": ["event.action"]
+        }))
+        .unwrap();
+        assert_eq!(derived.atoms.len(), 2);
+        assert_eq!(
+            derived.text(),
+            "event.action = 'Stop' OR (event.action <> 'Stop' AND RAISES(source.ip IN ips))"
+        );
+        assert_eq!(derived.fallbacks[0].to_string(), "d.py:3: x");
+        assert!(derived.narrows());
+    }
+
+    #[test]
+    fn an_unknown_shape_is_an_error_not_a_filter() {
+        let err = Derived::from_json(&json!({"keep": {"atom": {"op": "regex"}, "may": "t"}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown atom `regex`"), "{err}");
+    }
+}

@@ -586,6 +586,8 @@ class Analysis:
             found = None
             if isinstance(left, Lit) and left.kind is None and isinstance(right, Val):
                 found = atom({"op": "in", "needle": left.value, "v": right.spec})
+            elif isinstance(left, Val) and isinstance(right, TableRef):
+                found = atom({"op": "table_has", "table": right.name, "v": left.spec})
             elif isinstance(left, Val) and isinstance(right, Lit) and right.kind is not None:
                 found = atom({"op": "in_lit", "v": left.spec, "items": right.value, "kind": right.kind})
             elif isinstance(left, Val) and isinstance(right, Lit) and isinstance(right.value, str):

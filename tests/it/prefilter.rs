@@ -211,3 +211,29 @@ fn validate_warns_about_impure_rules_without_failing() {
     assert_eq!(out.code, 0, "{}", out.stdout);
     insta::assert_snapshot!("prefilter_validate_impure", out.stdout);
 }
+
+#[test]
+fn every_corpus_style_derives_the_condition_it_should() {
+    // One snapshot of what the analysis makes of each rule style: a change
+    // to the analysis shows here as a reviewable diff.
+    let p = Project::standalone("prefilter_corpus");
+    let out = p.run(&["explain"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!("prefilter_explain_corpus", out.stdout);
+}
+
+#[test]
+fn the_readme_explain_example_is_what_explain_prints() {
+    let readme = std::fs::read_to_string(super::repo().join("README.md")).unwrap();
+    let section = super::walkthrough::section(&readme, "### Filters derived from the rules' code");
+    // The block right after the one with the `ravenwatch explain` command.
+    let after = &section[section.find("ravenwatch explain").unwrap()..];
+    let after = &after[after.find("```\n").unwrap() + 4..];
+    let start = after.find("```\n").unwrap() + 4;
+    let shown = &after[start..start + after[start..].find("```").unwrap()];
+    let p = Project::example();
+    let samples = super::repo().join("samples").display().to_string();
+    let out = p.run(&["explain", "failed_login_known_ip", "--input", &samples]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, shown);
+}

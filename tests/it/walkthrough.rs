@@ -14,7 +14,7 @@ struct Block {
 }
 
 /// The text of the README section under `heading`, up to the next one.
-fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+pub(crate) fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
     let start = readme.find(heading).expect("README has the section");
     let rest = &readme[start + heading.len()..];
     &rest[..rest.find("\n## ").unwrap_or(rest.len())]
