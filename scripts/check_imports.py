@@ -18,7 +18,7 @@ from pathlib import Path
 ORDER = [
     "files", "text", "suggest", "schema", "storage", "config", "outcome", "enrichment",
     "logs", "prefilter", "python", "query", "alerts", "delivery", "engine", "testing",
-    "validate", "cli",
+    "panther", "validate", "cli",
 ]
 ROOT_FILES = {"lib", "main"}
 

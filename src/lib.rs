@@ -15,6 +15,7 @@ pub mod enrichment;
 pub mod files;
 pub mod logs;
 pub mod outcome;
+pub mod panther;
 pub mod prefilter;
 pub mod python;
 pub mod query;

@@ -292,7 +292,35 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
 /// Every problem in the project at once: configuration, static table data,
 /// detections (imports, `detect`, function signatures, enrichment imports)
 /// and test files.
+/// A `-p` folder that is a Panther directory (rules in Panther's format,
+/// no Ravenwatch project files).
+fn panther_dir(global: &GlobalArgs) -> bool {
+    global.project.is_dir()
+        && !crate::config::Project::exists_at(&global.project)
+        && crate::panther::is_panther_dir(&global.project)
+}
+
 fn validate(global: &GlobalArgs) -> Result<Outcome> {
+    if panther_dir(global) {
+        let dir = crate::panther::discover(&global.project);
+        for p in &dir.problems {
+            println!("{p}");
+        }
+        if dir.problems.is_empty() {
+            let tests: usize = dir.rules.iter().map(|r| r.tests.len()).sum();
+            println!(
+                "ok: {} (Panther format), {}, {}, {}",
+                count(dir.rules.len() as u64, "rule"),
+                count(dir.globals.len() as u64, "global helper"),
+                count(dir.data_models.len() as u64, "data model"),
+                count(tests as u64, "test")
+            );
+            return Ok(Outcome::Done);
+        }
+        let n = dir.problems.len() as u64;
+        println!("{} found", count(n, "error"));
+        return Ok(Outcome::Failed);
+    }
     super::context::require_project(&global.project)?;
     let checked = crate::validate::validate(&global.project);
     let project = &checked.project;
@@ -324,10 +352,15 @@ fn test(
     format: Format,
     junit: Option<std::path::PathBuf>,
 ) -> Result<Outcome> {
-    let project = load_project(global)?;
-    let storage = open_storage(global, &project)?;
     let selection = testing::Selection { rules, keyword };
-    let report = match testing::run_tests(&project, storage.as_ref(), &selection) {
+    let report = if panther_dir(global) {
+        crate::panther::run_tests(&global.project, &selection)
+    } else {
+        let project = load_project(global)?;
+        let storage = open_storage(global, &project)?;
+        testing::run_tests(&project, storage.as_ref(), &selection)
+    };
+    let report = match report {
         Ok(r) => r,
         Err(testing::TestError::Usage(message)) => {
             eprintln!("error: {message}");

@@ -12,6 +12,7 @@ mod geo;
 mod hostile;
 mod http;
 mod newcomer;
+mod panther;
 mod prefilter;
 mod python;
 mod run;

@@ -1,0 +1,2 @@
+def get_source(event):
+    return event.get("SRC", {}).get("addr")

@@ -1,0 +1,5 @@
+"""A global helper, importable by its GlobalID."""
+
+
+def actor(event):
+    return event.deep_get("actor", "login", default="<unknown>")
