@@ -84,6 +84,14 @@ for schema in full ts; do
   echo "== decode only (no rules): one core, then a thread per core"
   "$RW" bench decode "$D/project-$schema" "$D/events-$N.jsonl"
 done
+echo "== Panther's development corpus: 628 unit tests, rules unchanged (Panther's own tool: 4.0 s)"
+PVENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
+[ -x "$PVENV/bin/python" ] || python3 -m venv "$PVENV"
+"$PVENV/bin/python" -c 'import dateutil, boto3, policyuniverse, pycountry' 2>/dev/null \
+  || "$PVENV/bin/pip" install --quiet python-dateutil boto3 policyuniverse pycountry
+for _ in 1 2 3; do
+  /usr/bin/time -f "  %e s wall, %U s user, peak RSS %M KB" env VIRTUAL_ENV="$PVENV" "$RW" -p tests/data/panther/corpus-dev test | tail -1
+done
 echo "== table.get() from Python (100k-row known_ip_info)"
 "$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== ravenwatch run from S3: the same $N events in 100 objects on a local SeaweedFS"

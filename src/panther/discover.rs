@@ -169,6 +169,22 @@ fn text(value: Option<&Value>) -> Option<String> {
     }
 }
 
+/// One analysis item's file, for locating what is wrong with it.
+struct ItemFile<'a> {
+    path: &'a Path,
+    source: &'a str,
+    item: &'a Map<String, Value>,
+    /// `Filename`, resolved next to the YAML.
+    filename: Option<PathBuf>,
+}
+
+impl ItemFile<'_> {
+    /// A problem located at the line of `key`.
+    fn problem(&self, message: String, key: &str) -> ConfigError {
+        ConfigError::new(self.path, message).at(line_of(self.source, key).map(|l| (l, 1)))
+    }
+}
+
 /// Reads every analysis item under `root`.
 pub fn discover(root: &Path) -> PantherDir {
     let mut files = Vec::new();
@@ -198,156 +214,34 @@ pub fn discover(root: &Path) -> PantherDir {
         let Some(kind) = item.get("AnalysisType").and_then(Value::as_str) else {
             continue;
         };
-        let at = |key: &str| line_of(&source, key).map(|l| (l, 1));
-        let problem = |message: String, key: &str| ConfigError::new(&path, message).at(at(key));
         let folder = path.parent().unwrap_or(root);
-        let filename = item
-            .get("Filename")
-            .and_then(Value::as_str)
-            .map(|f| folder.join(f));
-        if let Some(file) = &filename {
-            if !file.is_file() {
-                dir.problems.push(problem(
-                    format!("Filename `{}` does not exist", file.display()),
-                    "Filename",
-                ));
-            }
+        let file = ItemFile {
+            path: &path,
+            source: &source,
+            item,
+            filename: item
+                .get("Filename")
+                .and_then(Value::as_str)
+                .map(|f| folder.join(f)),
+        };
+        if let Some(f) = file.filename.as_ref().filter(|f| !f.is_file()) {
+            dir.problems.push(file.problem(
+                format!("Filename `{}` does not exist", f.display()),
+                "Filename",
+            ));
         }
         match kind {
-            "rule" => {
-                let Some(id) = text(item.get("RuleID")) else {
-                    dir.problems
-                        .push(problem("a rule needs a RuleID".into(), "AnalysisType"));
-                    continue;
-                };
-                if let Some(first) = rule_ids.get(&id) {
-                    dir.problems.push(problem(
-                        format!(
-                            "duplicate RuleID `{id}` (also in {})",
-                            crate::files::display_path(first)
-                        ),
-                        "RuleID",
-                    ));
-                    continue;
-                }
-                rule_ids.insert(id.clone(), path.clone());
-                let raw_tests = item
-                    .get("Tests")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let names: Vec<String> = raw_tests
-                    .iter()
-                    .map(|t| text(t.get("Name")).unwrap_or_default())
-                    .collect();
-                let lines = test_lines(&source, &names);
-                let mut tests = Vec::new();
-                for ((test, name), line) in raw_tests.iter().zip(names).zip(lines) {
-                    let located = |m: String| ConfigError::new(&path, m).at(line.map(|l| (l, 1)));
-                    let Some(expected) = test.get("ExpectedResult").and_then(Value::as_bool) else {
-                        dir.problems.push(located(format!(
-                            "test `{name}` of {id} has no ExpectedResult (true or false)"
-                        )));
-                        continue;
-                    };
-                    let mocks = test
-                        .get("Mocks")
-                        .and_then(Value::as_array)
-                        .map(|m| {
-                            m.iter()
-                                .filter_map(|m| {
-                                    Some((
-                                        text(m.get("objectName"))?,
-                                        m.get("returnValue").cloned().unwrap_or(Value::Null),
-                                    ))
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    tests.push(PantherTest {
-                        name,
-                        expected,
-                        log: test.get("Log").cloned().unwrap_or(Value::Null),
-                        mocks,
-                        line,
-                    });
-                }
-                if filename.is_none() && item.get("Detection").is_none() {
-                    dir.problems.push(problem(
-                        format!("rule {id} has no Filename (its Python file)"),
-                        "RuleID",
-                    ));
-                }
-                dir.rules.push(PantherRule {
-                    id,
-                    yaml: path.clone(),
-                    file: filename.filter(|f| f.is_file()),
-                    log_types: strings(item.get("LogTypes")),
-                    enabled: item.get("Enabled").and_then(Value::as_bool).unwrap_or(true),
-                    spec: item.clone(),
-                    tests,
-                });
-            }
-            "global" => match (text(item.get("GlobalID")), filename) {
-                (Some(id), Some(file)) => dir.globals.push((id, file)),
-                _ => dir.problems.push(problem(
+            "rule" => read_rule(&file, &mut dir, &mut rule_ids),
+            "global" => match (text(item.get("GlobalID")), file.filename.clone()) {
+                (Some(id), Some(f)) => dir.globals.push((id, f)),
+                _ => dir.problems.push(file.problem(
                     "a global helper needs GlobalID and Filename".into(),
                     "AnalysisType",
                 )),
             },
-            "datamodel" => {
-                if !item
-                    .get("Enabled")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                {
-                    continue;
-                }
-                let id = text(item.get("DataModelID")).unwrap_or_default();
-                let log_types = strings(item.get("LogTypes"));
-                let mut mappings = Vec::new();
-                for m in item
-                    .get("Mappings")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let get = |k: &str| {
-                        m.as_object().and_then(|o| {
-                            o.iter()
-                                .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                                .and_then(|(_, v)| text(Some(v)))
-                        })
-                    };
-                    let name = get("Name").unwrap_or_default();
-                    match (get("Path"), get("Method")) {
-                        (Some(p), _) => mappings.push((name, "path".to_string(), p)),
-                        (None, Some(f)) => mappings.push((name, "method".to_string(), f)),
-                        (None, None) => dir.problems.push(problem(
-                            format!(
-                                "data model {id}: mapping `{name}` has neither Path nor Method"
-                            ),
-                            "Mappings",
-                        )),
-                    }
-                }
-                for log_type in &log_types {
-                    if let Some(other) = model_types.insert(log_type.clone(), id.clone()) {
-                        dir.problems.push(problem(
-                            format!("data model {id}: {log_type} already has an enabled data model ({other})"),
-                            "LogTypes",
-                        ));
-                    }
-                }
-                dir.data_models.push(DataModelItem {
-                    id,
-                    log_types,
-                    file: filename,
-                    mappings,
-                });
-            }
+            "datamodel" => read_data_model(&file, &mut dir, &mut model_types),
             other if KNOWN_TYPES.contains(&other) => {}
-            other => dir.problems.push(problem(
+            other => dir.problems.push(file.problem(
                 format!(
                     "unknown AnalysisType `{other}`{}",
                     crate::suggest::did_you_mean(other, &KNOWN_TYPES)
@@ -357,4 +251,145 @@ pub fn discover(root: &Path) -> PantherDir {
         }
     }
     dir
+}
+
+fn read_rule(file: &ItemFile<'_>, dir: &mut PantherDir, rule_ids: &mut HashMap<String, PathBuf>) {
+    let item = file.item;
+    let Some(id) = text(item.get("RuleID")) else {
+        dir.problems
+            .push(file.problem("a rule needs a RuleID".into(), "AnalysisType"));
+        return;
+    };
+    if let Some(first) = rule_ids.get(&id) {
+        dir.problems.push(file.problem(
+            format!(
+                "duplicate RuleID `{id}` (also in {})",
+                crate::files::display_path(first)
+            ),
+            "RuleID",
+        ));
+        return;
+    }
+    rule_ids.insert(id.clone(), file.path.to_path_buf());
+    if file.filename.is_none() && item.get("Detection").is_none() {
+        dir.problems.push(file.problem(
+            format!("rule {id} has no Filename (its Python file)"),
+            "RuleID",
+        ));
+    }
+    let tests = read_tests(file, &id, &mut dir.problems);
+    dir.rules.push(PantherRule {
+        id,
+        yaml: file.path.to_path_buf(),
+        file: file.filename.clone().filter(|f| f.is_file()),
+        log_types: strings(item.get("LogTypes")),
+        enabled: item.get("Enabled").and_then(Value::as_bool).unwrap_or(true),
+        spec: item.clone(),
+        tests,
+    });
+}
+
+fn read_tests(file: &ItemFile<'_>, id: &str, problems: &mut Vec<ConfigError>) -> Vec<PantherTest> {
+    let raw_tests = file
+        .item
+        .get("Tests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<String> = raw_tests
+        .iter()
+        .map(|t| text(t.get("Name")).unwrap_or_default())
+        .collect();
+    let lines = test_lines(file.source, &names);
+    let mut tests = Vec::new();
+    for ((test, name), line) in raw_tests.iter().zip(names).zip(lines) {
+        let Some(expected) = test.get("ExpectedResult").and_then(Value::as_bool) else {
+            problems.push(
+                ConfigError::new(
+                    file.path,
+                    format!("test `{name}` of {id} has no ExpectedResult (true or false)"),
+                )
+                .at(line.map(|l| (l, 1))),
+            );
+            continue;
+        };
+        let mocks = test
+            .get("Mocks")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| {
+                        Some((
+                            text(m.get("objectName"))?,
+                            m.get("returnValue").cloned().unwrap_or(Value::Null),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        tests.push(PantherTest {
+            name,
+            expected,
+            log: test.get("Log").cloned().unwrap_or(Value::Null),
+            mocks,
+            line,
+        });
+    }
+    tests
+}
+
+fn read_data_model(
+    file: &ItemFile<'_>,
+    dir: &mut PantherDir,
+    model_types: &mut HashMap<String, String>,
+) {
+    let item = file.item;
+    if !item
+        .get("Enabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let id = text(item.get("DataModelID")).unwrap_or_default();
+    let log_types = strings(item.get("LogTypes"));
+    let mut mappings = Vec::new();
+    for m in item
+        .get("Mappings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // Mapping keys are case-insensitive.
+        let get = |k: &str| {
+            m.as_object().and_then(|o| {
+                o.iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                    .and_then(|(_, v)| text(Some(v)))
+            })
+        };
+        let name = get("Name").unwrap_or_default();
+        match (get("Path"), get("Method")) {
+            (Some(p), _) => mappings.push((name, "path".to_string(), p)),
+            (None, Some(f)) => mappings.push((name, "method".to_string(), f)),
+            (None, None) => dir.problems.push(file.problem(
+                format!("data model {id}: mapping `{name}` has neither Path nor Method"),
+                "Mappings",
+            )),
+        }
+    }
+    for log_type in &log_types {
+        if let Some(other) = model_types.insert(log_type.clone(), id.clone()) {
+            dir.problems.push(file.problem(
+                format!("data model {id}: {log_type} already has an enabled data model ({other})"),
+                "LogTypes",
+            ));
+        }
+    }
+    dir.data_models.push(DataModelItem {
+        id,
+        log_types,
+        file: file.filename.clone(),
+        mappings,
+    });
 }

@@ -30,10 +30,7 @@ pub fn run_tests(root: &std::path::Path, selection: &Selection) -> Result<TestRe
         }
     }
     let keyword = selection.keyword.as_ref().map(|k| k.to_lowercase());
-    let mut report = TestReport {
-        collection_errors: dir.problems.clone(),
-        ..TestReport::default()
-    };
+    let mut report = TestReport::default();
     // The cases to run, per rule, and every case in report order.
     let mut chosen: Vec<(&PantherRule, Vec<&PantherTest>)> = Vec::new();
     for rule in &dir.rules {
@@ -57,7 +54,36 @@ pub fn run_tests(root: &std::path::Path, selection: &Selection) -> Result<TestRe
     }
     let runnable: Vec<&(&PantherRule, Vec<&PantherTest>)> =
         chosen.iter().filter(|(r, _)| r.file.is_some()).collect();
-    let payload = json!({
+    let payload = payload(&dir, &runnable);
+    let answer = crate::python::run_panther_cases(&payload.to_string())?;
+    let answer: Value = serde_json::from_str(&answer)
+        .map_err(|e| TestError::Usage(format!("the Panther runner answered badly: {e}")))?;
+    // What `validate` rejects is printed, but only failing cases fail a
+    // test run (as with Panther's own tool).
+    report.warnings = dir.problems.iter().map(ToString::to_string).collect();
+    report.warnings.extend(
+        answer["warnings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string)),
+    );
+    report.results = results(&chosen, &answer);
+    if report.results.is_empty() {
+        let why = match &selection.keyword {
+            Some(k) => format!("no test case matches -k `{k}` (-k matches part of `RuleID::Name`)"),
+            None => format!("no Panther rule with tests under {}", root.display()),
+        };
+        let problems: String = report.warnings.iter().map(|w| format!("\n  {w}")).collect();
+        return Err(TestError::Usage(format!("{why}{problems}")));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What the Python runner needs: helpers, data models and the chosen cases.
+fn payload(dir: &PantherDir, runnable: &[&(&PantherRule, Vec<&PantherTest>)]) -> Value {
+    json!({
         "globals": dir.globals.iter().map(|(id, path)| (id.clone(), Value::from(path.display().to_string()))).collect::<Map<String, Value>>(),
         "data_models": dir.data_models.iter().map(|m| json!({
             "id": m.id,
@@ -75,24 +101,19 @@ pub fn run_tests(root: &std::path::Path, selection: &Selection) -> Result<TestRe
                 "mocks": t.mocks.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-    });
-    let answer = crate::python::run_panther_cases(&payload.to_string())?;
-    let answer: Value = serde_json::from_str(&answer)
-        .map_err(|e| TestError::Usage(format!("the Panther runner answered badly: {e}")))?;
-    report.warnings = answer["warnings"]
-        .as_array()
-        .map(|w| {
-            w.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    })
+}
+
+/// Each chosen case's result, from the runner's answer (rules without a
+/// Python file are skipped).
+fn results(chosen: &[(&PantherRule, Vec<&PantherTest>)], answer: &Value) -> Vec<CaseResult> {
+    let mut out = Vec::new();
     let mut answers = answer["rules"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter();
-    for (rule, cases) in &chosen {
+    for (rule, cases) in chosen {
         let ran = if rule.file.is_some() {
             answers.next()
         } else {
@@ -133,7 +154,7 @@ pub fn run_tests(root: &std::path::Path, selection: &Selection) -> Result<TestRe
                 }
             };
             let ran_python = u64::from(status != Status::Skipped);
-            report.results.push(CaseResult {
+            out.push(CaseResult {
                 case,
                 status,
                 mismatches: Vec::new(),
@@ -147,14 +168,7 @@ pub fn run_tests(root: &std::path::Path, selection: &Selection) -> Result<TestRe
             });
         }
     }
-    if report.results.is_empty() && report.collection_errors.is_empty() {
-        return Err(TestError::Usage(match &selection.keyword {
-            Some(k) => format!("no test case matches -k `{k}` (-k matches part of `RuleID::Name`)"),
-            None => format!("no Panther rule with tests under {}", root.display()),
-        }));
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    out
 }
 
 fn test_case(rule: &PantherRule, test: &PantherTest) -> TestCase {

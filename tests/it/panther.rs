@@ -131,6 +131,14 @@ fn validate_reports_panther_format_mistakes_with_file_and_line() {
     let out = ravenwatch("invalid", &["validate"], None);
     assert_eq!(out.code, 1);
     insta::assert_snapshot!("panther_validate", out.stdout);
+    // `test` prints them too; here no case is left to run.
+    let test = ravenwatch("invalid", &["test"], None);
+    assert_eq!(test.code, 2);
+    assert!(
+        test.stderr.contains("duplicate RuleID `Dup.Rule`"),
+        "{}",
+        test.stderr
+    );
     let ok = ravenwatch("corpus-dev", &["validate"], None);
     assert_eq!(ok.code, 0, "{}", ok.stdout);
     assert_eq!(
