@@ -368,6 +368,7 @@ mod tests {
             run_id: None,
             watermark_us,
             alerts: kept,
+            inputs: std::collections::BTreeMap::new(),
         };
         (alerts, state)
     }

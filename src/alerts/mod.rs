@@ -15,7 +15,9 @@ mod state;
 
 pub use errors::{ErrorKind, ErrorRecord};
 pub use grouper::{output_order, state_order, AlertGrouper, Closed, RuleSettings};
-pub use state::{commit_state_file, write_state, AlertState, StateError, StateVersion, STATE_KEY};
+pub use state::{
+    commit_state_file, write_state, AlertState, InputRecord, StateError, StateVersion, STATE_KEY,
+};
 
 use crate::config::Severity;
 use serde::{Deserialize, Serialize};

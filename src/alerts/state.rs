@@ -5,6 +5,7 @@ use crate::storage::{Precondition, Storage, StorageError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateVersion(Option<String>);
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Where the alert state lives (`query` reads which run wrote it).
 pub const STATE_KEY: &str = crate::query::ALERT_STATE_KEY;
@@ -25,6 +26,20 @@ pub struct AlertState {
     /// Newest event time seen so far, epoch microseconds.
     pub watermark_us: i64,
     pub alerts: Vec<Alert>,
+    /// The input ledger: every input a committed run processed, by where it
+    /// is (absolute path or `s3://` URL), with the version of its content
+    /// and the run. Committed in the same write as the alerts, so one is
+    /// never recorded without the other.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputRecord>,
+}
+
+/// One processed input in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// S3 ETag, or `size:sha256` of a local file.
+    pub version: String,
+    pub run_id: String,
 }
 
 impl Default for AlertState {
@@ -34,6 +49,7 @@ impl Default for AlertState {
             run_id: None,
             watermark_us: i64::MIN,
             alerts: Vec::new(),
+            inputs: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +127,7 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     run_id: &str,
     watermark_us: i64,
     alerts: impl IntoIterator<Item = std::io::Result<T>>,
+    inputs: &BTreeMap<String, InputRecord>,
 ) -> std::io::Result<W> {
     let run_id = serde_json::to_string(run_id).map_err(std::io::Error::other)?;
     write!(
@@ -123,7 +140,12 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
         }
         out.write_all(alert?.as_ref())?;
     }
-    out.write_all(b"]}")?;
+    out.write_all(b"]")?;
+    if !inputs.is_empty() {
+        out.write_all(br#","inputs":"#)?;
+        serde_json::to_writer(&mut out, inputs).map_err(std::io::Error::other)?;
+    }
+    out.write_all(b"}")?;
     Ok(out)
 }
 
@@ -156,17 +178,30 @@ mod tests {
             "events": [{"e": 1}], "window_start_us": 5, "window_end_us": 9, "last_match_us": 6
         }))
         .unwrap();
-        let state = AlertState {
+        let mut state = AlertState {
             format: STATE_FORMAT,
             run_id: Some("r1".into()),
             watermark_us: 42,
             alerts: vec![alert.clone(), alert],
+            inputs: BTreeMap::new(),
         };
-        let items = state
-            .alerts
-            .iter()
-            .map(|a| serde_json::to_vec(a).map_err(std::io::Error::other));
-        let streamed = write_state(Vec::new(), "r1", 42, items).unwrap();
-        assert_eq!(streamed, serde_json::to_vec(&state).unwrap());
+        for inputs in [
+            BTreeMap::new(),
+            BTreeMap::from([(
+                "s3://b/k".to_string(),
+                InputRecord {
+                    version: "\"e1\"".into(),
+                    run_id: "r0".into(),
+                },
+            )]),
+        ] {
+            state.inputs = inputs;
+            let items = state
+                .alerts
+                .iter()
+                .map(|a| serde_json::to_vec(a).map_err(std::io::Error::other));
+            let streamed = write_state(Vec::new(), "r1", 42, items, &state.inputs).unwrap();
+            assert_eq!(streamed, serde_json::to_vec(&state).unwrap());
+        }
     }
 }

@@ -101,6 +101,9 @@ pub enum Command {
         /// Also send the events derived filters drop to detect(); exit 1 if a rule matches or raises on any of them.
         #[arg(long, conflicts_with = "no_auto_filter")]
         verify_filters: bool,
+        /// Read inputs again that a committed run already processed (by default they are skipped: the input ledger in the alert state).
+        #[arg(long)]
+        reprocess: bool,
     },
     /// Show the filter each Python rule derives from its code: the condition, what fell back to "keep" and why, purity; with --input, the share of events it passes.
     Explain {

@@ -57,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             workers,
             no_auto_filter,
             verify_filters,
+            reprocess,
         } => run(
             &cli.global,
             RunOptions {
@@ -74,6 +75,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 shown_alerts: show,
                 auto_filter: !no_auto_filter,
                 verify_filters,
+                reprocess,
             },
             output,
         ),
@@ -408,6 +410,14 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
     };
     let s = &report.summary;
     let mut out = std::io::stdout().lock();
+    if s.inputs_skipped > 0 {
+        writeln!(
+            out,
+            "{} already processed, skipped; --reprocess to run {} again",
+            count(s.inputs_skipped, "input"),
+            if s.inputs_skipped == 1 { "it" } else { "them" }
+        )?;
+    }
     writeln!(
         out,
         "{}, {}, {:.2}s ({} events/s)",

@@ -24,19 +24,20 @@ pub use output::{remove_outputs, rewrite_after_delivery, RuleSummary, Summary, O
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 
-use crate::alerts::{commit_state_file, write_state, Alert, AlertGrouper, AlertState};
+use crate::alerts::{commit_state_file, write_state, Alert, AlertGrouper, AlertState, InputRecord};
 use crate::alerts::{ErrorKind, ErrorRecord, RuleSettings, StateError, StateVersion};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{
     sync_tables, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
 };
-use crate::logs::{expand_inputs, EventBatch, EventReader, LogError, ReadItem};
+use crate::logs::{expand_inputs, EventBatch, EventReader, Input, LogError, ReadItem};
 use crate::python::PythonError;
 use crate::query::{run_incomplete_key, run_location_key, AutoFilter, RunPlan};
 use crate::storage::{Storage, StorageError};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
 use spool::{AlertSpool, MatchSpool, RunAlerts};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +90,9 @@ pub struct RunOptions {
     /// Send what derived filters drop to `detect()` anyway and fail the run
     /// if a rule matches or raises on any of it (`--verify-filters`).
     pub verify_filters: bool,
+    /// Read inputs the ledger says a committed run already processed
+    /// (`--reprocess`); by default they are skipped.
+    pub reprocess: bool,
 }
 
 /// The result of a completed run.
@@ -165,6 +169,13 @@ pub fn run(
     })?;
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     repair_last_commit(storage.as_ref(), &state)?;
+    let now = chrono::Utc::now();
+    let run_id = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let Selected {
+        inputs,
+        mut ledger,
+        skipped,
+    } = select_inputs(inputs, &state, &run_id, options.reprocess)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -175,9 +186,9 @@ pub fn run(
     });
     let pool = start_workers(project, table, &python_rules, &generation, &options)?;
 
-    let now = chrono::Utc::now();
     let mut summary = Summary {
-        run_id: now.format("%Y%m%dT%H%M%S%.3fZ").to_string(),
+        run_id,
+        inputs_skipped: skipped,
         ..Default::default()
     };
     for rule in &rules {
@@ -209,6 +220,9 @@ pub fn run(
 
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let match_count = matches.len();
+    // Inputs this run processed join the ledger of those before it.
+    let mut all_inputs = state.inputs.clone();
+    all_inputs.append(&mut ledger);
     let grouped = group_alerts(&rules, state, created_at, matches)?;
     let seen = look_over(&grouped.alerts, project, options.shown_alerts)?;
     errors.extend(seen.unknown_destinations);
@@ -226,7 +240,7 @@ pub fn run(
         storage.as_ref(),
         &target,
         &outputs,
-        &grouped,
+        (&grouped, &all_inputs),
         &state_version,
     )?;
     let unrecorded = deliver(
@@ -244,6 +258,58 @@ pub fn run(
         errors,
         unrecorded,
         output_location: target.location(),
+    })
+}
+
+/// What a run reads of its inputs.
+struct Selected {
+    inputs: Vec<Input>,
+    /// The ledger entries they add once the run is committed.
+    ledger: BTreeMap<String, InputRecord>,
+    /// Inputs a committed run already processed.
+    skipped: u64,
+}
+
+/// The inputs to read: those the ledger of `state` does not hold at the
+/// same version (all of them with `reprocess`).
+///
+/// # Errors
+/// A local input that cannot be read.
+fn select_inputs(
+    inputs: Vec<Input>,
+    state: &AlertState,
+    run_id: &str,
+    reprocess: bool,
+) -> Result<Selected, EngineError> {
+    let mut keep = Vec::with_capacity(inputs.len());
+    let mut ledger = BTreeMap::new();
+    let mut skipped = 0;
+    for input in inputs {
+        let Some((location, version)) = input.identity()? else {
+            keep.push(input);
+            continue;
+        };
+        let done = state
+            .inputs
+            .get(&location)
+            .is_some_and(|r| r.version == version);
+        if done && !reprocess {
+            skipped += 1;
+            continue;
+        }
+        ledger.insert(
+            location,
+            InputRecord {
+                version,
+                run_id: run_id.to_string(),
+            },
+        );
+        keep.push(input);
+    }
+    Ok(Selected {
+        inputs: keep,
+        ledger,
+        skipped,
     })
 }
 
@@ -637,7 +703,7 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    grouped: &Grouped,
+    (grouped, inputs): (&Grouped, &BTreeMap<String, InputRecord>),
     state_version: &StateVersion,
 ) -> Result<(), EngineError> {
     // The state file is written first and committed last.
@@ -652,6 +718,7 @@ fn commit(
         run_id,
         grouped.watermark_us,
         grouped.alerts.state_texts(),
+        inputs,
     )
     .and_then(|mut out| std::io::Write::flush(&mut out))
     .map_err(|e| spool_error(&e))?;

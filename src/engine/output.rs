@@ -40,6 +40,10 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub run_id: String,
+    /// Inputs skipped because a committed run already processed them
+    /// (the input ledger in the alert state).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inputs_skipped: u64,
     pub events: u64,
     pub rule_matches: u64,
     pub alerts: u64,

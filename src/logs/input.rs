@@ -29,6 +29,8 @@ pub enum Input {
         storage: Arc<dyn Storage>,
         key: String,
         size: u64,
+        /// Changes whenever the content does (the S3 ETag).
+        version: String,
     },
 }
 
@@ -39,6 +41,46 @@ impl Input {
             Input::File(path) => display_path(path),
             Input::Stdin => STDIN_NAME.into(),
             Input::Object { storage, key, .. } => storage.url(key),
+        }
+    }
+
+    /// What the input ledger records it as: (where, what version of its
+    /// content). An S3 object is its URL and ETag; a local file its
+    /// absolute path and `size:sha256` of its bytes (a copy or a touch
+    /// keeps it; any change of content makes it a new input). `None` for
+    /// standard input, which has no identity to recognise later.
+    ///
+    /// # Errors
+    /// A local file that cannot be read.
+    pub fn identity(&self) -> Result<Option<(String, String)>, LogError> {
+        match self {
+            Input::Stdin => Ok(None),
+            Input::Object {
+                storage,
+                key,
+                version,
+                ..
+            } => Ok(Some((storage.url(key), version.clone()))),
+            Input::File(path) => {
+                let failed = |e: std::io::Error| LogError::Input {
+                    path: display_path(path),
+                    message: e.to_string(),
+                };
+                let meta = std::fs::metadata(path).map_err(failed)?;
+                if !meta.is_file() {
+                    return Ok(None); // a named pipe: read once, as it flows
+                }
+                let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                let mut file = std::fs::File::open(path).map_err(failed)?;
+                std::io::copy(&mut file, &mut hasher).map_err(failed)?;
+                let digest = sha2::Digest::finalize(hasher);
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                Ok(Some((
+                    absolute.display().to_string(),
+                    format!("{}:{hex}", meta.len()),
+                )))
+            }
         }
     }
 
@@ -151,6 +193,7 @@ fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
                 storage: parent_storage,
                 key: o.key,
                 size: o.size,
+                version: o.version,
             }]),
             None => Err(LogError::MissingInput {
                 path: url.to_string(),
@@ -164,6 +207,7 @@ fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
             storage: Arc::clone(&storage),
             key: o.key,
             size: o.size,
+            version: o.version,
         })
         .collect())
 }
@@ -172,7 +216,9 @@ type Fetch = JoinHandle<Result<Vec<u8>, StorageError>>;
 
 fn start_fetch(input: &Input) -> Option<Fetch> {
     match input {
-        Input::Object { storage, key, size } if *size <= STREAM_ABOVE => {
+        Input::Object {
+            storage, key, size, ..
+        } if *size <= STREAM_ABOVE => {
             let storage = Arc::clone(storage);
             let key = key.clone();
             Some(std::thread::spawn(move || {

@@ -281,8 +281,18 @@ fn jira_ticket_is_created_once_with_context_and_priority_then_commented() {
     let (_, entry) = state["alerts"].as_object().unwrap().iter().next().unwrap();
     assert_eq!(entry["destinations"]["jira_main"]["reference"], "SEC-1");
 
-    // The same input again: no second ticket; more matches → a comment.
+    // The same input again is skipped (the input ledger); read again on
+    // purpose, its matches join the alert: no second ticket, a comment.
     let again = run(&p, "first.jsonl", "again", &[], &ENV);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stdout.starts_with(
+            "1 input already processed, skipped; --reprocess to run it again\n0 events"
+        ),
+        "{}",
+        again.stdout
+    );
+    let again = run(&p, "first.jsonl", "again", &["--reprocess"], &ENV);
     assert_eq!(again.code, 0, "{again:?}");
     let more = run(&p, "second.jsonl", "more", &[], &ENV);
     assert_eq!(more.code, 0, "{more:?}");

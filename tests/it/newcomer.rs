@@ -263,7 +263,8 @@ fn query_reads_only_the_tables_and_runs_it_names() {
     let p = Project::example();
     let samples = repo().join("samples").display().to_string();
     for _ in 0..2 {
-        let run = p.run(&["run", "--input", &samples]);
+        // The same input twice: the second run reprocesses it on purpose.
+        let run = p.run(&["run", "--input", &samples, "--reprocess"]);
         assert_eq!(run.code, 0, "{run:?}");
     }
     let runs = p.run_ids();

@@ -1,4 +1,5 @@
-use crate::{Project, RunResult};
+use crate::{repo, Project, RunResult};
+use serde_json::Value;
 
 fn failed_logins(project: &Project, logs: &[&str], name: &str) -> RunResult {
     let r = project.detect(logs, name);
@@ -157,4 +158,92 @@ fn bad_log_line_is_reported_and_run_goes_on() {
     insta::assert_snapshot!(errors[0]["error"].as_str().unwrap(), @"invalid JSON: key must be a string at line 1 column 2");
     assert_eq!(r.summary()["events"], 2);
     assert_eq!(r.alerts_of("failed_login_known_ip")[0]["match_count"], 2);
+}
+
+#[test]
+fn an_input_is_processed_once_across_runs_unless_reprocessed() {
+    let p = Project::example();
+    let log = p.path().join("events.jsonl");
+    std::fs::copy(repo().join("tests/data/logs/four_failures.jsonl"), &log).unwrap();
+    let input = log.display().to_string();
+    let alerts_in_state = |p: &Project| -> Value {
+        let state: Value = serde_json::from_str(
+            &std::fs::read_to_string(p.path().join(".ravenwatch/state/alerts.json")).unwrap(),
+        )
+        .unwrap();
+        state["alerts"].clone()
+    };
+
+    // A run that dies before its commit records nothing: the input is read
+    // again by the next run.
+    let crashed = p.run_env(
+        &["run", "--input", &input, "--output", "out/crash"],
+        &[("RAVENWATCH_CRASH_AT", "before-state-commit")],
+    );
+    assert_ne!(crashed.code, 0);
+    let first = p.run(&["run", "--input", &input, "--output", "out/first"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        !first.stdout.contains("already processed"),
+        "{}",
+        first.stdout
+    );
+    let state = alerts_in_state(&p);
+    let first_matches = crate::read_jsonl(&p.path().join("out/first/matches.jsonl")).len();
+    assert!(first_matches > 0);
+
+    // The same input again, even touched or copied in place: nothing is
+    // counted twice, and the alert state is as the first run left it.
+    std::fs::copy(repo().join("tests/data/logs/four_failures.jsonl"), &log).unwrap();
+    let second = p.run(&["run", "--input", &input, "--output", "out/second"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert!(
+        second.stdout.starts_with(
+            "1 input already processed, skipped; --reprocess to run it again\n0 events,"
+        ),
+        "{}",
+        second.stdout
+    );
+    assert!(crate::read_jsonl(&p.path().join("out/second/matches.jsonl")).is_empty());
+    assert!(crate::read_jsonl(&p.path().join("out/second/alerts.jsonl")).is_empty());
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("out/second/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["inputs_skipped"], 1);
+    assert_eq!(alerts_in_state(&p)["match_count"], state["match_count"]);
+    assert_eq!(alerts_in_state(&p), state);
+
+    // New content at the same path is a new input; --reprocess reads a
+    // known one again.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&text.clone());
+    std::fs::write(&log, text).unwrap();
+    let changed = p.run(&["run", "--input", &input, "--output", "out/changed"]);
+    assert!(
+        !changed.stdout.contains("already processed"),
+        "{}",
+        changed.stdout
+    );
+    assert_eq!(
+        crate::read_jsonl(&p.path().join("out/changed/matches.jsonl")).len(),
+        2 * first_matches
+    );
+    let again = p.run(&[
+        "run",
+        "--input",
+        &input,
+        "--output",
+        "out/again",
+        "--reprocess",
+    ]);
+    assert!(
+        !again.stdout.contains("already processed"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        crate::read_jsonl(&p.path().join("out/again/matches.jsonl")).len(),
+        2 * first_matches
+    );
 }

@@ -405,6 +405,36 @@ fn query_over_s3_logs_and_snapshots(p: &Project, s3: &S3, bucket: &str) {
             .len(),
         2
     );
+    ledger_skips_known_objects(p, s3, bucket);
+}
+
+/// The ledger knows an object by URL and ETag: a second run over a prefix
+/// skips what the first read and reads only what is new.
+fn ledger_skips_known_objects(p: &Project, s3: &S3, bucket: &str) {
+    let logs = std::fs::read(repo().join("tests/data/logs/threat_traffic.jsonl")).unwrap();
+    s3.put(bucket, "ledger/a.jsonl", &logs);
+    let prefix = format!("s3://{bucket}/ledger");
+    let first = run(p, s3, &["run", "--input", &prefix, "--output", "ledger-1"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    s3.put(bucket, "ledger/b.jsonl", &logs);
+    let again = run(p, s3, &["run", "--input", &prefix, "--output", "ledger-2"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again
+            .stdout
+            .starts_with("1 input already processed, skipped; --reprocess to run it again\n"),
+        "{}",
+        again.stdout
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("ledger-2/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["inputs_skipped"], 1);
+    let lines = logs
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(summary["events"], lines);
 }
 
 #[test]
@@ -624,7 +654,7 @@ fn a_racing_writer_of_the_alert_state_is_refused() {
     let mut env = s3.env();
     env.push(("RACE_STATE_URL", url));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let raced = p.run_env(&["run", "--input", &logs], &env);
+    let raced = p.run_env(&["run", "--input", &logs, "--reprocess"], &env);
     assert_eq!(raced.code, 1, "{raced:?}");
     assert!(
         raced.stderr.contains("changed by another run"),

@@ -510,7 +510,14 @@ fn query_counts_a_reused_output_folder_once_for_the_run_that_wrote_it_last() {
     let logs = sql_logs();
     for _ in 0..2 {
         let run = p.run(&[
-            "run", "--input", &logs[0], "--input", &logs[1], "--output", "out/same",
+            "run",
+            "--input",
+            &logs[0],
+            "--input",
+            &logs[1],
+            "--output",
+            "out/same",
+            "--reprocess",
         ]);
         assert_eq!(run.code, 0, "{run:?}");
     }
