@@ -104,6 +104,20 @@ pub enum Command {
         /// Read inputs again that a committed run already processed (by default they are skipped: the input ledger in the alert state).
         #[arg(long)]
         reprocess: bool,
+        /// Keep polling the inputs (folders, S3 prefixes) for new files and process each once; SIGTERM or Ctrl-C finishes the inputs in hand, commits and exits 0.
+        #[arg(long, conflicts_with_all = ["output", "reprocess"])]
+        follow: bool,
+        /// With --follow: seconds between polls when nothing is new.
+        #[arg(
+            long,
+            default_value_t = 10,
+            value_name = "SECONDS",
+            requires = "follow"
+        )]
+        poll_seconds: u64,
+        /// With --follow: at most this many new inputs per committed run.
+        #[arg(long, default_value_t = 20, value_name = "N", requires = "follow", value_parser = clap::value_parser!(u64).range(1..))]
+        batch_inputs: u64,
     },
     /// Show the filter each Python rule derives from its code: the condition, what fell back to "keep" and why, purity; with --input, the share of events it passes.
     Explain {

@@ -58,9 +58,11 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             no_auto_filter,
             verify_filters,
             reprocess,
-        } => run(
-            &cli.global,
-            RunOptions {
+            follow,
+            poll_seconds,
+            batch_inputs,
+        } => {
+            let options = RunOptions {
                 inputs,
                 table,
                 output: None,
@@ -76,9 +78,19 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 auto_filter: !no_auto_filter,
                 verify_filters,
                 reprocess,
-            },
-            output,
-        ),
+                max_inputs: None,
+            };
+            if follow {
+                super::follow::follow(
+                    &cli.global,
+                    options,
+                    std::time::Duration::from_secs(poll_seconds),
+                    usize::try_from(batch_inputs).unwrap_or(usize::MAX),
+                )
+            } else {
+                run(&cli.global, options, output)
+            }
+        }
         Command::Explain {
             rules,
             inputs,

@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod enrichment;
 mod explain;
+mod follow;
 mod init;
 
 pub use args::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};

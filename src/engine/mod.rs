@@ -93,6 +93,9 @@ pub struct RunOptions {
     /// Read inputs the ledger says a committed run already processed
     /// (`--reprocess`); by default they are skipped.
     pub reprocess: bool,
+    /// Read at most this many new inputs (in input order: oldest first for
+    /// date-ordered keys); the rest wait for the next run (`--follow`).
+    pub max_inputs: Option<usize>,
 }
 
 /// The result of a completed run.
@@ -175,7 +178,13 @@ pub fn run(
         inputs,
         mut ledger,
         skipped,
-    } = select_inputs(inputs, &state, &run_id, options.reprocess)?;
+    } = select_inputs(
+        inputs,
+        &state,
+        &run_id,
+        options.reprocess,
+        options.max_inputs,
+    )?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -280,11 +289,15 @@ fn select_inputs(
     state: &AlertState,
     run_id: &str,
     reprocess: bool,
+    max_inputs: Option<usize>,
 ) -> Result<Selected, EngineError> {
     let mut keep = Vec::with_capacity(inputs.len());
     let mut ledger = BTreeMap::new();
     let mut skipped = 0;
     for input in inputs {
+        if max_inputs.is_some_and(|max| keep.len() >= max) {
+            break;
+        }
         let Some((location, version)) = input.identity()? else {
             keep.push(input);
             continue;
@@ -311,6 +324,44 @@ fn select_inputs(
         ledger,
         skipped,
     })
+}
+
+/// What `run --follow` polls for: how many of `paths`' inputs no committed
+/// run processed yet, and when the newest input of all was written (epoch
+/// milliseconds).
+///
+/// # Errors
+/// An input that cannot be listed or read, or an unreadable alert state.
+pub fn pending_inputs(
+    project: &Project,
+    storage: &dyn Storage,
+    paths: &[String],
+) -> Result<(usize, Option<i64>), EngineError> {
+    let inputs = expand_inputs(paths, &project.settings.aws).map_err(|e| {
+        if e.is_usage() {
+            EngineError::Usage(e.to_string())
+        } else {
+            e.into()
+        }
+    })?;
+    let (state, _) = AlertState::load(storage)?;
+    let newest = inputs.iter().filter_map(Input::modified_ms).max();
+    let mut new = 0;
+    for input in &inputs {
+        let Some((location, version)) = input.identity()? else {
+            return Err(EngineError::Usage(
+                "--follow needs files, folders or S3 prefixes (standard input and named pipes cannot be polled)".into(),
+            ));
+        };
+        if state
+            .inputs
+            .get(&location)
+            .is_none_or(|r| r.version != version)
+        {
+            new += 1;
+        }
+    }
+    Ok((new, newest))
 }
 
 /// The enabled rules of `table`, planned once; SQL problems abort the run

@@ -26,6 +26,7 @@ struct Loaded {
 /// # Errors
 /// The protocol broke (the run went away); rule failures are answers.
 pub fn serve(project: &Project, socket: &Path) -> std::io::Result<()> {
+    crate::python::ignore_stop_signals().map_err(std::io::Error::other)?;
     let stream = std::os::unix::net::UnixStream::connect(socket)?;
     let mut output = BufWriter::new(stream.try_clone()?);
     let mut input = BufReader::new(stream);

@@ -31,6 +31,8 @@ pub enum Input {
         size: u64,
         /// Changes whenever the content does (the S3 ETag).
         version: String,
+        /// Last modification, epoch milliseconds.
+        modified_ms: i64,
     },
 }
 
@@ -81,6 +83,22 @@ impl Input {
                     format!("{}:{hex}", meta.len()),
                 )))
             }
+        }
+    }
+
+    /// When it was last written, epoch milliseconds (`None` for standard
+    /// input or an unreadable file).
+    pub fn modified_ms(&self) -> Option<i64> {
+        match self {
+            Input::Stdin => None,
+            Input::Object { modified_ms, .. } => Some(*modified_ms),
+            Input::File(path) => std::fs::metadata(path)
+                .ok()?
+                .modified()
+                .ok()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok()),
         }
     }
 
@@ -194,6 +212,7 @@ fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
                 key: o.key,
                 size: o.size,
                 version: o.version,
+                modified_ms: o.modified_ms,
             }]),
             None => Err(LogError::MissingInput {
                 path: url.to_string(),
@@ -208,6 +227,7 @@ fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
             key: o.key,
             size: o.size,
             version: o.version,
+            modified_ms: o.modified_ms,
         })
         .collect())
 }

@@ -144,3 +144,20 @@ pub fn run_snippet(lib_dir: &Path, tables: &Tables, code: &str) -> Result<String
             .unwrap_or_default())
     })
 }
+
+/// Makes this process ignore SIGINT and SIGTERM (a worker: its run decides
+/// when it ends, by closing the socket, so a stop signal sent to the whole
+/// process group lets the run finish what it has in hand).
+///
+/// # Errors
+/// The interpreter could not set the handlers.
+pub fn ignore_stop_signals() -> Result<(), PythonError> {
+    Python::attach(|py| {
+        py.run(
+            c"import signal\nfor s in (signal.SIGINT, signal.SIGTERM):\n    signal.signal(s, signal.SIG_IGN)\n",
+            None,
+            None,
+        )
+        .map_err(PythonError::setup)
+    })
+}

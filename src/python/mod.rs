@@ -21,7 +21,7 @@ mod table;
 
 pub use check::{derive_filter, read_paths, unknown_table_imports};
 pub use error::{LoadError, PythonError};
-pub use interpreter::run_snippet;
+pub use interpreter::{ignore_stop_signals, run_snippet};
 pub use panther::run_panther_cases;
 pub use rule::OptionalFn;
 pub use runtime::PythonRuntime;

@@ -247,3 +247,80 @@ fn an_input_is_processed_once_across_runs_unless_reprocessed() {
         2 * first_matches
     );
 }
+
+#[test]
+fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
+    let p = Project::example();
+    let inbox = p.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let four = repo().join("tests/data/logs/four_failures.jsonl");
+    std::fs::copy(&four, inbox.join("a.jsonl")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+        .current_dir(p.path())
+        .args([
+            "-p",
+            ".",
+            "run",
+            "--input",
+            "inbox",
+            "--follow",
+            "--poll-seconds",
+            "1",
+            "--no-deliver",
+        ])
+        .env_remove("VIRTUAL_ENV")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ledger = || -> usize {
+        std::fs::read_to_string(p.path().join(".ravenwatch/state/alerts.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|s| s["inputs"].as_object().map(serde_json::Map::len))
+            .unwrap_or(0)
+    };
+    let wait_for = |n: usize| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while ledger() < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "the follower never committed {n} inputs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for(1);
+    std::fs::copy(&four, inbox.join("b.jsonl")).unwrap();
+    wait_for(2);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    // Two runs, one per file, each file's events counted once.
+    let runs = p.run_ids();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    let matches: usize = runs
+        .iter()
+        .map(|id| {
+            crate::read_jsonl(
+                &p.path()
+                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
+            )
+            .len()
+        })
+        .sum();
+    let once = crate::read_jsonl(&four).len();
+    assert_eq!(matches, 2 * once, "{stdout}");
+    let status: Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join(".ravenwatch/state/follow.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["inputs_processed"], 2);
+    assert_eq!(status["pending_inputs"], 0);
+}

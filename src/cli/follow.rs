@@ -1,0 +1,136 @@
+//! `ravenwatch run --follow`: keeps polling folders or S3 prefixes and
+//! processes each new input once. Every round is an ordinary committed run
+//! over at most `--batch-inputs` new inputs (the input ledger in the alert
+//! state says which are new), so what exactly-once means for one run holds
+//! for the stream. SIGTERM or SIGINT lets the round in hand finish and
+//! commit, then exits 0. Progress and lag go to the terminal and to
+//! `<storage>/state/follow.json`.
+
+use super::args::{GlobalArgs, Outcome};
+use super::context::{load_project, open_storage, UsageError};
+use crate::engine::{self, EngineError, RunOptions};
+use crate::text::count;
+use anyhow::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the follow status is written, beside the alert state.
+const STATUS_KEY: &str = "state/follow.json";
+
+pub(super) fn follow(
+    global: &GlobalArgs,
+    mut options: RunOptions,
+    poll: Duration,
+    batch: usize,
+) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let stop = stop_flag()?;
+    options.max_inputs = Some(batch);
+    options.progress = false;
+    let paths = options.inputs.clone();
+    let started = chrono::Utc::now();
+    let (mut rounds, mut inputs_done, mut events) = (0u64, 0u64, 0u64);
+    eprintln!(
+        "following {} (every {}s when idle, up to {} per run); SIGTERM or Ctrl-C to stop",
+        paths.join(", "),
+        poll.as_secs(),
+        count(batch as u64, "input")
+    );
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let (pending, newest) = match engine::pending_inputs(&project, storage.as_ref(), &paths) {
+            Ok(p) => p,
+            Err(EngineError::Usage(message)) => return Err(UsageError(message).into()),
+            Err(e) => return Err(e.into()),
+        };
+        if pending > 0 {
+            let report = match engine::run(&project, Arc::clone(&storage), options.clone()) {
+                Ok(r) => r,
+                Err(EngineError::Usage(message)) => return Err(UsageError(message).into()),
+                Err(e) => return Err(e.into()),
+            };
+            let s = &report.summary;
+            rounds += 1;
+            let read = pending.min(batch) as u64;
+            inputs_done += read;
+            events += s.events;
+            let lag = newest.map(|ms| (chrono::Utc::now().timestamp_millis() - ms) / 1000);
+            println!(
+                "run {}: {}, {}, {} -> {} ({} activated), {}{}",
+                s.run_id,
+                count(read, "input"),
+                count(s.events, "event"),
+                crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
+                count(s.alerts, "alert"),
+                s.activated_alerts,
+                count(s.errors, "error"),
+                lag.map_or(String::new(), |l| format!(
+                    "; newest input written {l}s ago"
+                )),
+            );
+            for e in report.errors.iter().take(3) {
+                println!("  error: {} {}", e.source.as_deref().unwrap_or(""), e.error);
+            }
+            let status = serde_json::json!({
+                "following": paths,
+                "since": started.to_rfc3339(),
+                "updated": chrono::Utc::now().to_rfc3339(),
+                "last_run": s.run_id,
+                "runs": rounds,
+                "inputs_processed": inputs_done,
+                "events": events,
+                "pending_inputs": pending.saturating_sub(batch),
+                "newest_input_lag_seconds": lag,
+            });
+            storage.write(STATUS_KEY, status.to_string().as_bytes())?;
+            if pending > batch {
+                continue; // more waiting: no pause
+            }
+        }
+        // Idle: wait, waking up early for a stop.
+        let until = Instant::now() + poll;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100).min(poll));
+        }
+    }
+    eprintln!(
+        "stopped: {} in {}, {} since {}",
+        count(inputs_done, "input"),
+        count(rounds, "run"),
+        count(events, "event"),
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    Ok(Outcome::Done)
+}
+
+/// Set once SIGTERM or SIGINT arrives (the workers ignore both, so the
+/// run in hand finishes).
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let flag = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut term, mut int) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    let set = Arc::clone(&flag);
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        });
+        set.store(true, Ordering::SeqCst);
+        eprintln!("stopping after the inputs in hand are committed");
+    });
+    Ok(flag)
+}
