@@ -37,7 +37,7 @@ pub struct AlertState {
 /// One processed input in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputRecord {
-    /// S3 ETag, or `size:sha256` of a local file.
+    /// S3 ETag, or `size:blake3` (hash of the bytes) of a local file.
     pub version: String,
     pub run_id: String,
 }
