@@ -39,6 +39,10 @@ pub struct AlertState {
 pub struct InputRecord {
     /// S3 ETag, or `size:blake3` (hash of the bytes) of a local file.
     pub version: String,
+    /// The input's cheap stamp when last seen (ETag; `size:mtime` of a
+    /// file): while it holds, the content is not hashed again.
+    #[serde(default)]
+    pub stamp: String,
     pub run_id: String,
 }
 
@@ -191,6 +195,7 @@ mod tests {
                 "s3://b/k".to_string(),
                 InputRecord {
                     version: "\"e1\"".into(),
+                    stamp: "\"e1\"".into(),
                     run_id: "r0".into(),
                 },
             )]),

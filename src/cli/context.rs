@@ -84,3 +84,11 @@ pub(super) fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc
     };
     open_checked(project, &location, "the uploads location")
 }
+
+/// An engine error as the CLI reports it: a usage mistake exits 2.
+pub(super) fn from_engine(e: crate::engine::EngineError) -> anyhow::Error {
+    match e {
+        crate::engine::EngineError::Usage(message) => UsageError(message).into(),
+        other => other.into(),
+    }
+}

@@ -3,9 +3,9 @@
 //! and with `--input` how many events the filter lets through.
 
 use super::args::{GlobalArgs, Outcome};
-use super::context::{load_project, open_storage, UsageError};
+use super::context::{from_engine, load_project, open_storage, UsageError};
 use crate::config::DetectionDef;
-use crate::logs::{expand_inputs, read_inputs, EventReader, ReadItem};
+use crate::logs::{read_inputs, EventReader, ReadItem};
 use crate::prefilter::Derived;
 use crate::text::{count, thousands};
 use anyhow::Result;
@@ -112,13 +112,7 @@ fn pass_counts(
     let owned: Vec<DetectionDef> = rules.iter().map(|d| (*d).clone()).collect();
     let reader =
         EventReader::with_read_paths(log, &crate::engine::read_paths(project, log, &owned));
-    let inputs = expand_inputs(inputs, &project.settings.aws).map_err(|e| {
-        if e.is_usage() {
-            anyhow::Error::from(UsageError(e.to_string()))
-        } else {
-            e.into()
-        }
-    })?;
+    let inputs = crate::engine::expand(project, inputs).map_err(from_engine)?;
     let mut counts = vec![(0u64, 0u64); rules.len()];
     let mut failure = None;
     read_inputs(&reader, inputs, &mut |item| match item {

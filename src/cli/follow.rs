@@ -7,8 +7,8 @@
 //! `<storage>/state/follow.json`.
 
 use super::args::{GlobalArgs, Outcome};
-use super::context::{load_project, open_storage, UsageError};
-use crate::engine::{self, EngineError, RunOptions};
+use super::context::{from_engine, load_project, open_storage};
+use crate::engine::{self, RunOptions};
 use crate::text::count;
 use anyhow::Result;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,17 +42,11 @@ pub(super) fn follow(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let (pending, newest) = match engine::pending_inputs(&project, storage.as_ref(), &paths) {
-            Ok(p) => p,
-            Err(EngineError::Usage(message)) => return Err(UsageError(message).into()),
-            Err(e) => return Err(e.into()),
-        };
+        let (pending, newest) =
+            engine::pending_inputs(&project, storage.as_ref(), &paths).map_err(from_engine)?;
         if pending > 0 {
-            let report = match engine::run(&project, Arc::clone(&storage), options.clone()) {
-                Ok(r) => r,
-                Err(EngineError::Usage(message)) => return Err(UsageError(message).into()),
-                Err(e) => return Err(e.into()),
-            };
+            let report = engine::run(&project, Arc::clone(&storage), options.clone())
+                .map_err(from_engine)?;
             let s = &report.summary;
             rounds += 1;
             let read = pending.min(batch) as u64;

@@ -163,13 +163,7 @@ pub fn run(
     let table = project
         .log_table_for(options.table.as_deref())
         .map_err(EngineError::Usage)?;
-    let inputs = expand_inputs(&options.inputs, &project.settings.aws).map_err(|e| {
-        if e.is_usage() {
-            EngineError::Usage(e.to_string())
-        } else {
-            e.into()
-        }
-    })?;
+    let inputs = expand(project, &options.inputs)?;
     let (state, state_version) = AlertState::load(storage.as_ref())?;
     repair_last_commit(storage.as_ref(), &state)?;
     let now = chrono::Utc::now();
@@ -273,7 +267,8 @@ pub fn run(
 /// What a run reads of its inputs.
 struct Selected {
     inputs: Vec<Input>,
-    /// The ledger entries they add once the run is committed.
+    /// The ledger entries the run adds once committed: its new inputs, and
+    /// new stamps of known inputs that were only touched or copied.
     ledger: BTreeMap<String, InputRecord>,
     /// Inputs a committed run already processed.
     skipped: u64,
@@ -298,31 +293,55 @@ fn select_inputs(
         if max_inputs.is_some_and(|max| keep.len() >= max) {
             break;
         }
-        let Some((location, version)) = input.identity()? else {
+        let Some((location, stamp)) = input.stamp() else {
             keep.push(input);
             continue;
         };
-        let done = state
-            .inputs
-            .get(&location)
-            .is_some_and(|r| r.version == version);
-        if done && !reprocess {
+        let known = state.inputs.get(&location);
+        if !reprocess && known.is_some_and(|r| r.stamp == stamp) {
             skipped += 1;
             continue;
         }
-        ledger.insert(
-            location,
-            InputRecord {
-                version,
-                run_id: run_id.to_string(),
-            },
-        );
+        // The stamp changed (or the ledger does not know it): the content
+        // decides.
+        let version = input.content_version()?;
+        if let Some(record) = known.filter(|r| !reprocess && r.version == version) {
+            // Touched or copied, not changed: remember the new stamp.
+            let refreshed = InputRecord {
+                stamp,
+                ..record.clone()
+            };
+            ledger.insert(location, refreshed);
+            skipped += 1;
+            continue;
+        }
+        let record = InputRecord {
+            version,
+            stamp,
+            run_id: run_id.to_string(),
+        };
+        ledger.insert(location, record);
         keep.push(input);
     }
     Ok(Selected {
         inputs: keep,
         ledger,
         skipped,
+    })
+}
+
+/// The inputs `paths` name (files, folders, S3 prefixes, `-`); a path that
+/// does not exist is a usage error.
+///
+/// # Errors
+/// As [`expand_inputs`].
+pub fn expand(project: &Project, paths: &[String]) -> Result<Vec<Input>, EngineError> {
+    expand_inputs(paths, &project.settings.aws).map_err(|e| {
+        if e.is_usage() {
+            EngineError::Usage(e.to_string())
+        } else {
+            e.into()
+        }
     })
 }
 
@@ -337,27 +356,19 @@ pub fn pending_inputs(
     storage: &dyn Storage,
     paths: &[String],
 ) -> Result<(usize, Option<i64>), EngineError> {
-    let inputs = expand_inputs(paths, &project.settings.aws).map_err(|e| {
-        if e.is_usage() {
-            EngineError::Usage(e.to_string())
-        } else {
-            e.into()
-        }
-    })?;
+    let inputs = expand(project, paths)?;
     let (state, _) = AlertState::load(storage)?;
     let newest = inputs.iter().filter_map(Input::modified_ms).max();
     let mut new = 0;
     for input in &inputs {
-        let Some((location, version)) = input.identity()? else {
+        let Some((location, stamp)) = input.stamp() else {
             return Err(EngineError::Usage(
                 "--follow needs files, folders or S3 prefixes (standard input and named pipes cannot be polled)".into(),
             ));
         };
-        if state
-            .inputs
-            .get(&location)
-            .is_none_or(|r| r.version != version)
-        {
+        // Only stamps: a touched file counts, and the run it starts finds
+        // its content unchanged and remembers the new stamp.
+        if state.inputs.get(&location).is_none_or(|r| r.stamp != stamp) {
             new += 1;
         }
     }

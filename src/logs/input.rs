@@ -46,50 +46,63 @@ impl Input {
         }
     }
 
-    /// What the input ledger records it as: (where, what version of its
-    /// content). An S3 object is its URL and ETag; a local file its
-    /// absolute path and `size:blake3` of its bytes (a copy or a touch
-    /// keeps it; any change of content makes it a new input). `None` for
-    /// standard input, which has no identity to recognise later.
-    ///
-    /// # Errors
-    /// A local file that cannot be read.
-    pub fn identity(&self) -> Result<Option<(String, String)>, LogError> {
+    /// Where it is and a cheap stamp of its state, for the input ledger:
+    /// an S3 object's URL and ETag; a local file's absolute path and
+    /// `size:mtime`. `None` for standard input and named pipes, which have
+    /// nothing to recognise later.
+    pub fn stamp(&self) -> Option<(String, String)> {
         match self {
-            Input::Stdin => Ok(None),
+            Input::Stdin => None,
             Input::Object {
                 storage,
                 key,
                 version,
                 ..
-            } => Ok(Some((storage.url(key), version.clone()))),
+            } => Some((storage.url(key), version.clone())),
+            Input::File(path) => {
+                let meta = std::fs::metadata(path)
+                    .ok()
+                    .filter(std::fs::Metadata::is_file)?;
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                let modified = self.modified_ms().unwrap_or(0);
+                Some((
+                    absolute.display().to_string(),
+                    format!("{}:{modified}", meta.len()),
+                ))
+            }
+        }
+    }
+
+    /// What it holds, for the input ledger: an S3 object's ETag; a local
+    /// file's `size:blake3` of its bytes (a copy or a touch keeps it, any
+    /// change of content makes it new). Reads a local file whole.
+    ///
+    /// # Errors
+    /// A local file that cannot be read.
+    pub fn content_version(&self) -> Result<String, LogError> {
+        match self {
+            Input::Stdin => Ok(String::new()),
+            Input::Object { version, .. } => Ok(version.clone()),
             Input::File(path) => {
                 let failed = |e: std::io::Error| LogError::Input {
                     path: display_path(path),
                     message: e.to_string(),
                 };
-                let meta = std::fs::metadata(path).map_err(failed)?;
-                if !meta.is_file() {
-                    return Ok(None); // a named pipe: read once, as it flows
-                }
                 // BLAKE3: a content hash at several GB/s, so identifying
                 // an input costs a small fraction of reading it.
                 let mut hasher = blake3::Hasher::new();
                 let mut file = std::fs::File::open(path).map_err(failed)?;
                 let mut buffer = vec![0u8; 1 << 20];
+                let mut size = 0u64;
                 loop {
                     let n = std::io::Read::read(&mut file, &mut buffer).map_err(failed)?;
                     if n == 0 {
                         break;
                     }
+                    size += n as u64;
                     hasher.update(&buffer[..n]);
                 }
-                let hex = hasher.finalize().to_hex();
-                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                Ok(Some((
-                    absolute.display().to_string(),
-                    format!("{}:{hex}", meta.len()),
-                )))
+                Ok(format!("{size}:{}", hasher.finalize().to_hex()))
             }
         }
     }

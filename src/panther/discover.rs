@@ -25,9 +25,6 @@ pub struct PantherRule {
     /// The Python file; `None` for a YAML-only rule.
     pub file: Option<PathBuf>,
     pub log_types: Vec<String>,
-    pub enabled: bool,
-    /// The whole YAML item, for `run` (severity, threshold, dedup period…).
-    pub spec: Map<String, Value>,
     pub tests: Vec<PantherTest>,
 }
 
@@ -283,8 +280,6 @@ fn read_rule(file: &ItemFile<'_>, dir: &mut PantherDir, rule_ids: &mut HashMap<S
         yaml: file.path.to_path_buf(),
         file: file.filename.clone().filter(|f| f.is_file()),
         log_types: strings(item.get("LogTypes")),
-        enabled: item.get("Enabled").and_then(Value::as_bool).unwrap_or(true),
-        spec: item.clone(),
         tests,
     });
 }

@@ -7,7 +7,6 @@ mod discover;
 
 pub use discover::{discover, is_panther_dir, DataModelItem, PantherDir, PantherRule, PantherTest};
 
-use crate::config::ConfigError;
 use crate::testing::{
     Actual, CaseResult, Expectations, Selection, Status, TestCase, TestError, TestReport,
 };
@@ -190,9 +189,4 @@ fn test_case(rule: &PantherRule, test: &PantherTest) -> TestCase {
             .is_none()
             .then(|| "a YAML-only rule (no Filename) needs Panther's backend".to_string()),
     }
-}
-
-/// Problems with a Panther directory's YAML, as `validate` reports them.
-pub fn validate(root: &std::path::Path) -> Vec<ConfigError> {
-    discover(root).problems
 }

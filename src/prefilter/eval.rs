@@ -466,29 +466,23 @@ fn bits(b: Option<bool>) -> u8 {
 struct AtomEval<'a> {
     atom: &'a Atom,
     tables: &'a Tables,
-    /// Sources of the atom's paths, resolved once per batch.
-    sources: Vec<Source<'a>>,
+    /// Where the atom's one path is read from, resolved once per batch.
+    source: Source<'a>,
 }
 
 impl<'a> AtomEval<'a> {
     fn new(batch: &'a EventBatch, tables: &'a Tables, atom: &'a Atom) -> Self {
-        let mut sources = Vec::new();
-        let mut add = |path: &str| sources.push(source(batch, path));
-        match atom {
-            Atom::Has(path) => add(path),
-            Atom::Truthy(v)
-            | Atom::IsNone(v)
-            | Atom::Cmp(_, v, _)
-            | Atom::Contains { value: v, .. }
-            | Atom::InLiteral { value: v, .. }
-            | Atom::InText { value: v, .. }
-            | Atom::Affix { value: v, .. }
-            | Atom::TableHas { key: v, .. } => add(field_path(v)),
-        }
+        let path = match atom.value() {
+            Some(v) => field_path(v),
+            None => match atom {
+                Atom::Has(path) => path.as_str(),
+                _ => "",
+            },
+        };
         Self {
             atom,
             tables,
-            sources,
+            source: source(batch, path),
         }
     }
 
@@ -530,9 +524,9 @@ impl<'a> AtomEval<'a> {
     /// `field == "text"` (or `!=`) and `"text" in list_field`. Whether it
     /// applied.
     fn string_kernel(&self, outcomes: &mut [u8], mask: &BooleanBuffer) -> bool {
-        let (above, leaf) = match self.sources.first() {
-            Some(Source::Declared { above, leaf }) => (above.as_ref(), leaf),
-            Some(Source::Read(leaf)) => (None, leaf),
+        let (above, leaf) = match &self.source {
+            Source::Declared { above, leaf } => (above.as_ref(), leaf),
+            Source::Read(leaf) => (None, leaf),
             _ => return false,
         };
         let (strings, list, text, hit, miss, default) = match (self.atom, leaf) {
@@ -616,11 +610,9 @@ impl<'a> AtomEval<'a> {
         let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
         // A declared column or a typed read column: resolved once, and the
         // outcome of a missing value computed once.
-        let typed = match self.sources.first() {
-            Some(Source::Declared { above, leaf }) if !item => Some((above.as_ref(), leaf)),
-            Some(Source::Read(leaf)) if !item && !matches!(leaf, Col::Json(_)) => {
-                Some((None, leaf))
-            }
+        let typed = match &self.source {
+            Source::Declared { above, leaf } if !item => Some((above.as_ref(), leaf)),
+            Source::Read(leaf) if !item && !matches!(leaf, Col::Json(_)) => Some((None, leaf)),
             _ => None,
         };
         if let Some((above, leaf)) = typed {
@@ -645,7 +637,7 @@ impl<'a> AtomEval<'a> {
 
     fn value(&self, expr: &'a ValueExpr, row: usize) -> Result<Py<'_>, Raises> {
         let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
-        match path_value(&self.sources[0], row, item) {
+        match path_value(&self.source, row, item) {
             Ok(Some(v)) => apply(expr, Some(v)),
             Ok(None) if item => apply(expr, Some(Py::None)),
             Ok(None) => apply(expr, None),
@@ -655,7 +647,7 @@ impl<'a> AtomEval<'a> {
 
     fn outcome(&self, row: usize) -> u8 {
         match self.atom {
-            Atom::Has(_) => match &self.sources[0] {
+            Atom::Has(_) => match &self.source {
                 Source::Read(Col::Json(t)) => bits(Some(!t.is_null(row) && t.value(row) != "null")),
                 Source::Read(column) => bits(Some(!column.is_null(row))),
                 Source::Declared { above: None, leaf } if !leaf.is_null(row) => TRUE,
@@ -667,17 +659,7 @@ impl<'a> AtomEval<'a> {
 
     /// The atom's value expression (every atom but `Has` has one).
     fn expr(&self) -> &'a ValueExpr {
-        match self.atom {
-            Atom::Truthy(v)
-            | Atom::IsNone(v)
-            | Atom::Cmp(_, v, _)
-            | Atom::Contains { value: v, .. }
-            | Atom::InLiteral { value: v, .. }
-            | Atom::InText { value: v, .. }
-            | Atom::Affix { value: v, .. }
-            | Atom::TableHas { key: v, .. } => v,
-            Atom::Has(_) => unreachable!("`Has` reads no value"),
-        }
+        self.atom.value().expect("`Has` reads no value")
     }
 
     /// The atom's outcome for a value.
@@ -792,11 +774,9 @@ fn apply<'a>(expr: &'a ValueExpr, base: Option<Py<'a>>) -> Result<Py<'a>, Raises
 }
 
 fn field_path(v: &ValueExpr) -> &str {
-    match v {
+    match innermost(v) {
         ValueExpr::Field { path, .. } => path,
-        ValueExpr::Lower(inner) | ValueExpr::Upper(inner) | ValueExpr::OrElse(inner, _) => {
-            field_path(inner)
-        }
+        _ => "",
     }
 }
 

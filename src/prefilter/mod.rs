@@ -33,8 +33,6 @@ pub struct Derived {
     pub impure: Vec<Note>,
     /// Constructs that fell back to "keep the event", and why.
     pub fallbacks: Vec<Note>,
-    /// Event paths the formula reads.
-    pub reads: Vec<String>,
 }
 
 /// A place in the rule's code and what it says about it.
@@ -171,7 +169,6 @@ impl Derived {
             pure: true,
             impure: Vec::new(),
             fallbacks: Vec::new(),
-            reads: Vec::new(),
         }
     }
 
@@ -212,17 +209,6 @@ impl Derived {
             Formula::May(i, may) => out.push_str(&self.atoms[*i].text(*may)),
         }
     }
-
-    /// Table names the formula looks keys up in.
-    pub fn tables(&self) -> Vec<&str> {
-        self.atoms
-            .iter()
-            .filter_map(|a| match a {
-                Atom::TableHas { table, .. } => Some(table.as_str()),
-                _ => None,
-            })
-            .collect()
-    }
 }
 
 fn literal(v: &Value) -> String {
@@ -257,6 +243,21 @@ impl fmt::Display for ValueExpr {
 }
 
 impl Atom {
+    /// The value the atom tests (`None` for `"key" in r`).
+    pub fn value(&self) -> Option<&ValueExpr> {
+        match self {
+            Self::Truthy(v)
+            | Self::IsNone(v)
+            | Self::Cmp(_, v, _)
+            | Self::Contains { value: v, .. }
+            | Self::InLiteral { value: v, .. }
+            | Self::InText { value: v, .. }
+            | Self::Affix { value: v, .. }
+            | Self::TableHas { key: v, .. } => Some(v),
+            Self::Has(_) => None,
+        }
+    }
+
     /// The leaf "this atom may have outcome `may`" as text.
     fn text(&self, may: May) -> String {
         let positive = match (self, may) {

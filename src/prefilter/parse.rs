@@ -37,15 +37,6 @@ impl Derived {
                 })
                 .unwrap_or_default()
         };
-        let reads = json
-            .get("reads")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(Self {
             keep,
             keys: {
@@ -59,7 +50,6 @@ impl Derived {
             pure: json.get("pure").and_then(Value::as_bool).unwrap_or(false),
             impure: notes("impure"),
             fallbacks: notes("fallbacks"),
-            reads,
         })
     }
 }
@@ -244,7 +234,7 @@ mod tests {
                 {"and": [{"atom": eq, "may": "t"},
                          {"atom": {"op": "table_has", "table": "ips", "v": {"field": "source.ip", "how": "get"}}, "may": "r"}]}
             ]},
-            "pure": true, "impure": [], "fallbacks": [{"file": "d.py", "line": 3, "why": "x"}], "reads": ["event.action"]
+            "pure": true, "impure": [], "fallbacks": [{"file": "d.py", "line": 3, "why": "x"}]
         }))
         .unwrap();
         assert_eq!(derived.atoms.len(), 2);

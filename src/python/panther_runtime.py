@@ -247,7 +247,6 @@ class KeyValueStore:
 
     def __init__(self):
         self.items = {}  # key -> (value, expires_at or None)
-        self.dirty = False
 
     def get(self, key):
         found = self.items.get(key)
@@ -262,7 +261,6 @@ class KeyValueStore:
     def put(self, key, value, expires=None):
         current = self.items.get(key)
         self.items[key] = (value, expires if expires is not None else (current[1] if current else None))
-        self.dirty = True
 
 
 STORE = KeyValueStore()
@@ -296,7 +294,6 @@ def set_key_expiration(key, epoch_seconds):
         current = STORE.items.get((kind, key))
         if current is not None:
             STORE.items[(kind, key)] = (current[0], float(epoch_seconds))
-            STORE.dirty = True
 
 
 def get_string_set(key, force_ttl_check=False):
@@ -551,9 +548,7 @@ def run_rules(payload):
             module = load_module(f"_rw_panther_rule_{n}", rule["file"])
             if not callable(getattr(module, "rule", None)):
                 raise AttributeError("the rule file defines no rule(event) function")
-        except BaseException as e:  # noqa: BLE001 - a broken rule fails its cases
-            if isinstance(e, (KeyboardInterrupt, SystemExit)) and not isinstance(e, SystemExit):
-                raise
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a broken rule fails its cases
             text = "".join(traceback.format_exception(e))
             results.append({"load_error": f"cannot load {rule['file']}: {text}"})
             continue

@@ -10,11 +10,12 @@ for an event counts as all three. Anything this module does not understand
 is "keep" (true, true, true) and noted with its file and line.
 
 Output (JSON-ready): {"keep": formula, "pure": bool, "impure": [note],
-"fallbacks": [note], "reads": [path]}; formula = true | false |
+"fallbacks": [note]}; formula = true | false |
 {"and": [...]} | {"or": [...]} | {"atom": atom, "may": "t"|"f"|"r"}.
 """
 import ast
 import builtins
+import json
 import os
 
 # Builtins that neither mutate state nor do I/O.
@@ -61,28 +62,32 @@ class Bail(Exception):
 # ---- formulas ---------------------------------------------------------------
 
 def _dedupe(parts):
-    import json
     seen, out = set(), []
     for p in parts:
-        key = json.dumps(p, sort_keys=True)
+        key = _key(p)
         if key not in seen:
             seen.add(key)
             out.append(p)
     return out
 
 
-def f_and(*xs):
+def _combine(op, absorbing, xs):
+    """`op` ("and" / "or") of `xs`, flattened, without repeats; `absorbing`
+    is the constant that decides it alone."""
     out = []
     for x in xs:
-        if x is False:
-            return False
-        if x is True:
+        if x is absorbing:
+            return absorbing
+        if x is (not absorbing):
             continue
-        if isinstance(x, dict) and "and" in x:
-            out.extend(x["and"])
-        else:
-            out.append(x)
-    out = _dedupe(out)
+        out.extend(x[op] if isinstance(x, dict) and op in x else [x])
+    return _dedupe(out)
+
+
+def f_and(*xs):
+    out = _combine("and", False, xs)
+    if out is False:
+        return False
     if not out:
         return True
     return out[0] if len(out) == 1 else {"and": out}
@@ -93,17 +98,9 @@ def _conjuncts(x):
 
 
 def f_or(*xs):
-    out = []
-    for x in xs:
-        if x is True:
-            return True
-        if x is False:
-            continue
-        if isinstance(x, dict) and "or" in x:
-            out.extend(x["or"])
-        else:
-            out.append(x)
-    out = _dedupe(out)
+    out = _combine("or", True, xs)
+    if out is True:
+        return True
     # Absorption: x OR (x AND y) is x.
     keys = {_key(p) for p in out}
     out = [p for p in out
@@ -129,7 +126,6 @@ def f_or(*xs):
 
 
 def _key(x):
-    import json
     return json.dumps(x, sort_keys=True)
 
 
@@ -369,7 +365,6 @@ class Analysis:
     def __init__(self):
         self.fallbacks = []
         self.steps = 0
-        self.reads = set()
 
     def note(self, module, node, why):
         line = getattr(node, "lineno", 0)
@@ -412,7 +407,6 @@ class Analysis:
                 and isinstance(env.get(node.value.id), Record):
             key = node.slice
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                self.reads.add(key.value)
                 return Val({"field": key.value, "default": None, "how": "item"})
             return Opaque()
         if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and len(node.values) == 2:
@@ -450,7 +444,6 @@ class Analysis:
             default = lit.value
         if func.attr == "get" and "." in path.value:
             return None
-        self.reads.add(path.value)
         return Val({"field": path.value, "default": default, "how": "get"})
 
     def call_value(self, node, env, module):
@@ -594,7 +587,6 @@ class Analysis:
                 found = atom({"op": "in_lit", "v": left.spec, "items": right.value, "kind": "str"})
             elif isinstance(left, Lit) and left.kind is None and isinstance(left.value, str) \
                     and "." not in left.value and left.value and isinstance(right, Record):
-                self.reads.add(left.value)
                 found = atom({"op": "has", "path": left.value})
             elif isinstance(left, Lit) and isinstance(right, Lit):
                 try:
@@ -886,12 +878,12 @@ def derive(source, filename, lib_dir, function="detect"):
     try:
         module = Module(filename, source, lib_dir, loader)
     except (SyntaxError, ValueError) as e:
-        return {"keep": True, "pure": False, "reads": [],
+        return {"keep": True, "pure": False,
                 "impure": [], "fallbacks": [{"file": filename, "line": getattr(e, "lineno", 0) or 0,
                                              "why": f"does not parse: {e}"}]}
     fn = module.functions.get(function)
     if fn is None or not fn.args.args:
-        return {"keep": True, "pure": False, "reads": [], "impure": [],
+        return {"keep": True, "pure": False, "impure": [],
                 "fallbacks": [{"file": filename, "line": 0, "why": f"no `{function}(event)` function"}]}
     found = impurities(module, fn)
     impure = [{"file": m.shown, "line": getattr(n, "lineno", 0), "why": why} for m, n, why in found]
@@ -909,9 +901,8 @@ def derive(source, filename, lib_dir, function="detect"):
         analysis.note(module, fn, "the derived condition is too large")
         keep = True
     return {"keep": keep, "pure": not impure, "impure": impure,
-            "fallbacks": analysis.fallbacks, "reads": sorted(analysis.reads)}
+            "fallbacks": analysis.fallbacks}
 
 
 def derive_json(source, filename, lib_dir, function="detect"):
-    import json
     return json.dumps(derive(source, filename, lib_dir, function))

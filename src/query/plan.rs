@@ -163,11 +163,7 @@ impl RuleBatch {
         else {
             return;
         };
-        let dropped: Vec<u32> = (0..keep.len())
-            .filter(|&i| !keep.value(i))
-            .map(|i| i as u32)
-            .collect();
-        *auto_filtered_out = dropped.len() as u64;
+        *auto_filtered_out = (keep.len() - keep.count_set_bits()) as u64;
         if let Some(rows) = selection.as_ref() {
             // The hand-written filter's count covers only what the derived
             // one kept.
@@ -175,7 +171,10 @@ impl RuleBatch {
             *filtered_out = (keep.count_set_bits() - kept_by_both) as u64;
         }
         if verify {
-            *unverified = dropped;
+            *unverified = (0..keep.len())
+                .filter(|&i| !keep.value(i))
+                .map(|i| i as u32)
+                .collect();
             return;
         }
         *selection = Some(match selection.take() {
