@@ -16,6 +16,9 @@ pub struct RuleSettings {
     pub window_us: i64,
     pub tables: Vec<String>,
     pub false_positives: Vec<String>,
+    /// A Panther rule with `CreateAlert: false`: its matches are grouped
+    /// and recorded (Panther's signals) but never activate an alert.
+    pub signal: bool,
 }
 
 impl From<&DetectionDef> for RuleSettings {
@@ -27,6 +30,7 @@ impl From<&DetectionDef> for RuleSettings {
                 .saturating_mul(60_000_000),
             tables: d.tables.clone(),
             false_positives: d.false_positives.clone(),
+            signal: d.panther.as_ref().is_some_and(|p| !p.create_alert),
         }
     }
 }
@@ -151,6 +155,7 @@ impl AlertGrouper {
             window_us: 60 * 60_000_000,
             tables: Vec::new(),
             false_positives: Vec::new(),
+            signal: false,
         });
         self.watermark_us = self.watermark_us.max(m.time_us);
         self.until_sweep = self.until_sweep.saturating_sub(1);
@@ -181,7 +186,7 @@ impl AlertGrouper {
                 if alert.events.len() < MAX_ALERT_EVENTS {
                     alert.events.push(super::EventText::new(&m.event));
                 }
-                if !alert.activated && alert.match_count >= settings.threshold {
+                if !alert.activated && !settings.signal && alert.match_count >= settings.threshold {
                     alert.activated = true;
                 }
                 return alert.id.clone();
@@ -195,7 +200,7 @@ impl AlertGrouper {
             title: m.title.clone(),
             severity: m.severity,
             dedupe: m.dedupe.clone(),
-            activated: settings.threshold <= 1,
+            activated: settings.threshold <= 1 && !settings.signal,
             match_count: 1,
             threshold: settings.threshold,
             first_match_time: m.time.clone(),
@@ -324,6 +329,7 @@ mod tests {
                 window_us: 15 * 60_000_000,
                 tables: vec![],
                 false_positives: vec![],
+                signal: false,
             },
         )])
     }
@@ -369,8 +375,23 @@ mod tests {
             watermark_us,
             alerts: kept,
             inputs: std::collections::BTreeMap::new(),
+            kv: None,
         };
         (alerts, state)
+    }
+
+    #[test]
+    fn signals_group_but_never_activate() {
+        let mut rules = settings(1);
+        rules.get_mut("r").expect("rule r").signal = true;
+        let mut g = AlertGrouper::new(rules, AlertState::default(), "now".into(), 3);
+        for i in 0..3 {
+            g.add(&m("r", "ip", i, i as u64));
+        }
+        let alerts: Vec<Alert> = g.finish().into_iter().map(|c| c.alert).collect();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].match_count, 3);
+        assert!(!alerts[0].activated, "CreateAlert: false never activates");
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct AlertState {
     /// never recorded without the other.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputRecord>,
+    /// Storage key of the Panther caching helpers' store as this run left
+    /// it (`state/kv/<run id>.sqlite3`), committed by this same write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv: Option<String>,
 }
 
 /// One processed input in the ledger.
@@ -54,6 +58,7 @@ impl Default for AlertState {
             watermark_us: i64::MIN,
             alerts: Vec::new(),
             inputs: BTreeMap::new(),
+            kv: None,
         }
     }
 }
@@ -132,6 +137,7 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     watermark_us: i64,
     alerts: impl IntoIterator<Item = std::io::Result<T>>,
     inputs: &BTreeMap<String, InputRecord>,
+    kv: Option<&str>,
 ) -> std::io::Result<W> {
     let run_id = serde_json::to_string(run_id).map_err(std::io::Error::other)?;
     write!(
@@ -148,6 +154,10 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     if !inputs.is_empty() {
         out.write_all(br#","inputs":"#)?;
         serde_json::to_writer(&mut out, inputs).map_err(std::io::Error::other)?;
+    }
+    if let Some(kv) = kv {
+        out.write_all(br#","kv":"#)?;
+        serde_json::to_writer(&mut out, kv).map_err(std::io::Error::other)?;
     }
     out.write_all(b"}")?;
     Ok(out)
@@ -188,6 +198,7 @@ mod tests {
             watermark_us: 42,
             alerts: vec![alert.clone(), alert],
             inputs: BTreeMap::new(),
+            kv: Some("state/kv/r0.sqlite3".into()),
         };
         for inputs in [
             BTreeMap::new(),
@@ -205,7 +216,15 @@ mod tests {
                 .alerts
                 .iter()
                 .map(|a| serde_json::to_vec(a).map_err(std::io::Error::other));
-            let streamed = write_state(Vec::new(), "r1", 42, items, &state.inputs).unwrap();
+            let streamed = write_state(
+                Vec::new(),
+                "r1",
+                42,
+                items,
+                &state.inputs,
+                state.kv.as_deref(),
+            )
+            .unwrap();
             assert_eq!(streamed, serde_json::to_vec(&state).unwrap());
         }
     }

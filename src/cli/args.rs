@@ -24,6 +24,11 @@ pub struct GlobalArgs {
     /// Storage location (local folder or s3://bucket/prefix); overrides `storage:` in ravenwatch.yml.
     #[arg(long, global = true)]
     pub storage: Option<String>,
+    /// Panther log type of the inputs (`AWS.CloudTrail`): picks the log
+    /// table, and gives a Panther directory its built-in log table; repeat
+    /// it for a Panther directory whose rules cover several.
+    #[arg(long = "log-type", global = true, value_name = "TYPE")]
+    pub log_types: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -303,17 +303,13 @@ fn query(global: &GlobalArgs, options: QueryOptions, format: OutputFormat) -> Re
     })
 }
 
+fn panther_dir(global: &GlobalArgs) -> bool {
+    super::context::is_panther_dir(&global.project)
+}
+
 /// Every problem in the project at once: configuration, static table data,
 /// detections (imports, `detect`, function signatures, enrichment imports)
 /// and test files.
-/// A `-p` folder that is a Panther directory (rules in Panther's format,
-/// no Ravenwatch project files).
-fn panther_dir(global: &GlobalArgs) -> bool {
-    global.project.is_dir()
-        && !crate::config::Project::exists_at(&global.project)
-        && crate::panther::is_panther_dir(&global.project)
-}
-
 fn validate(global: &GlobalArgs) -> Result<Outcome> {
     if panther_dir(global) {
         let dir = crate::panther::discover(&global.project);
@@ -403,6 +399,31 @@ fn test(
 
 fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> Result<Outcome> {
     let project = load_project(global)?;
+    if options.table.is_none() {
+        options.table = global
+            .log_types
+            .first()
+            .map(|t| crate::config::log_table_name(t));
+    }
+    if let Some(support) = project.panther.as_ref().filter(|s| !s.skipped.is_empty()) {
+        let shown: Vec<String> = support
+            .skipped
+            .iter()
+            .take(3)
+            .map(|(rule, why)| format!("{rule} ({why})"))
+            .collect();
+        let more = support.skipped.len().saturating_sub(shown.len());
+        eprintln!(
+            "note: {} not run here: {}{}",
+            count(support.skipped.len() as u64, "Panther rule"),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
     let storage = open_storage(global, &project)?;
     let output = match output {
         None => None,

@@ -36,9 +36,34 @@ pub(super) fn require_project(root: &std::path::Path) -> Result<(), UsageError> 
     )))
 }
 
+/// The project at `-p`; a Panther directory (rules in Panther's format, no
+/// Ravenwatch project files) becomes one with a built-in log table per
+/// `--log-type`.
 pub(super) fn load_project(global: &GlobalArgs) -> Result<Project> {
+    if is_panther_dir(&global.project) {
+        if global.log_types.is_empty() {
+            let known: Vec<&str> = crate::config::KNOWN_LOG_TYPES
+                .iter()
+                .map(|(t, _)| *t)
+                .collect();
+            return Err(UsageError(format!(
+                "{} holds Panther rules: name the inputs' log type with --log-type (one of {})",
+                global.project.display(),
+                known.join(", ")
+            ))
+            .into());
+        }
+        return Project::load_panther(&global.project, &global.log_types)
+            .map_err(|errors| anyhow::anyhow!("{errors}"));
+    }
     require_project(&global.project)?;
     Project::load(&global.project).map_err(|errors| anyhow::anyhow!("{errors}"))
+}
+
+/// A `-p` folder that is a Panther directory (rules in Panther's format,
+/// no Ravenwatch project files).
+pub(super) fn is_panther_dir(root: &std::path::Path) -> bool {
+    root.is_dir() && !Project::exists_at(root) && crate::config::is_panther_dir(root)
 }
 
 /// Opens `location` (`what` names it in errors) and checks it is usable,

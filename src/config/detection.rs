@@ -76,6 +76,8 @@ pub struct DetectionDef {
     pub false_positives: Vec<String>,
     pub tags: Vec<String>,
     pub reports: Option<serde_json::Value>,
+    /// Set when the detection is a Panther-format rule (`rule(event)`).
+    pub panther: Option<super::PantherRuleInfo>,
 }
 
 /// SQL text taken from a detection.yml, with where it starts there, so
@@ -147,9 +149,13 @@ pub(super) fn load_detections(
 ) -> Vec<DetectionDef> {
     let mut detections: Vec<DetectionDef> = Vec::new();
     let section = root.join("detections");
-    for (dir, file, raw, source) in
-        read_components::<RawDetection>(&section, "detection.yml", "detection", errors)
-    {
+    for (dir, file, raw, source) in read_components::<RawDetection>(
+        &section,
+        "detection.yml",
+        "detection",
+        &super::panther::is_panther_dir,
+        errors,
+    ) {
         let script = dir.join("detect.py");
         let folder = DetectionFolder {
             has_script: script.exists(),
@@ -173,6 +179,40 @@ pub(super) fn load_detections(
         detections.extend(def);
     }
     detections
+}
+
+/// The Panther-format rules among `detections/` (folders without a
+/// detection.yml that hold Panther YAML), as detections, with what they
+/// share; `None` when there are none.
+pub(super) fn load_panther_detections(
+    root: &Path,
+    log_tables: &[LogTable],
+    delivery: &DeliverySettings,
+    errors: &mut Diagnostics,
+) -> Option<(Vec<DetectionDef>, std::sync::Arc<super::PantherSupport>)> {
+    let mut found = super::PantherDir::default();
+    for dir in super::read::component_dirs(&root.join("detections")) {
+        if dir.join("detection.yml").exists() || !super::panther::is_panther_dir(&dir) {
+            continue;
+        }
+        let mut part = super::panther::discover(&dir);
+        found.rules.append(&mut part.rules);
+        found.globals.append(&mut part.globals);
+        found.data_models.append(&mut part.data_models);
+        found.problems.append(&mut part.problems);
+    }
+    if found.rules.is_empty() && found.problems.is_empty() {
+        return None;
+    }
+    for problem in std::mem::take(&mut found.problems) {
+        errors.push(problem);
+    }
+    Some(super::panther::panther_detections(
+        &found,
+        log_tables,
+        delivery,
+        &[],
+    ))
 }
 
 /// What a detection folder holds, found before validation so validation does no I/O.
@@ -259,6 +299,7 @@ pub(super) fn validate_detection(
         false_positives: raw.false_positives.unwrap_or_default(),
         tags: raw.tags.unwrap_or_default(),
         reports: raw.reports.and_then(|r| serde_json::to_value(r).ok()),
+        panther: None,
     })
 }
 

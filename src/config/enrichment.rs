@@ -266,7 +266,7 @@ pub(super) fn load_enrichment(root: &Path, errors: &mut Diagnostics) -> Vec<Enri
     let mut tables: Vec<EnrichmentDef> = Vec::new();
     let section = root.join("enrichment");
     for (dir, file, raw, source) in
-        read_components::<RawEnrichment>(&section, "enrichment.yml", "table", errors)
+        read_components::<RawEnrichment>(&section, "enrichment.yml", "table", &|_| false, errors)
     {
         let folder = TableFolder {
             dir: &dir,

@@ -3,7 +3,7 @@
 //! lookups the rest of the engine uses.
 
 use super::destinations::{self, RawDelivery};
-use super::detection::load_detections;
+use super::detection::{load_detections, load_panther_detections};
 use super::enrichment::load_enrichment;
 use super::error::{ConfigError, ConfigErrors, Diagnostics};
 use super::log_table::load_log_tables;
@@ -48,6 +48,9 @@ pub struct Project {
     pub log_tables: Vec<LogTable>,
     pub enrichment: Vec<EnrichmentDef>,
     pub detections: Vec<DetectionDef>,
+    /// What Panther-format rules share (global helpers, data models, log
+    /// types), when the project has any.
+    pub panther: Option<std::sync::Arc<super::PantherSupport>>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,15 +95,67 @@ impl Project {
         let enrichment = load_enrichment(root, &mut enrichment_errors);
         let log_tables = load_log_tables(root, &enrichment, &mut errors);
         errors.append(&mut enrichment_errors);
-        let detections = load_detections(root, &log_tables, &settings.delivery, &mut errors);
+        let mut detections = load_detections(root, &log_tables, &settings.delivery, &mut errors);
+        let panther = load_panther_detections(root, &log_tables, &settings.delivery, &mut errors)
+            .map(|(rules, support)| {
+                for rule in rules {
+                    if detections.iter().any(|d| d.name == rule.name) {
+                        errors.push(ConfigError::new(
+                            &rule.file,
+                            format!("RuleID `{}` is also a native detection's name", rule.name),
+                        ));
+                    } else {
+                        detections.push(rule);
+                    }
+                }
+                support
+            });
         let project = Project {
             root: root.to_path_buf(),
             settings,
             log_tables,
             enrichment,
             detections,
+            panther,
         };
         (project, errors.into_vec())
+    }
+
+    /// A Panther directory (a panther-analysis checkout, nothing added) as
+    /// a project: storage under `DIR/.ravenwatch`, one built-in log table
+    /// per entry of `log_types` (`--log-type`), its rules as detections.
+    ///
+    /// # Errors
+    /// A log type without a built-in event-time field, and the Panther
+    /// format mistakes `validate -p DIR` reports.
+    pub fn load_panther(root: &Path, log_types: &[String]) -> Result<Project, ConfigErrors> {
+        let mut errors = Diagnostics::default();
+        let settings = load_settings(root, &mut errors);
+        let mut log_tables = Vec::new();
+        for log_type in log_types {
+            match super::builtin_log_table(root, log_type) {
+                Ok(t) => log_tables.push(t),
+                Err(message) => errors.push(ConfigError::new(root, message)),
+            }
+        }
+        let mut dir = super::discover(root);
+        for problem in std::mem::take(&mut dir.problems) {
+            errors.push(problem);
+        }
+        let (detections, support) =
+            super::panther_detections(&dir, &log_tables, &settings.delivery, log_types);
+        let errors = errors.into_vec();
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Project {
+            root: root.to_path_buf(),
+            settings,
+            log_tables,
+            enrichment: Vec::new(),
+            detections,
+            panther: Some(support),
+        })
     }
 
     /// Whether `root` holds a project at all: `ravenwatch.yml`, or one of

@@ -31,16 +31,21 @@ pub(crate) fn read_yaml<T: DeserializeOwned>(
 /// Each component folder of `section` (`enrichment/`, `detections/`) with
 /// its `file_name` parsed as `T`: (folder, file, raw, text). A folder
 /// without the file, or with a file that does not parse, is an error
-/// (`what` names the kind of folder) and is skipped.
+/// (`what` names the kind of folder) and is skipped, unless `foreign` says
+/// the folder holds another format (read elsewhere).
 pub(super) fn read_components<T: DeserializeOwned>(
     section: &Path,
     file_name: &str,
     what: &str,
+    foreign: &dyn Fn(&Path) -> bool,
     errors: &mut Diagnostics,
 ) -> Vec<(PathBuf, PathBuf, T, String)> {
     let mut out = Vec::new();
     for dir in component_dirs(section) {
         let file = dir.join(file_name);
+        if !file.exists() && foreign(&dir) {
+            continue;
+        }
         if !file.exists() {
             errors.push(ConfigError::new(
                 &file,
@@ -56,7 +61,7 @@ pub(super) fn read_components<T: DeserializeOwned>(
 }
 
 /// Sub-folders of `dir` in name order, skipping hidden ones and `_lib`-style helpers.
-fn component_dirs(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn component_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

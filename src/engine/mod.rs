@@ -11,6 +11,7 @@
 
 mod collect;
 mod gc;
+mod kv;
 mod output;
 mod pipeline;
 mod spool;
@@ -179,6 +180,7 @@ pub fn run(
         options.reprocess,
         options.max_inputs,
     )?;
+    let kv = kv::RunKv::prepare(project, storage.as_ref(), &state)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -187,7 +189,14 @@ pub fn run(
         id: 0,
         tables: tables.clone(),
     });
-    let pool = start_workers(project, table, &python_rules, &generation, &options)?;
+    let kv_env = kv.iter().map(|k| (kv::KV_ENV.to_string(), k.path.clone()));
+    let pool = start_workers(
+        project,
+        (table, &python_rules),
+        &generation,
+        kv_env.collect(),
+        &options,
+    )?;
 
     let mut summary = Summary {
         run_id,
@@ -243,7 +252,7 @@ pub fn run(
         storage.as_ref(),
         &target,
         &outputs,
-        (&grouped, &all_inputs),
+        (&grouped, &all_inputs, kv.as_ref()),
         &state_version,
     )?;
     let unrecorded = deliver(
@@ -415,9 +424,9 @@ pub fn read_paths(project: &Project, table: &LogTable, rules: &[DetectionDef]) -
 /// run has no Python rule.
 fn start_workers(
     project: &Project,
-    table: &LogTable,
-    rules: &[DetectionDef],
+    (table, rules): (&LogTable, &[DetectionDef]),
     generation: &Arc<Generation>,
+    env: Vec<(String, std::path::PathBuf)>,
     options: &RunOptions,
 ) -> Result<Option<WorkerPool>, EngineError> {
     if rules.is_empty() {
@@ -429,9 +438,14 @@ fn start_workers(
             EngineError::Internal(format!("cannot find this executable to start workers: {e}"))
         })?,
     };
+    let builtin = project.panther.iter().flat_map(|s| s.builtin.iter());
     let command = WorkerCommand {
         exe,
         project: project.root.clone(),
+        args: builtin
+            .flat_map(|t| ["--log-type".to_string(), t.clone()])
+            .collect(),
+        env,
     };
     let names = rules.iter().map(|r| r.name.clone()).collect();
     WorkerPool::start(command, options.workers, &table.name, names, generation).map(Some)
@@ -765,22 +779,25 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    (grouped, inputs): (&Grouped, &BTreeMap<String, InputRecord>),
+    (grouped, inputs, kv): (&Grouped, &BTreeMap<String, InputRecord>, Option<&kv::RunKv>),
     state_version: &StateVersion,
 ) -> Result<(), EngineError> {
+    let run_id = &outputs.summary.run_id;
+    // The caching store goes up under a new name; the state names it.
+    let kv_key = kv.map(|k| k.upload(storage, run_id)).transpose()?;
     // The state file is written first and committed last.
     let state_file = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
     let out = std::io::BufWriter::with_capacity(
         1 << 20,
         state_file.reopen().map_err(|e| spool_error(&e))?,
     );
-    let run_id = &outputs.summary.run_id;
     write_state(
         out,
         run_id,
         grouped.watermark_us,
         grouped.alerts.state_texts(),
         inputs,
+        kv_key.as_deref(),
     )
     .and_then(|mut out| std::io::Write::flush(&mut out))
     .map_err(|e| spool_error(&e))?;
@@ -812,6 +829,9 @@ fn commit(
                 let _ = storage.delete(pointer);
             }
             let _ = storage.delete(&incomplete);
+            if let Some(key) = &kv_key {
+                let _ = storage.delete(key);
+            }
         }
         return Err(e.into());
     }
@@ -819,6 +839,11 @@ fn commit(
     // run removes the marker (see `repair_last_commit`).
     crate::files::crash_point("after-state-commit");
     let _ = storage.delete(&incomplete);
+    if let Some(previous) = kv.and_then(|k| k.previous.as_ref()) {
+        if Some(previous) != kv_key.as_ref() {
+            let _ = storage.delete(previous);
+        }
+    }
     Ok(())
 }
 

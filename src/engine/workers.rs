@@ -95,6 +95,10 @@ fn narrow(
 pub struct WorkerCommand {
     pub exe: PathBuf,
     pub project: PathBuf,
+    /// More arguments, to load the project as the run did (`--log-type`).
+    pub args: Vec<String>,
+    /// Environment for the worker (the Panther caching store's file).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 pub(super) struct WorkerPool {
@@ -203,6 +207,8 @@ impl WorkerPool {
             .arg(&self.command.project)
             .arg("--socket")
             .arg(&socket)
+            .args(&self.command.args)
+            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             // What rules print goes where the run's own messages go.
             .stdout(Stdio::from(std::io::stderr()))

@@ -3,9 +3,7 @@
 //! YAML, and `ravenwatch test -p DIR` over their unit tests with Panther's
 //! pass/fail rules (the cases run in `python::run_panther_cases`).
 
-mod discover;
-
-pub use discover::{discover, is_panther_dir, DataModelItem, PantherDir, PantherRule, PantherTest};
+pub use crate::config::{discover, is_panther_dir, PantherDir, PantherRule, PantherTest};
 
 use crate::testing::{
     Actual, CaseResult, Expectations, Selection, Status, TestCase, TestError, TestReport,

@@ -14,6 +14,7 @@ import importlib.abc
 import importlib.util
 import io
 import json
+import os
 import sys
 import time
 import traceback
@@ -242,8 +243,8 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
 
 class KeyValueStore:
     """Counters, string sets and dictionaries with a per-key expiry (epoch
-    seconds), as Panther's caching helpers keep them. `run` loads and saves
-    it with the run's state; tests get an empty one."""
+    seconds), as Panther's caching helpers keep them. Tests get this empty
+    in-memory store; `run` replaces it with a `FileStore`."""
 
     def __init__(self):
         self.items = {}  # key -> (value, expires_at or None)
@@ -258,9 +259,66 @@ class KeyValueStore:
             return None
         return value
 
-    def put(self, key, value, expires=None):
+    def update(self, key, change, expires=None):
+        """Sets `key` to `change(current value or None)`; `expires` None
+        keeps the key's expiry. Returns the new value."""
         current = self.items.get(key)
+        value = change(self.get(key))
         self.items[key] = (value, expires if expires is not None else (current[1] if current else None))
+        return value
+
+    def set_expiry(self, kind_keys, expires):
+        for key in kind_keys:
+            current = self.items.get(key)
+            if current is not None:
+                self.items[key] = (current[0], expires)
+
+
+class FileStore:
+    """The store of `ravenwatch run`: an SQLite file (Python's own sqlite3)
+    the engine copies from `<storage>/state/` before the run and commits
+    with the run's state, shared by the run's worker processes. Each change
+    is one transaction (BEGIN IMMEDIATE), so counters add up across
+    workers. The file is the run's private copy: durability comes from the
+    engine's commit, not from fsync."""
+
+    def __init__(self, path):
+        import sqlite3
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        # A rollback journal, not WAL: every committed change is in the
+        # file itself when the workers exit.
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE IF NOT EXISTS kv (kind TEXT, key TEXT, value TEXT, "
+                        "expires REAL, PRIMARY KEY (kind, key))")
+
+    def _read(self, key):
+        row = self.db.execute("SELECT value, expires FROM kv WHERE kind=? AND key=?",
+                              (key[0], str(key[1]))).fetchone()
+        if row is None or (row[1] is not None and row[1] <= time.time()):
+            return None, None
+        return json.loads(row[0]), row[1]
+
+    def get(self, key):
+        return self._read(key)[0]
+
+    def update(self, key, change, expires=None):
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            current, old_expiry = self._read(key)
+            value = change(current)
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?)",
+                            (key[0], str(key[1]), json.dumps(value),
+                             expires if expires is not None else old_expiry))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return value
+
+    def set_expiry(self, kind_keys, expires):
+        for kind, key in kind_keys:
+            self.db.execute("UPDATE kv SET expires=? WHERE kind=? AND key=?",
+                            (expires, kind, str(key)))
 
 
 STORE = KeyValueStore()
@@ -280,20 +338,16 @@ def get_counter(key, force_ttl_check=False):
 
 
 def increment_counter(key, val=1, epoch_seconds=None):
-    value = get_counter(key) + int(val)
-    STORE.put(("counter", key), value, _expiry(epoch_seconds))
-    return value
+    return STORE.update(("counter", key), lambda old: int(old or 0) + int(val),
+                        _expiry(epoch_seconds))
 
 
 def reset_counter(key):
-    STORE.put(("counter", key), 0)
+    STORE.update(("counter", key), lambda old: 0)
 
 
 def set_key_expiration(key, epoch_seconds):
-    for kind in ("counter", "set", "dict"):
-        current = STORE.items.get((kind, key))
-        if current is not None:
-            STORE.items[(kind, key)] = (current[0], float(epoch_seconds))
+    STORE.set_expiry([(kind, key) for kind in ("counter", "set", "dict")], float(epoch_seconds))
 
 
 def get_string_set(key, force_ttl_check=False):
@@ -301,25 +355,22 @@ def get_string_set(key, force_ttl_check=False):
 
 
 def put_string_set(key, val, epoch_seconds=None):
-    STORE.put(("set", key), sorted(set(val)), _expiry(epoch_seconds))
+    STORE.update(("set", key), lambda old: sorted(set(val)), _expiry(epoch_seconds))
 
 
 def add_to_string_set(key, val, epoch_seconds=None):
-    items = get_string_set(key)
-    items.update([val] if isinstance(val, str) else val)
-    put_string_set(key, items, epoch_seconds)
-    return items
+    added = [val] if isinstance(val, str) else list(val)
+    return set(STORE.update(("set", key), lambda old: sorted(set(old or []) | set(added)),
+                            _expiry(epoch_seconds)))
 
 
 def remove_from_string_set(key, val):
-    items = get_string_set(key)
-    items.difference_update([val] if isinstance(val, str) else val)
-    STORE.put(("set", key), sorted(items))
-    return items
+    gone = {val} if isinstance(val, str) else set(val)
+    return set(STORE.update(("set", key), lambda old: sorted(set(old or []) - gone)))
 
 
 def reset_string_set(key):
-    STORE.put(("set", key), [])
+    STORE.update(("set", key), lambda old: [])
 
 
 def get_dictionary(key, force_ttl_check=False):
@@ -327,7 +378,7 @@ def get_dictionary(key, force_ttl_check=False):
 
 
 def put_dictionary(key, val, epoch_seconds=None):
-    STORE.put(("dict", key), dict(val), _expiry(epoch_seconds))
+    STORE.update(("dict", key), lambda old: dict(val), _expiry(epoch_seconds))
 
 
 def ttl_expired(response):
@@ -565,3 +616,341 @@ def run_rules(payload):
             cases.append([passed, errors, time.perf_counter() - started, matched])
         results.append({"cases": cases})
     return json.dumps({"rules": results, "warnings": model_errors})
+
+
+# ---- Panther rules in `ravenwatch run` ------------------------------------------------
+
+# Which fields feed the indicator fields Panther's parsers compute, per log
+# type (`[*]` walks a list). README "Panther rules" lists them.
+INDICATORS = {
+    "AWS.CloudTrail": {
+        "p_any_ip_addresses": ["sourceIPAddress"],
+        "p_any_aws_account_ids": ["recipientAccountId", "userIdentity.accountId",
+                                  "resources[*].accountId",
+                                  "userIdentity.sessionContext.sessionIssuer.accountId"],
+        "p_any_aws_arns": ["userIdentity.arn", "userIdentity.sessionContext.sessionIssuer.arn",
+                           "resources[*].ARN"],
+        "p_any_usernames": ["userIdentity.userName",
+                            "userIdentity.sessionContext.sessionIssuer.userName"],
+        "p_any_domain_names": ["sourceIPAddress"],
+    },
+    "Okta.SystemLog": {
+        "p_any_ip_addresses": ["client.ipAddress", "request.ipChain[*].ip"],
+        "p_any_emails": ["actor.alternateId", "target[*].alternateId"],
+        "p_any_usernames": ["actor.alternateId", "actor.displayName"],
+        "p_any_domain_names": ["client.geographicalContext.city"],
+    },
+    "GitHub.Audit": {
+        "p_any_ip_addresses": ["actor_ip"],
+        "p_any_usernames": ["actor", "user"],
+        "p_any_emails": ["actor_email", "user_email"],
+    },
+}
+
+
+def _values_at(data, path):
+    """Every scalar value at `path` (dotted, `[*]` over lists)."""
+    values = [data]
+    for part in path.split("."):
+        many = part.endswith("[*]")
+        name = part[:-3] if many else part
+        nxt = []
+        for v in values:
+            if isinstance(v, dict) and name in v:
+                got = v[name]
+                if many and isinstance(got, list):
+                    nxt.extend(got)
+                elif not many:
+                    nxt.append(got)
+        values = nxt
+    return [v for v in values if isinstance(v, (str, int)) and not isinstance(v, bool) and v != ""]
+
+
+def _is_ip(text):
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _indicator_ok(name, value):
+    if name == "p_any_ip_addresses":
+        return isinstance(value, str) and _is_ip(value)
+    if name == "p_any_domain_names":
+        return (isinstance(value, str) and "." in value and not _is_ip(value)
+                and " " not in value and value.endswith(tuple("abcdefghijklmnopqrstuvwxyz")))
+    if name == "p_any_emails":
+        return isinstance(value, str) and "@" in value
+    if name == "p_any_aws_account_ids":
+        return str(value).isdigit() and len(str(value)) == 12
+    if name == "p_any_aws_arns":
+        return isinstance(value, str) and value.startswith("arn:")
+    return isinstance(value, str)
+
+
+def indicators(log_type, data):
+    """`{p_any_*: sorted distinct values}` for the log type's known fields."""
+    out = {}
+    for name, paths in INDICATORS.get(log_type, {}).items():
+        found = set()
+        for path in paths:
+            for value in _values_at(data, path):
+                if _indicator_ok(name, value):
+                    found.add(str(value))
+        if found:
+            out[name] = sorted(found)
+    return out
+
+
+_RUN = {"spec": None, "models": {}, "log_types": {}}
+_EVENTS = {}
+_EVENT_CACHE_LIMIT = 50_000
+
+
+def prepare_run(spec_text):
+    """Once per interpreter: our modules, the global helpers, the data
+    models, the table → log type map and the caching store (the file the
+    engine names in RAVENWATCH_PANTHER_KV, else in memory)."""
+    global STORE
+    if _RUN["spec"] == spec_text:
+        return
+    spec = json.loads(spec_text)
+    install_modules()
+    set_globals(spec["globals"])
+    models = {}
+    for dm in spec["data_models"]:
+        loaded = load_data_model(f"_rw_datamodel_{dm['id']}", dm.get("file"),
+                                 [tuple(m) for m in dm["mappings"]])
+        for log_type in dm["log_types"]:
+            models[log_type] = loaded
+    kv_file = os.environ.get("RAVENWATCH_PANTHER_KV")
+    if kv_file:
+        STORE = FileStore(kv_file)
+    _RUN.update(spec=spec_text, models=models, log_types=dict(spec["log_types"]))
+
+
+def _p_time(micros):
+    when = datetime.fromtimestamp(micros / 1e6, tz=timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
+
+
+def _p_enrichment(r, data):
+    """`p_enrichment.<table>.<field>`: the rows the log table's selectors
+    found, each with `p_match` = the value looked up (contract §5)."""
+    found = r.enrichment
+    if not found:
+        return None
+    out = {}
+    for table, fields in found.items():
+        for field, rows in fields.items():
+            values = _values_at(data, field.replace("[*]", ""))
+            if not values:
+                got = data
+                for part in field.split("."):
+                    got = got.get(part) if isinstance(got, dict) else None
+                values = got if isinstance(got, list) else [got]
+            if isinstance(rows, list):
+                matched = [v for v in values if v is not None]
+                rows = [dict(row, p_match=matched[i] if i < len(matched) else None)
+                        for i, row in enumerate(rows)]
+            else:
+                rows = dict(rows, p_match=values[0] if values else None)
+            out.setdefault(table, {})[field] = rows
+    return out
+
+
+def event_of(r):
+    """The PantherEvent of record `r`: parsed once per event (shared by the
+    rules of the run), with `p_log_type`, `p_event_time`, `p_parse_time`,
+    `p_any_*` and `p_enrichment` added where the event has none."""
+    place = r._place
+    event = _EVENTS.get(place)
+    if event is not None:
+        return event
+    if len(_EVENTS) >= _EVENT_CACHE_LIMIT:
+        _EVENTS.clear()
+    data = json.loads(r._text)
+    if not isinstance(data, dict):
+        data = {"value": data}
+    log_type = _RUN["log_types"].get(place[0])
+    if log_type:
+        data.setdefault("p_log_type", log_type)
+    data.setdefault("p_event_time", _p_time(r._time_us))
+    data.setdefault("p_parse_time", _p_time(time.time() * 1e6))
+    for name, values in indicators(log_type, data).items():
+        data.setdefault(name, values)
+    if "p_enrichment" not in data:
+        enrichment = _p_enrichment(r, data)
+        if enrichment:
+            data["p_enrichment"] = enrichment
+    event = PantherEvent(data, _RUN["models"].get(data.get("p_log_type")))
+    _EVENTS[place] = event
+    return event
+
+
+_CONDITIONS = {
+    "Equals": lambda v, x: v == x,
+    "DoesNotEqual": lambda v, x: v != x,
+    "GreaterThan": lambda v, x: v is not None and v > x,
+    "IsGreaterThan": lambda v, x: v is not None and v > x,
+    "GreaterThanOrEqual": lambda v, x: v is not None and v >= x,
+    "LessThan": lambda v, x: v is not None and v < x,
+    "IsLessThan": lambda v, x: v is not None and v < x,
+    "LessThanOrEqual": lambda v, x: v is not None and v <= x,
+    "Contains": lambda v, x: v is not None and x in v,
+    "DoesNotContain": lambda v, x: v is None or x not in v,
+    "StartsWith": lambda v, x: isinstance(v, str) and v.startswith(x),
+    "EndsWith": lambda v, x: isinstance(v, str) and v.endswith(x),
+    "IsIn": lambda v, x: v in x,
+    "IsNotIn": lambda v, x: v not in x,
+    "IsNull": lambda v, x: v is None,
+    "IsNotNull": lambda v, x: v is not None,
+    "IsNullOrEmpty": lambda v, x: v is None or v in ("", [], {}),
+    "IsNotNullOrEmpty": lambda v, x: not (v is None or v in ("", [], {})),
+    "IsIPAddressInCIDR": lambda v, x: _in_cidr(v, x),
+    "IsIPAddressNotInCIDR": lambda v, x: v is not None and not _in_cidr(v, x),
+    "IsIPAddressPrivate": lambda v, x: _ip_flag(v, "is_private"),
+    "IsIPAddressPublic": lambda v, x: _ip_flag(v, "is_global"),
+}
+
+
+def _in_cidr(value, cidrs):
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    cidrs = cidrs if isinstance(cidrs, list) else [cidrs]
+    return any(ip in ipaddress.ip_network(str(c), strict=False) for c in cidrs)
+
+
+def _ip_flag(value, flag):
+    import ipaddress
+    try:
+        return getattr(ipaddress.ip_address(str(value)), flag)
+    except ValueError:
+        return False
+
+
+def compile_filters(spec, where="InlineFilters"):
+    """InlineFilters → a predicate over a PantherEvent; an unknown condition
+    or shape is an error at load time, naming where it is."""
+    if isinstance(spec, list):
+        parts = [compile_filters(s, f"{where}[{i}]") for i, s in enumerate(spec)]
+        return lambda e: all(p(e) for p in parts)
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected a mapping or a list, got {type(spec).__name__}")
+    if "All" in spec or "Any" in spec:
+        key = "All" if "All" in spec else "Any"
+        parts = [compile_filters(s, f"{where}.{key}[{i}]") for i, s in enumerate(spec[key] or [])]
+        if key == "All":
+            return lambda e: all(p(e) for p in parts)
+        return lambda e: not parts or any(p(e) for p in parts)
+    condition = spec.get("Condition")
+    test = _CONDITIONS.get(condition)
+    if test is None or "KeyPath" not in spec:
+        known = ", ".join(sorted(_CONDITIONS))
+        raise ValueError(f"{where}: unsupported filter {spec!r} (KeyPath with Condition one of {known})")
+    path = [p for p in str(spec["KeyPath"]).lstrip("$").split(".") if p]
+    expected = spec.get("Values", spec.get("Value"))
+
+    def check(event):
+        value = event.deep_get(*path)
+        value = _raw(value) if isinstance(value, (ImmutableCaseInsensitiveDict, ImmutableList)) else value
+        try:
+            return bool(test(value, expected))
+        except TypeError:
+            return False
+    return check
+
+
+def _text_result(name, value, limit=1000):
+    if not isinstance(value, str):
+        raise TypeError(f"{name}() returned {type(value).__name__}, expected str")
+    return value[:limit]
+
+
+class RunRule:
+    """A Panther rule as Ravenwatch calls a detection: `detect(r)` and the
+    alert functions over the record, each given the rule's PantherEvent;
+    Panther's names and fallbacks (contract §6) mapped onto Ravenwatch's."""
+
+    def __init__(self, module, rule_id, severity, filters):
+        self.module = module
+        self.rule_id = rule_id
+        self.default_severity = severity
+        self.filters = compile_filters(filters) if filters else None
+        rule = getattr(module, "rule", None)
+        if not callable(rule):
+            raise AttributeError("the rule file defines no rule(event) function")
+        self.rule = rule
+        for name in ("title", "description", "reference", "runbook", "severity",
+                     "alert_context", "destinations"):
+            if callable(getattr(module, name, None)):
+                setattr(self, name, getattr(self, "_" + name))
+        # Always: Panther falls back to the title, then to a default string.
+        self.dedupe = self._dedupe
+
+    def detect(self, r):
+        event = event_of(r)
+        if self.filters is not None and not self.filters(event):
+            return False
+        result = self.rule(event)
+        if not isinstance(result, bool):
+            raise TypeError(f"rule() returned {type(result).__name__} ({result!r}), expected bool")
+        return result
+
+    def _title(self, r):
+        return _text_result("title", self.module.title(event_of(r)))
+
+    def _description(self, r):
+        return _text_result("description", self.module.description(event_of(r)))
+
+    def _reference(self, r):
+        return _text_result("reference", self.module.reference(event_of(r)))
+
+    def _runbook(self, r):
+        return _text_result("runbook", self.module.runbook(event_of(r)))
+
+    def _destinations(self, r):
+        return self.module.destinations(event_of(r))
+
+    def _severity(self, r):
+        value = self.module.severity(event_of(r))
+        if isinstance(value, str) and value.upper() == "DEFAULT":
+            return self.default_severity
+        return value.lower() if isinstance(value, str) else value
+
+    def _alert_context(self, r):
+        value = self.module.alert_context(event_of(r))
+        if not isinstance(value, cabc.Mapping):
+            raise TypeError(f"alert_context() returned {type(value).__name__}, expected a mapping")
+        return json.loads(json.dumps(value, default=_json_default, allow_nan=False))
+
+    def _dedupe(self, r):
+        event = event_of(r)
+        dedup = getattr(self.module, "dedup", None)
+        if callable(dedup):
+            value = _text_result("dedup", dedup(event))
+            if value:
+                return value
+        title = getattr(self.module, "title", None)
+        if callable(title) and not callable(dedup):
+            try:
+                value = title(event)
+            except Exception:  # noqa: BLE001 - title()'s own call reports it
+                value = None
+            if isinstance(value, str) and value:
+                return value[:1000]
+        return f"defaultDedupString:{self.rule_id}"
+
+
+def load_run_rule(spec_text, index):
+    """Loads one Panther rule for `run` (spec: support + file, id, severity,
+    inline_filters)."""
+    spec = json.loads(spec_text)
+    prepare_run(json.dumps(spec["support"], sort_keys=True))
+    module = load_module(f"_rw_panther_run_{index}", spec["file"])
+    return RunRule(module, spec["id"], spec["severity"], spec.get("inline_filters"))

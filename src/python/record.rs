@@ -240,6 +240,30 @@ impl Record {
         Ok(out)
     }
 
+    /// The event's JSON text as read (Panther rules get it parsed by
+    /// Python's `json`, so integers and key order stay exactly as written).
+    #[getter(_text)]
+    fn text(&self) -> &str {
+        self.batch.raw.value(self.row)
+    }
+
+    /// The event's time, epoch microseconds (UTC), as the run grouped it.
+    #[getter(_time_us)]
+    fn time_us(&self) -> i64 {
+        self.batch.times.get(self.row).copied().unwrap_or(0)
+    }
+
+    /// The event's log table, file and position in the file: the key the
+    /// Panther runtime shares one parsed event by across rules.
+    #[getter(_place)]
+    fn place(&self) -> (String, String, u64) {
+        (
+            self.batch.table.to_string(),
+            self.batch.file.to_string(),
+            self.batch.positions.get(self.row).copied().unwrap_or(0),
+        )
+    }
+
     fn __repr__(&self) -> String {
         let event = serde_json::Value::Object(self.batch.event_json(self.row));
         format!("Record({} {})", self.batch.source(self.row), event)

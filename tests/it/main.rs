@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod newcomer;
 mod panther;
+mod panther_run;
 mod prefilter;
 mod python;
 mod run;

@@ -11,7 +11,7 @@ use super::{repo, Output};
 use serde_json::Value;
 use std::process::Command;
 
-fn venv() -> Option<String> {
+pub(super) fn venv() -> Option<String> {
     match std::env::var("RAVENWATCH_TEST_VENV") {
         Ok(v) => Some(v),
         Err(_) if std::env::var_os("CI").is_some() => {

@@ -1,9 +1,15 @@
 //! Reading a Panther directory: every `*.yml`/`*.yaml` with an
 //! `AnalysisType` (hidden files and folders skipped), YAML scalars as
 //! Panther's loader gives them (YAML 1.2: `off` stays a string), and the
-//! mistakes Panther's own tool would reject, with file and line.
+//! mistakes Panther's own tool would reject, with file and line. Panther
+//! rules become detections here (contract §6), so `run` treats them as
+//! native ones: a Panther checkout runs as a project of its own (one
+//! built-in log table per `--log-type`), and a project's `detections/` may
+//! hold Panther rules beside native ones.
 
-use crate::config::ConfigError;
+use super::error::ConfigError;
+use super::{DeliverySettings, DetectionDef, LogTable, RuleLogic, Severity};
+use crate::schema::{Field, FieldType, TableSchema};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,54 @@ pub struct PantherRule {
     pub file: Option<PathBuf>,
     pub log_types: Vec<String>,
     pub tests: Vec<PantherTest>,
+    /// What `run` needs besides (contract §6).
+    pub run: PantherRunFields,
+}
+
+/// The YAML fields of a rule that shape its alerts in `run`.
+#[derive(Debug, Clone)]
+pub struct PantherRunFields {
+    pub display_name: Option<String>,
+    pub enabled: bool,
+    /// `Severity` as written (`Info` … `Critical`); `None` when absent or unknown.
+    pub severity: Option<Severity>,
+    pub threshold: u64,
+    pub dedup_minutes: u64,
+    /// `false`: matches are recorded (Panther's signals), never alerts.
+    pub create_alert: bool,
+    /// `InlineFilters` as written (evaluated by the Python runtime).
+    pub inline_filters: Option<Value>,
+    pub description: Option<String>,
+    pub runbook: Option<String>,
+    pub reference: Option<String>,
+    pub tags: Vec<String>,
+    pub reports: Option<Value>,
+}
+
+/// What Panther rules in `run` share: global helpers and data models
+/// (loaded into each interpreter once), and how log tables map to log types.
+#[derive(Debug, Clone, Default)]
+pub struct PantherSupport {
+    /// `GlobalID` → helper file.
+    pub globals: Vec<(String, PathBuf)>,
+    pub data_models: Vec<DataModelItem>,
+    /// Log table name → Panther log type.
+    pub log_types: Vec<(String, String)>,
+    /// Rules left out of the run, with why (no log table for their
+    /// LogTypes, no Python file).
+    pub skipped: Vec<(String, String)>,
+    /// The `--log-type`s a Panther directory was loaded with (its built-in
+    /// log tables); empty in a Ravenwatch project. Workers load it the same way.
+    pub builtin: Vec<String>,
+}
+
+/// A detection that is a Panther rule: what its runtime adapter needs.
+#[derive(Debug, Clone)]
+pub struct PantherRuleInfo {
+    pub log_types: Vec<String>,
+    pub create_alert: bool,
+    pub inline_filters: Option<Value>,
+    pub support: std::sync::Arc<PantherSupport>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,12 +329,14 @@ fn read_rule(file: &ItemFile<'_>, dir: &mut PantherDir, rule_ids: &mut HashMap<S
         ));
     }
     let tests = read_tests(file, &id, &mut dir.problems);
+    let run = run_fields(item);
     dir.rules.push(PantherRule {
         id,
         yaml: file.path.to_path_buf(),
         file: file.filename.clone().filter(|f| f.is_file()),
         log_types: strings(item.get("LogTypes")),
         tests,
+        run,
     });
 }
 
@@ -387,4 +443,198 @@ fn read_data_model(
         file: file.filename.clone(),
         mappings,
     });
+}
+
+fn run_fields(item: &Map<String, Value>) -> PantherRunFields {
+    let number = |key: &str, default: u64| {
+        item.get(key)
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .filter(|n| *n > 0)
+            .unwrap_or(default)
+    };
+    let flag = |key: &str| item.get(key).and_then(Value::as_bool).unwrap_or(true);
+    PantherRunFields {
+        display_name: text(item.get("DisplayName")),
+        enabled: flag("Enabled"),
+        severity: text(item.get("Severity")).and_then(|s| Severity::parse(&s.to_lowercase())),
+        threshold: number("Threshold", 1),
+        dedup_minutes: number("DedupPeriodMinutes", super::DEFAULT_DEDUPE_WINDOW_MINUTES),
+        create_alert: flag("CreateAlert"),
+        inline_filters: item.get("InlineFilters").filter(|v| !v.is_null()).cloned(),
+        description: text(item.get("Description")),
+        runbook: text(item.get("Runbook")),
+        reference: text(item.get("Reference")),
+        tags: strings(item.get("Tags")),
+        reports: item.get("Reports").cloned(),
+    }
+}
+
+/// The event-time field of the log types a Panther directory can run on
+/// without a schema (`run -p DIR --log-type T`); Panther's own parsers know
+/// these fields. Other log types need a Ravenwatch project with a schema.
+pub const KNOWN_LOG_TYPES: &[(&str, &str)] = &[
+    ("AWS.CloudTrail", "eventTime"),
+    ("AWS.GuardDuty", "updatedAt"),
+    ("Box.Event", "created_at"),
+    ("GCP.AuditLog", "timestamp"),
+    ("GitHub.Audit", "@timestamp"),
+    ("GSuite.Reports", "id.time"),
+    ("OnePassword.SignInAttempt", "timestamp"),
+    ("Okta.SystemLog", "published"),
+    ("Slack.AuditLogs", "date_create"),
+    ("Zendesk.Audit", "created_at"),
+];
+
+/// The log table name a Panther log type gets in a Panther directory
+/// (`AWS.CloudTrail` → `aws_cloudtrail`, as Matano names it).
+pub fn log_table_name(log_type: &str) -> String {
+    log_type
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A built-in log table for `log_type` (only its event-time field declared:
+/// Panther rules read the event as it came).
+///
+/// # Errors
+/// A log type whose event-time field Ravenwatch does not know.
+pub fn builtin_log_table(root: &Path, log_type: &str) -> Result<LogTable, String> {
+    let Some((_, timestamp)) = KNOWN_LOG_TYPES.iter().find(|(t, _)| *t == log_type) else {
+        let names: Vec<&str> = KNOWN_LOG_TYPES.iter().map(|(t, _)| *t).collect();
+        return Err(format!(
+            "log type `{log_type}` has no built-in event-time field{} (known: {}); for other log types, run the rules from a Ravenwatch project whose schemas/<table>.yml declares the timestamp",
+            crate::suggest::did_you_mean(log_type, &names),
+            names.join(", ")
+        ));
+    };
+    let field = timestamp
+        .rsplit('.')
+        .fold(None::<Field>, |inner, part| {
+            Some(match inner {
+                None => Field::new(part, FieldType::Timestamp),
+                Some(inner) => Field::new(part, FieldType::Struct(vec![inner])),
+            })
+        })
+        .expect("a field name");
+    Ok(LogTable {
+        name: log_table_name(log_type),
+        description: Some(format!("Panther log type {log_type}")),
+        file: root.to_path_buf(),
+        timestamp: (*timestamp).to_string(),
+        schema: TableSchema::new(vec![field]),
+        enrich: Vec::new(),
+    })
+}
+
+/// The log table a Panther log type runs on: one named as Matano names it
+/// (`aws_cloudtrail`), or with the words split (`aws_cloud_trail`).
+fn table_of<'a>(log_type: &str, log_tables: &'a [LogTable]) -> Option<&'a LogTable> {
+    let plain = log_table_name(log_type);
+    let mut split = String::new();
+    let mut prev = ' ';
+    for c in log_type.chars() {
+        if c.is_ascii_uppercase() && prev.is_ascii_lowercase() {
+            split.push('_');
+        }
+        split.push(if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            '_'
+        });
+        prev = c;
+    }
+    log_tables
+        .iter()
+        .find(|t| t.name == plain)
+        .or_else(|| log_tables.iter().find(|t| t.name == split))
+}
+
+/// The Panther rules of `dir` as detections over `log_tables`, and what
+/// they share. A rule whose LogTypes have no log table here, or that has no
+/// Python file, is left out and named in `PantherSupport::skipped`.
+/// `builtin`: the `--log-type`s of a Panther directory's own log tables.
+pub fn panther_detections(
+    dir: &PantherDir,
+    log_tables: &[LogTable],
+    delivery: &DeliverySettings,
+    builtin: &[String],
+) -> (Vec<DetectionDef>, std::sync::Arc<PantherSupport>) {
+    let mut support = PantherSupport {
+        globals: dir.globals.clone(),
+        data_models: dir.data_models.clone(),
+        builtin: builtin.to_vec(),
+        ..PantherSupport::default()
+    };
+    let mut chosen = Vec::new();
+    for rule in &dir.rules {
+        let Some(script) = &rule.file else {
+            support
+                .skipped
+                .push((rule.id.clone(), "no Python file (a YAML-only rule)".into()));
+            continue;
+        };
+        let mut tables = Vec::new();
+        for log_type in &rule.log_types {
+            if let Some(t) = table_of(log_type, log_tables) {
+                if !support.log_types.iter().any(|(n, _)| *n == t.name) {
+                    support.log_types.push((t.name.clone(), log_type.clone()));
+                }
+                if !tables.contains(&t.name) {
+                    tables.push(t.name.clone());
+                }
+            }
+        }
+        if tables.is_empty() {
+            support.skipped.push((
+                rule.id.clone(),
+                format!("no log table for {}", rule.log_types.join(", ")),
+            ));
+            continue;
+        }
+        chosen.push((rule, script.clone(), tables));
+    }
+    let support = std::sync::Arc::new(support);
+    let detections = chosen
+        .into_iter()
+        .map(|(rule, script, tables)| {
+            let run = &rule.run;
+            DetectionDef {
+                name: rule.id.clone(),
+                dir: rule.yaml.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                file: rule.yaml.clone(),
+                script,
+                logic: RuleLogic::Python { filter: None },
+                display_name: run.display_name.clone(),
+                description: run.description.clone(),
+                enabled: run.enabled,
+                // Panther's event falls back to case-insensitive keys, which
+                // derived filters do not model: no derived filter.
+                auto_filter: false,
+                tables,
+                severity: run.severity.unwrap_or(Severity::Info),
+                threshold: run.threshold,
+                dedupe_window_minutes: run.dedup_minutes,
+                destinations: delivery.default_destinations.clone(),
+                runbook: run.runbook.clone(),
+                references: run.reference.clone().into_iter().collect(),
+                false_positives: Vec::new(),
+                tags: run.tags.clone(),
+                reports: run.reports.clone(),
+                panther: Some(PantherRuleInfo {
+                    log_types: rule.log_types.clone(),
+                    create_alert: run.create_alert,
+                    inline_filters: run.inline_filters.clone(),
+                    support: std::sync::Arc::clone(&support),
+                }),
+            }
+        })
+        .collect();
+    (detections, support)
 }

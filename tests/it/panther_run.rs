@@ -1,0 +1,228 @@
+//! `ravenwatch run` with Panther rules: a Panther directory runs over a
+//! CloudTrail `Records` file as its own unit tests say it should, and
+//! Panther's alert semantics (Threshold, dedup, DEFAULT severity,
+//! CreateAlert, Enabled, InlineFilters, caching helpers kept across runs)
+//! map onto Ravenwatch alerts.
+
+use super::panther::venv;
+use super::{repo, Output};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+fn run(dir: &Path, input: &Path, storage: &Path, output: &Path, venv: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+        .arg("-p")
+        .arg(dir)
+        .args(["run", "--log-type", "AWS.CloudTrail", "--input"])
+        .arg(input)
+        .arg("--storage")
+        .arg(storage)
+        .arg("--output")
+        .arg(output)
+        .env("VIRTUAL_ENV", venv)
+        .output()
+        .expect("run ravenwatch")
+        .into()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+/// (rule, position of the event in the input) of every match.
+fn matched(output: &Path) -> BTreeSet<(String, u64)> {
+    lines(&output.join("matches.jsonl"))
+        .iter()
+        .map(|m| {
+            let source = m["source"].as_str().expect("source");
+            let position = source.rsplit('#').next().expect("#").parse().expect("n");
+            (m["rule"].as_str().expect("rule").to_string(), position)
+        })
+        .collect()
+}
+
+#[test]
+fn cloudtrail_rules_match_the_events_their_tests_expect() {
+    let Some(venv) = venv() else { return };
+    let data = repo().join("tests/data/panther");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        &data.join("corpus-dev"),
+        &data.join("run/cloudtrail.json"),
+        &tmp.path().join("storage"),
+        &tmp.path().join("out"),
+        &venv,
+    );
+    assert!(out.code == 0 || out.code == 3, "{}", out.stderr);
+    let got = matched(&tmp.path().join("out"));
+    let expected: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(data.join("run/expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    let mut wrong = Vec::new();
+    for (i, case) in expected.iter().enumerate() {
+        let rule = case["rule"].as_str().expect("rule");
+        // A disabled rule does not run; the others match as their test says.
+        let want = case["match"] == true && case["enabled"] != false;
+        if got.contains(&(rule.to_string(), i as u64 + 1)) != want {
+            wrong.push(format!(
+                "#{} {rule} / {}: expected {want}",
+                i + 1,
+                case["test"]
+            ));
+        }
+    }
+    assert_eq!(wrong, Vec::<String>::new(), "{}", out.stdout);
+    assert!(
+        expected.iter().filter(|c| c["match"] == true).count() > 150,
+        "the fixture holds the matching cases"
+    );
+}
+
+#[test]
+fn panther_alert_semantics_and_caching_state_across_runs() {
+    let Some(venv) = venv() else { return };
+    let dir = repo().join("tests/data/panther/run-rules");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let storage = tmp.path().join("storage");
+    let day1 = run(
+        &dir,
+        &dir.join("day1.json"),
+        &storage,
+        &tmp.path().join("o1"),
+        &venv,
+    );
+    assert_eq!(day1.code, 0, "{}{}", day1.stdout, day1.stderr);
+    assert!(
+        day1.stdout.contains("7 events, 4 rules"),
+        "Test.Disabled does not run: {}",
+        day1.stdout
+    );
+    let alerts1 = lines(&tmp.path().join("o1/alerts.jsonl"));
+    let by_rule = |alerts: &[Value], rule: &str| -> Vec<Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == rule)
+            .cloned()
+            .collect()
+    };
+    // Two failures of alice, one of bob: no login after failures yet.
+    assert!(by_rule(&alerts1, "Test.LoginAfterFailures").is_empty());
+    // InlineFilters drop the health.amazonaws.com denial; Threshold 2 not reached.
+    let denied = by_rule(&alerts1, "Test.DeniedCalls");
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0]["match_count"], 1);
+    assert_eq!(denied[0]["activated"], false);
+    // CreateAlert: false records the signal, never activates it.
+    let signal = by_rule(&alerts1, "Test.ListBuckets");
+    assert_eq!(
+        (signal.len(), &signal[0]["activated"]),
+        (1, &Value::Bool(false))
+    );
+    // No dedup() and no title(): Panther's default dedup string; p_* fields set.
+    let fields = by_rule(&alerts1, "Test.PantherFields");
+    assert_eq!(fields[0]["dedupe"], "defaultDedupString:Test.PantherFields");
+    let context = &fields[0]["context"];
+    assert_eq!(context["log_type"], "AWS.CloudTrail");
+    assert_eq!(context["event_time"], "2026-11-30 10:06:00.000000000");
+    assert_eq!(context["ips"], serde_json::json!(["203.0.113.7"]));
+    assert_eq!(context["accounts"], serde_json::json!(["123456789012"]));
+    assert_eq!(
+        context["arns"],
+        serde_json::json!(["arn:aws:iam::123456789012:user/alice"])
+    );
+
+    let day2 = run(
+        &dir,
+        &dir.join("day2.json"),
+        &storage,
+        &tmp.path().join("o2"),
+        &venv,
+    );
+    assert_eq!(day2.code, 0, "{}{}", day2.stdout, day2.stderr);
+    let alerts2 = lines(&tmp.path().join("o2/alerts.jsonl"));
+    // alice's counter kept day 1's two failures: the third, then a success.
+    let login = by_rule(&alerts2, "Test.LoginAfterFailures");
+    assert_eq!(login.len(), 1, "{alerts2:?}");
+    assert_eq!(login[0]["title"], "alice logged in after repeated failures");
+    assert_eq!(login[0]["severity"], "high", "DEFAULT is the YAML Severity");
+    assert_eq!(login[0]["activated"], true);
+    // The second denial joins day 1's window: Threshold 2 reached.
+    let denied = by_rule(&alerts2, "Test.DeniedCalls");
+    assert_eq!(
+        (denied[0]["match_count"].as_u64(), &denied[0]["activated"]),
+        (Some(2), &Value::Bool(true))
+    );
+    let signal = by_rule(&alerts2, "Test.ListBuckets");
+    assert_eq!(
+        (signal[0]["match_count"].as_u64(), &signal[0]["activated"]),
+        (Some(2), &Value::Bool(false))
+    );
+
+    // The store is committed with the state: one file, named by it.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(storage.join("state/alerts.json")).expect("state"),
+    )
+    .expect("JSON");
+    let kv = state["kv"].as_str().expect("the state names the store");
+    let stores: Vec<_> = std::fs::read_dir(storage.join("state/kv"))
+        .expect("state/kv")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stores.len(), 1, "the previous store is removed: {stores:?}");
+    assert!(kv.ends_with(&stores[0]));
+
+    // The same input again: skipped, and the counters stay as they were.
+    let again = run(
+        &dir,
+        &dir.join("day2.json"),
+        &storage,
+        &tmp.path().join("o3"),
+        &venv,
+    );
+    assert!(
+        again.stdout.contains("1 input already processed"),
+        "{}",
+        again.stdout
+    );
+    assert!(matched(&tmp.path().join("o3")).is_empty());
+}
+
+#[test]
+fn a_panther_directory_needs_the_log_type() {
+    let dir = repo().join("tests/data/panther/run-rules");
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+        .arg("-p")
+        .arg(&dir)
+        .args(["run", "--input"])
+        .arg(dir.join("day1.json"))
+        .output()
+        .expect("run ravenwatch")
+        .into();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("name the inputs' log type with --log-type"),
+        "{}",
+        out.stderr
+    );
+    let unknown: Output = Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+        .arg("-p")
+        .arg(&dir)
+        .args(["run", "--log-type", "AWS.CloudTrial", "--input"])
+        .arg(dir.join("day1.json"))
+        .output()
+        .expect("run ravenwatch")
+        .into();
+    assert!(
+        unknown.stderr.contains("did you mean `AWS.CloudTrail`"),
+        "{}",
+        unknown.stderr
+    );
+}
