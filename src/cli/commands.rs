@@ -414,8 +414,8 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
             .collect();
         let more = support.skipped.len().saturating_sub(shown.len());
         eprintln!(
-            "note: {} not run here: {}{}",
-            count(support.skipped.len() as u64, "Panther rule"),
+            "note: {} left out: {}{}",
+            count(support.skipped.len() as u64, "Panther item"),
             shown.join(", "),
             if more > 0 {
                 format!(" and {more} more")

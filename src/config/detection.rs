@@ -186,10 +186,14 @@ pub(super) fn load_detections(
 /// share; `None` when there are none.
 pub(super) fn load_panther_detections(
     root: &Path,
-    log_tables: &[LogTable],
+    log_tables: &mut [LogTable],
     delivery: &DeliverySettings,
     errors: &mut Diagnostics,
-) -> Option<(Vec<DetectionDef>, std::sync::Arc<super::PantherSupport>)> {
+) -> Option<(
+    Vec<DetectionDef>,
+    Vec<super::EnrichmentDef>,
+    std::sync::Arc<super::PantherSupport>,
+)> {
     let mut found = super::PantherDir::default();
     for dir in super::read::component_dirs(&root.join("detections")) {
         if dir.join("detection.yml").exists() || !super::panther::is_panther_dir(&dir) {
@@ -199,20 +203,18 @@ pub(super) fn load_panther_detections(
         found.rules.append(&mut part.rules);
         found.globals.append(&mut part.globals);
         found.data_models.append(&mut part.data_models);
+        found.lookup_tables.append(&mut part.lookup_tables);
         found.problems.append(&mut part.problems);
     }
     if found.rules.is_empty() && found.problems.is_empty() {
         return None;
     }
+    let (tables, support) = super::panther::panther_project(&mut found, log_tables, delivery, &[]);
     for problem in std::mem::take(&mut found.problems) {
         errors.push(problem);
     }
-    Some(super::panther::panther_detections(
-        &found,
-        log_tables,
-        delivery,
-        &[],
-    ))
+    let (rules, support) = support;
+    Some((rules, tables, support))
 }
 
 /// What a detection folder holds, found before validation so validation does no I/O.

@@ -35,8 +35,9 @@ pub use error::{ConfigError, ConfigErrors, Diagnostics, Scope};
 pub use locate::{locate_key, locate_text, locate_text_after};
 pub use log_table::{resolve_path, LogTable, Selector};
 pub use panther::{
-    builtin_log_table, discover, is_panther_dir, log_table_name, panther_detections, DataModelItem,
-    PantherDir, PantherRule, PantherRuleInfo, PantherSupport, PantherTest, KNOWN_LOG_TYPES,
+    builtin_log_table, discover, is_panther_dir, log_table_name, lookup_table_name,
+    panther_detections, DataModelItem, LookupTableItem, PantherDir, PantherRule, PantherRuleInfo,
+    PantherSupport, PantherTest, SelectorName, INDICATORS, KNOWN_LOG_TYPES,
 };
 pub use project::{Project, ProjectSettings, PROJECT_FOLDERS};
 pub(crate) use read::read_yaml;

@@ -21,7 +21,23 @@ pub struct PantherDir {
     /// `GlobalID` → helper file.
     pub globals: Vec<(String, PathBuf)>,
     pub data_models: Vec<DataModelItem>,
+    pub lookup_tables: Vec<LookupTableItem>,
     pub problems: Vec<ConfigError>,
+}
+
+/// An `AnalysisType: lookup_table` item (contract §5).
+#[derive(Debug, Clone)]
+pub struct LookupTableItem {
+    pub name: String,
+    pub yaml: PathBuf,
+    /// Inline data (`Filename`), resolved next to the YAML.
+    pub file: Option<PathBuf>,
+    /// `Refresh.ObjectPath` (an S3 object Panther re-reads periodically).
+    pub refresh: Option<String>,
+    pub primary_key: String,
+    /// `AssociatedLogTypes`: log type → selectors as written.
+    pub selectors: Vec<(String, Vec<String>)>,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -68,9 +84,24 @@ pub struct PantherSupport {
     /// Rules left out of the run, with why (no log table for their
     /// LogTypes, no Python file).
     pub skipped: Vec<(String, String)>,
+    /// Panther lookup tables loaded as enrichment tables: (Ravenwatch
+    /// table name, LookupName), and which (log table, field) a selector
+    /// was written as (`p_any_ip_addresses` reads several fields), so
+    /// `p_enrichment` is keyed as Panther keys it.
+    pub lookup_names: Vec<(String, String)>,
+    pub selector_names: Vec<SelectorName>,
     /// The `--log-type`s a Panther directory was loaded with (its built-in
     /// log tables); empty in a Ravenwatch project. Workers load it the same way.
     pub builtin: Vec<String>,
+}
+
+/// A selector field as Panther names it in `p_enrichment`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SelectorName {
+    pub log_table: String,
+    pub table: String,
+    pub field: String,
+    pub name: String,
 }
 
 /// A detection that is a Panther rule: what its runtime adapter needs.
@@ -291,6 +322,7 @@ pub fn discover(root: &Path) -> PantherDir {
                 )),
             },
             "datamodel" => read_data_model(&file, &mut dir, &mut model_types),
+            "lookup_table" => read_lookup_table(&file, &mut dir),
             other if KNOWN_TYPES.contains(&other) => {}
             other => dir.problems.push(file.problem(
                 format!(
@@ -559,18 +591,17 @@ fn table_of<'a>(log_type: &str, log_tables: &'a [LogTable]) -> Option<&'a LogTab
 /// The Panther rules of `dir` as detections over `log_tables`, and what
 /// they share. A rule whose LogTypes have no log table here, or that has no
 /// Python file, is left out and named in `PantherSupport::skipped`.
-/// `builtin`: the `--log-type`s of a Panther directory's own log tables.
+/// `seed` holds what was decided before (built-in log types, lookup tables).
 pub fn panther_detections(
     dir: &PantherDir,
     log_tables: &[LogTable],
     delivery: &DeliverySettings,
-    builtin: &[String],
+    seed: PantherSupport,
 ) -> (Vec<DetectionDef>, std::sync::Arc<PantherSupport>) {
     let mut support = PantherSupport {
         globals: dir.globals.clone(),
         data_models: dir.data_models.clone(),
-        builtin: builtin.to_vec(),
-        ..PantherSupport::default()
+        ..seed
     };
     let mut chosen = Vec::new();
     for rule in &dir.rules {
@@ -637,4 +668,354 @@ pub fn panther_detections(
         })
         .collect();
     (detections, support)
+}
+
+fn read_lookup_table(file: &ItemFile<'_>, dir: &mut PantherDir) {
+    let item = file.item;
+    let Some(name) = text(item.get("LookupName")) else {
+        dir.problems
+            .push(file.problem("a lookup table needs a LookupName".into(), "AnalysisType"));
+        return;
+    };
+    let map = item.get("LogTypeMap");
+    let Some(primary_key) = text(map.and_then(|m| m.get("PrimaryKey"))) else {
+        dir.problems.push(file.problem(
+            format!("lookup table {name} needs LogTypeMap.PrimaryKey"),
+            "LogTypeMap",
+        ));
+        return;
+    };
+    let selectors = map
+        .and_then(|m| m.get("AssociatedLogTypes"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((text(a.get("LogType"))?, strings(a.get("Selectors")))))
+        .collect();
+    dir.lookup_tables.push(LookupTableItem {
+        name,
+        yaml: file.path.to_path_buf(),
+        file: file.filename.clone(),
+        refresh: text(item.get("Refresh").and_then(|r| r.get("ObjectPath"))),
+        primary_key,
+        selectors,
+        enabled: item.get("Enabled").and_then(Value::as_bool).unwrap_or(true),
+    });
+}
+
+/// The fields Panther's parsers read into each indicator field (`p_any_*`),
+/// per log type; `[*]` walks a list. The runtime computes the `p_any_*`
+/// fields of events from this table, and a lookup table's `p_any_*`
+/// selector reads the fields without `[*]`.
+pub const INDICATORS: &[(&str, &str, &[&str])] = &[
+    ("AWS.CloudTrail", "p_any_ip_addresses", &["sourceIPAddress"]),
+    (
+        "AWS.CloudTrail",
+        "p_any_aws_account_ids",
+        &[
+            "recipientAccountId",
+            "userIdentity.accountId",
+            "resources[*].accountId",
+            "userIdentity.sessionContext.sessionIssuer.accountId",
+        ],
+    ),
+    (
+        "AWS.CloudTrail",
+        "p_any_aws_arns",
+        &[
+            "userIdentity.arn",
+            "userIdentity.sessionContext.sessionIssuer.arn",
+            "resources[*].ARN",
+        ],
+    ),
+    (
+        "AWS.CloudTrail",
+        "p_any_usernames",
+        &[
+            "userIdentity.userName",
+            "userIdentity.sessionContext.sessionIssuer.userName",
+        ],
+    ),
+    ("AWS.CloudTrail", "p_any_domain_names", &["sourceIPAddress"]),
+    (
+        "Okta.SystemLog",
+        "p_any_ip_addresses",
+        &["client.ipAddress", "request.ipChain[*].ip"],
+    ),
+    (
+        "Okta.SystemLog",
+        "p_any_emails",
+        &["actor.alternateId", "target[*].alternateId"],
+    ),
+    (
+        "Okta.SystemLog",
+        "p_any_usernames",
+        &["actor.alternateId", "actor.displayName"],
+    ),
+    ("GitHub.Audit", "p_any_ip_addresses", &["actor_ip"]),
+    ("GitHub.Audit", "p_any_usernames", &["actor", "user"]),
+    (
+        "GitHub.Audit",
+        "p_any_emails",
+        &["actor_email", "user_email"],
+    ),
+];
+
+/// The Ravenwatch name of a Panther lookup table (`MISP Warning Lists` →
+/// `misp_warning_lists`): a Python identifier.
+pub fn lookup_table_name(lookup_name: &str) -> String {
+    let mut name: String = log_table_name(lookup_name.trim());
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// Panther's lookup tables as enrichment tables over `log_tables`, with
+/// their selectors added to the log tables they name. A table refreshed
+/// from S3, or whose data cannot be read, is left out with a note in
+/// `skipped` (its selectors then find nothing).
+pub fn panther_lookup_tables(
+    dir: &PantherDir,
+    log_tables: &mut [LogTable],
+    skipped: &mut Vec<(String, String)>,
+    errors: &mut Vec<ConfigError>,
+) -> (
+    Vec<super::EnrichmentDef>,
+    Vec<(String, String)>,
+    Vec<SelectorName>,
+) {
+    let mut defs = Vec::new();
+    let mut names = Vec::new();
+    let mut selector_names = Vec::new();
+    for lut in dir.lookup_tables.iter().filter(|l| l.enabled) {
+        let table = lookup_table_name(&lut.name);
+        let Some(file) = lut.file.as_ref().filter(|f| f.is_file()) else {
+            let why = match &lut.refresh {
+                Some(path) => format!(
+                    "it refreshes from {path}; Ravenwatch reads inline Filename data (upload the data as a Ravenwatch dynamic table instead)"
+                ),
+                None => "it has no data (Filename)".into(),
+            };
+            skipped.push((format!("lookup table {}", lut.name), why));
+            continue;
+        };
+        let def = match lookup_def(lut, &table, file) {
+            Ok(d) => d,
+            Err(message) => {
+                errors.push(ConfigError::new(&lut.yaml, message));
+                continue;
+            }
+        };
+        for (log_type, selectors) in &lut.selectors {
+            let Some(at) = table_of(log_type, log_tables)
+                .and_then(|t| log_tables.iter().position(|l| l.name == t.name))
+            else {
+                continue;
+            };
+            let log_table = &mut log_tables[at];
+            let mut fields = Vec::new();
+            for selector in selectors {
+                let selector = selector.trim_start_matches("$.").to_string();
+                let read: Vec<String> = if selector.starts_with("p_any_") {
+                    INDICATORS
+                        .iter()
+                        .filter(|(t, i, _)| *t == log_type && *i == selector)
+                        .flat_map(|(_, _, paths)| paths.iter())
+                        .filter(|p| !p.contains("[*]"))
+                        .map(|p| (*p).to_string())
+                        .collect()
+                } else {
+                    vec![selector.clone()]
+                };
+                for field in read {
+                    selector_names.push(SelectorName {
+                        log_table: log_table.name.clone(),
+                        table: table.clone(),
+                        field: field.clone(),
+                        name: selector.clone(),
+                    });
+                    if !fields.contains(&field) {
+                        fields.push(field);
+                    }
+                }
+            }
+            if !fields.is_empty() {
+                log_table.enrich.push(super::Selector {
+                    table: table.clone(),
+                    fields,
+                    key: lut.primary_key.clone(),
+                });
+            }
+        }
+        names.push((table, lut.name.clone()));
+        defs.push(def);
+    }
+    (defs, names, selector_names)
+}
+
+/// A static enrichment table for a lookup table's inline data: columns
+/// from the CSV header (text) or the JSON rows' scalar values (typed by
+/// what they hold), keyed on `PrimaryKey` (CIDR ranges when its values
+/// hold a `/`).
+fn lookup_def(
+    lut: &LookupTableItem,
+    table: &str,
+    file: &Path,
+) -> Result<super::EnrichmentDef, String> {
+    use super::{EnrichmentKind, KeyMatch, LookupKey, SourceOptions, TableFormat, WriteMode};
+    let where_ = crate::files::display_path(file);
+    let reader = crate::files::open_decompressed(file)
+        .map_err(|e| format!("lookup table {}: cannot read {where_}: {e}", lut.name))?;
+    let format = crate::files::format_of(file);
+    let (fields, samples) = if format == "csv" {
+        let mut csv = csv::Reader::from_reader(reader);
+        let header: Vec<String> = csv
+            .headers()
+            .map_err(|e| format!("lookup table {}: {where_}: {e}", lut.name))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let key_at = header.iter().position(|h| *h == lut.primary_key);
+        let samples: Vec<String> = csv
+            .records()
+            .take(100)
+            .flatten()
+            .filter_map(|r| Some(r.get(key_at?)?.to_string()))
+            .collect();
+        let fields = header
+            .into_iter()
+            .map(|h| Field::new(h, FieldType::String))
+            .collect();
+        (fields, samples)
+    } else {
+        json_columns(reader, &lut.primary_key)
+            .map_err(|e| format!("lookup table {}: {where_}: {e}", lut.name))?
+    };
+    let fields: Vec<Field> = fields;
+    if !fields.iter().any(|f| f.name == lut.primary_key) {
+        return Err(format!(
+            "lookup table {}: PrimaryKey `{}` is not a column of {where_}",
+            lut.name, lut.primary_key
+        ));
+    }
+    let cidr = !samples.is_empty() && samples.iter().all(|v| v.contains('/'));
+    Ok(super::EnrichmentDef {
+        name: table.to_string(),
+        description: Some(format!("Panther lookup table {}", lut.name)),
+        dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        file: lut.yaml.clone(),
+        kind: EnrichmentKind::Static,
+        write_mode: WriteMode::Overwrite,
+        format: TableFormat::Rows,
+        schema: TableSchema::new(fields),
+        primary_key: Some(lut.primary_key.clone()),
+        lookup_keys: vec![LookupKey {
+            name: lut.primary_key.clone(),
+            columns: vec![lut.primary_key.clone()],
+            matching: if cidr {
+                KeyMatch::Cidr
+            } else {
+                KeyMatch::Exact
+            },
+            case_sensitive: true,
+        }],
+        list_delimiter: ';',
+        source: SourceOptions::default(),
+        data_files: vec![file.to_path_buf()],
+        definition: std::fs::read_to_string(&lut.yaml).unwrap_or_default(),
+    })
+}
+
+/// The scalar columns of JSON rows (JSON lines or one array), typed by the
+/// values of the first rows, and the first values of `key`.
+fn json_columns(
+    mut lines: Box<dyn std::io::BufRead + Send>,
+    key: &str,
+) -> Result<(Vec<Field>, Vec<String>), String> {
+    let mut text = String::new();
+    let mut rows: Vec<Map<String, Value>> = Vec::new();
+    lines.read_line(&mut text).map_err(|e| e.to_string())?;
+    if text.trim_start().starts_with('[') {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut lines, &mut rest).map_err(|e| e.to_string())?;
+        text.push_str(&rest);
+        let all: Vec<Value> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        rows.extend(all.into_iter().take(1000).filter_map(|v| match v {
+            Value::Object(o) => Some(o),
+            _ => None,
+        }));
+    } else {
+        let mut line = text;
+        for n in 1..=1000 {
+            if !line.trim().is_empty() {
+                let row: Value =
+                    serde_json::from_str(&line).map_err(|e| format!("line {n}: not JSON: {e}"))?;
+                if let Value::Object(o) = row {
+                    rows.push(o);
+                }
+            }
+            line = String::new();
+            if lines.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                break;
+            }
+        }
+    }
+    let mut fields: Vec<Field> = Vec::new();
+    for row in &rows {
+        for (name, value) in row {
+            let ty = match value {
+                Value::String(_) => FieldType::String,
+                Value::Bool(_) => FieldType::Boolean,
+                Value::Number(n) if n.is_i64() => FieldType::Long,
+                Value::Number(_) => FieldType::Double,
+                Value::Array(items) if items.iter().all(Value::is_string) => {
+                    FieldType::List(Box::new(FieldType::String))
+                }
+                _ => continue,
+            };
+            match fields.iter_mut().find(|f| f.name == *name) {
+                Some(f) if f.field_type != ty => {
+                    if f.field_type == FieldType::Long && ty == FieldType::Double {
+                        f.field_type = FieldType::Double;
+                    }
+                }
+                Some(_) => {}
+                None => fields.push(Field::new(name.clone(), ty)),
+            }
+        }
+    }
+    let samples = rows
+        .iter()
+        .take(100)
+        .filter_map(|r| r.get(key)?.as_str().map(str::to_string))
+        .collect();
+    Ok((fields, samples))
+}
+
+/// A Panther directory's lookup tables (as enrichment tables, their
+/// selectors added to `log_tables`) and rules (as detections), with what
+/// they share; problems found on the way join `dir.problems`.
+pub(super) fn panther_project(
+    dir: &mut PantherDir,
+    log_tables: &mut [LogTable],
+    delivery: &DeliverySettings,
+    builtin: &[String],
+) -> (
+    Vec<super::EnrichmentDef>,
+    (Vec<DetectionDef>, std::sync::Arc<PantherSupport>),
+) {
+    let mut skipped = Vec::new();
+    let mut problems = Vec::new();
+    let (tables, lookup_names, selector_names) =
+        panther_lookup_tables(dir, log_tables, &mut skipped, &mut problems);
+    dir.problems.append(&mut problems);
+    let seed = PantherSupport {
+        builtin: builtin.to_vec(),
+        lookup_names,
+        selector_names,
+        skipped,
+        ..PantherSupport::default()
+    };
+    (tables, panther_detections(dir, log_tables, delivery, seed))
 }

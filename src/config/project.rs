@@ -92,24 +92,39 @@ impl Project {
         // Log tables' selectors refer to enrichment tables; their errors
         // are still reported first.
         let mut enrichment_errors = Diagnostics::default();
-        let enrichment = load_enrichment(root, &mut enrichment_errors);
-        let log_tables = load_log_tables(root, &enrichment, &mut errors);
+        let mut enrichment = load_enrichment(root, &mut enrichment_errors);
+        let mut log_tables = load_log_tables(root, &enrichment, &mut errors);
         errors.append(&mut enrichment_errors);
         let mut detections = load_detections(root, &log_tables, &settings.delivery, &mut errors);
-        let panther = load_panther_detections(root, &log_tables, &settings.delivery, &mut errors)
-            .map(|(rules, support)| {
-                for rule in rules {
-                    if detections.iter().any(|d| d.name == rule.name) {
-                        errors.push(ConfigError::new(
-                            &rule.file,
-                            format!("RuleID `{}` is also a native detection's name", rule.name),
-                        ));
-                    } else {
-                        detections.push(rule);
+        let panther =
+            load_panther_detections(root, &mut log_tables, &settings.delivery, &mut errors).map(
+                |(rules, tables, support)| {
+                    for table in tables {
+                        if enrichment.iter().any(|t| t.name == table.name) {
+                            errors.push(ConfigError::new(
+                                &table.file,
+                                format!(
+                                    "lookup table `{}` is also an enrichment table's name",
+                                    table.name
+                                ),
+                            ));
+                        } else {
+                            enrichment.push(table);
+                        }
                     }
-                }
-                support
-            });
+                    for rule in rules {
+                        if detections.iter().any(|d| d.name == rule.name) {
+                            errors.push(ConfigError::new(
+                                &rule.file,
+                                format!("RuleID `{}` is also a native detection's name", rule.name),
+                            ));
+                        } else {
+                            detections.push(rule);
+                        }
+                    }
+                    support
+                },
+            );
         let project = Project {
             root: root.to_path_buf(),
             settings,
@@ -139,11 +154,15 @@ impl Project {
             }
         }
         let mut dir = super::discover(root);
+        let (enrichment, (detections, support)) = super::panther::panther_project(
+            &mut dir,
+            &mut log_tables,
+            &settings.delivery,
+            log_types,
+        );
         for problem in std::mem::take(&mut dir.problems) {
             errors.push(problem);
         }
-        let (detections, support) =
-            super::panther_detections(&dir, &log_tables, &settings.delivery, log_types);
         let errors = errors.into_vec();
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -152,7 +171,7 @@ impl Project {
             root: root.to_path_buf(),
             settings,
             log_tables,
-            enrichment: Vec::new(),
+            enrichment,
             detections,
             panther: Some(support),
         })

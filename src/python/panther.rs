@@ -49,6 +49,9 @@ fn support_spec(info: &PantherRuleInfo) -> serde_json::Value {
             "mappings": dm.mappings,
         })).collect::<Vec<_>>(),
         "log_types": support.log_types,
+        "indicators": crate::config::INDICATORS,
+        "lookup_names": support.lookup_names,
+        "selector_names": support.selector_names,
     })
 }
 

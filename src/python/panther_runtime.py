@@ -621,31 +621,9 @@ def run_rules(payload):
 # ---- Panther rules in `ravenwatch run` ------------------------------------------------
 
 # Which fields feed the indicator fields Panther's parsers compute, per log
-# type (`[*]` walks a list). README "Panther rules" lists them.
-INDICATORS = {
-    "AWS.CloudTrail": {
-        "p_any_ip_addresses": ["sourceIPAddress"],
-        "p_any_aws_account_ids": ["recipientAccountId", "userIdentity.accountId",
-                                  "resources[*].accountId",
-                                  "userIdentity.sessionContext.sessionIssuer.accountId"],
-        "p_any_aws_arns": ["userIdentity.arn", "userIdentity.sessionContext.sessionIssuer.arn",
-                           "resources[*].ARN"],
-        "p_any_usernames": ["userIdentity.userName",
-                            "userIdentity.sessionContext.sessionIssuer.userName"],
-        "p_any_domain_names": ["sourceIPAddress"],
-    },
-    "Okta.SystemLog": {
-        "p_any_ip_addresses": ["client.ipAddress", "request.ipChain[*].ip"],
-        "p_any_emails": ["actor.alternateId", "target[*].alternateId"],
-        "p_any_usernames": ["actor.alternateId", "actor.displayName"],
-        "p_any_domain_names": ["client.geographicalContext.city"],
-    },
-    "GitHub.Audit": {
-        "p_any_ip_addresses": ["actor_ip"],
-        "p_any_usernames": ["actor", "user"],
-        "p_any_emails": ["actor_email", "user_email"],
-    },
-}
+# type (`[*]` walks a list): `{log_type: {p_any_…: [paths]}}`, from the
+# engine's table (config::INDICATORS), set by `prepare_run`.
+INDICATORS = {}
 
 
 def _values_at(data, path):
@@ -704,7 +682,7 @@ def indicators(log_type, data):
     return out
 
 
-_RUN = {"spec": None, "models": {}, "log_types": {}}
+_RUN = {"spec": None, "models": {}, "log_types": {}, "lookup_names": {}, "selector_names": {}}
 _EVENTS = {}
 _EVENT_CACHE_LIMIT = 50_000
 
@@ -728,7 +706,13 @@ def prepare_run(spec_text):
     kv_file = os.environ.get("RAVENWATCH_PANTHER_KV")
     if kv_file:
         STORE = FileStore(kv_file)
-    _RUN.update(spec=spec_text, models=models, log_types=dict(spec["log_types"]))
+    INDICATORS.clear()
+    for log_type, name, paths in spec["indicators"]:
+        INDICATORS.setdefault(log_type, {})[name] = paths
+    _RUN.update(spec=spec_text, models=models, log_types=dict(spec["log_types"]),
+                lookup_names=dict(spec["lookup_names"]),
+                selector_names={(n["log_table"], n["table"], n["field"]): n["name"]
+                                for n in spec["selector_names"]})
 
 
 def _p_time(micros):
@@ -736,28 +720,39 @@ def _p_time(micros):
     return when.strftime("%Y-%m-%d %H:%M:%S.%f") + "000"
 
 
-def _p_enrichment(r, data):
-    """`p_enrichment.<table>.<field>`: the rows the log table's selectors
-    found, each with `p_match` = the value looked up (contract §5)."""
+def _p_enrichment(r, data, log_table):
+    """`p_enrichment.<table>.<selector>`: the rows the log table's selectors
+    found, each with `p_match` = the value looked up (contract §5). Tables
+    and selectors are named as the Panther lookup table names them; a
+    `p_any_*` selector (several fields) gives a list of rows."""
     found = r.enrichment
     if not found:
         return None
     out = {}
     for table, fields in found.items():
+        name = _RUN["lookup_names"].get(table, table)
         for field, rows in fields.items():
-            values = _values_at(data, field.replace("[*]", ""))
-            if not values:
-                got = data
-                for part in field.split("."):
-                    got = got.get(part) if isinstance(got, dict) else None
-                values = got if isinstance(got, list) else [got]
+            selector = _RUN["selector_names"].get((log_table, table, field), field)
+            got = data
+            for part in field.split("."):
+                got = got.get(part) if isinstance(got, dict) else None
             if isinstance(rows, list):
-                matched = [v for v in values if v is not None]
-                rows = [dict(row, p_match=matched[i] if i < len(matched) else None)
+                # The hits of a list field leave its misses out: probe
+                # again to pair each row with its value.
+                values = [v for v in (got if isinstance(got, list) else [got]) if v is not None]
+                tables = sys.modules.get("ravenwatch.enrichment")
+                probe = getattr(tables, table, None)
+                if probe is not None:
+                    values = [v for v in values if probe.get(v) is not None]
+                rows = [dict(row, p_match=values[i] if i < len(values) else None)
                         for i, row in enumerate(rows)]
             else:
-                rows = dict(rows, p_match=values[0] if values else None)
-            out.setdefault(table, {})[field] = rows
+                rows = dict(rows, p_match=got)
+            per_table = out.setdefault(name, {})
+            if selector.startswith("p_any_"):
+                per_table.setdefault(selector, []).extend(rows if isinstance(rows, list) else [rows])
+            else:
+                per_table[selector] = rows
     return out
 
 
@@ -782,7 +777,7 @@ def event_of(r):
     for name, values in indicators(log_type, data).items():
         data.setdefault(name, values)
     if "p_enrichment" not in data:
-        enrichment = _p_enrichment(r, data)
+        enrichment = _p_enrichment(r, data, place[0])
         if enrichment:
             data["p_enrichment"] = enrichment
     event = PantherEvent(data, _RUN["models"].get(data.get("p_log_type")))

@@ -100,7 +100,7 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
     );
     assert_eq!(day1.code, 0, "{}{}", day1.stdout, day1.stderr);
     assert!(
-        day1.stdout.contains("7 events, 4 rules"),
+        day1.stdout.contains("8 events, 5 rules"),
         "Test.Disabled does not run: {}",
         day1.stdout
     );
@@ -137,6 +137,38 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
         context["arns"],
         serde_json::json!(["arn:aws:iam::123456789012:user/alice"])
     );
+    // Lookup tables: a `p_any_*` selector over a CIDR table gives a list of
+    // rows with `p_match`, keyed by the LookupName.
+    assert_eq!(
+        context["office"],
+        serde_json::json!([{"cidr": "203.0.113.0/24", "site": "office", "vpn": false, "p_match": "203.0.113.7"}])
+    );
+    let scanner = by_rule(&alerts1, "Test.ScannerActivity");
+    assert_eq!(scanner.len(), 1, "{alerts1:?}");
+    assert_eq!(
+        scanner[0]["title"],
+        "API call from known scanner Example Scanning Co"
+    );
+    assert_eq!(scanner[0]["context"]["match"], "198.51.100.9");
+    assert!(
+        day1.stderr
+            .contains("lookup table tor_exit_nodes (it refreshes from s3://"),
+        "{}",
+        day1.stderr
+    );
+    // Lookup tables: a `p_any_*` selector over a CIDR table gives a list of
+    // rows with `p_match`, keyed by the LookupName.
+    assert_eq!(
+        context["office"],
+        serde_json::json!([{"cidr": "203.0.113.0/24", "site": "office", "vpn": false, "p_match": "203.0.113.7"}])
+    );
+    let scanner = by_rule(&alerts1, "Test.ScannerActivity");
+    assert_eq!(scanner.len(), 1, "{alerts1:?}");
+    assert_eq!(
+        scanner[0]["title"],
+        "API call from known scanner Example Scanning Co"
+    );
+    assert_eq!(scanner[0]["context"]["match"], "198.51.100.9");
 
     let day2 = run(
         &dir,

@@ -9,5 +9,5 @@ def alert_context(event):
         "ips": event.get("p_any_ip_addresses"),
         "accounts": event.get("p_any_aws_account_ids"),
         "arns": event.get("p_any_aws_arns"),
-        "actor": event.udm("actor_user") if False else None,
+        "office": event.deep_get("p_enrichment", "corp_ranges", "p_any_ip_addresses"),
     }
