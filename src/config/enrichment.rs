@@ -49,6 +49,9 @@ pub struct RawEnrichment {
     pub list_delimiter: Option<String>,
     /// How to read feed files as they are published.
     pub source: Option<RawSource>,
+    /// Selectors written on the table (as Panther's lookup tables do):
+    /// which fields of which log tables look this table up before rules run.
+    pub enrich: Option<Vec<super::log_table::RawSelector>>,
 }
 
 /// Reading options for data files (static) and uploads (dynamic).
@@ -195,6 +198,9 @@ pub struct EnrichmentDef {
     pub data_files: Vec<PathBuf>,
     /// The YAML text, hashed into snapshots so a schema change forces a reload.
     pub definition: String,
+    /// `enrich:` of enrichment.yml: here `table` names a log table; checked
+    /// (and turned into that log table's selectors) with the log tables.
+    pub enrich: Vec<super::log_table::EnrichEntry>,
 }
 
 /// How data files are read (`source:` in enrichment.yml), so published
@@ -372,6 +378,12 @@ pub(super) fn validate_enrichment(
         source: source_options,
         data_files: folder.data_files,
         definition: source,
+        enrich: raw
+            .enrich
+            .into_iter()
+            .flatten()
+            .map(super::log_table::EnrichEntry::from)
+            .collect(),
     })
 }
 
@@ -780,6 +792,12 @@ pub(super) fn validate_mmdb(
         source: SourceOptions::default(),
         data_files,
         definition: source,
+        enrich: raw
+            .enrich
+            .into_iter()
+            .flatten()
+            .map(super::log_table::EnrichEntry::from)
+            .collect(),
     })
 }
 

@@ -22,7 +22,7 @@ pub struct RawLogTable {
 }
 
 /// `{ table: geoip, fields: [source.ip, destination.ip], key: ip }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelector {
     pub table: String,
@@ -51,6 +51,25 @@ pub struct LogTable {
     /// Automatic enrichment selectors (`enrich:`), validated against the
     /// enrichment tables.
     pub enrich: Vec<Selector>,
+}
+
+/// One `enrich:` entry of an enrichment.yml: `fields` of log table
+/// `log_table` looked up in the enrichment table that declares it.
+#[derive(Debug, Clone)]
+pub struct EnrichEntry {
+    pub log_table: String,
+    pub fields: OneOrMany,
+    pub key: Option<String>,
+}
+
+impl From<RawSelector> for EnrichEntry {
+    fn from(raw: RawSelector) -> Self {
+        Self {
+            log_table: raw.table,
+            fields: raw.fields,
+            key: raw.key,
+        }
+    }
 }
 
 /// Look up `fields` of every event in `table` by `key` before detections
@@ -136,12 +155,30 @@ pub(super) fn load_log_tables(
             );
             continue;
         }
-        let enrich = raw
+        let mut enrich: Vec<Selector> = raw
             .enrich
             .unwrap_or_default()
             .into_iter()
             .filter_map(|sel| log_selector(sel, &schema, enrichment, &file, &source, errors))
             .collect();
+        // Selectors written on enrichment tables, naming this log table.
+        for def in enrichment {
+            for entry in def.enrich.iter().filter(|e| e.log_table == raw.name) {
+                let raw = RawSelector {
+                    table: def.name.clone(),
+                    fields: entry.fields.clone(),
+                    key: entry.key.clone(),
+                };
+                enrich.extend(log_selector(
+                    raw,
+                    &schema,
+                    enrichment,
+                    &def.file,
+                    &def.definition,
+                    errors,
+                ));
+            }
+        }
         tables.push(LogTable {
             name: raw.name,
             description: raw.description,
@@ -151,7 +188,38 @@ pub(super) fn load_log_tables(
             enrich,
         });
     }
+    check_enrich_targets(enrichment, &tables, errors);
     tables
+}
+
+/// Every log table an enrichment.yml's `enrich:` names exists.
+fn check_enrich_targets(
+    enrichment: &[EnrichmentDef],
+    tables: &[LogTable],
+    errors: &mut Diagnostics,
+) {
+    for def in enrichment {
+        for entry in &def.enrich {
+            if !tables.iter().any(|t| t.name == entry.log_table) {
+                let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+                let hint = crate::suggest::did_you_mean(&entry.log_table, &names);
+                errors.push(
+                    ConfigError::new(
+                        &def.file,
+                        format!(
+                            "enrich: no log table `{}` in schemas/{hint}",
+                            entry.log_table
+                        ),
+                    )
+                    .at(locate_text_after(
+                        &def.definition,
+                        "enrich",
+                        &entry.log_table,
+                    )),
+                );
+            }
+        }
+    }
 }
 
 /// A selector whose fields are declared lookup-able fields of the log

@@ -924,6 +924,7 @@ fn lookup_def(
         source: SourceOptions::default(),
         data_files: vec![file.to_path_buf()],
         definition: std::fs::read_to_string(&lut.yaml).unwrap_or_default(),
+        enrich: Vec::new(),
     })
 }
 

@@ -258,3 +258,48 @@ fn a_panther_directory_needs_the_log_type() {
         unknown.stderr
     );
 }
+
+#[test]
+fn panther_rules_run_beside_native_detections_in_a_project() {
+    let Some(venv) = venv() else { return };
+    let p = crate::Project::with("panther_mixed");
+    let rules = repo().join("tests/data/panther/run-rules");
+    super::copy_dir(
+        &rules.join("rules"),
+        &p.path().join("detections/panther/rules"),
+    );
+    super::copy_dir(
+        &rules.join("lookups"),
+        &p.path().join("detections/panther/lookups"),
+    );
+    let input = rules.join("day1.json").display().to_string();
+    let out = p.run_env(
+        &[
+            "run",
+            "--log-type",
+            "AWS.CloudTrail",
+            "--input",
+            &input,
+            "--output",
+            "out",
+        ],
+        &[("VIRTUAL_ENV", venv.as_str())],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = matched(&p.path().join("out"));
+    let rules_matched: BTreeSet<&str> = got.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        rules_matched,
+        BTreeSet::from([
+            "Test.DeniedCalls",
+            "Test.ListBuckets",
+            "Test.PantherFields",
+            "Test.ScannerActivity",
+            "cloudtrail_list_buckets",
+        ])
+    );
+    // The native rules of the example's `events` table do not run on it,
+    // and `validate` checks both kinds.
+    let validate = p.run_env(&["validate"], &[("VIRTUAL_ENV", venv.as_str())]);
+    assert_eq!(validate.code, 0, "{validate:?}");
+}

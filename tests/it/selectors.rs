@@ -14,6 +14,38 @@ fn alert<'a>(alerts: &'a [Value], dedupe: &str) -> &'a Value {
 }
 
 #[test]
+fn selectors_written_on_the_enrichment_table_work_as_on_the_log_table() {
+    let p = Project::with("auto_enrich");
+    p.overlay("enrich_on_table");
+    p.only_detections(&["enrich_probe"]);
+    let run = p.detect(&["auto_enrich.jsonl"], "auto");
+    assert_eq!(run.output.code, 0, "{:?}", run.output);
+    let alerts = read_jsonl(&run.dir.join("alerts.jsonl"));
+    let e1 = &alert(&alerts, "e1")["context"];
+    assert_eq!(
+        e1["tables"],
+        json!(["aws_ip_ranges", "axonius_assets", "geoip"])
+    );
+    assert_eq!(e1["aws_region"], "us-west-2");
+
+    // A log table the enrichment table names but the project lacks.
+    std::fs::write(
+        p.path().join("enrichment/aws_ip_ranges/enrichment.yml"),
+        std::fs::read_to_string(p.path().join("enrichment/aws_ip_ranges/enrichment.yml"))
+            .unwrap()
+            .replace("table: events", "table: event"),
+    )
+    .unwrap();
+    let out = p.run(&["validate"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("enrich: no log table `event` in schemas/ (did you mean `events`?)"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn selectors_enrich_events_for_python_and_alerts() {
     let p = Project::with("auto_enrich");
     p.only_detections(&["enrich_probe"]);

@@ -1,0 +1,2 @@
+def detect(r):
+    return r.get("eventName") == "ListBuckets"
