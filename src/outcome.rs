@@ -27,6 +27,8 @@ pub struct MatchOutput {
     pub runbook: Option<String>,
     pub reference: Option<String>,
     pub destinations: Option<Vec<String>>,
+    /// `unique(r)`: what the threshold counts distinct values of.
+    pub unique: Option<String>,
     pub errors: Vec<FunctionError>,
 }
 

@@ -35,6 +35,27 @@ impl From<&DetectionDef> for RuleSettings {
     }
 }
 
+/// Keeps a match's `unique(r)` value if new (up to `threshold` of them:
+/// no more are needed to decide).
+fn add_unique(alert: &mut Alert, m: &RuleMatch, threshold: u64) {
+    if let Some(value) = &m.unique {
+        let room = (alert.unique_values.len() as u64) < threshold;
+        if room && !alert.unique_values.contains(value) {
+            alert.unique_values.push(value.clone());
+        }
+    }
+}
+
+/// Whether an alert's window reached its threshold: distinct `unique(r)`
+/// values when the rule returns them, else matches (Panther's semantics).
+fn reached(alert: &Alert, threshold: u64) -> bool {
+    if alert.unique_values.is_empty() {
+        alert.match_count >= threshold
+    } else {
+        alert.unique_values.len() as u64 >= threshold
+    }
+}
+
 fn alert_id(rule: &str, dedupe: &str, window_start_us: i64) -> String {
     let mut h = Sha256::new();
     h.update(rule.as_bytes());
@@ -186,7 +207,8 @@ impl AlertGrouper {
                 if alert.events.len() < MAX_ALERT_EVENTS {
                     alert.events.push(super::EventText::new(&m.event));
                 }
-                if !alert.activated && !settings.signal && alert.match_count >= settings.threshold {
+                add_unique(alert, m, settings.threshold);
+                if !alert.activated && !settings.signal && reached(alert, settings.threshold) {
                     alert.activated = true;
                 }
                 return alert.id.clone();
@@ -201,6 +223,7 @@ impl AlertGrouper {
             severity: m.severity,
             dedupe: m.dedupe.clone(),
             activated: settings.threshold <= 1 && !settings.signal,
+
             match_count: 1,
             threshold: settings.threshold,
             first_match_time: m.time.clone(),
@@ -218,6 +241,7 @@ impl AlertGrouper {
             tables: settings.tables.clone(),
             false_positives: settings.false_positives.clone(),
             events: vec![super::EventText::new(&m.event)],
+            unique_values: m.unique.iter().cloned().collect(),
             window_start_us: m.time_us,
             window_end_us,
             last_match_us: m.time_us,
@@ -317,6 +341,7 @@ mod tests {
             reference: None,
             destinations: vec![],
             explicit_destinations: false,
+            unique: None,
             sequence: seq,
         }
     }
@@ -378,6 +403,26 @@ mod tests {
             kv: None,
         };
         (alerts, state)
+    }
+
+    #[test]
+    fn a_unique_value_threshold_counts_distinct_values() {
+        let mut g = AlertGrouper::new(settings(3), AlertState::default(), "now".into(), 9);
+        let add = |g: &mut AlertGrouper, minute: i64, value: &str| {
+            let mut one = m("r", "scanner", minute, minute as u64);
+            one.unique = Some(value.to_string());
+            g.add(&one);
+        };
+        for (minute, port) in [(0, "22"), (1, "22"), (2, "80"), (3, "80")] {
+            add(&mut g, minute, port);
+        }
+        let open: Vec<Alert> = g.open.values().map(|o| o.alert.clone()).collect();
+        assert_eq!(open[0].match_count, 4);
+        assert!(!open[0].activated, "two distinct ports of three");
+        add(&mut g, 4, "443");
+        let alerts: Vec<Alert> = g.finish().into_iter().map(|c| c.alert).collect();
+        assert!(alerts[0].activated);
+        assert_eq!(alerts[0].unique_values, ["22", "80", "443"]);
     }
 
     #[test]

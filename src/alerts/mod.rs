@@ -53,6 +53,9 @@ pub struct RuleMatch {
     /// Whether `destinations(r)` chose them (rather than detection.yml).
     #[serde(skip)]
     pub explicit_destinations: bool,
+    /// What `unique(r)` returned: the threshold counts distinct values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<String>,
     /// Position in the run, to keep the order stable for equal times.
     #[serde(skip)]
     pub sequence: u64,
@@ -93,6 +96,10 @@ pub struct Alert {
     /// The first matched events, kept as JSON text: a run can hold many
     /// alerts, and text is a fraction of the size of a parsed tree.
     pub events: Vec<EventText>,
+    /// Distinct `unique(r)` values seen in the window (at most `threshold`):
+    /// a rule with `unique` activates when there are `threshold` of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique_values: Vec<String>,
     // Internal (not in alerts.jsonl, hence the defaults when read from it).
     #[serde(default)]
     pub window_start_us: i64,

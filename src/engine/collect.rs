@@ -110,6 +110,7 @@ fn to_match(
         destinations: output
             .destinations
             .unwrap_or_else(|| rule.destinations.clone()),
+        unique: output.unique,
         sequence,
     }
 }

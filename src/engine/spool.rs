@@ -32,6 +32,8 @@ struct Spooled {
     reference: Option<String>,
     destinations: Vec<String>,
     explicit_destinations: bool,
+    #[serde(default)]
+    unique: Option<String>,
 }
 
 struct Entry {
@@ -95,6 +97,7 @@ impl MatchSpool {
                 reference: m.reference,
                 destinations: m.destinations,
                 explicit_destinations: m.explicit_destinations,
+                unique: m.unique.clone(),
             };
             let text = serde_json::to_vec(&spooled).map_err(std::io::Error::other)?;
             self.file.write_all(&text)?;
@@ -148,6 +151,7 @@ impl MatchSpool {
                 reference: s.reference,
                 destinations: s.destinations,
                 explicit_destinations: s.explicit_destinations,
+                unique: s.unique,
                 sequence: entry.sequence,
             };
             m.alert_id = grouper.add(&m);

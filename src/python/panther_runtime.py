@@ -882,7 +882,7 @@ class RunRule:
             raise AttributeError("the rule file defines no rule(event) function")
         self.rule = rule
         for name in ("title", "description", "reference", "runbook", "severity",
-                     "alert_context", "destinations"):
+                     "alert_context", "destinations", "unique"):
             if callable(getattr(module, name, None)):
                 setattr(self, name, getattr(self, "_" + name))
         # Always: Panther falls back to the title, then to a default string.
@@ -908,6 +908,9 @@ class RunRule:
 
     def _runbook(self, r):
         return _text_result("runbook", self.module.runbook(event_of(r)))
+
+    def _unique(self, r):
+        return _text_result("unique", self.module.unique(event_of(r)))
 
     def _destinations(self, r):
         return self.module.destinations(event_of(r))

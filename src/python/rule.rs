@@ -22,10 +22,11 @@ pub enum OptionalFn {
     Runbook,
     Reference,
     Destinations,
+    Unique,
 }
 
 impl OptionalFn {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::AlertContext,
         Self::Title,
         Self::Severity,
@@ -34,6 +35,7 @@ impl OptionalFn {
         Self::Runbook,
         Self::Reference,
         Self::Destinations,
+        Self::Unique,
     ];
 
     /// The function's name in `detect.py`.
@@ -47,6 +49,7 @@ impl OptionalFn {
             Self::Runbook => "runbook",
             Self::Reference => "reference",
             Self::Destinations => "destinations",
+            Self::Unique => "unique",
         }
     }
 }
@@ -119,6 +122,7 @@ impl OptionalFn {
             Self::Description => bounded(&mut out.description, value)?,
             Self::Runbook => bounded(&mut out.runbook, value)?,
             Self::Reference => bounded(&mut out.reference, value)?,
+            Self::Unique => bounded(&mut out.unique, value)?,
             Self::Severity => {
                 let s = value
                     .cast::<PyString>()

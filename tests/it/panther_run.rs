@@ -100,7 +100,7 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
     );
     assert_eq!(day1.code, 0, "{}{}", day1.stdout, day1.stderr);
     assert!(
-        day1.stdout.contains("8 events, 5 rules"),
+        day1.stdout.contains("8 events, 6 rules"),
         "Test.Disabled does not run: {}",
         day1.stdout
     );
@@ -197,6 +197,13 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
         (Some(2), &Value::Bool(false))
     );
 
+    // unique(): Threshold 7 counts distinct eventNames (6 so far), not the
+    // 11 calls of alice.
+    let spread = by_rule(&alerts2, "Test.ApiSpread");
+    assert_eq!(spread[0]["match_count"], 11);
+    assert_eq!(spread[0]["activated"], false);
+    assert_eq!(spread[0]["unique_values"].as_array().map(Vec::len), Some(6));
+
     // The store is committed with the state: one file, named by it.
     let state: Value = serde_json::from_str(
         &std::fs::read_to_string(storage.join("state/alerts.json")).expect("state"),
@@ -291,6 +298,7 @@ fn panther_rules_run_beside_native_detections_in_a_project() {
     assert_eq!(
         rules_matched,
         BTreeSet::from([
+            "Test.ApiSpread",
             "Test.DeniedCalls",
             "Test.ListBuckets",
             "Test.PantherFields",
