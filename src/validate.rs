@@ -179,7 +179,7 @@ fn impure_rules(project: &Project) -> Vec<Problem> {
         .iter()
         .filter(|d| !d.is_sql() && d.enabled && d.auto_filter && d.script.is_file())
         .filter_map(|d| {
-            let derived = crate::python::derive_filter(&d.script, &lib_dir, "detect");
+            let derived = crate::python::derive_filter(d, &lib_dir);
             let first = derived.impure.first()?;
             let more = match derived.impure.len() {
                 1 => String::new(),

@@ -217,12 +217,7 @@ fn derived(dir: &str, logs: &str) -> Result<String, String> {
     let lib_dir = project.detection_lib_dir();
     let filters: Vec<_> = rules
         .iter()
-        .map(|d| {
-            (
-                d.name.clone(),
-                crate::python::derive_filter(&d.script, &lib_dir, "detect"),
-            )
-        })
+        .map(|d| (d.name.clone(), crate::python::derive_filter(d, &lib_dir)))
         .filter(|(_, f)| f.pure && f.narrows())
         .collect();
     if filters.is_empty() {

@@ -33,7 +33,7 @@ pub(super) fn explain(
     let lib_dir = project.detection_lib_dir();
     let derived: Vec<Derived> = chosen
         .iter()
-        .map(|d| crate::python::derive_filter(&d.script, &lib_dir, "detect"))
+        .map(|d| crate::python::derive_filter(d, &lib_dir))
         .collect();
     let passes = if inputs.is_empty() {
         None

@@ -645,9 +645,8 @@ pub fn panther_detections(
                 display_name: run.display_name.clone(),
                 description: run.description.clone(),
                 enabled: run.enabled,
-                // Panther's event falls back to case-insensitive keys, which
-                // derived filters do not model: no derived filter.
-                auto_filter: false,
+                // Derived with Panther's semantics (missing keys undecided).
+                auto_filter: true,
                 tables,
                 severity: run.severity.unwrap_or(Severity::Info),
                 threshold: run.threshold,

@@ -637,8 +637,10 @@ impl<'a> AtomEval<'a> {
 
     fn value(&self, expr: &'a ValueExpr, row: usize) -> Result<Py<'_>, Raises> {
         let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
+        let ci = matches!(innermost(expr), ValueExpr::Field { ci: true, .. });
         match path_value(&self.source, row, item) {
             Ok(Some(v)) => apply(expr, Some(v)),
+            Ok(None) if ci => apply(expr, Some(Py::Unknown)),
             Ok(None) if item => apply(expr, Some(Py::None)),
             Ok(None) => apply(expr, None),
             Err(()) => apply(expr, Some(Py::Unknown)),
@@ -749,6 +751,7 @@ fn innermost(v: &ValueExpr) -> &ValueExpr {
 /// which reads as the field's default).
 fn apply<'a>(expr: &'a ValueExpr, base: Option<Py<'a>>) -> Result<Py<'a>, Raises> {
     match expr {
+        ValueExpr::Field { ci: true, .. } => Ok(base.unwrap_or(Py::Unknown)),
         ValueExpr::Field { default, .. } => Ok(base.unwrap_or_else(|| from_json(default))),
         ValueExpr::Lower(inner) | ValueExpr::Upper(inner) => match apply(inner, base)? {
             Py::Str(s) if s.is_ascii() => Ok(Py::Str(Cow::Owned(
@@ -968,6 +971,7 @@ mod tests {
             path: "u".into(),
             default: json!(null),
             item: false,
+            ci: false,
         }));
         assert!(matches!(apply(&lower, Some(s("ROOT"))), Ok(Py::Str(t)) if t == "root"));
         assert!(matches!(
@@ -980,6 +984,7 @@ mod tests {
                 path: "r".into(),
                 default: json!(null),
                 item: false,
+                ci: false,
             }),
             json!([]),
         );

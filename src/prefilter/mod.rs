@@ -114,6 +114,9 @@ pub enum ValueExpr {
         path: String,
         default: Value,
         item: bool,
+        /// Panther's event: a key missing at its exact path may be found
+        /// by a case-insensitive match, so a missing value is undecided.
+        ci: bool,
     },
     Lower(Box<ValueExpr>),
     Upper(Box<ValueExpr>),
@@ -222,10 +225,13 @@ fn literal(v: &Value) -> String {
 impl fmt::Display for ValueExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Panther's case-insensitive reads: a missing value is undecided.
+            Self::Field { path, ci: true, .. } => write!(f, "event.{path}"),
             Self::Field {
                 path,
                 default,
                 item,
+                ..
             } => {
                 if *item {
                     write!(f, "r['{path}']")

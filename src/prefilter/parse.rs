@@ -203,6 +203,7 @@ fn value_expr(spec: &Value) -> Result<ValueExpr, ParseError> {
             path: path.to_string(),
             default: object.get("default").cloned().unwrap_or(Value::Null),
             item: object.get("how").and_then(Value::as_str) == Some("item"),
+            ci: object.get("ci").and_then(Value::as_bool).unwrap_or(false),
         });
     }
     if let Some(inner) = one("lower", object) {

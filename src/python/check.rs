@@ -78,32 +78,50 @@ pub fn read_paths(files: &[PathBuf]) -> Vec<String> {
 
 const PREFILTER: &str = include_str!("prefilter.py");
 
-/// The filter derived from `function` (`detect`) in `script` by reading its
-/// code and the `_lib` helpers it calls (see `prefilter.py`). A file that
-/// does not parse, or anything the analysis does not follow, keeps every
-/// event.
-pub fn derive_filter(script: &Path, lib_dir: &Path, function: &str) -> crate::prefilter::Derived {
-    type Cache = std::collections::HashMap<(PathBuf, PathBuf, String), crate::prefilter::Derived>;
+/// The filter derived from a detection's `detect(r)` (a Panther rule's
+/// `rule(event)`, with its global helpers) by reading its code and the
+/// helpers it calls (see `prefilter.py`). A file that does not parse, or
+/// anything the analysis does not follow, keeps every event.
+pub fn derive_filter(
+    def: &crate::config::DetectionDef,
+    lib_dir: &Path,
+) -> crate::prefilter::Derived {
+    type Cache = std::collections::HashMap<(PathBuf, PathBuf, bool), crate::prefilter::Derived>;
     // Files do not change under a process: `test` plans a rule per case.
     static CACHE: std::sync::OnceLock<std::sync::Mutex<Cache>> = std::sync::OnceLock::new();
+    let script = def.script.as_path();
     let key = (
         script.to_path_buf(),
         lib_dir.to_path_buf(),
-        function.to_string(),
+        def.panther.is_some(),
     );
     let cache = CACHE.get_or_init(Default::default);
     if let Some(found) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
         return found;
     }
-    let derived = derive_uncached(script, lib_dir, function);
+    let derived = derive_uncached(def, lib_dir);
     if let Ok(mut c) = cache.lock() {
         c.insert(key, derived.clone());
     }
     derived
 }
 
-fn derive_uncached(script: &Path, lib_dir: &Path, function: &str) -> crate::prefilter::Derived {
+fn derive_uncached(def: &crate::config::DetectionDef, lib_dir: &Path) -> crate::prefilter::Derived {
     use crate::prefilter::{Derived, Note};
+    let script = def.script.as_path();
+    let (function, panther) = match &def.panther {
+        Some(info) => (
+            "rule",
+            Some(
+                info.support
+                    .globals
+                    .iter()
+                    .map(|(id, f)| (id.clone(), f.to_string_lossy().into_owned()))
+                    .collect::<std::collections::HashMap<_, _>>(),
+            ),
+        ),
+        None => ("detect", None),
+    };
     let shown = display_path(script);
     let fallback = |why: String| Derived {
         fallbacks: vec![Note {
@@ -128,7 +146,7 @@ fn derive_uncached(script: &Path, lib_dir: &Path, function: &str) -> crate::pref
         let lib = lib_dir
             .is_dir()
             .then(|| lib_dir.to_string_lossy().into_owned());
-        let out = module.call_method1("derive_json", (source, &shown, lib, function))?;
+        let out = module.call_method1("derive_json", (source, &shown, lib, function, panther))?;
         out.extract::<String>()
     });
     match analysed {

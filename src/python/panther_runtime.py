@@ -892,10 +892,9 @@ class RunRule:
         event = event_of(r)
         if self.filters is not None and not self.filters(event):
             return False
-        result = self.rule(event)
-        if not isinstance(result, bool):
-            raise TypeError(f"rule() returned {type(result).__name__} ({result!r}), expected bool")
-        return result
+        # Truthiness, as for native detections (and as derived filters
+        # assume); `ravenwatch test` holds rules to Panther's strict bool.
+        return bool(self.rule(event))
 
     def _title(self, r):
         return _text_result("title", self.module.title(event_of(r)))

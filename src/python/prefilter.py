@@ -337,15 +337,22 @@ def literal_of(node):
 
 
 class Loader:
-    def __init__(self, lib_dir):
+    def __init__(self, lib_dir, modules=None):
         self.lib_dir = lib_dir
+        self.modules = modules or {}  # Panther global helpers: GlobalID -> file
         self.cache = {}
 
     def __call__(self, dotted):
         if dotted in self.cache:
             return self.cache[dotted]
         module = None
-        if self.lib_dir:
+        if dotted in self.modules:
+            try:
+                with open(self.modules[dotted], encoding="utf-8") as f:
+                    module = Module(self.modules[dotted], f.read(), self.lib_dir, self)
+            except (SyntaxError, ValueError, OSError):
+                module = None
+        elif self.lib_dir:
             base = os.path.join(self.lib_dir, *dotted.split("."))
             for path in (base + ".py", os.path.join(base, "__init__.py")):
                 if os.path.isfile(path):
@@ -362,9 +369,13 @@ class Loader:
 # ---- the analysis ---------------------------------------------------------------
 
 class Analysis:
-    def __init__(self):
+    def __init__(self, panther=False):
         self.fallbacks = []
         self.steps = 0
+        # Panther's event: keys fall back to a case-insensitive match, so a
+        # value missing at its exact path may still be found ("ci": the
+        # engine reads a missing value as undecided).
+        self.panther = panther
 
     def note(self, module, node, why):
         line = getattr(node, "lineno", 0)
@@ -407,6 +418,10 @@ class Analysis:
                 and isinstance(env.get(node.value.id), Record):
             key = node.slice
             if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                if self.panther:
+                    if "." in key.value:
+                        return Opaque()
+                    return Val({"field": key.value, "default": None, "how": "item", "ci": True})
                 return Val({"field": key.value, "default": None, "how": "item"})
             return Opaque()
         if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and len(node.values) == 2:
@@ -421,8 +436,45 @@ class Analysis:
             return Cond(self.cond(node, env, module))
         return Opaque()
 
+    def panther_read(self, node, env, module):
+        """Panther's reads: `event.get(key, default)`, `event.deep_get(*keys,
+        default=)` and `deep_get(event, *keys, default=)` of
+        panther_base_helpers, each key literal and without a dot."""
+        func = node.func
+        kwargs = {k.arg: k.value for k in node.keywords}
+        if set(kwargs) - {"default"} or any(isinstance(a, ast.Starred) for a in node.args):
+            return None
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) \
+                and isinstance(env.get(func.value.id), Record) and func.attr in ("get", "deep_get"):
+            args = list(node.args)
+            if func.attr == "get":
+                if not 1 <= len(args) <= 2:
+                    return None
+                if len(args) == 2:
+                    kwargs["default"] = args.pop()
+        elif isinstance(func, ast.Name) and func.id not in env \
+                and module.imports.get(func.id) == ("panther_base_helpers", "deep_get") \
+                and node.args and isinstance(self.value(node.args[0], env, module), Record):
+            args = list(node.args[1:])
+        else:
+            return None
+        keys = [self.value(a, env, module) for a in args]
+        if not keys or not all(isinstance(k, Lit) and k.kind is None and isinstance(k.value, str)
+                                and k.value and "." not in k.value for k in keys):
+            return None
+        default = None
+        if "default" in kwargs:
+            lit = self.value(kwargs["default"], env, module)
+            if not isinstance(lit, Lit) or lit.kind in ("set", "dict"):
+                return None
+            default = lit.value
+        return Val({"field": ".".join(k.value for k in keys), "default": default,
+                    "how": "get", "ci": True})
+
     def record_read(self, node, env, module):
         """A field read on the event parameter: `r.deepget(...)`, `r.get(...)`."""
+        if self.panther:
+            return self.panther_read(node, env, module)
         func = node.func
         if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
                 and isinstance(env.get(func.value.id), Record)):
@@ -586,7 +638,8 @@ class Analysis:
             elif isinstance(left, Val) and isinstance(right, Lit) and isinstance(right.value, str):
                 found = atom({"op": "in_lit", "v": left.spec, "items": right.value, "kind": "str"})
             elif isinstance(left, Lit) and left.kind is None and isinstance(left.value, str) \
-                    and "." not in left.value and left.value and isinstance(right, Record):
+                    and "." not in left.value and left.value and isinstance(right, Record) \
+                    and not self.panther:
                 found = atom({"op": "has", "path": left.value})
             elif isinstance(left, Lit) and isinstance(right, Lit):
                 try:
@@ -872,9 +925,11 @@ def call_impurity(module, node, local_names, seen):
 
 # ---- entry point -----------------------------------------------------------------
 
-def derive(source, filename, lib_dir, function="detect"):
-    """The derived filter of `function` in `source` (see the module doc)."""
-    loader = Loader(lib_dir)
+def derive(source, filename, lib_dir, function="detect", panther_modules=None):
+    """The derived filter of `function` in `source` (see the module doc).
+    `panther_modules` ({GlobalID: file}) marks a Panther rule: `rule(event)`
+    over Panther's case-insensitive event, helpers found by GlobalID."""
+    loader = Loader(lib_dir, panther_modules)
     try:
         module = Module(filename, source, lib_dir, loader)
     except (SyntaxError, ValueError) as e:
@@ -887,7 +942,7 @@ def derive(source, filename, lib_dir, function="detect"):
                 "fallbacks": [{"file": filename, "line": 0, "why": f"no `{function}(event)` function"}]}
     found = impurities(module, fn)
     impure = [{"file": m.shown, "line": getattr(n, "lineno", 0), "why": why} for m, n, why in found]
-    analysis = Analysis()
+    analysis = Analysis(panther=panther_modules is not None)
     env = {fn.args.args[0].arg: Record(), "__locals__": store_names(fn)}
     for extra in fn.args.args[1:]:
         env[extra.arg] = Opaque()
@@ -904,5 +959,5 @@ def derive(source, filename, lib_dir, function="detect"):
             "fallbacks": analysis.fallbacks}
 
 
-def derive_json(source, filename, lib_dir, function="detect"):
-    return json.dumps(derive(source, filename, lib_dir, function))
+def derive_json(source, filename, lib_dir, function="detect", panther_modules=None):
+    return json.dumps(derive(source, filename, lib_dir, function, panther_modules))
