@@ -255,6 +255,87 @@ def cmd_threat_ips(a):
     print(f"wrote {a.rows} threat IPs to {a.out}")
 
 
+# CloudTrail as an account writes it: mostly read-only calls by roles and
+# services, some console sign-ins and IAM changes, a few denials; the rare
+# sensitive calls are what Panther's CloudTrail rules look for.
+CLOUDTRAIL_CALLS = [
+    # (weight, eventSource, eventName, readOnly)
+    (30, "ec2.amazonaws.com", "DescribeInstances", True),
+    (12, "s3.amazonaws.com", "GetObject", True),
+    (10, "sts.amazonaws.com", "AssumeRole", False),
+    (8, "ec2.amazonaws.com", "DescribeSecurityGroups", True),
+    (8, "iam.amazonaws.com", "ListRoles", True),
+    (6, "kms.amazonaws.com", "Decrypt", True),
+    (6, "logs.amazonaws.com", "PutLogEvents", False),
+    (5, "lambda.amazonaws.com", "ListFunctions20150331", True),
+    (4, "s3.amazonaws.com", "ListBuckets", True),
+    (3, "sts.amazonaws.com", "GetCallerIdentity", True),
+    (2, "signin.amazonaws.com", "ConsoleLogin", False),
+    (2, "ssm.amazonaws.com", "GetParameter", True),
+    (1, "iam.amazonaws.com", "CreateAccessKey", False),
+    (1, "ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", False),
+    (0.3, "iam.amazonaws.com", "CreateUser", False),
+    (0.2, "s3.amazonaws.com", "PutBucketPolicy", False),
+    (0.1, "cloudtrail.amazonaws.com", "StopLogging", False),
+    (0.1, "iam.amazonaws.com", "AttachUserPolicy", False),
+    (0.05, "ec2.amazonaws.com", "ModifyImageAttribute", False),
+]
+
+
+def cloudtrail_event(rng, when):
+    weights = [c[0] for c in CLOUDTRAIL_CALLS]
+    _, source, name, read_only = rng.choices(CLOUDTRAIL_CALLS, weights)[0]
+    account = rng.choice(["123456789012", "210987654321", "111122223333"])
+    kind = rng.choices(["AssumedRole", "IAMUser", "AWSService", "Root"], [70, 20, 9.9, 0.1])[0]
+    user = f"user{rng.randrange(200)}"
+    identity = {"type": kind, "accountId": account, "principalId": f"AIDA{rng.randrange(10**12)}"}
+    if kind == "AssumedRole":
+        role = rng.choice(["Admin", "ReadOnly", "Deploy", "AWSReservedSSO_Dev_1a2b"])
+        identity["arn"] = f"arn:aws:sts::{account}:assumed-role/{role}/{user}"
+        identity["sessionContext"] = {
+            "sessionIssuer": {"type": "Role", "userName": role, "accountId": account,
+                              "arn": f"arn:aws:iam::{account}:role/{role}"},
+            "attributes": {"mfaAuthenticated": "false", "creationDate": when}}
+    elif kind == "IAMUser":
+        identity["arn"] = f"arn:aws:iam::{account}:user/{user}"
+        identity["userName"] = user
+    elif kind == "Root":
+        identity["arn"] = f"arn:aws:iam::{account}:root"
+    else:
+        identity["invokedBy"] = "cloudformation.amazonaws.com"
+    event = {
+        "eventVersion": "1.08", "userIdentity": identity, "eventTime": when,
+        "eventSource": source, "eventName": name,
+        "awsRegion": rng.choice(["us-east-1", "us-west-2", "eu-west-1"]),
+        "sourceIPAddress": f"{rng.randrange(1, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+        "userAgent": rng.choice(["aws-cli/2.15.0", "Boto3/1.34.0", "console.amazonaws.com", "aws-sdk-go/1.50"]),
+        "requestParameters": {"instancesSet": {}, "filterSet": {}} if read_only else {"name": f"r{rng.randrange(1000)}"},
+        "responseElements": None,
+        "requestID": f"{rng.getrandbits(64):016x}", "eventID": f"{rng.getrandbits(128):032x}",
+        "readOnly": read_only, "eventType": "AwsApiCall", "managementEvent": True,
+        "recipientAccountId": account, "eventCategory": "Management",
+    }
+    if name == "ConsoleLogin":
+        event["eventType"] = "AwsConsoleSignIn"
+        ok = rng.random() < 0.95
+        event["responseElements"] = {"ConsoleLogin": "Success" if ok else "Failure"}
+        event["additionalEventData"] = {"MFAUsed": rng.choice(["Yes", "No"])}
+    if rng.random() < 0.03:
+        event["errorCode"] = "AccessDenied"
+        event["errorMessage"] = "User is not authorized to perform this operation"
+    return event
+
+
+def cmd_cloudtrail(a):
+    rng = random.Random(a.seed)
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    with open(a.out, "w") as out:
+        for i in range(a.count):
+            when = (start + timedelta(seconds=i * 86400 * 7 / a.count)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.write(json.dumps(cloudtrail_event(rng, when)) + "\n")
+    print(f"wrote {a.count} CloudTrail events to {a.out}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -275,12 +356,16 @@ def main():
     t = sub.add_parser("table")
     t.add_argument("--rows", type=int, default=1_000_000)
     t.add_argument("--out", required=True)
+    ct = sub.add_parser("cloudtrail")
+    ct.add_argument("--count", type=int, default=100_000)
+    ct.add_argument("--seed", type=int, default=11)
+    ct.add_argument("--out", required=True)
     ti = sub.add_parser("threat-ips")
     ti.add_argument("--rows", type=int, default=100_000)
     ti.add_argument("--out", required=True)
     a = p.parse_args()
     commands = {"events": cmd_events, "project": cmd_project, "table": cmd_table, "ranges": cmd_ranges,
-                "threat-ips": cmd_threat_ips}
+                "threat-ips": cmd_threat_ips, "cloudtrail": cmd_cloudtrail}
     commands[a.cmd](a)
 
 

@@ -180,6 +180,9 @@ fn impure_rules(project: &Project) -> Vec<Problem> {
         .filter(|d| !d.is_sql() && d.enabled && d.auto_filter && d.script.is_file())
         .filter_map(|d| {
             let derived = crate::python::derive_filter(d, &lib_dir);
+            if derived.guarded {
+                return None;
+            }
             let first = derived.impure.first()?;
             let more = match derived.impure.len() {
                 1 => String::new(),

@@ -218,7 +218,7 @@ fn derived(dir: &str, logs: &str) -> Result<String, String> {
     let filters: Vec<_> = rules
         .iter()
         .map(|d| (d.name.clone(), crate::python::derive_filter(d, &lib_dir)))
-        .filter(|(_, f)| f.pure && f.narrows())
+        .filter(|(_, f)| f.applicable() && f.narrows())
         .collect();
     if filters.is_empty() {
         return Err("no rule derives a filter".into());

@@ -48,7 +48,7 @@ pub(super) fn explain(
             writeln!(out)?;
         }
         writeln!(out, "{}", def.name)?;
-        let applied = def.auto_filter && d.pure && d.narrows();
+        let applied = def.auto_filter && d.applicable() && d.narrows();
         writeln!(out, "  derived filter: {}", d.text())?;
         if !def.auto_filter {
             writeln!(
@@ -56,13 +56,21 @@ pub(super) fn explain(
                 "  not applied: `auto_filter: false` in {}",
                 crate::files::display_path(&def.file)
             )?;
-        } else if !d.pure {
+        } else if !d.applicable() {
             writeln!(out, "  not applied: the rule is impure")?;
         } else if !d.narrows() {
             writeln!(out, "  not applied: it keeps every event")?;
         }
         if d.pure {
             writeln!(out, "  pure: yes")?;
+        } else if d.guarded {
+            writeln!(
+                out,
+                "  pure: no, but its effects come after what the filter keeps (it keeps every event that reaches them)"
+            )?;
+            for note in &d.impure {
+                writeln!(out, "    {note}")?;
+            }
         } else {
             writeln!(out, "  pure: no")?;
             for note in &d.impure {

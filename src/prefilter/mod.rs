@@ -31,6 +31,9 @@ pub struct Derived {
     pub pure: bool,
     /// Why the rule is impure (empty when pure).
     pub impure: Vec<Note>,
+    /// Impure, but only past its first statements: `keep` holds for every
+    /// event that reaches an effect, so the filter still applies.
+    pub guarded: bool,
     /// Constructs that fell back to "keep the event", and why.
     pub fallbacks: Vec<Note>,
 }
@@ -171,8 +174,15 @@ impl Derived {
             keys: Vec::new(),
             pure: true,
             impure: Vec::new(),
+            guarded: false,
             fallbacks: Vec::new(),
         }
+    }
+
+    /// Whether the filter may be applied: the rule is pure, or its effects
+    /// come only after what the filter keeps.
+    pub fn applicable(&self) -> bool {
+        self.pure || self.guarded
     }
 
     /// Whether the filter can drop anything (it is not just "keep").

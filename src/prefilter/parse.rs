@@ -49,6 +49,10 @@ impl Derived {
             atoms: atoms.list,
             pure: json.get("pure").and_then(Value::as_bool).unwrap_or(false),
             impure: notes("impure"),
+            guarded: json
+                .get("guarded")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             fallbacks: notes("fallbacks"),
         })
     }

@@ -35,6 +35,7 @@ def _wrap(value):
 def _raw(value):
     """Plain data under any wrapper (for comparisons and JSON)."""
     if isinstance(value, ImmutableCaseInsensitiveDict):
+        value._rw_fill()
         return value._rw_data
     if isinstance(value, ImmutableList):
         return value._rw_data
@@ -82,6 +83,9 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         self._rw_data = data
         self._rw_lower = None
 
+    def _rw_fill(self):
+        """Adds fields computed on demand (see `PantherEvent`)."""
+
     def _rw_key(self, key):
         try:
             if key in self._rw_data:
@@ -89,6 +93,15 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         except TypeError:
             return _MISSING
         if not isinstance(key, str):
+            return _MISSING
+        data = self._rw_data
+        if self._rw_lower is None and len(data) <= 16:
+            # Small (mostly nested, short-lived) mappings: a scan costs less
+            # than an index.
+            wanted = key.lower()
+            for k in data:
+                if isinstance(k, str) and k.lower() == wanted:
+                    return k
             return _MISSING
         if self._rw_lower is None:
             lower = {}
@@ -99,17 +112,40 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         return self._rw_lower.get(key.lower(), _MISSING)
 
     def __getitem__(self, key):
-        found = self._rw_key(key)
-        if found is _MISSING:
-            raise KeyError(key)
-        return _wrap(self._rw_data[found])
+        data = self._rw_data
+        try:
+            value = data[key]
+        except (KeyError, TypeError):
+            found = self._rw_key(key)
+            if found is _MISSING:
+                raise KeyError(key) from None
+            value = data[found]
+        return _wrap(value)
 
     def __contains__(self, key):
+        try:
+            if key in self._rw_data:
+                return True
+        except TypeError:
+            return False
         return self._rw_key(key) is not _MISSING
 
     def get(self, key, default=None):
-        found = self._rw_key(key)
-        return default if found is _MISSING else _wrap(self._rw_data[found])
+        # The exact key first (the common case), then a case-insensitive match.
+        data = self._rw_data
+        try:
+            value = data[key]
+        except (KeyError, TypeError):
+            found = self._rw_key(key)
+            if found is _MISSING:
+                return default
+            value = data[found]
+        cls = type(value)
+        if cls is dict:
+            return ImmutableCaseInsensitiveDict(value)
+        if cls is list:
+            return ImmutableList(value)
+        return value
 
     def __iter__(self):
         return iter(self._rw_data)
@@ -123,20 +159,36 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
     def deep_get(self, *keys, default=None):
         """Walks mappings with `.get`; a non-mapping on the way or a final
         None gives `default`."""
-        value = self
-        for key in keys:
-            if not isinstance(value, cabc.Mapping):
+        # On the raw data while keys match exactly (no wrapper per step).
+        value = self._rw_data
+        for i, key in enumerate(keys):
+            if type(value) is not dict:
+                if isinstance(value, cabc.Mapping):
+                    return _deep_get_wrapped(value, keys[i:], default)
                 return default
-            value = value.get(key)
-            if value is None:
+            found = value.get(key, _MISSING) if isinstance(key, str) else _MISSING
+            if found is _MISSING:
+                return _deep_get_wrapped(ImmutableCaseInsensitiveDict(value), keys[i:], default)
+            if found is None:
                 return default
-        return value
+            value = found
+        return _wrap(value)
 
     def to_dict(self):
         return copy.deepcopy(self._rw_data)
 
     def copy(self):
         return copy.deepcopy(self._rw_data)
+
+
+def _deep_get_wrapped(value, keys, default):
+    for key in keys:
+        if not isinstance(value, cabc.Mapping):
+            return default
+        value = value.get(key)
+        if value is None:
+            return default
+    return value
 
 
 def _path_value(data, parts):
@@ -158,13 +210,88 @@ class DataModel:
 
 
 class PantherEvent(ImmutableCaseInsensitiveDict):
-    """The event a Panther rule receives."""
+    """The event a Panther rule receives. In `run`, the fields Panther's
+    pipeline computes (`p_event_time`, `p_parse_time`, `p_any_*`) are added
+    when first needed: a `p_` key read, iteration, a copy, a data model
+    lookup. Most rules never read them, and computing them costs more than
+    most rules."""
 
-    def __init__(self, data, data_model=None):
+    def __init__(self, data, data_model=None, pending=None):
         super().__init__(data)
         self._rw_model = data_model
+        self._rw_pending = pending  # (log type, event time µs) until filled
+
+    def _rw_fill(self):
+        pending = self._rw_pending
+        if pending is None:
+            return
+        self._rw_pending = None
+        log_type, time_us = pending
+        data = self._rw_data
+        data.setdefault("p_event_time", _p_time(time_us))
+        data.setdefault("p_parse_time", _p_time(time.time() * 1e6))
+        for name, values in indicators(log_type, data).items():
+            data.setdefault(name, values)
+        self._rw_lower = None
+
+    def _rw_wants(self, key):
+        if self._rw_pending is not None and isinstance(key, str) and key[:2] in ("p_", "P_"):
+            self._rw_fill()
+
+    def get(self, key, default=None):
+        # ImmutableCaseInsensitiveDict.get, inlined: the hottest call of all.
+        if self._rw_pending is not None and type(key) is str and key[:2] in ("p_", "P_"):
+            self._rw_fill()
+        data = self._rw_data
+        try:
+            value = data[key]
+        except (KeyError, TypeError):
+            found = self._rw_key(key)
+            if found is _MISSING:
+                return default
+            value = data[found]
+        cls = type(value)
+        if cls is dict:
+            return ImmutableCaseInsensitiveDict(value)
+        if cls is list:
+            return ImmutableList(value)
+        return value
+
+    def __getitem__(self, key):
+        self._rw_wants(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key):
+        self._rw_wants(key)
+        return super().__contains__(key)
+
+    def deep_get(self, *keys, default=None):
+        if keys:
+            self._rw_wants(keys[0])
+        return super().deep_get(*keys, default=default)
+
+    def __iter__(self):
+        self._rw_fill()
+        return super().__iter__()
+
+    def __len__(self):
+        self._rw_fill()
+        return super().__len__()
+
+    def __repr__(self):
+        self._rw_fill()
+        return super().__repr__()
+
+    def to_dict(self):
+        self._rw_fill()
+        return super().to_dict()
+
+    def copy(self):
+        self._rw_fill()
+        return super().copy()
 
     def udm(self, *names, default=None):
+        self._rw_fill()
         model = self._rw_model
         if len(names) == 1 and model is not None and isinstance(names[0], str):
             mapped = model.mappings.get(names[0].lower())
@@ -194,6 +321,7 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
         return None
 
     def deep_walk(self, *keys, default=None, return_val="all"):
+        self._rw_fill()
         found = []
 
         def add(value):
@@ -226,6 +354,7 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
         return self.deep_get("_mocked_lookup_data_", table, key)
 
     def event_time_epoch(self):
+        self._rw_fill()
         text = self._rw_data.get("p_event_time")
         try:
             when = datetime.fromisoformat(str(text).replace("Z", "+00:00").replace(" ", "T"))
@@ -236,6 +365,7 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
         return int(when.timestamp())
 
     def raw_view(self):
+        self._rw_fill()
         return self._rw_data
 
 
@@ -772,15 +902,12 @@ def event_of(r):
     log_type = _RUN["log_types"].get(place[0])
     if log_type:
         data.setdefault("p_log_type", log_type)
-    data.setdefault("p_event_time", _p_time(r._time_us))
-    data.setdefault("p_parse_time", _p_time(time.time() * 1e6))
-    for name, values in indicators(log_type, data).items():
-        data.setdefault(name, values)
     if "p_enrichment" not in data:
         enrichment = _p_enrichment(r, data, place[0])
         if enrichment:
             data["p_enrichment"] = enrichment
-    event = PantherEvent(data, _RUN["models"].get(data.get("p_log_type")))
+    event = PantherEvent(data, _RUN["models"].get(data.get("p_log_type")),
+                         pending=(log_type, r._time_us))
     _EVENTS[place] = event
     return event
 

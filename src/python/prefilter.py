@@ -666,6 +666,19 @@ class Analysis:
                 items = [arg.value] if isinstance(arg.value, str) else arg.value
                 return atom({"op": func.attr, "v": owner.spec, "items": items})
         if isinstance(func, ast.Name) and func.id in ("any", "all") and func.id not in env \
+                and len(node.args) == 1 and not node.keywords \
+                and isinstance(node.args[0], (ast.List, ast.Tuple)) \
+                and not any(isinstance(e, ast.Starred) for e in node.args[0].elts):
+            # `all([a, b, c])`: the list is built first, so every item is
+            # evaluated (any may raise), then all / any of their truth.
+            parts = [self.cond(e, env, module) for e in node.args[0].elts]
+            ts = [p[0] for p in parts]
+            fs = [p[1] for p in parts]
+            rs = [p[2] for p in parts]
+            if func.id == "all":
+                return (f_and(*ts), f_or(*fs), f_or(*rs))
+            return (f_or(*ts), f_and(*fs), f_or(*rs))
+        if isinstance(func, ast.Name) and func.id in ("any", "all") and func.id not in env \
                 and len(node.args) == 1 and isinstance(node.args[0], (ast.GeneratorExp, ast.ListComp)):
             unrolled = self.unroll_comprehension(node.args[0], env, module)
             if unrolled is not None:
@@ -946,8 +959,19 @@ def derive(source, filename, lib_dir, function="detect", panther_modules=None):
     env = {fn.args.args[0].arg: Record(), "__locals__": store_names(fn)}
     for extra in fn.args.args[1:]:
         env[extra.arg] = Opaque()
+    body = strip_docstring(fn.body)
+    guarded = False
+    if found:
+        # Effects (state, I/O) only past the first statements: the filter
+        # is the condition of reaching them, or of matching before.
+        # (When the first statement already may, the whole body is still
+        # read, to show what the filter would be.)
+        k = first_effect(module, fn, body)
+        if k > 0:
+            body = body[:k] + [ast.Return(value=ast.Name(id=EFFECTS_FOLLOW, ctx=ast.Load()))]
+            guarded = True
     try:
-        t, f, r = analysis.block(strip_docstring(fn.body), env, module)
+        t, f, r = analysis.block(body, env, module)
         keep = f_or(t, r)
     except (Bail, RecursionError) as e:
         analysis.note(module, fn, str(e) or "the code is too deeply nested to follow")
@@ -955,8 +979,25 @@ def derive(source, filename, lib_dir, function="detect", panther_modules=None):
     if size(keep) > MAX_NODES:
         analysis.note(module, fn, "the derived condition is too large")
         keep = True
+    fallbacks = [n for n in analysis.fallbacks if EFFECTS_FOLLOW not in n["why"]]
     return {"keep": keep, "pure": not impure, "impure": impure,
-            "fallbacks": analysis.fallbacks}
+            "guarded": guarded and keep is not True, "fallbacks": fallbacks}
+
+
+# Stands for "what follows may have effects" in a rule cut before them.
+EFFECTS_FOLLOW = "__ravenwatch_effects_follow__"
+
+
+def first_effect(module, fn, body):
+    """The index of the first top-level statement of `fn` that may have an
+    effect (itself or through what it calls); 0 when the first does."""
+    for i, stmt in enumerate(body):
+        part = ast.FunctionDef(name=f"{fn.name}#{i}", args=fn.args, body=[stmt],
+                               decorator_list=[], returns=None, type_comment=None)
+        ast.copy_location(part, stmt)
+        if impurities(module, part):
+            return i
+    return len(body)
 
 
 def derive_json(source, filename, lib_dir, function="detect", panther_modules=None):

@@ -66,7 +66,7 @@ impl RulePlan {
                 let derived = auto
                     .filter(|_| def.auto_filter)
                     .map(|a| crate::python::derive_filter(def, a.lib_dir))
-                    .filter(|d| d.pure && d.narrows())
+                    .filter(|d| d.applicable() && d.narrows())
                     .map(Arc::new);
                 Ok(Self::Python {
                     index,
