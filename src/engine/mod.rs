@@ -35,6 +35,7 @@ use crate::logs::{expand_inputs, EventBatch, EventReader, Input, LogError, ReadI
 use crate::python::PythonError;
 use crate::query::{run_incomplete_key, run_location_key, AutoFilter, RunPlan};
 use crate::storage::{Storage, StorageError};
+use kv::{RunKv, KV_ENV};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
 use spool::{AlertSpool, MatchSpool, RunAlerts};
@@ -180,7 +181,7 @@ pub fn run(
         options.reprocess,
         options.max_inputs,
     )?;
-    let kv = kv::RunKv::prepare(project, storage.as_ref(), &state)?;
+    let kv = RunKv::prepare(project, storage.as_ref(), &state)?;
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -189,7 +190,7 @@ pub fn run(
         id: 0,
         tables: tables.clone(),
     });
-    let kv_env = kv.iter().map(|k| (kv::KV_ENV.to_string(), k.path.clone()));
+    let kv_env = kv.iter().map(|k| (KV_ENV.to_string(), k.path.clone()));
     let pool = start_workers(
         project,
         (table, &python_rules),
@@ -779,7 +780,7 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    (grouped, inputs, kv): (&Grouped, &BTreeMap<String, InputRecord>, Option<&kv::RunKv>),
+    (grouped, inputs, kv): (&Grouped, &BTreeMap<String, InputRecord>, Option<&RunKv>),
     state_version: &StateVersion,
 ) -> Result<(), EngineError> {
     let run_id = &outputs.summary.run_id;

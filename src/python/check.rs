@@ -137,12 +137,25 @@ fn derive_uncached(def: &crate::config::DetectionDef, lib_dir: &Path) -> crate::
         Err(e) => return fallback(format!("cannot be read: {e}")),
     };
     let analysed = Python::attach(|py| -> PyResult<String> {
-        let module = PyModule::from_code(
-            py,
-            &super::interpreter::cstring(PREFILTER)?,
-            c"<ravenwatch.prefilter>",
-            c"_ravenwatch_prefilter",
-        )?;
+        // Loaded once per process: it keeps the helper modules it parsed.
+        let modules = py.import("sys")?.getattr("modules")?;
+        let module = match modules
+            .get_item("_ravenwatch_prefilter")
+            .ok()
+            .and_then(|m| m.cast_into::<PyModule>().ok())
+        {
+            Some(m) => m,
+            None => {
+                let m = PyModule::from_code(
+                    py,
+                    &super::interpreter::cstring(PREFILTER)?,
+                    c"<ravenwatch.prefilter>",
+                    c"_ravenwatch_prefilter",
+                )?;
+                modules.set_item("_ravenwatch_prefilter", &m)?;
+                m
+            }
+        };
         let lib = lib_dir
             .is_dir()
             .then(|| lib_dir.to_string_lossy().into_owned());

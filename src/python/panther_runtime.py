@@ -82,6 +82,24 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
     def __init__(self, data):
         self._rw_data = data
         self._rw_lower = None
+        self._rw_children = None
+
+    def _rw_child(self, key, value):
+        """`value` (found under `key`) as rules see it: nested objects are
+        wrapped once and kept, so their case-insensitive index is built once
+        per event however many rules read them."""
+        cls = type(value)
+        if cls is dict:
+            children = self._rw_children
+            if children is None:
+                children = self._rw_children = {}
+            wrapped = children.get(key)
+            if wrapped is None:
+                wrapped = children[key] = ImmutableCaseInsensitiveDict(value)
+            return wrapped
+        if cls is list:
+            return ImmutableList(value)
+        return _wrap(value)
 
     def _rw_fill(self):
         """Adds fields computed on demand (see `PantherEvent`)."""
@@ -93,15 +111,6 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         except TypeError:
             return _MISSING
         if not isinstance(key, str):
-            return _MISSING
-        data = self._rw_data
-        if self._rw_lower is None and len(data) <= 16:
-            # Small (mostly nested, short-lived) mappings: a scan costs less
-            # than an index.
-            wanted = key.lower()
-            for k in data:
-                if isinstance(k, str) and k.lower() == wanted:
-                    return k
             return _MISSING
         if self._rw_lower is None:
             lower = {}
@@ -116,11 +125,11 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         try:
             value = data[key]
         except (KeyError, TypeError):
-            found = self._rw_key(key)
-            if found is _MISSING:
+            key = self._rw_key(key)
+            if key is _MISSING:
                 raise KeyError(key) from None
-            value = data[found]
-        return _wrap(value)
+            value = data[key]
+        return self._rw_child(key, value)
 
     def __contains__(self, key):
         try:
@@ -136,15 +145,13 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
         try:
             value = data[key]
         except (KeyError, TypeError):
-            found = self._rw_key(key)
-            if found is _MISSING:
+            key = self._rw_key(key)
+            if key is _MISSING:
                 return default
-            value = data[found]
+            value = data[key]
         cls = type(value)
-        if cls is dict:
-            return ImmutableCaseInsensitiveDict(value)
-        if cls is list:
-            return ImmutableList(value)
+        if cls is dict or cls is list:
+            return self._rw_child(key, value)
         return value
 
     def __iter__(self):
@@ -159,20 +166,7 @@ class ImmutableCaseInsensitiveDict(cabc.Mapping):
     def deep_get(self, *keys, default=None):
         """Walks mappings with `.get`; a non-mapping on the way or a final
         None gives `default`."""
-        # On the raw data while keys match exactly (no wrapper per step).
-        value = self._rw_data
-        for i, key in enumerate(keys):
-            if type(value) is not dict:
-                if isinstance(value, cabc.Mapping):
-                    return _deep_get_wrapped(value, keys[i:], default)
-                return default
-            found = value.get(key, _MISSING) if isinstance(key, str) else _MISSING
-            if found is _MISSING:
-                return _deep_get_wrapped(ImmutableCaseInsensitiveDict(value), keys[i:], default)
-            if found is None:
-                return default
-            value = found
-        return _wrap(value)
+        return _deep_get_wrapped(self, keys, default)
 
     def to_dict(self):
         return copy.deepcopy(self._rw_data)
@@ -246,15 +240,13 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
         try:
             value = data[key]
         except (KeyError, TypeError):
-            found = self._rw_key(key)
-            if found is _MISSING:
+            key = self._rw_key(key)
+            if key is _MISSING:
                 return default
-            value = data[found]
+            value = data[key]
         cls = type(value)
-        if cls is dict:
-            return ImmutableCaseInsensitiveDict(value)
-        if cls is list:
-            return ImmutableList(value)
+        if cls is dict or cls is list:
+            return self._rw_child(key, value)
         return value
 
     def __getitem__(self, key):
@@ -291,7 +283,8 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
         return super().copy()
 
     def udm(self, *names, default=None):
-        self._rw_fill()
+        if self._rw_pending is not None and self._rw_udm_needs_fill(names):
+            self._rw_fill()
         model = self._rw_model
         if len(names) == 1 and model is not None and isinstance(names[0], str):
             mapped = model.mappings.get(names[0].lower())
@@ -309,6 +302,16 @@ class PantherEvent(ImmutableCaseInsensitiveDict):
             if found:
                 return found
         return default
+
+    def _rw_udm_needs_fill(self, names):
+        """Whether resolving `names` may read a computed `p_` field."""
+        model = self._rw_model
+        if model is None or len(names) != 1 or not isinstance(names[0], str):
+            return True
+        for kind, target in model.mappings.get(names[0].lower(), ()):
+            if kind != "path" or (target and target[0][:2] in ("p_", "P_")):
+                return True
+        return False
 
     def udm_path(self, name):
         model = self._rw_model
@@ -775,6 +778,11 @@ def _values_at(data, path):
 
 
 def _is_ip(text):
+    parts = text.split(".")
+    if len(parts) == 4:
+        return all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+    if ":" not in text:
+        return False
     import ipaddress
     try:
         ipaddress.ip_address(text)

@@ -366,6 +366,20 @@ class Loader:
         return module
 
 
+_LOADERS = {}
+
+
+def shared_loader(lib_dir, modules):
+    """One loader per (helper folder, global helpers) for the process: the
+    helpers many rules import are parsed once (files do not change under a
+    run)."""
+    key = (lib_dir, tuple(sorted((modules or {}).items())))
+    loader = _LOADERS.get(key)
+    if loader is None:
+        loader = _LOADERS[key] = Loader(lib_dir, modules)
+    return loader
+
+
 # ---- the analysis ---------------------------------------------------------------
 
 class Analysis:
@@ -942,7 +956,7 @@ def derive(source, filename, lib_dir, function="detect", panther_modules=None):
     """The derived filter of `function` in `source` (see the module doc).
     `panther_modules` ({GlobalID: file}) marks a Panther rule: `rule(event)`
     over Panther's case-insensitive event, helpers found by GlobalID."""
-    loader = Loader(lib_dir, panther_modules)
+    loader = shared_loader(lib_dir, panther_modules)
     try:
         module = Module(filename, source, lib_dir, loader)
     except (SyntaxError, ValueError) as e:

@@ -208,21 +208,12 @@ fn bound_context(
     (kept, Some(total))
 }
 
+/// Loads a native detection; Panther rules load through `panther::load_run_rule`.
 pub(super) fn load_rule<'py>(
     py: Python<'py>,
     helpers: &Bound<'py, PyModule>,
     def: &DetectionDef,
 ) -> Result<(LoadedRule, Bound<'py, PyModule>), LoadError> {
-    if let Some(info) = &def.panther {
-        let format_exception = helpers.getattr("format_exception").map_err(|e| LoadError {
-            rule: def.name.clone(),
-            file: display_path(&def.script),
-            line: None,
-            message: e.to_string(),
-            unknown_table: None,
-        })?;
-        return super::panther::load_run_rule(py, def, info, &format_exception);
-    }
     let file = display_path(&def.script);
     let fail = |line: Option<usize>, message: String| LoadError {
         rule: def.name.clone(),

@@ -6,6 +6,7 @@
 use super::convert;
 use super::error::{formatted, LoadError, PythonError};
 use super::interpreter::{publish, setup_interpreter};
+use super::panther::load_run_rule;
 use super::record::Record;
 use super::rule::{load_rule, LoadedRule};
 use super::table::PyTable;
@@ -56,7 +57,7 @@ impl PythonRuntime {
             let mut errors = Vec::new();
             let names = rules.iter().map(|d| d.name.clone()).collect();
             for def in rules {
-                match load_rule(py, helpers_bound, def) {
+                match load_detection(py, helpers_bound, def) {
                     Ok((rule, _)) => loaded.push(rule),
                     Err(e) => errors.push(e),
                 }
@@ -186,7 +187,7 @@ impl PythonRuntime {
             };
             setup()
                 .map_err(|e| fail(format!("cannot set up the case: {}", self.format(py, &e))))?;
-            let (loaded, module) = load_rule(py, helpers, def)?;
+            let (loaded, module) = load_detection(py, helpers, def)?;
             if !mocks.is_empty() {
                 let mocks = convert::json_object_to_py(py, mocks)
                     .and_then(|m| helpers.call_method1("apply_mocks", (&module, m)));
@@ -327,4 +328,23 @@ impl PythonRuntime {
         }
         out
     }
+}
+
+/// Loads one detection, native or Panther-format.
+fn load_detection<'py>(
+    py: Python<'py>,
+    helpers: &Bound<'py, PyModule>,
+    def: &DetectionDef,
+) -> Result<(LoadedRule, Bound<'py, PyModule>), LoadError> {
+    let Some(info) = &def.panther else {
+        return load_rule(py, helpers, def);
+    };
+    let format_exception = helpers.getattr("format_exception").map_err(|e| LoadError {
+        rule: def.name.clone(),
+        file: display_path(&def.script),
+        line: None,
+        message: e.to_string(),
+        unknown_table: None,
+    })?;
+    load_run_rule(py, def, info, &format_exception)
 }
