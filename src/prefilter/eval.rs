@@ -468,6 +468,68 @@ struct AtomEval<'a> {
     tables: &'a Tables,
     /// Where the atom's one path is read from, resolved once per batch.
     source: Source<'a>,
+    /// A Panther read (`event.get`, `deep_get`): where its value is missing
+    /// at the exact path, whether the key might be found under another case.
+    variants: Option<CaseVariants<'a>>,
+}
+
+/// Panther's event finds a key under another case when the exact one is
+/// absent, so a value missing at its exact path is undecided — unless the
+/// event's text holds no key of the path in another case: then Panther's
+/// lookup misses too, and the value is `None` (or `deep_get`'s default).
+struct CaseVariants<'a> {
+    raw: &'a StringArray,
+    parts: Vec<&'a str>,
+}
+
+impl CaseVariants<'_> {
+    fn new<'a>(raw: &'a StringArray, expr: &'a ValueExpr) -> Option<CaseVariants<'a>> {
+        let ValueExpr::Field {
+            path,
+            ci: true,
+            item: false,
+            ..
+        } = innermost(expr)
+        else {
+            return None;
+        };
+        let parts: Vec<&str> = path.split('.').collect();
+        // `p_*` fields are computed by the runtime, not read from the text.
+        let plain = |p: &&str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'@')
+        };
+        if parts[0].starts_with("p_") || !parts.iter().all(plain) {
+            return None;
+        }
+        Some(CaseVariants { raw, parts })
+    }
+
+    /// Whether no key of the path appears in the event's text in another
+    /// case (text written with `\u` escapes, or holding the Kelvin sign
+    /// that lower-cases to `k`, is never taken as proof).
+    fn absent(&self, row: usize) -> bool {
+        if self.raw.is_null(row) {
+            return false;
+        }
+        let text = self.raw.value(row).as_bytes();
+        if memchr::memmem::find(text, b"\\u").is_some()
+            || memchr::memmem::find(text, "\u{212a}".as_bytes()).is_some()
+        {
+            return false;
+        }
+        self.parts.iter().all(|part| {
+            let part = part.as_bytes();
+            memchr::memchr_iter(b'"', text).all(|at| {
+                let key = &text[at + 1..];
+                !(key.len() > part.len()
+                    && key[part.len()] == b'"'
+                    && key[..part.len()].eq_ignore_ascii_case(part)
+                    && &key[..part.len()] != part)
+            })
+        })
+    }
 }
 
 impl<'a> AtomEval<'a> {
@@ -483,6 +545,7 @@ impl<'a> AtomEval<'a> {
             atom,
             tables,
             source: source(batch, path),
+            variants: atom.value().and_then(|v| CaseVariants::new(&batch.raw, v)),
         }
     }
 
@@ -562,6 +625,7 @@ impl<'a> AtomEval<'a> {
             _ => return false,
         };
         let missing = self.judge(apply(default, None));
+        let absent = self.judge(apply_exact(default, None));
         // `(field or [...])`: an empty list reads as the literal.
         let empty = match default {
             ValueExpr::OrElse(_, lit) => Some(self.judge(Ok(from_json(lit)))),
@@ -579,7 +643,11 @@ impl<'a> AtomEval<'a> {
                 continue;
             }
             outcomes[row] = if hidden(above, row) || leaf.is_null(row) {
-                missing
+                if self.absent(row) {
+                    absent
+                } else {
+                    missing
+                }
             } else {
                 match list {
                     Some(list) => {
@@ -617,10 +685,15 @@ impl<'a> AtomEval<'a> {
         };
         if let Some((above, leaf)) = typed {
             let missing = judge(apply(expr, None));
+            let absent = judge(apply_exact(expr, None));
             for row in mask.set_indices() {
                 if outcomes[row] == 0 {
                     outcomes[row] = if hidden(above, row) || leaf.is_null(row) {
-                        missing
+                        if self.absent(row) {
+                            absent
+                        } else {
+                            missing
+                        }
                     } else {
                         judge(apply(expr, Some(leaf.get(row))))
                     };
@@ -635,11 +708,17 @@ impl<'a> AtomEval<'a> {
         }
     }
 
+    /// Whether the atom's Panther read finds nothing in `row` under any case.
+    fn absent(&self, row: usize) -> bool {
+        self.variants.as_ref().is_some_and(|v| v.absent(row))
+    }
+
     fn value(&self, expr: &'a ValueExpr, row: usize) -> Result<Py<'_>, Raises> {
         let item = matches!(innermost(expr), ValueExpr::Field { item: true, .. });
         let ci = matches!(innermost(expr), ValueExpr::Field { ci: true, .. });
         match path_value(&self.source, row, item) {
             Ok(Some(v)) => apply(expr, Some(v)),
+            Ok(None) if ci && self.absent(row) => apply_exact(expr, None),
             Ok(None) if ci => apply(expr, Some(Py::Unknown)),
             Ok(None) if item => apply(expr, Some(Py::None)),
             Ok(None) => apply(expr, None),
@@ -750,23 +829,39 @@ fn innermost(v: &ValueExpr) -> &ValueExpr {
 /// `expr` computed from the value of its field (`None`: missing or null,
 /// which reads as the field's default).
 fn apply<'a>(expr: &'a ValueExpr, base: Option<Py<'a>>) -> Result<Py<'a>, Raises> {
+    apply_with(expr, base, false)
+}
+
+/// [`apply`] where a Panther read's missing value is known to be missing
+/// under every case of its keys (see [`CaseVariants`]).
+fn apply_exact<'a>(expr: &'a ValueExpr, base: Option<Py<'a>>) -> Result<Py<'a>, Raises> {
+    apply_with(expr, base, true)
+}
+
+fn apply_with<'a>(
+    expr: &'a ValueExpr,
+    base: Option<Py<'a>>,
+    exact: bool,
+) -> Result<Py<'a>, Raises> {
     match expr {
-        ValueExpr::Field { ci: true, .. } => Ok(base.unwrap_or(Py::Unknown)),
+        ValueExpr::Field { ci: true, .. } if !exact => Ok(base.unwrap_or(Py::Unknown)),
         ValueExpr::Field { default, .. } => Ok(base.unwrap_or_else(|| from_json(default))),
-        ValueExpr::Lower(inner) | ValueExpr::Upper(inner) => match apply(inner, base)? {
-            Py::Str(s) if s.is_ascii() => Ok(Py::Str(Cow::Owned(
-                if matches!(expr, ValueExpr::Lower(_)) {
-                    s.to_ascii_lowercase()
-                } else {
-                    s.to_ascii_uppercase()
-                },
-            ))),
-            // Unicode case rules: let Python decide.
-            Py::Str(_) | Py::Unknown => Ok(Py::Unknown),
-            _ => Err(Raises),
-        },
+        ValueExpr::Lower(inner) | ValueExpr::Upper(inner) => {
+            match apply_with(inner, base, exact)? {
+                Py::Str(s) if s.is_ascii() => Ok(Py::Str(Cow::Owned(
+                    if matches!(expr, ValueExpr::Lower(_)) {
+                        s.to_ascii_lowercase()
+                    } else {
+                        s.to_ascii_uppercase()
+                    },
+                ))),
+                // Unicode case rules: let Python decide.
+                Py::Str(_) | Py::Unknown => Ok(Py::Unknown),
+                _ => Err(Raises),
+            }
+        }
         ValueExpr::OrElse(inner, lit) => {
-            let v = apply(inner, base)?;
+            let v = apply_with(inner, base, exact)?;
             match truthy(&v) {
                 Some(true) => Ok(v),
                 Some(false) => Ok(from_json(lit)),
@@ -990,5 +1085,37 @@ mod tests {
         );
         assert!(matches!(apply(&or_else, Some(s(""))), Ok(Py::JsonList(l)) if l.is_empty()));
         assert!(matches!(apply(&or_else, Some(s("x"))), Ok(Py::Str(_))));
+    }
+
+    #[test]
+    fn a_panther_read_is_missing_only_when_no_key_matches_in_another_case() {
+        let field = |path: &str, ci| ValueExpr::Field {
+            path: path.into(),
+            default: json!(null),
+            item: false,
+            ci,
+        };
+        let raw = StringArray::from(vec![
+            r#"{"eventName":"x"}"#,
+            r#"{"ErrorCode":"AccessDenied"}"#,
+            r#"{"userIdentity":{"ErrorCode":1}}"#,
+            r#"{"note":"errors","errorCode":null}"#,
+            // A value spelled like the key in another case: kept undecided.
+            r#"{"note":"errorcode"}"#,
+            r#"{"errorC\u006fde":"x"}"#,
+            "{\"errorCode\u{212a}\":1}",
+        ]);
+        let read = field("errorCode", true);
+        let variants = CaseVariants::new(&raw, &read).expect("a Panther read");
+        let absent: Vec<bool> = (0..raw.len()).map(|row| variants.absent(row)).collect();
+        assert_eq!(absent, [true, false, false, true, false, false, false]);
+        let nested = field("userIdentity.errorcode", true);
+        assert!(!CaseVariants::new(&raw, &nested).expect("nested").absent(2));
+        // Fields the runtime computes, and native reads, are not checked.
+        assert!(CaseVariants::new(&raw, &field("p_any_ip_addresses", true)).is_none());
+        assert!(CaseVariants::new(&raw, &field("errorCode", false)).is_none());
+        // Decided as missing: a Panther `event.get` gives None, not Unknown.
+        assert!(matches!(apply(&read, None), Ok(Py::Unknown)));
+        assert!(matches!(apply_exact(&read, None), Ok(Py::None)));
     }
 }

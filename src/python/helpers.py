@@ -1,10 +1,44 @@
 """Helpers the engine calls inside the embedded interpreter (loaded as
 `_ravenwatch_helpers`; not importable by detections)."""
-import ast, copy, importlib, inspect, os, sys
+import ast, copy, gc, importlib, inspect, os, sys
 import traceback as _tb
 
+# A rule that fails on many events fails the same way: one formatting per
+# (exception type, message, frames) — linecache and traceback formatting
+# cost far more than the rule call itself.
+_FORMATTED = {}
+
+
 def format_exception(e, tb):
-    return "".join(_tb.format_exception(type(e), e, tb)).rstrip()
+    key = None
+    if e.__cause__ is None and e.__context__ is None:
+        try:
+            parts = [type(e), str(e)]
+        except Exception:  # noqa: BLE001 - a broken __str__ is formatted below
+            parts = None
+        if parts is not None:
+            frame = tb
+            while frame is not None:
+                parts.append(frame.tb_frame.f_code)
+                parts.append(frame.tb_lineno)
+                frame = frame.tb_next
+            key = tuple(parts)
+            text = _FORMATTED.get(key)
+            if text is not None:
+                return text
+    text = "".join(_tb.format_exception(type(e), e, tb)).rstrip()
+    if key is not None:
+        if len(_FORMATTED) >= 4096:
+            _FORMATTED.clear()
+        _FORMATTED[key] = text
+    return text
+
+
+def settle():
+    """Called once the rules are loaded: what they imported lives for the
+    run, so the cyclic collector stops walking it (full collections then
+    cost what the events allocate, not the size of boto3)."""
+    gc.freeze()
 
 def arity_problem(f):
     """Why `f` cannot be called as f(r), or None."""

@@ -822,6 +822,7 @@ def indicators(log_type, data):
 
 _RUN = {"spec": None, "models": {}, "log_types": {}, "lookup_names": {}, "selector_names": {}}
 _EVENTS = {}
+_EVENTS_BATCH = [None]
 _EVENT_CACHE_LIMIT = 50_000
 
 
@@ -902,8 +903,12 @@ def event_of(r):
     event = _EVENTS.get(place)
     if event is not None:
         return event
-    if len(_EVENTS) >= _EVENT_CACHE_LIMIT:
+    batch = r._batch
+    if batch != _EVENTS_BATCH[0] or len(_EVENTS) >= _EVENT_CACHE_LIMIT:
+        # Rules run batch by batch: events of an earlier batch are not
+        # asked for again, and holding them makes every full GC walk them.
         _EVENTS.clear()
+        _EVENTS_BATCH[0] = batch
     data = json.loads(r._text)
     if not isinstance(data, dict):
         data = {"value": data}

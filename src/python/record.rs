@@ -264,6 +264,13 @@ impl Record {
         )
     }
 
+    /// Which batch the record belongs to (its address while it lives):
+    /// the Panther runtime keeps parsed events for the current batch only.
+    #[getter(_batch)]
+    fn batch_id(&self) -> usize {
+        Arc::as_ptr(&self.batch) as usize
+    }
+
     fn __repr__(&self) -> String {
         let event = serde_json::Value::Object(self.batch.event_json(self.row));
         format!("Record({} {})", self.batch.source(self.row), event)

@@ -63,6 +63,9 @@ impl PythonRuntime {
                 }
             }
             if errors.is_empty() {
+                helpers_bound
+                    .call_method0("settle")
+                    .map_err(PythonError::setup)?;
                 Ok(Self {
                     rules: loaded,
                     format_exception,

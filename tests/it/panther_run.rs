@@ -206,7 +206,9 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
     assert_eq!(login[0]["title"], "alice logged in after repeated failures");
     assert_eq!(login[0]["severity"], "high", "DEFAULT is the YAML Severity");
     assert_eq!(login[0]["activated"], true);
-    // The second denial joins day 1's window: Threshold 2 reached.
+    // The second denial (its key spelled `ErrorCode`: Panther's keys match
+    // in any case, and so does the derived filter) joins day 1's window:
+    // Threshold 2 reached.
     let denied = by_rule(&alerts2, "Test.DeniedCalls");
     assert_eq!(
         (denied[0]["match_count"].as_u64(), &denied[0]["activated"]),
