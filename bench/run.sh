@@ -92,6 +92,28 @@ PVENV="${RAVENWATCH_TEST_VENV:-$HOME/.cache/ravenwatch-test-venv}"
 for _ in 1 2 3; do
   /usr/bin/time -f "  %e s wall, %U s user, peak RSS %M KB" env VIRTUAL_ENV="$PVENV" "$RW" -p tests/data/panther/corpus-dev test | tail -1
 done
+echo "== Panther rules in run: the dev corpus' 122 CloudTrail rules over 50,000 generated CloudTrail events"
+"$PVENV/bin/python" -c 'import yaml' 2>/dev/null || "$PVENV/bin/pip" install --quiet pyyaml
+[ -f "$D/cloudtrail-50000.jsonl" ] || python3 bench/generate.py cloudtrail --count 50000 --out "$D/cloudtrail-50000.jsonl"
+echo "-- pure-Python reference (one process, Ravenwatch's own event classes)"
+/usr/bin/time -f "  %e s wall, peak RSS %M KB" "$PVENV/bin/python" bench/panther_reference.py \
+  --panther tests/data/panther/corpus-dev --log-type AWS.CloudTrail --input "$D/cloudtrail-50000.jsonl"
+for w in 1 "$WORKERS"; do
+  rm -rf "$D/panther-state" "$D/out-panther-$w"
+  echo "-- ravenwatch run, $w worker(s)"
+  python3 bench/measure.py env VIRTUAL_ENV="$PVENV" "$RW" -p tests/data/panther/corpus-dev --log-type AWS.CloudTrail \
+    --storage "$PWD/$D/panther-state" run --workers "$w" --input "$D/cloudtrail-50000.jsonl" --output "$D/out-panther-$w" \
+    > "$D/measure-panther-$w.json" || true   # exit 3: the rules' own errors on generated events
+  python3 - "$D" "$w" <<'PY'
+import json, sys
+d, w = sys.argv[1], sys.argv[2]
+m = json.load(open(f"{d}/measure-panther-{w}.json"))
+s = json.load(open(f"{d}/out-panther-{w}/summary.json"))
+calls = sum(r["python_calls"] for r in s["rules"].values())
+print(f"  {50000 / m['seconds']:,.0f} events/s end to end ({m['seconds']} s wall), {s['rule_matches']} matches, "
+      f"{s['errors']} rule errors, Python calls {calls:,}; peak memory {m['peak_total_pss_mb']} MB (all processes, PSS)")
+PY
+done
 echo "== table.get() from Python (100k-row known_ip_info)"
 "$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== ravenwatch run from S3: the same $N events in 100 objects on a local SeaweedFS"

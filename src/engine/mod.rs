@@ -217,9 +217,10 @@ pub fn run(
         tables.clone(),
         options.refresh_interval.unwrap_or(std::time::Duration::MAX),
     );
+    let decoded = run_read_paths(project, table, &python_rules, &plan);
     let preparer = BatchPreparer::new(watcher, plan, table);
     let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
-    let reader = EventReader::with_read_paths(table, &read_paths(project, table, &python_rules));
+    let reader = EventReader::with_read_paths(table, &decoded);
     let preparer = read_and_evaluate(
         reader,
         inputs,
@@ -418,6 +419,27 @@ pub fn read_paths(project: &Project, table: &LogTable, rules: &[DetectionDef]) -
     if rules.iter().any(|r| !r.is_sql()) {
         paths.extend(crate::python::read_paths(&project.python_sources(rules)));
     }
+    paths
+}
+
+/// What `run` decodes as columns: [`read_paths`] of the native rules, and
+/// of Panther rules only what their derived filters read (the rules
+/// themselves parse the event's text, so any other column would be unused).
+fn run_read_paths(
+    project: &Project,
+    table: &LogTable,
+    rules: &[DetectionDef],
+    plan: &RunPlan,
+) -> Vec<String> {
+    let native: Vec<DetectionDef> = rules
+        .iter()
+        .filter(|r| r.panther.is_none())
+        .cloned()
+        .collect();
+    let mut paths = read_paths(project, table, &native);
+    paths.extend(plan.derived_paths());
+    paths.sort();
+    paths.dedup();
     paths
 }
 

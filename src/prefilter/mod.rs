@@ -258,6 +258,26 @@ impl fmt::Display for ValueExpr {
     }
 }
 
+impl ValueExpr {
+    /// The event path the value is computed from.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Field { path, .. } => path,
+            Self::Lower(inner) | Self::Upper(inner) | Self::OrElse(inner, _) => inner.path(),
+        }
+    }
+}
+
+impl Derived {
+    /// The event paths the filter's atoms read.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.atoms.iter().map(|a| match a {
+            Atom::Has(path) => path.as_str(),
+            _ => a.value().map_or("", ValueExpr::path),
+        })
+    }
+}
+
 impl Atom {
     /// The value the atom tests (`None` for `"key" in r`).
     pub fn value(&self) -> Option<&ValueExpr> {

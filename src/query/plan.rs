@@ -231,6 +231,25 @@ impl RunPlan {
         &self.rules
     }
 
+    /// The event paths the derived filters read: the columns the reader
+    /// must decode for them.
+    pub fn derived_paths(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .rules
+            .iter()
+            .filter_map(|r| match &r.plan {
+                RulePlan::Python {
+                    derived: Some(d), ..
+                } => Some(d),
+                _ => None,
+            })
+            .flat_map(|d| d.paths().filter(|p| !p.is_empty()).map(str::to_string))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// The Python rules, in the order their `index` counts.
     pub fn python_rules(&self) -> Vec<&DetectionDef> {
         self.rules
