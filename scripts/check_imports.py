@@ -16,7 +16,7 @@ from pathlib import Path
 
 # Lowest first. Keep in step with ARCHITECTURE.md.
 ORDER = [
-    "files", "text", "suggest", "schema", "storage", "config", "outcome", "enrichment",
+    "files", "text", "suggest", "schema", "storage", "queue", "config", "outcome", "enrichment",
     "logs", "prefilter", "python", "query", "alerts", "delivery", "engine", "testing",
     "panther", "validate", "cli",
 ]

@@ -37,6 +37,14 @@ read -r WEED_PID RAVENWATCH_TEST_S3_ENDPOINT <<< "$started"
 export RAVENWATCH_TEST_S3_ENDPOINT
 trap 'kill -9 "$WEED_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
 echo "SeaweedFS (pid $WEED_PID) at $RAVENWATCH_TEST_S3_ENDPOINT"
+# S3 notifications into SQS: MiniStack, in its own venv (it pins botocore).
+MINI_VENV="${RAVENWATCH_MINISTACK_VENV:-$HOME/.cache/ravenwatch-ministack}"
+[ -x "$MINI_VENV/bin/ministack" ] || { python3 -m venv "$MINI_VENV" && "$MINI_VENV/bin/pip" install --quiet ministack; }
+started="$(python3 scripts/ministack.py "$MINI_VENV/bin/ministack" "$S3_DIR/ministack.log")"
+read -r MINI_PID RAVENWATCH_TEST_SQS_ENDPOINT <<< "$started"
+export RAVENWATCH_TEST_SQS_ENDPOINT
+trap 'kill -9 "$WEED_PID" "$MINI_PID" 2>/dev/null || true; rm -rf "$S3_DIR"' EXIT
+echo "MiniStack (pid $MINI_PID) at $RAVENWATCH_TEST_SQS_ENDPOINT"
 
 python3 scripts/check_imports.py --self-test
 python3 scripts/check_imports.py

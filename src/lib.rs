@@ -19,6 +19,7 @@ pub mod panther;
 pub mod prefilter;
 pub mod python;
 pub mod query;
+pub mod queue;
 pub mod schema;
 pub mod storage;
 pub mod suggest;

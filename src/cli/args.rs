@@ -150,9 +150,30 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Consume S3 event notifications from SQS and process each announced object once (input ledger, messages deleted after commit); several workers may share a queue and a storage. SIGTERM or Ctrl-C finishes the messages in hand and exits 0.
+    Worker {
+        /// The SQS queue URL (S3 notifications direct, wrapped in SNS, or from EventBridge).
+        #[arg(long, value_name = "URL")]
+        queue: String,
+        /// Seconds a received message stays hidden from other workers; extended while its objects run.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(3..=43200))]
+        visibility_seconds: u64,
+        /// Messages per run (1 to 10, SQS's limit per receive).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
+        max_messages: i32,
+        /// Exit once a receive finds the queue empty (drain a backlog).
+        #[arg(long)]
+        until_empty: bool,
+        /// Python worker processes running the detections (default: the cores available).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
+        /// Queue activated alerts for their destinations without sending.
+        #[arg(long)]
+        no_deliver: bool,
+    },
     /// A Python worker of a run (started by `run`, speaking over a Unix socket).
     #[command(hide = true, name = "__worker")]
-    Worker {
+    PythonWorker {
         #[arg(long)]
         socket: std::path::PathBuf,
     },

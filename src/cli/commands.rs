@@ -98,7 +98,25 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
         } => super::explain::explain(&cli.global, &rules, &inputs, table.as_deref()),
         Command::Deliver { run, list } => deliver(&cli.global, run, list),
         Command::Gc { dry_run } => gc(&cli.global, dry_run),
-        Command::Worker { socket } => {
+        Command::Worker {
+            queue,
+            visibility_seconds,
+            max_messages,
+            until_empty,
+            workers,
+            no_deliver,
+        } => super::queue::consume(
+            &cli.global,
+            &super::queue::QueueOptions {
+                url: queue,
+                visibility: std::time::Duration::from_secs(visibility_seconds),
+                max_messages,
+                until_empty,
+                workers: workers.map(usize::from),
+                deliver: !no_deliver,
+            },
+        ),
+        Command::PythonWorker { socket } => {
             let project = super::context::load_project(&cli.global)?;
             crate::engine::serve_worker(&project, &socket)?;
             Ok(Outcome::Done)

@@ -103,7 +103,7 @@ pub(super) fn follow(
 
 /// Set once SIGTERM or SIGINT arrives (the workers ignore both, so the
 /// run in hand finishes).
-fn stop_flag() -> Result<Arc<AtomicBool>> {
+pub(super) fn stop_flag() -> Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let flag = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -10,6 +10,8 @@
 mod local;
 mod s3;
 
+pub(crate) use s3::{runtime as aws_runtime, shared_config as aws_shared_config};
+
 pub use local::LocalStorage;
 pub use s3::{parse_url as parse_s3_url, S3Storage, MULTIPART_PART_SIZE};
 

@@ -20,7 +20,8 @@ use std::time::Duration;
 /// Objects above this size are uploaded in parts of this size.
 pub const MULTIPART_PART_SIZE: usize = 16 * 1024 * 1024;
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The tokio runtime AWS clients run on (S3 here, SQS in `queue`).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +99,22 @@ fn no_credentials_message() -> String {
     )
 }
 
+/// The AWS settings every client starts from: ravenwatch.yml's values win
+/// over the standard environment (region, endpoint, profile, credentials).
+pub(crate) async fn shared_config(aws: &AwsSettings) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &aws.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &aws.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(profile) = &aws.profile {
+        loader = loader.profile_name(profile);
+    }
+    loader.load().await
+}
+
 impl S3Storage {
     /// A client for `s3://bucket/prefix`. Settings from ravenwatch.yml win
     /// over the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`,
@@ -108,17 +125,7 @@ impl S3Storage {
     pub fn open(url: &str, aws: &AwsSettings) -> Result<Self> {
         let (bucket, prefix) = parse_url(url)?;
         let client = runtime().block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(region) = &aws.region {
-                loader = loader.region(aws_config::Region::new(region.clone()));
-            }
-            if let Some(endpoint) = &aws.endpoint {
-                loader = loader.endpoint_url(endpoint);
-            }
-            if let Some(profile) = &aws.profile {
-                loader = loader.profile_name(profile);
-            }
-            let shared = loader.load().await;
+            let shared = shared_config(aws).await;
             let mut config = aws_sdk_s3::config::Builder::from(&shared)
                 .retry_config(
                     aws_sdk_s3::config::retry::RetryConfig::standard()

@@ -16,6 +16,7 @@ mod panther;
 mod panther_run;
 mod prefilter;
 mod python;
+mod queue;
 mod run;
 mod s3;
 mod selectors;

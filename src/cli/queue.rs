@@ -1,0 +1,239 @@
+//! `ravenwatch worker --queue URL`: consumes S3 event notifications from
+//! SQS and processes each announced object once. A round is an ordinary
+//! committed run over the objects of the messages in hand; the input
+//! ledger in the alert state (bucket, key, ETag) makes a redelivered
+//! message a no-op, and messages are deleted only after the run's commit.
+//! While a run lasts, the messages' visibility is extended, so a large
+//! object is not handed to another worker. Several workers may share one
+//! queue and one storage: a run that loses the race to commit the state is
+//! run again (the ledger then skips what the other worker did).
+
+use super::args::{GlobalArgs, Outcome};
+use super::context::{from_engine, load_project, open_storage};
+use super::follow::stop_flag;
+use crate::alerts::StateError;
+use crate::engine::{self, EngineError, RunOptions};
+use crate::queue::{parse_notice, Notice, Received, SqsQueue};
+use crate::text::count;
+use anyhow::Result;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a received message stays invisible; extended every third of it
+/// while its run lasts.
+pub(super) struct QueueOptions {
+    pub url: String,
+    pub visibility: Duration,
+    pub max_messages: i32,
+    /// Stop when a receive finds the queue empty (tests, draining a backlog).
+    pub until_empty: bool,
+    /// Python worker processes (default: the cores available).
+    pub workers: Option<usize>,
+    pub deliver: bool,
+}
+
+/// Times a run that lost the commit race is tried again at once.
+const CONFLICT_RETRIES: usize = 5;
+
+pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Result<Outcome> {
+    let project = load_project(global)?;
+    let storage = open_storage(global, &project)?;
+    let stop = stop_flag()?;
+    let queue = SqsQueue::open(&queue_options.url, &project.settings.aws);
+    let options = RunOptions {
+        refresh_interval: Some(Duration::from_secs(30)),
+        deliver: queue_options.deliver,
+        workers: queue_options
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        auto_filter: true,
+        ..RunOptions::default()
+    };
+    eprintln!(
+        "consuming {} (up to {} per run); SIGTERM or Ctrl-C to stop",
+        queue.url(),
+        count(
+            u64::try_from(queue_options.max_messages).unwrap_or(10),
+            "message"
+        )
+    );
+    let (mut objects_done, mut events, mut failed) = (0u64, 0u64, 0u64);
+    while !stop.load(Ordering::SeqCst) {
+        let wait = if queue_options.until_empty { 1 } else { 20 };
+        let messages = queue.receive(
+            queue_options.max_messages,
+            Duration::from_secs(wait),
+            queue_options.visibility,
+        )?;
+        if messages.is_empty() {
+            if queue_options.until_empty {
+                break;
+            }
+            continue;
+        }
+        let mut done: Vec<&Received> = Vec::new();
+        let mut work: Vec<(&Received, Vec<String>)> = Vec::new();
+        for message in &messages {
+            match parse_notice(&message.body) {
+                Ok(Notice::Test) => done.push(message),
+                Ok(Notice::Objects(objects)) => {
+                    work.push((message, objects.iter().map(|o| o.url()).collect()));
+                }
+                // Left in the queue: after the redrive count it goes to the
+                // dead-letter queue, where it can be read.
+                Err(why) => eprintln!(
+                    "error: message {} (received {} times) is left to the queue's redrive policy: {why}",
+                    message.id, message.receive_count
+                ),
+            }
+        }
+        let keep_alive = KeepAlive::start(&queue, &messages, queue_options.visibility);
+        // All objects in one run; if it fails, each message on its own, so
+        // one bad object does not hold the others back.
+        // An object named by two messages is read once.
+        let mut all: Vec<String> = Vec::new();
+        for url in work.iter().flat_map(|(_, urls)| urls) {
+            if !all.contains(url) {
+                all.push(url.clone());
+            }
+        }
+        let mut tally = |(e, o): (u64, u64)| {
+            events += e;
+            objects_done += o;
+        };
+        if !all.is_empty() {
+            match run_once(&project, &storage, &options, all) {
+                Ok(report) => {
+                    tally(report);
+                    done.extend(work.iter().map(|(m, _)| *m));
+                }
+                Err(e) if work.len() == 1 => {
+                    failed += 1;
+                    left_in_queue(work[0].0, &e);
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}; running each message on its own");
+                    for (message, urls) in &work {
+                        match run_once(&project, &storage, &options, urls.clone()) {
+                            Ok(report) => {
+                                tally(report);
+                                done.push(message);
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                left_in_queue(message, &e);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        keep_alive.stop();
+        if !done.is_empty() {
+            queue.delete(&done)?;
+        }
+    }
+    eprintln!(
+        "stopped: {}, {}{}",
+        count(objects_done, "object"),
+        count(events, "event"),
+        if failed > 0 {
+            format!("; {} left in the queue", count(failed, "failed message"))
+        } else {
+            String::new()
+        }
+    );
+    Ok(Outcome::Done)
+}
+
+/// A message whose run failed stays in the queue: SQS hands it out again
+/// after its visibility timeout, and to the dead-letter queue after the
+/// redrive count.
+fn left_in_queue(message: &Received, e: &anyhow::Error) {
+    eprintln!(
+        "error: message {} (received {} times) stays in the queue: {e:#}",
+        message.id, message.receive_count
+    );
+}
+
+/// One committed run over `urls`, tried again when another worker
+/// committed the state first. (events, objects read).
+fn run_once(
+    project: &crate::config::Project,
+    storage: &Arc<dyn crate::storage::Storage>,
+    options: &RunOptions,
+    urls: Vec<String>,
+) -> Result<(u64, u64)> {
+    let mut options = options.clone();
+    options.inputs = urls;
+    for attempt in 0.. {
+        match engine::run(project, Arc::clone(storage), options.clone()) {
+            Ok(report) => {
+                let s = &report.summary;
+                let read = options.inputs.len() as u64 - s.inputs_skipped;
+                println!(
+                    "run {}: {}, {}, {} -> {} ({} activated), {}{}",
+                    s.run_id,
+                    count(read, "object"),
+                    count(s.events, "event"),
+                    crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
+                    count(s.alerts, "alert"),
+                    s.activated_alerts,
+                    count(s.errors, "error"),
+                    if s.inputs_skipped > 0 {
+                        format!("; {} already processed", count(s.inputs_skipped, "object"))
+                    } else {
+                        String::new()
+                    }
+                );
+                for e in report.errors.iter().take(3) {
+                    println!("  error: {} {}", e.source.as_deref().unwrap_or(""), e.error);
+                }
+                return Ok((s.events, read));
+            }
+            Err(EngineError::State(StateError::Conflict { .. })) if attempt < CONFLICT_RETRIES => {}
+            Err(e) => return Err(from_engine(e)),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Extends the visibility of the messages in hand until stopped.
+struct KeepAlive {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAlive {
+    fn start(queue: &SqsQueue, messages: &[Received], visibility: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let queue = queue.clone();
+        let messages = messages.to_vec();
+        let period = (visibility / 3).max(Duration::from_secs(1));
+        let thread = std::thread::spawn(move || {
+            let mut next = std::time::Instant::now() + period;
+            while !flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::time::Instant::now() >= next {
+                    if let Err(e) = queue.extend(&messages, visibility) {
+                        eprintln!("warning: {e}");
+                    }
+                    next += period;
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+"""Arranges and inspects S3 + SQS on the test MiniStack (boto3, from the
+test venv). Ravenwatch itself talks to it through the AWS SDK for Rust.
+
+    python aws.py ENDPOINT setup NAME            -> prints the queue URL
+    python aws.py ENDPOINT upload NAME KEY FILE
+    python aws.py ENDPOINT send QUEUE_URL BODY
+    python aws.py ENDPOINT dead NAME             -> messages in NAME-dlq
+"""
+import json
+import sys
+
+import boto3
+
+endpoint, command, *args = sys.argv[1:]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="test", aws_secret_access_key="test")
+sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
+
+if command == "setup":
+    name, = args
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(QueueName=name, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}),
+    })["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    print(url)
+elif command == "upload":
+    name, key, path = args
+    with open(path, "rb") as f:
+        s3.put_object(Bucket=name, Key=key, Body=f.read())
+elif command == "send":
+    url, body = args
+    sqs.send_message(QueueUrl=url, MessageBody=body)
+elif command == "dead":
+    name, = args
+    url = sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    print(json.dumps([m["Body"] for m in got.get("Messages", [])]))
+else:
+    sys.exit(f"unknown command {command}")
