@@ -158,9 +158,9 @@ pub enum Command {
         /// Seconds a received message stays hidden from other workers; extended while its objects run.
         #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(3..=43200))]
         visibility_seconds: u64,
-        /// Messages per run (1 to 10, SQS's limit per receive).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=10))]
-        max_messages: i32,
+        /// Messages per run at most: received 10 at a time (SQS's limit) until this many, or until the queue has no more.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        max_messages: u16,
         /// Exit once a receive finds the queue empty (drain a backlog).
         #[arg(long)]
         until_empty: bool,

@@ -110,7 +110,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             &super::queue::QueueOptions {
                 url: queue,
                 visibility: std::time::Duration::from_secs(visibility_seconds),
-                max_messages,
+                max_messages: usize::from(max_messages),
                 until_empty,
                 workers: workers.map(usize::from),
                 deliver: !no_deliver,

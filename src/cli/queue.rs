@@ -25,7 +25,7 @@ use std::time::Duration;
 pub(super) struct QueueOptions {
     pub url: String,
     pub visibility: Duration,
-    pub max_messages: i32,
+    pub max_messages: usize,
     /// Stop when a receive finds the queue empty (tests, draining a backlog).
     pub until_empty: bool,
     /// Python worker processes (default: the cores available).
@@ -53,19 +53,12 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
     eprintln!(
         "consuming {} (up to {} per run); SIGTERM or Ctrl-C to stop",
         queue.url(),
-        count(
-            u64::try_from(queue_options.max_messages).unwrap_or(10),
-            "message"
-        )
+        count(queue_options.max_messages as u64, "message")
     );
     let (mut objects_done, mut events, mut failed) = (0u64, 0u64, 0u64);
     while !stop.load(Ordering::SeqCst) {
         let wait = if queue_options.until_empty { 1 } else { 20 };
-        let messages = queue.receive(
-            queue_options.max_messages,
-            Duration::from_secs(wait),
-            queue_options.visibility,
-        )?;
+        let messages = receive(&queue, queue_options, Duration::from_secs(wait), &stop)?;
         if messages.is_empty() {
             if queue_options.until_empty {
                 break;
@@ -145,6 +138,34 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
         }
     );
     Ok(Outcome::Done)
+}
+
+/// Up to `max_messages`: the first receive waits up to `wait`; more are
+/// taken, 10 at a time, while the queue has them (a run costs the same
+/// fixed start whatever it reads, so it should read many objects).
+fn receive(
+    queue: &SqsQueue,
+    options: &QueueOptions,
+    wait: Duration,
+    stop: &AtomicBool,
+) -> Result<Vec<Received>> {
+    let batch = |n: usize| i32::try_from(n.min(10)).unwrap_or(10);
+    let mut messages = queue.receive(batch(options.max_messages), wait, options.visibility)?;
+    while !messages.is_empty()
+        && messages.len() < options.max_messages
+        && !stop.load(Ordering::SeqCst)
+    {
+        let more = queue.receive(
+            batch(options.max_messages - messages.len()),
+            Duration::ZERO,
+            options.visibility,
+        )?;
+        if more.is_empty() {
+            break;
+        }
+        messages.extend(more);
+    }
+    Ok(messages)
 }
 
 /// A message whose run failed stays in the queue: SQS hands it out again
