@@ -88,4 +88,22 @@ pub fn crash_point(name: &str) {
     if std::env::var_os("RAVENWATCH_CRASH_AT").is_some_and(|v| v == name) {
         std::process::abort();
     }
+    pause_point(name);
+}
+
+/// Race tests: with `RAVENWATCH_PAUSE_AT=<name>` and `RAVENWATCH_PAUSE_FILE`
+/// the process creates that file at the point of that name and waits until
+/// the test removes it, so another process can act in between.
+fn pause_point(name: &str) {
+    if std::env::var_os("RAVENWATCH_PAUSE_AT").is_none_or(|v| v != name) {
+        return;
+    }
+    let Some(file) = std::env::var_os("RAVENWATCH_PAUSE_FILE") else {
+        return;
+    };
+    if std::fs::write(&file, name).is_ok() {
+        while std::path::Path::new(&file).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }

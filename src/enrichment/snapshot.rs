@@ -264,7 +264,24 @@ fn try_sync_static(
         uploads: Vec::new(),
     };
     let condition = pointer_condition(current.as_ref());
-    let manifest = write_snapshot(def, &batch, provenance, &condition, storage)?;
+    let manifest = match write_snapshot(def, &batch, provenance, &condition, storage) {
+        Ok(manifest) => manifest,
+        // Another process (a second worker starting on the same storage)
+        // made its snapshot current first: if it holds these same files,
+        // that is the outcome this sync wanted. (Our snapshot file is left
+        // for `gc`.)
+        Err(EnrichmentError::Storage(crate::storage::StorageError::Conflict { location })) => {
+            return match read_manifest_versioned(storage, &def.name)? {
+                Some((winner, _)) if !is_stale(def, &winner).map_err(io_error)? => {
+                    Ok((SyncOutcome::Unchanged { rows: winner.rows }, None))
+                }
+                _ => Err(EnrichmentError::Storage(
+                    crate::storage::StorageError::Conflict { location },
+                )),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let outcome = SyncOutcome::Loaded {
         rows,
         snapshot_id: manifest.snapshot_id.clone(),

@@ -474,3 +474,40 @@ fn a_named_pipe_in_an_input_folder_is_skipped_and_an_empty_folder_is_an_error() 
     );
     assert_eq!(read_jsonl(&p.path().join("out/1/alerts.jsonl")).len(), 1);
 }
+
+#[test]
+fn two_processes_loading_the_same_table_data_at_once_both_succeed() {
+    let p = Project::example();
+    let pause = p.path().join("paused");
+    // The first sync stops just before switching the table's pointer…
+    let first = std::process::Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
+        .current_dir(p.path())
+        .args(["-p", ".", "enrichment", "sync", "aws_account_info"])
+        .env_remove("VIRTUAL_ENV")
+        .env("RAVENWATCH_PAUSE_AT", "before-pointer-switch")
+        .env("RAVENWATCH_PAUSE_FILE", &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !pause.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first sync never paused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // …a second process (a worker starting beside it) loads the same files
+    // and makes its snapshot current first.
+    let second = p.run(&["enrichment", "sync", "aws_account_info"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    std::fs::remove_file(&pause).unwrap();
+    let first = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    // Its write lost the race, but the winner holds the same data: no error.
+    assert!(first.status.success(), "{stderr}");
+    assert!(!stderr.contains("changed since it was read"), "{stderr}");
+    let rows = p.run(&["enrichment", "get", "aws_account_info", "111122223333"]);
+    assert_eq!(rows.code, 0, "{rows:?}");
+}
