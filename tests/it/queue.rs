@@ -42,9 +42,12 @@ fn aws(endpoint: &str, args: &[&str]) -> String {
 
 /// (rule, source) of every match of every run in the project's storage.
 fn matched(project: &Project) -> Vec<(String, String)> {
+    let runs = project.path().join(".ravenwatch/runs");
     let mut out: Vec<(String, String)> = project
         .run_ids()
         .iter()
+        // A run that was not committed is no run (`query` hides it too).
+        .filter(|id| !runs.join(id).join("incomplete").exists())
         .flat_map(|id| {
             read_jsonl(
                 &project
@@ -103,6 +106,12 @@ impl Setup {
     }
 
     fn worker(&self, project: &Project) -> Output {
+        let out = self.worker_env(project, &[]);
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        out
+    }
+
+    fn worker_env(&self, project: &Project, extra: &[(&str, &str)]) -> Output {
         let args = [
             "worker",
             "--queue",
@@ -114,9 +123,33 @@ impl Setup {
             "--visibility-seconds",
             "3",
         ];
-        let out = project.run_env(&args, &self.env());
-        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-        out
+        let env: Vec<(&str, &str)> = self
+            .env()
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        project.run_env(&args, &env)
+    }
+
+    /// A queue whose dead-letter queue takes a message after `receives`.
+    fn new(endpoint: String, tag: &str, receives: u32) -> Self {
+        let name = format!("rw-{tag}-{}", std::process::id());
+        let queue = aws(&endpoint, &["setup", &name, &receives.to_string()]);
+        Self {
+            endpoint,
+            name,
+            queue,
+        }
+    }
+
+    fn upload_sample(&self, keys: &[&str]) {
+        let tmp = tempfile::tempdir().unwrap();
+        for (key, path) in keys.iter().zip(sample_parts(tmp.path())) {
+            aws(
+                &self.endpoint,
+                &["upload", &self.name, key, path.to_str().unwrap()],
+            );
+        }
     }
 
     fn run(&self, project: &Project) -> Output {
@@ -133,26 +166,13 @@ impl Setup {
 #[test]
 fn a_queue_worker_processes_each_notified_object_once() {
     let Some(endpoint) = endpoint() else { return };
-    let name = format!("rw-queue-{}", std::process::id());
-    let queue = aws(&endpoint, &["setup", &name]);
-    let setup = Setup {
-        endpoint,
-        name,
-        queue,
-    };
-    let tmp = tempfile::tempdir().unwrap();
+    let setup = Setup::new(endpoint, "queue", 1);
     // One key with a space: notifications URL-encode it.
-    let keys = [
+    setup.upload_sample(&[
         "events/part 0.jsonl",
         "events/part1.jsonl",
         "events/part2.jsonl",
-    ];
-    for (key, path) in keys.iter().zip(sample_parts(tmp.path())) {
-        aws(
-            &setup.endpoint,
-            &["upload", &setup.name, key, path.to_str().unwrap()],
-        );
-    }
+    ]);
     let project = Project::example();
     let first = setup.worker(&project);
     assert!(
@@ -215,4 +235,30 @@ fn a_queue_worker_processes_each_notified_object_once() {
         rerun.stdout,
         rerun.stderr
     );
+}
+
+#[test]
+fn a_worker_killed_before_its_commit_loses_nothing_and_counts_nothing_twice() {
+    let Some(endpoint) = endpoint() else { return };
+    let setup = Setup::new(endpoint, "crash", 5);
+    setup.upload_sample(&["events/a.jsonl", "events/b.jsonl"]);
+    let project = Project::example();
+    // Killed (as kill -9 would) after reading everything, before the state
+    // commit: the messages were not deleted.
+    let killed = setup.worker_env(&project, &[("RAVENWATCH_CRASH_AT", "before-state-commit")]);
+    assert_ne!(killed.code, 0, "{}{}", killed.stdout, killed.stderr);
+    assert!(matched(&project).is_empty(), "nothing was committed");
+    // They come back after their visibility timeout; a new worker runs them.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let again = setup.worker(&project);
+    assert!(
+        again.stderr.contains("stopped: 2 objects, 2,000 events"),
+        "{}",
+        again.stderr
+    );
+    let reference = Project::example();
+    assert_eq!(setup.run(&reference).code, 0);
+    let expected = matched(&reference);
+    assert!(!expected.is_empty());
+    assert_eq!(matched(&project), expected);
 }

@@ -1,7 +1,7 @@
 """Arranges and inspects S3 + SQS on the test MiniStack (boto3, from the
 test venv). Ravenwatch itself talks to it through the AWS SDK for Rust.
 
-    python aws.py ENDPOINT setup NAME            -> prints the queue URL
+    python aws.py ENDPOINT setup NAME [MAX_RECEIVES]  -> prints the queue URL
     python aws.py ENDPOINT upload NAME KEY FILE
     python aws.py ENDPOINT send QUEUE_URL BODY
     python aws.py ENDPOINT dead NAME             -> messages in NAME-dlq
@@ -17,11 +17,11 @@ kw = dict(endpoint_url=endpoint, region_name="us-east-1",
 sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
 
 if command == "setup":
-    name, = args
+    name, receives = args[0], (args[1] if len(args) > 1 else "1")
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     url = sqs.create_queue(QueueName=name, Attributes={
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": receives}),
     })["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     s3.create_bucket(Bucket=name)
