@@ -171,6 +171,12 @@ pub enum Command {
         #[arg(long)]
         no_deliver: bool,
     },
+    /// Run as an AWS Lambda custom runtime (`bootstrap`) for an SQS event source mapping of S3 notifications; failed messages are reported as batch item failures.
+    Lambda {
+        /// Python worker processes running the detections (default: the cores available).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
+    },
     /// A Python worker of a run (started by `run`, speaking over a Unix socket).
     #[command(hide = true, name = "__worker")]
     PythonWorker {

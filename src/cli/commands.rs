@@ -116,6 +116,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 deliver: !no_deliver,
             },
         ),
+        Command::Lambda { workers } => super::lambda::serve(&cli.global, workers.map(usize::from)),
         Command::PythonWorker { socket } => {
             let project = super::context::load_project(&cli.global)?;
             crate::engine::serve_worker(&project, &socket)?;

@@ -11,6 +11,7 @@ mod enrichment;
 mod explain;
 mod follow;
 mod init;
+mod lambda;
 mod queue;
 
 pub use args::{Cli, Command, EnrichmentCommand, Format, GlobalArgs, Outcome};

@@ -65,66 +65,14 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
             }
             continue;
         }
-        let mut done: Vec<&Received> = Vec::new();
-        let mut work: Vec<(&Received, Vec<String>)> = Vec::new();
-        for message in &messages {
-            match parse_notice(&message.body) {
-                Ok(Notice::Test) => done.push(message),
-                Ok(Notice::Objects(objects)) => {
-                    work.push((message, objects.iter().map(|o| o.url()).collect()));
-                }
-                // Left in the queue: after the redrive count it goes to the
-                // dead-letter queue, where it can be read.
-                Err(why) => eprintln!(
-                    "error: message {} (received {} times) is left to the queue's redrive policy: {why}",
-                    message.id, message.receive_count
-                ),
-            }
-        }
         let keep_alive = KeepAlive::start(&queue, &messages, queue_options.visibility);
-        // All objects in one run; if it fails, each message on its own, so
-        // one bad object does not hold the others back.
-        // An object named by two messages is read once.
-        let mut all: Vec<String> = Vec::new();
-        for url in work.iter().flat_map(|(_, urls)| urls) {
-            if !all.contains(url) {
-                all.push(url.clone());
-            }
-        }
-        let mut tally = |(e, o): (u64, u64)| {
-            events += e;
-            objects_done += o;
-        };
-        if !all.is_empty() {
-            match run_once(&project, &storage, &options, all) {
-                Ok(report) => {
-                    tally(report);
-                    done.extend(work.iter().map(|(m, _)| *m));
-                }
-                Err(e) if work.len() == 1 => {
-                    failed += 1;
-                    left_in_queue(work[0].0, &e);
-                }
-                Err(e) => {
-                    eprintln!("error: {e:#}; running each message on its own");
-                    for (message, urls) in &work {
-                        match run_once(&project, &storage, &options, urls.clone()) {
-                            Ok(report) => {
-                                tally(report);
-                                done.push(message);
-                            }
-                            Err(e) => {
-                                failed += 1;
-                                left_in_queue(message, &e);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let round = process(&project, &storage, &options, &messages);
+        objects_done += round.objects;
+        events += round.events;
+        failed += round.failed.len() as u64;
         keep_alive.stop();
-        if !done.is_empty() {
-            queue.delete(&done)?;
+        if !round.done.is_empty() {
+            queue.delete(&round.done)?;
         }
     }
     eprintln!(
@@ -138,6 +86,91 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
         }
     );
     Ok(Outcome::Done)
+}
+
+/// What became of the messages of one round.
+pub(super) struct Round<'m> {
+    /// Committed (or nothing to do): to delete.
+    pub done: Vec<&'m Received>,
+    /// Not a notification, or their objects' run failed: to hand out again.
+    pub failed: Vec<&'m Received>,
+    pub events: u64,
+    pub objects: u64,
+}
+
+/// Runs the objects `messages` announce: all in one committed run (an
+/// object named twice read once); if that fails, each message on its own,
+/// so one bad object does not hold the others back. Errors are printed
+/// with the message they leave in the queue.
+pub(super) fn process<'m>(
+    project: &crate::config::Project,
+    storage: &Arc<dyn crate::storage::Storage>,
+    options: &RunOptions,
+    messages: &'m [Received],
+) -> Round<'m> {
+    let mut round = Round {
+        done: Vec::new(),
+        failed: Vec::new(),
+        events: 0,
+        objects: 0,
+    };
+    let mut work: Vec<(&Received, Vec<String>)> = Vec::new();
+    for message in messages {
+        match parse_notice(&message.body) {
+            Ok(Notice::Test) => round.done.push(message),
+            Ok(Notice::Objects(objects)) => {
+                work.push((message, objects.iter().map(|o| o.url()).collect()));
+            }
+            // Handed out again; after the redrive count it goes to the
+            // dead-letter queue, where it can be read.
+            Err(why) => {
+                eprintln!(
+                    "error: message {} (received {} times) is left to the queue's redrive policy: {why}",
+                    message.id, message.receive_count
+                );
+                round.failed.push(message);
+            }
+        }
+    }
+    let mut all: Vec<String> = Vec::new();
+    for url in work.iter().flat_map(|(_, urls)| urls) {
+        if !all.contains(url) {
+            all.push(url.clone());
+        }
+    }
+    if all.is_empty() {
+        return round;
+    }
+    let tally = |round: &mut Round<'m>, (events, objects): (u64, u64)| {
+        round.events += events;
+        round.objects += objects;
+    };
+    match run_once(project, storage, options, all) {
+        Ok(report) => {
+            tally(&mut round, report);
+            round.done.extend(work.iter().map(|(m, _)| *m));
+        }
+        Err(e) if work.len() == 1 => {
+            left_in_queue(work[0].0, &e);
+            round.failed.push(work[0].0);
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}; running each message on its own");
+            for (message, urls) in &work {
+                match run_once(project, storage, options, urls.clone()) {
+                    Ok(report) => {
+                        tally(&mut round, report);
+                        round.done.push(message);
+                    }
+                    Err(e) => {
+                        left_in_queue(message, &e);
+                        round.failed.push(message);
+                    }
+                }
+            }
+        }
+    }
+    round
 }
 
 /// Up to `max_messages`: the first receive waits up to `wait`; more are

@@ -262,3 +262,66 @@ fn a_worker_killed_before_its_commit_loses_nothing_and_counts_nothing_twice() {
     assert!(!expected.is_empty());
     assert_eq!(matched(&project), expected);
 }
+
+#[test]
+fn the_lambda_runtime_answers_failed_messages_as_batch_item_failures() {
+    use crate::http::{Reply, Server};
+    let Some(endpoint) = endpoint() else { return };
+    let setup = Setup::new(endpoint, "lambda", 5);
+    setup.upload_sample(&["events/a.jsonl"]);
+    let record = |id: &str, body: &str| {
+        serde_json::json!({"messageId": id, "receiptHandle": format!("r-{id}"), "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"})
+    };
+    let notice =
+        serde_json::json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": setup.name}, "object": {"key": "events/a.jsonl"}}}]})
+        .to_string();
+    let event = serde_json::json!({"Records": [
+        record("m-object", &notice),
+        record("m-test", r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"x"}"#),
+        record("m-bad", "not a notification"),
+    ]});
+    // The Lambda runtime API: one invocation, then an error (the runtime
+    // exits, as it would be restarted on AWS).
+    let mut handed_out = false;
+    let api = Server::start(move |request| {
+        if request.path.ends_with("/invocation/next") {
+            if handed_out {
+                return Reply::text(500, "no more");
+            }
+            handed_out = true;
+            return Reply::json(200, event.clone())
+                .with_header("Lambda-Runtime-Aws-Request-Id", "req-1");
+        }
+        Reply::text(202, "")
+    });
+    let project = Project::example();
+    let address = api.url.trim_start_matches("http://").to_string();
+    let mut env: Vec<(&str, &str)> = setup.env().to_vec();
+    env.push(("AWS_LAMBDA_RUNTIME_API", &address));
+    let out = project.run_env(&["lambda", "--workers", "1"], &env);
+    assert!(
+        out.stderr.contains("did not hand out the next invocation"),
+        "{out:?}"
+    );
+    let answers = api.requests_to("POST", "/2018-06-01/runtime/invocation/req-1/response");
+    assert_eq!(answers.len(), 1, "{:?}", api.requests());
+    assert_eq!(
+        answers[0].json(),
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})
+    );
+    let reference = Project::example();
+    let input = format!("s3://{}/events/a.jsonl", setup.name);
+    assert_eq!(
+        reference
+            .run_env(
+                &["run", "--input", &input, "--workers", "1", "--no-deliver"],
+                &setup.env()
+            )
+            .code,
+        0
+    );
+    assert_eq!(matched(&project), matched(&reference));
+    assert!(!matched(&reference).is_empty());
+}
