@@ -215,30 +215,27 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
 }
 
 fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
-    let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(url, aws)?);
-    let objects = storage.list_info("")?;
-    if objects.is_empty() {
-        // Not a prefix: perhaps the URL is one object.
-        let (bucket, key) = crate::storage::parse_s3_url(url)?;
-        let (parent, _) = key.rsplit_once('/').unwrap_or(("", &key));
-        let parent_storage: Arc<dyn Storage> =
-            Arc::new(S3Storage::open(&format!("s3://{bucket}/{parent}"), aws)?);
-        let found = parent_storage
-            .list_info("")?
-            .into_iter()
-            .find(|o| parent_storage.url(&o.key) == format!("s3://{bucket}/{key}"));
-        return match found {
-            Some(o) => Ok(vec![Input::Object {
-                storage: parent_storage,
+    // One object (what a notification names): a HEAD, not a listing of its
+    // folder. A URL ending in `/`, or naming no object, is a prefix.
+    let (bucket, key) = crate::storage::parse_s3_url(url)?;
+    if !key.is_empty() && !url.ends_with('/') {
+        let root: Arc<dyn Storage> = Arc::new(S3Storage::open(&format!("s3://{bucket}"), aws)?);
+        if let Some(o) = root.info(&key)? {
+            return Ok(vec![Input::Object {
+                storage: root,
                 key: o.key,
                 size: o.size,
                 version: o.version,
                 modified_ms: o.modified_ms,
-            }]),
-            None => Err(LogError::MissingInput {
-                path: url.to_string(),
-            }),
-        };
+            }]);
+        }
+    }
+    let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(url, aws)?);
+    let objects = storage.list_info("")?;
+    if objects.is_empty() {
+        return Err(LogError::MissingInput {
+            path: url.to_string(),
+        });
     }
     Ok(objects
         .into_iter()

@@ -154,6 +154,15 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Listing failures.
     fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// The object at exactly `key`, without listing (S3: one HeadObject);
+    /// `None` when absent.
+    ///
+    /// # Errors
+    /// Failures other than absence.
+    fn info(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let (parent, _) = key.rsplit_once('/').unwrap_or(("", key));
+        Ok(self.list_info(parent)?.into_iter().find(|o| o.key == key))
+    }
     /// Keys under a prefix, sorted.
     ///
     /// # Errors

@@ -413,6 +413,39 @@ impl Storage for S3Storage {
         Ok(self.get(key)?.map(|(data, _)| data))
     }
 
+    fn info(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let full = self.full_key(key);
+        let out = runtime().block_on(
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send(),
+        );
+        let out = match out {
+            Ok(out) => out,
+            Err(err) => {
+                if err.as_service_error().is_some_and(|e| e.is_not_found())
+                    || err
+                        .raw_response()
+                        .is_some_and(|r| r.status().as_u16() == 404)
+                {
+                    return Ok(None);
+                }
+                return Err(self.error("HeadObject", key, err));
+            }
+        };
+        Ok(Some(ObjectInfo {
+            key: key.to_string(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            version: out.e_tag().unwrap_or_default().to_string(),
+            modified_ms: out
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
+        }))
+    }
+
     fn read_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, String)>> {
         self.get(key)
     }

@@ -435,6 +435,14 @@ fn ledger_skips_known_objects(p: &Project, s3: &S3, bucket: &str) {
         .filter(|l| !l.is_empty())
         .count();
     assert_eq!(summary["events"], lines);
+    // Named exactly (as a notification names it: one HEAD, no listing),
+    // the object is the same input with the same ETag.
+    let object = format!("s3://{bucket}/ledger/b.jsonl");
+    let exact = run(p, s3, &["run", "--input", &object, "--output", "ledger-3"]);
+    assert!(
+        exact.stdout.starts_with("1 input already processed"),
+        "{exact:?}"
+    );
 }
 
 #[test]
