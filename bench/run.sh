@@ -114,6 +114,9 @@ print(f"  {50000 / m['seconds']:,.0f} events/s end to end ({m['seconds']} s wall
       f"{s['errors']} rule errors, Python calls {calls:,}; peak memory {m['peak_total_pss_mb']} MB (all processes, PSS)")
 PY
 done
+echo "== queue workers on MiniStack: 1, 2, 4 workers over the same 200 objects; upload-to-commit latency"
+[ -x "$HOME/.cache/ravenwatch-ministack/bin/ministack" ] || { python3 -m venv "$HOME/.cache/ravenwatch-ministack" && "$HOME/.cache/ravenwatch-ministack/bin/pip" install --quiet ministack; }
+"$PVENV/bin/python" bench/queue_workers.py "$RW" "$D/project-ts" "$D/events-$N.jsonl"
 echo "== table.get() from Python (100k-row known_ip_info)"
 "$RW" bench get-ns "$D/project" known_ip_info 203.0.113.10
 echo "== ravenwatch run from S3: the same $N events in 100 objects on a local SeaweedFS"

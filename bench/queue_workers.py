@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Queue workers against MiniStack on 127.0.0.1 (S3 notifications → SQS).
+
+    python bench/queue_workers.py RAVENWATCH PROJECT EVENTS.jsonl [--objects 200] [--per-object 1000] [--max-messages 25]
+
+For 1, 2 and 4 `ravenwatch worker --queue` processes (each with one Python
+worker) sharing one queue and one storage: the wall time to drain the same
+objects, events/s, and the matches (which must not change). Then the
+latency from an upload to its run's commit with one idle worker. Needs
+boto3 (run it with the test venv's python) and MiniStack in its own venv
+(`~/.cache/ravenwatch-ministack`, as the test command installs it).
+"""
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("ravenwatch")
+    p.add_argument("project")
+    p.add_argument("events")
+    p.add_argument("--objects", type=int, default=200)
+    p.add_argument("--per-object", type=int, default=1000)
+    p.add_argument("--max-messages", type=int, default=25,
+                   help="messages per run: small enough that every worker gets some")
+    a = p.parse_args()
+    venv = os.environ.get("RAVENWATCH_MINISTACK_VENV", os.path.expanduser("~/.cache/ravenwatch-ministack"))
+    work = tempfile.mkdtemp()
+    started = subprocess.run([sys.executable, os.path.join(HERE, "..", "scripts", "ministack.py"),
+                              os.path.join(venv, "bin", "ministack"), os.path.join(work, "ministack.log")],
+                             check=True, capture_output=True, text=True).stdout.split()
+    pid, endpoint = int(started[0]), started[1]
+    try:
+        run(a, endpoint, work)
+    finally:
+        os.kill(pid, 9)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(a, endpoint, work):
+    kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+              aws_access_key_id="test", aws_secret_access_key="test")
+    sqs, s3 = boto3.client("sqs", **kw), boto3.client("s3", **kw)
+    env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test",
+               AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    with open(a.events, "rb") as f:
+        lines = [next(f) for _ in range(a.objects * a.per_object)]
+    bodies = [b"".join(lines[i * a.per_object:(i + 1) * a.per_object]) for i in range(a.objects)]
+    events = a.objects * a.per_object
+
+    def arrange(name):
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        s3.create_bucket(Bucket=name)
+        s3.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+        return url
+
+    def storage(name):
+        path = os.path.join(work, f"storage-{name}")
+        # Tables loaded once beforehand, as a running deployment has them.
+        subprocess.run([a.ravenwatch, "-p", a.project, "--storage", path, "enrichment", "sync"],
+                       check=True, capture_output=True)
+        return path
+
+    print(f"== {a.objects} objects of {a.per_object:,} events, workers each with one Python worker")
+    for workers in (1, 2, 4):
+        name = f"bench-{workers}"
+        url = arrange(name)
+        for i, body in enumerate(bodies):
+            s3.put_object(Bucket=name, Key=f"logs/{i:05d}.jsonl", Body=body)
+        path = storage(name)
+        # Notifications arrive asynchronously: start once all are queued.
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            if int(attrs["Attributes"]["ApproximateNumberOfMessages"]) >= a.objects:
+                break
+            time.sleep(0.2)
+        start = time.perf_counter()
+        procs = [subprocess.Popen([a.ravenwatch, "-p", a.project, "--storage", path, "worker", "--queue", url,
+                                   "--until-empty", "--workers", "1", "--no-deliver",
+                                   "--max-messages", str(a.max_messages)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(workers)]
+        outs = [p.communicate() for p in procs]
+        if os.environ.get("BENCH_QUEUE_LOG"):
+            for i, (o, e) in enumerate(outs):
+                with open(f"{os.environ['BENCH_QUEUE_LOG']}-{workers}-{i}.log", "w") as f:
+                    f.write(o + "\n--- stderr\n" + e)
+        seconds = time.perf_counter() - start
+        runs = sum(o.count("\nrun ") + o.startswith("run ") for o, _ in outs)
+        matches = sum(1 for f in glob.glob(f"{path}/runs/*/matches.jsonl")
+                      if not os.path.exists(os.path.join(os.path.dirname(f), "incomplete"))
+                      for _ in open(f))
+        left = sum(e.count("stays in the queue") for _, e in outs)
+        lost_races = sum(e.count("changed since it was read") for _, e in outs)
+        print(f"{workers} worker(s): {seconds:.2f} s, {events / seconds:,.0f} events/s, {runs} committed runs, "
+              f"{matches} matches; {left} messages left for redelivery after losing the state race "
+              f"{lost_races} times")
+    name = "bench-latency"
+    url = arrange(name)
+    path = storage(name)
+    worker = subprocess.Popen([a.ravenwatch, "-p", a.project, "--storage", path, "worker", "--queue", url,
+                               "--workers", "1", "--no-deliver"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(3)
+    latencies = []
+    for i in range(3):
+        start = time.perf_counter()
+        s3.put_object(Bucket=name, Key=f"logs/late-{i}.jsonl", Body=bodies[i])
+        worker.stdout.readline()  # the run's line, printed after its commit
+        latencies.append(time.perf_counter() - start)
+    worker.terminate()
+    worker.wait()
+    print("upload → committed run, one idle worker: " + ", ".join(f"{s:.2f} s" for s in latencies))
+
+
+if __name__ == "__main__":
+    main()
