@@ -126,6 +126,10 @@ resource "aws_lambda_function" "ravenwatch" {
   image_uri     = var.image_uri
   timeout       = var.timeout_seconds
   memory_size   = 3008 # 2 vCPUs: the engine and one Python worker
+  # One invocation at a time until alert grouping is sharded: concurrent
+  # runs on one storage would mostly lose the race for the state object
+  # (correct, but wasted work; README, "Scaling out").
+  reserved_concurrent_executions = 1
 }
 
 resource "aws_lambda_event_source_mapping" "objects" {
