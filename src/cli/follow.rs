@@ -53,22 +53,13 @@ pub(super) fn follow(
             inputs_done += read;
             events += s.events;
             let lag = newest.map(|ms| (chrono::Utc::now().timestamp_millis() - ms) / 1000);
-            println!(
-                "run {}: {}, {}, {} -> {} ({} activated), {}{}",
-                s.run_id,
-                count(read, "input"),
-                count(s.events, "event"),
-                crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
-                count(s.alerts, "alert"),
-                s.activated_alerts,
-                count(s.errors, "error"),
-                lag.map_or(String::new(), |l| format!(
-                    "; newest input written {l}s ago"
-                )),
+            print_round(
+                &report,
+                &count(read, "input"),
+                &lag.map_or(String::new(), |l| {
+                    format!("; newest input written {l}s ago")
+                }),
             );
-            for e in report.errors.iter().take(3) {
-                println!("  error: {} {}", e.source.as_deref().unwrap_or(""), e.error);
-            }
             let status = serde_json::json!({
                 "following": paths,
                 "since": started.to_rfc3339(),
@@ -99,6 +90,25 @@ pub(super) fn follow(
         started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     Ok(Outcome::Done)
+}
+
+/// The line a round of `--follow` or `worker` prints for its committed
+/// run (`read`: what it read, counted; `tail`: appended), and its first
+/// errors.
+pub(super) fn print_round(report: &engine::RunReport, read: &str, tail: &str) {
+    let s = &report.summary;
+    println!(
+        "run {}: {read}, {}, {} -> {} ({} activated), {}{tail}",
+        s.run_id,
+        count(s.events, "event"),
+        crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
+        count(s.alerts, "alert"),
+        s.activated_alerts,
+        count(s.errors, "error"),
+    );
+    for e in report.errors.iter().take(3) {
+        println!("  error: {} {}", e.source.as_deref().unwrap_or(""), e.error);
+    }
 }
 
 /// Set once SIGTERM or SIGINT arrives (the workers ignore both, so the

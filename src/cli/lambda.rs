@@ -7,8 +7,7 @@
 
 use super::args::{GlobalArgs, Outcome};
 use super::context::{load_project, open_storage};
-use super::queue::process;
-use crate::engine::RunOptions;
+use super::queue::{process, round_options};
 use crate::queue::Received;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -39,14 +38,7 @@ pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outco
             return Err(e);
         }
     };
-    let options = RunOptions {
-        refresh_interval: Some(Duration::from_secs(30)),
-        deliver: true,
-        workers: workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
-        auto_filter: true,
-        ..RunOptions::default()
-    };
+    let options = round_options(workers, true);
     loop {
         let next = http
             .get(format!("{base}/invocation/next"))

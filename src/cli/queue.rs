@@ -10,7 +10,7 @@
 
 use super::args::{GlobalArgs, Outcome};
 use super::context::{from_engine, load_project, open_storage};
-use super::follow::stop_flag;
+use super::follow::{print_round, stop_flag};
 use crate::alerts::StateError;
 use crate::engine::{self, EngineError, RunOptions};
 use crate::queue::{parse_notice, Notice, Received, SqsQueue};
@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a received message stays invisible; extended every third of it
-/// while its run lasts.
+/// What `worker --queue` was asked to do.
 pub(super) struct QueueOptions {
     pub url: String,
+    /// How long a received message stays invisible; extended every third
+    /// of it while its run lasts.
     pub visibility: Duration,
     pub max_messages: usize,
     /// Stop when a receive finds the queue empty (tests, draining a backlog).
@@ -41,15 +42,7 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
     let storage = open_storage(global, &project)?;
     let stop = stop_flag()?;
     let queue = SqsQueue::open(&queue_options.url, &project.settings.aws);
-    let options = RunOptions {
-        refresh_interval: Some(Duration::from_secs(30)),
-        deliver: queue_options.deliver,
-        workers: queue_options
-            .workers
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
-        auto_filter: true,
-        ..RunOptions::default()
-    };
+    let options = round_options(queue_options.workers, queue_options.deliver);
     eprintln!(
         "consuming {} (up to {} per run); SIGTERM or Ctrl-C to stop",
         queue.url(),
@@ -86,6 +79,19 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
         }
     );
     Ok(Outcome::Done)
+}
+
+/// The run options of a round (a worker's or a Lambda invocation's): no
+/// progress bar, tables refreshed as in `run`, every core by default.
+pub(super) fn round_options(workers: Option<usize>, deliver: bool) -> RunOptions {
+    RunOptions {
+        refresh_interval: Some(Duration::from_secs(30)),
+        deliver,
+        workers: workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+        auto_filter: true,
+        ..RunOptions::default()
+    }
 }
 
 /// What became of the messages of one round.
@@ -226,24 +232,12 @@ fn run_once(
             Ok(report) => {
                 let s = &report.summary;
                 let read = options.inputs.len() as u64 - s.inputs_skipped;
-                println!(
-                    "run {}: {}, {}, {} -> {} ({} activated), {}{}",
-                    s.run_id,
-                    count(read, "object"),
-                    count(s.events, "event"),
-                    crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
-                    count(s.alerts, "alert"),
-                    s.activated_alerts,
-                    count(s.errors, "error"),
-                    if s.inputs_skipped > 0 {
-                        format!("; {} already processed", count(s.inputs_skipped, "object"))
-                    } else {
-                        String::new()
-                    }
-                );
-                for e in report.errors.iter().take(3) {
-                    println!("  error: {} {}", e.source.as_deref().unwrap_or(""), e.error);
-                }
+                let skipped = if s.inputs_skipped > 0 {
+                    format!("; {} already processed", count(s.inputs_skipped, "object"))
+                } else {
+                    String::new()
+                };
+                print_round(&report, &count(read, "object"), &skipped);
                 return Ok((s.events, read));
             }
             Err(EngineError::State(StateError::Conflict { .. })) if attempt < CONFLICT_RETRIES => {}

@@ -780,7 +780,9 @@ def _values_at(data, path):
 def _is_ip(text):
     parts = text.split(".")
     if len(parts) == 4:
-        return all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+        # As ipaddress: ASCII digits, no leading zero, each at most 255.
+        return all(p.isascii() and p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0")
+                   and int(p) <= 255 for p in parts)
     if ":" not in text:
         return False
     import ipaddress

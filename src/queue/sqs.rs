@@ -68,6 +68,11 @@ impl SqsQueue {
         }
     }
 
+    /// A failed call, with the SDK's whole chain of causes.
+    fn sdk_error(&self, operation: &'static str, e: impl std::error::Error) -> QueueError {
+        self.error(operation, &aws_sdk_sqs::error::DisplayErrorContext(e))
+    }
+
     /// Up to `max` messages (1..=10), waiting up to `wait` for the first;
     /// each stays invisible to other consumers for `visibility`.
     ///
@@ -92,12 +97,7 @@ impl SqsQueue {
                     )
                     .send(),
             )
-            .map_err(|e| {
-                self.error(
-                    "ReceiveMessage",
-                    &aws_sdk_sqs::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| self.sdk_error("ReceiveMessage", e))?;
         Ok(out
             .messages()
             .iter()
@@ -139,12 +139,7 @@ impl SqsQueue {
                         .set_entries(Some(entries))
                         .send(),
                 )
-                .map_err(|e| {
-                    self.error(
-                        "DeleteMessageBatch",
-                        &aws_sdk_sqs::error::DisplayErrorContext(e),
-                    )
-                })?;
+                .map_err(|e| self.sdk_error("DeleteMessageBatch", e))?;
             if let Some(failed) = out.failed().first() {
                 return Err(self.error(
                     "DeleteMessageBatch",
@@ -186,12 +181,7 @@ impl SqsQueue {
                         .set_entries(Some(entries))
                         .send(),
                 )
-                .map_err(|e| {
-                    self.error(
-                        "ChangeMessageVisibilityBatch",
-                        &aws_sdk_sqs::error::DisplayErrorContext(e),
-                    )
-                })?;
+                .map_err(|e| self.sdk_error("ChangeMessageVisibilityBatch", e))?;
         }
         Ok(())
     }

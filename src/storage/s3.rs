@@ -72,6 +72,16 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
 }
 
+/// A 404 that is not a missing bucket: the object is absent (servers
+/// that do not name the error in a typed way still say 404).
+fn is_missing_object<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    err.raw_response()
+        .is_some_and(|r| r.status().as_u16() == 404)
+        && err.code() != Some("NoSuchBucket")
+}
+
 /// Whether a call failed because no credentials provider had any (the
 /// SDK then names only the last one it tried, e.g. "IMDS is disabled").
 fn is_credentials_failure<E: std::error::Error + 'static>(err: &E) -> bool {
@@ -262,10 +272,7 @@ impl S3Storage {
                 Ok(out) => out,
                 Err(err) => {
                     if err.as_service_error().is_some_and(|e| e.is_no_such_key())
-                        || err
-                            .raw_response()
-                            .is_some_and(|r| r.status().as_u16() == 404)
-                            && err.code() != Some("NoSuchBucket")
+                        || is_missing_object(&err)
                     {
                         return Ok(None);
                     }
@@ -426,9 +433,7 @@ impl Storage for S3Storage {
             Ok(out) => out,
             Err(err) => {
                 if err.as_service_error().is_some_and(|e| e.is_not_found())
-                    || err
-                        .raw_response()
-                        .is_some_and(|r| r.status().as_u16() == 404)
+                    || is_missing_object(&err)
                 {
                     return Ok(None);
                 }
