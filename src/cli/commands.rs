@@ -1,6 +1,7 @@
 use super::args::{Cli, Command, Format, GlobalArgs, Outcome};
 use super::context::{load_project, open_checked, open_storage};
 use crate::alerts::ErrorKind;
+use crate::config::Project;
 use crate::engine::{self, EngineError, RunOptions};
 use crate::query::{OutputFormat, QueryError, QueryOptions};
 use crate::storage::{LocalStorage, Storage};
@@ -416,6 +417,25 @@ fn test(
     })
 }
 
+/// Panther lookup tables refreshed from S3 that `enrichment sync` never
+/// read are empty: say so rather than let their selectors find nothing.
+fn note_unread_lookups(project: &Project, storage: &dyn Storage) {
+    let unread: Vec<String> = project
+        .enrichment
+        .iter()
+        .filter_map(|d| Some((d, d.refresh.as_ref()?)))
+        .filter(|(d, _)| matches!(crate::enrichment::read_manifest(storage, &d.name), Ok(None)))
+        .map(|(d, url)| format!("{} ({url})", d.name))
+        .collect();
+    if !unread.is_empty() {
+        eprintln!(
+            "note: {} not read yet, so empty: {}; `ravenwatch enrichment sync` reads them (schedule it as often as their PeriodMinutes)",
+            count(unread.len() as u64, "refreshed lookup table"),
+            unread.join(", ")
+        );
+    }
+}
+
 fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> Result<Outcome> {
     let project = load_project(global)?;
     if options.table.is_none() {
@@ -444,6 +464,7 @@ fn run(global: &GlobalArgs, mut options: RunOptions, output: Option<String>) -> 
         );
     }
     let storage = open_storage(global, &project)?;
+    note_unread_lookups(&project, storage.as_ref());
     let output = match output {
         None => None,
         Some(location) if location.starts_with("s3://") => {

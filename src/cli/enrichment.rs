@@ -62,7 +62,9 @@ fn sync(
         }
     }
     let needs_uploads = project.enrichment.iter().any(|d| {
-        d.kind == EnrichmentKind::Dynamic && (tables.is_empty() || tables.contains(&d.name))
+        d.kind == EnrichmentKind::Dynamic
+            && d.refresh.is_none()
+            && (tables.is_empty() || tables.contains(&d.name))
     });
     let uploads = if needs_uploads {
         Some(open_uploads(global, project)?)
@@ -73,11 +75,26 @@ fn sync(
         only: tables,
         force,
         uploads: uploads.as_deref(),
+        refresh: true,
     };
     let (report, _) = sync_tables(project, storage, &options);
+    let refreshed = |name: &str| {
+        project
+            .enrichment_table(name)
+            .is_some_and(|d| d.refresh.is_some())
+    };
     let mut failed = false;
     for (name, outcome) in &report.outcomes {
         match outcome {
+            SyncOutcome::Ingested {
+                rows,
+                snapshot_id,
+                uploads,
+            } if refreshed(name) => println!(
+                "{name}: read {}, table has {} (snapshot {snapshot_id})",
+                uploads.join(", "),
+                count(*rows as u64, "row")
+            ),
             SyncOutcome::Ingested {
                 rows,
                 snapshot_id,
@@ -128,6 +145,7 @@ fn list(project: &Project, storage: &dyn Storage) -> Result<Outcome> {
     )?;
     for def in &project.enrichment {
         let kind = match (def.kind, def.format) {
+            _ if def.refresh.is_some() => "refreshed",
             (EnrichmentKind::Static, TableFormat::Rows) => "static",
             (EnrichmentKind::Dynamic, TableFormat::Rows) => "dynamic",
             (EnrichmentKind::Static, TableFormat::Mmdb) => "static mmdb",

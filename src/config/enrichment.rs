@@ -201,6 +201,11 @@ pub struct EnrichmentDef {
     /// `enrich:` of enrichment.yml: here `table` names a log table; checked
     /// (and turned into that log table's selectors) with the log tables.
     pub enrich: Vec<super::log_table::EnrichEntry>,
+    /// One object the table is read from whole by `enrichment sync` (a
+    /// Panther lookup table's `Refresh.ObjectPath`): a dynamic table whose
+    /// columns are inferred from the data, as Panther's managed schemas are
+    /// not in the repository.
+    pub refresh: Option<String>,
 }
 
 /// How data files are read (`source:` in enrichment.yml), so published
@@ -245,6 +250,23 @@ impl SourceOptions {
 impl EnrichmentDef {
     pub fn lookup_key(&self, name: &str) -> Option<&LookupKey> {
         self.lookup_keys.iter().find(|k| k.name == name)
+    }
+
+    /// This table with the columns its data turned out to have (a table
+    /// whose schema is inferred: see [`EnrichmentDef::refresh`]); `cidr`
+    /// makes the first lookup key match IP ranges.
+    #[must_use]
+    pub fn with_columns(&self, fields: Vec<Field>, cidr: bool) -> Self {
+        let mut def = self.clone();
+        def.schema = TableSchema::new(fields);
+        if let Some(key) = def.lookup_keys.first_mut() {
+            key.matching = if cidr {
+                KeyMatch::Cidr
+            } else {
+                KeyMatch::Exact
+            };
+        }
+        def
     }
 }
 
@@ -384,6 +406,7 @@ pub(super) fn validate_enrichment(
             .flatten()
             .map(super::log_table::EnrichEntry::from)
             .collect(),
+        refresh: None,
     })
 }
 
@@ -798,6 +821,7 @@ pub(super) fn validate_mmdb(
             .flatten()
             .map(super::log_table::EnrichEntry::from)
             .collect(),
+        refresh: None,
     })
 }
 

@@ -35,7 +35,7 @@ pub use error::{ConfigError, ConfigErrors, Diagnostics, Scope};
 pub use locate::{locate_key, locate_text, locate_text_after};
 pub use log_table::{resolve_path, LogTable, Selector};
 pub use panther::{
-    builtin_log_table, discover, is_panther_dir, log_table_name, lookup_table_name,
+    builtin_log_table, discover, is_panther_dir, log_table_name, lookup_columns, lookup_table_name,
     panther_detections, DataModelItem, LookupTableItem, PantherDir, PantherRule, PantherRuleInfo,
     PantherSupport, PantherTest, SelectorName, INDICATORS, KNOWN_LOG_TYPES,
 };

@@ -772,8 +772,9 @@ pub fn lookup_table_name(lookup_name: &str) -> String {
 
 /// Panther's lookup tables as enrichment tables over `log_tables`, with
 /// their selectors added to the log tables they name. A table refreshed
-/// from S3, or whose data cannot be read, is left out with a note in
-/// `skipped` (its selectors then find nothing).
+/// from S3 is a dynamic table that `enrichment sync` reads; one with no
+/// data at all is left out with a note in `skipped` (its selectors then
+/// find nothing).
 pub fn panther_lookup_tables(
     dir: &PantherDir,
     log_tables: &mut [LogTable],
@@ -789,20 +790,18 @@ pub fn panther_lookup_tables(
     let mut selector_names = Vec::new();
     for lut in dir.lookup_tables.iter().filter(|l| l.enabled) {
         let table = lookup_table_name(&lut.name);
-        let Some(file) = lut.file.as_ref().filter(|f| f.is_file()) else {
-            let why = match &lut.refresh {
-                Some(path) => format!(
-                    "it refreshes from {path}; Ravenwatch reads inline Filename data (upload the data as a Ravenwatch dynamic table instead)"
-                ),
-                None => "it has no data (Filename)".into(),
-            };
-            skipped.push((format!("lookup table {}", lut.name), why));
-            continue;
-        };
-        let def = match lookup_def(lut, &table, file) {
-            Ok(d) => d,
-            Err(message) => {
-                errors.push(ConfigError::new(&lut.yaml, message));
+        let def = match (lut.file.as_ref().filter(|f| f.is_file()), &lut.refresh) {
+            (Some(file), _) => match lookup_def(lut, &table, file) {
+                Ok(d) => d,
+                Err(message) => {
+                    errors.push(ConfigError::new(&lut.yaml, message));
+                    continue;
+                }
+            },
+            (None, Some(url)) => refresh_def(lut, &table, url),
+            (None, None) => {
+                let why = "it has no data (Filename or Refresh.ObjectPath)".to_string();
+                skipped.push((format!("lookup table {}", lut.name), why));
                 continue;
             }
         };
@@ -853,56 +852,47 @@ pub fn panther_lookup_tables(
     (defs, names, selector_names)
 }
 
-/// A static enrichment table for a lookup table's inline data: columns
-/// from the CSV header (text) or the JSON rows' scalar values (typed by
-/// what they hold), keyed on `PrimaryKey` (CIDR ranges when its values
-/// hold a `/`).
+/// A static enrichment table for a lookup table's inline data (columns as
+/// [`lookup_columns`] infers them).
 fn lookup_def(
     lut: &LookupTableItem,
     table: &str,
     file: &Path,
 ) -> Result<super::EnrichmentDef, String> {
+    let (fields, cidr) = lookup_columns(file, &lut.primary_key)
+        .map_err(|e| format!("lookup table {}: {e}", lut.name))?;
+    let mut def = lookup_table_def(lut, table, fields, cidr);
+    def.dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    def.data_files = vec![file.to_path_buf()];
+    Ok(def)
+}
+
+/// A dynamic enrichment table for a lookup table refreshed from `url`
+/// (`Refresh.ObjectPath`): `enrichment sync` reads the object whole and
+/// infers its columns, so until then it holds only its key column.
+fn refresh_def(lut: &LookupTableItem, table: &str, url: &str) -> super::EnrichmentDef {
+    let mut def = lookup_table_def(
+        lut,
+        table,
+        vec![Field::new(lut.primary_key.clone(), FieldType::String)],
+        false,
+    );
+    def.kind = super::EnrichmentKind::Dynamic;
+    def.refresh = Some(url.to_string());
+    def
+}
+
+fn lookup_table_def(
+    lut: &LookupTableItem,
+    table: &str,
+    fields: Vec<Field>,
+    cidr: bool,
+) -> super::EnrichmentDef {
     use super::{EnrichmentKind, KeyMatch, LookupKey, SourceOptions, TableFormat, WriteMode};
-    let where_ = crate::files::display_path(file);
-    let reader = crate::files::open_decompressed(file)
-        .map_err(|e| format!("lookup table {}: cannot read {where_}: {e}", lut.name))?;
-    let format = crate::files::format_of(file);
-    let (fields, samples) = if format == "csv" {
-        let mut csv = csv::Reader::from_reader(reader);
-        let header: Vec<String> = csv
-            .headers()
-            .map_err(|e| format!("lookup table {}: {where_}: {e}", lut.name))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        let key_at = header.iter().position(|h| *h == lut.primary_key);
-        let samples: Vec<String> = csv
-            .records()
-            .take(100)
-            .flatten()
-            .filter_map(|r| Some(r.get(key_at?)?.to_string()))
-            .collect();
-        let fields = header
-            .into_iter()
-            .map(|h| Field::new(h, FieldType::String))
-            .collect();
-        (fields, samples)
-    } else {
-        json_columns(reader, &lut.primary_key)
-            .map_err(|e| format!("lookup table {}: {where_}: {e}", lut.name))?
-    };
-    let fields: Vec<Field> = fields;
-    if !fields.iter().any(|f| f.name == lut.primary_key) {
-        return Err(format!(
-            "lookup table {}: PrimaryKey `{}` is not a column of {where_}",
-            lut.name, lut.primary_key
-        ));
-    }
-    let cidr = !samples.is_empty() && samples.iter().all(|v| v.contains('/'));
-    Ok(super::EnrichmentDef {
+    super::EnrichmentDef {
         name: table.to_string(),
         description: Some(format!("Panther lookup table {}", lut.name)),
-        dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        dir: lut.yaml.parent().unwrap_or(Path::new(".")).to_path_buf(),
         file: lut.yaml.clone(),
         kind: EnrichmentKind::Static,
         write_mode: WriteMode::Overwrite,
@@ -921,10 +911,55 @@ fn lookup_def(
         }],
         list_delimiter: ';',
         source: SourceOptions::default(),
-        data_files: vec![file.to_path_buf()],
+        data_files: Vec::new(),
         definition: std::fs::read_to_string(&lut.yaml).unwrap_or_default(),
         enrich: Vec::new(),
-    })
+        refresh: None,
+    }
+}
+
+/// The columns of a lookup table's data file, whose schema is not in the
+/// repository: the CSV header (text), or the JSON rows' scalar values
+/// (typed by what they hold); and whether `primary_key` holds CIDR ranges
+/// (its first values all have a `/`).
+///
+/// # Errors
+/// An unreadable file, or `primary_key` not among the columns (the
+/// message names the file).
+pub fn lookup_columns(file: &Path, primary_key: &str) -> Result<(Vec<Field>, bool), String> {
+    let where_ = crate::files::display_path(file);
+    let reader =
+        crate::files::open_decompressed(file).map_err(|e| format!("cannot read {where_}: {e}"))?;
+    let (fields, samples) = if crate::files::format_of(file) == "csv" {
+        let mut csv = csv::Reader::from_reader(reader);
+        let header: Vec<String> = csv
+            .headers()
+            .map_err(|e| format!("{where_}: {e}"))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let key_at = header.iter().position(|h| *h == primary_key);
+        let samples: Vec<String> = csv
+            .records()
+            .take(100)
+            .flatten()
+            .filter_map(|r| Some(r.get(key_at?)?.to_string()))
+            .collect();
+        let fields = header
+            .into_iter()
+            .map(|h| Field::new(h, FieldType::String))
+            .collect();
+        (fields, samples)
+    } else {
+        json_columns(reader, primary_key).map_err(|e| format!("{where_}: {e}"))?
+    };
+    if !fields.iter().any(|f: &Field| f.name == primary_key) {
+        return Err(format!(
+            "PrimaryKey `{primary_key}` is not a column of {where_}"
+        ));
+    }
+    let cidr = !samples.is_empty() && samples.iter().all(|v| v.contains('/'));
+    Ok((fields, cidr))
 }
 
 /// The scalar columns of JSON rows (JSON lines or one array), typed by the
@@ -1018,4 +1053,52 @@ pub(super) fn panther_project(
         ..PantherSupport::default()
     };
     (tables, panther_detections(dir, log_tables, delivery, seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(name: &str, text: &str, key: &str) -> Result<(Vec<Field>, bool), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        lookup_columns(&file, key)
+            .map_err(|e| e.replace(&crate::files::display_path(&file), "FILE"))
+    }
+
+    #[test]
+    fn lookup_columns_are_inferred_from_the_data() {
+        let (fields, cidr) = columns(
+            "t.jsonl",
+            "{\"ip\": \"10.0.0.0/8\", \"n\": 1, \"up\": true}\n{\"ip\": \"10.1.0.0/16\", \"n\": 2.5, \"tags\": [\"a\"]}\n",
+            "ip",
+        )
+        .unwrap();
+        let types: Vec<(&str, &FieldType)> = fields
+            .iter()
+            .map(|f| (f.name.as_str(), &f.field_type))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("ip", &FieldType::String),
+                ("n", &FieldType::Double),
+                ("up", &FieldType::Boolean),
+                ("tags", &FieldType::List(Box::new(FieldType::String)))
+            ]
+        );
+        assert!(cidr, "every key value is a range");
+        let (fields, cidr) = columns("t.csv", "ip,name\n1.2.3.4,a\n", "ip").unwrap();
+        assert_eq!(fields.len(), 2);
+        assert!(!cidr);
+        assert_eq!(
+            columns("t.csv", "addr,name\n1.2.3.4,a\n", "ip").unwrap_err(),
+            "PrimaryKey `ip` is not a column of FILE"
+        );
+        assert_eq!(
+            columns("t.jsonl", "{\"ip\": \"a\"}\nnope\n", "ip").unwrap_err(),
+            "FILE: line 2: not JSON: expected ident at line 1 column 2"
+        );
+    }
 }

@@ -26,12 +26,13 @@ pub use selectors::{BatchEnrichment, EnrichedField, Found};
 
 pub use refresh::{Generation, Refresh, TableWatcher};
 pub use snapshot::{
-    load_current, read_manifest, sync_dynamic, sync_static, sync_tables, upload_key, Fresh,
-    IngestedUpload, Manifest, Provenance, SourceFingerprint, SyncOptions, SyncOutcome, SyncReport,
+    load_current, read_manifest, sync_dynamic, sync_refreshed, sync_static, sync_tables,
+    upload_key, Fresh, IngestedUpload, Manifest, Provenance, SourceFingerprint, SyncOptions,
+    SyncOutcome, SyncReport,
 };
 
 use crate::config::{EnrichmentDef, LookupKey, TableFormat};
-use crate::schema::{row_to_json, TableSchema};
+use crate::schema::{row_to_json, Field, FieldType, TableSchema};
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,6 +90,29 @@ pub struct EnrichmentTable {
     pub manifest: Option<Manifest>,
 }
 
+/// A table whose columns were inferred from its data, with the columns of
+/// its snapshot (and CIDR matching when its first key values are ranges,
+/// as when the snapshot was written).
+fn with_columns_of(def: &EnrichmentDef, batch: &RecordBatch) -> EnrichmentDef {
+    let fields = batch
+        .schema()
+        .fields()
+        .iter()
+        .filter_map(|f| Some(Field::new(f.name(), FieldType::from_arrow(f.data_type())?)))
+        .collect();
+    let key = def
+        .lookup_keys
+        .first()
+        .and_then(|k| k.columns.first())
+        .and_then(|c| batch.column_by_name(c))
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>());
+    let samples: Vec<&str> = key
+        .map(|k| k.iter().flatten().take(100).collect())
+        .unwrap_or_default();
+    let cidr = !samples.is_empty() && samples.iter().all(|v| v.contains('/'));
+    def.with_columns(fields, cidr)
+}
+
 /// The Arrow schema of a table's snapshot.
 pub fn arrow_schema(def: &EnrichmentDef) -> arrow::datatypes::SchemaRef {
     match def.format {
@@ -107,6 +131,13 @@ impl EnrichmentTable {
         batch: RecordBatch,
         manifest: Option<Manifest>,
     ) -> Result<Self> {
+        let inferred;
+        let def = if def.refresh.is_some() && batch.num_columns() > 0 {
+            inferred = with_columns_of(def, &batch);
+            &inferred
+        } else {
+            def
+        };
         let mut indexes = Vec::with_capacity(def.lookup_keys.len());
         let geo = match def.format {
             TableFormat::Mmdb if batch.num_rows() > 0 => Some(GeoDb::from_batch(&batch).map_err(

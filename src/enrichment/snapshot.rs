@@ -518,6 +518,94 @@ fn try_sync_dynamic(
     Ok((outcome, Some((batch, manifest))))
 }
 
+/// Reads a refreshed table's object (`Refresh.ObjectPath` of a Panther
+/// lookup table) into a new snapshot when its version (ETag) differs from
+/// the one the current snapshot read, inferring the columns from the data.
+/// Never fails outright: a failure is reported in the outcome and leaves
+/// the current snapshot in place.
+pub fn sync_refreshed(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    source: &dyn Storage,
+    object: &str,
+) -> (SyncOutcome, Fresh) {
+    match try_sync_refreshed(def, storage, source, object) {
+        Ok(synced) => synced,
+        Err(e) => (SyncOutcome::Failed(e), None),
+    }
+}
+
+fn try_sync_refreshed(
+    def: &EnrichmentDef,
+    storage: &dyn Storage,
+    source: &dyn Storage,
+    object: &str,
+) -> Result<(SyncOutcome, Fresh)> {
+    let url = source.url(object);
+    let info = source.info(object)?.ok_or_else(|| EnrichmentError::File {
+        path: url.clone(),
+        message: "no such object (the lookup table's Refresh.ObjectPath)".into(),
+    })?;
+    let current = read_manifest_versioned(storage, &def.name)?;
+    let manifest = current.as_ref().map(|(m, _)| m);
+    let read_before = manifest.is_some_and(|m| {
+        m.definition_sha256 == definition_sha256(def)
+            && m.uploads
+                .iter()
+                .any(|u| u.key == url && u.version == info.version)
+    });
+    if read_before {
+        let outcome = SyncOutcome::Unchanged {
+            rows: manifest.map_or(0, |m| m.rows),
+        };
+        return Ok((outcome, None));
+    }
+    let temp = tempfile::tempdir().map_err(|e| EnrichmentError::File {
+        path: std::env::temp_dir().display().to_string(),
+        message: format!("cannot create a temporary folder: {e}"),
+    })?;
+    let name = object.rsplit('/').next().unwrap_or(object);
+    let local = temp.path().join(name);
+    download(source, object, &local)?;
+    let primary_key = def.primary_key.as_deref().unwrap_or_default();
+    let (fields, cidr) = crate::config::lookup_columns(&local, primary_key).map_err(|message| {
+        EnrichmentError::File {
+            path: url.clone(),
+            // The message names the temporary copy: the error names the object.
+            message: {
+                let copy = display_path(&local);
+                message
+                    .replace(&format!("{copy}: "), "")
+                    .replace(&copy, "the object")
+            },
+        }
+    })?;
+    let def = def.with_columns(fields, cidr);
+    let batch = load_named(&def, &[(local, url.clone())]).map_err(EnrichmentError::Rows)?;
+    let rows = batch.num_rows();
+    let provenance = Provenance {
+        sources: Vec::new(),
+        uploads: vec![IngestedUpload {
+            key: url.clone(),
+            version: info.version,
+            rows,
+        }],
+    };
+    let manifest = write_snapshot(
+        &def,
+        &batch,
+        provenance,
+        &pointer_condition(current.as_ref()),
+        storage,
+    )?;
+    let outcome = SyncOutcome::Ingested {
+        rows,
+        snapshot_id: manifest.snapshot_id.clone(),
+        uploads: vec![url],
+    };
+    Ok((outcome, Some((batch, manifest))))
+}
+
 /// Streams an object to a local file.
 fn download(storage: &dyn Storage, key: &str, to: &Path) -> Result<()> {
     let mut reader = storage.reader(key)?;
@@ -575,6 +663,22 @@ pub struct SyncOptions<'a> {
     /// Where dynamic tables' uploads are; `None` leaves dynamic tables as
     /// they are (only `enrichment sync` ingests uploads).
     pub uploads: Option<&'a dyn Storage>,
+    /// Read the objects of refreshed tables (`enrichment sync`); runs use
+    /// their snapshots as they are.
+    pub refresh: bool,
+}
+
+/// The storage holding a refreshed table's object and the object's key
+/// there: an `s3://bucket/key` URL, or a path relative to the table's YAML.
+fn refresh_source(
+    project: &Project,
+    def: &EnrichmentDef,
+    url: &str,
+) -> Result<(Arc<dyn Storage>, String)> {
+    let (dir, object) = url.rsplit_once('/').unwrap_or((".", url));
+    let dir = if dir.is_empty() { "/" } else { dir };
+    let storage = crate::storage::open(dir, &def.dir, &project.settings.aws)?;
+    Ok((storage, object.to_string()))
 }
 
 /// Syncs the chosen tables and loads every one's current snapshot. Tables
@@ -592,8 +696,12 @@ pub fn sync_tables(
         if !options.only.is_empty() && !options.only.contains(&def.name) {
             continue;
         }
-        let (outcome, fresh) = match (def.kind, options.uploads) {
-            (EnrichmentKind::Dynamic, Some(uploads)) => sync_dynamic(def, storage, uploads),
+        let (outcome, fresh) = match (&def.refresh, def.kind, options.uploads) {
+            (Some(url), _, _) if options.refresh => match refresh_source(project, def, url) {
+                Ok((source, object)) => sync_refreshed(def, storage, source.as_ref(), &object),
+                Err(e) => (SyncOutcome::Failed(e), None),
+            },
+            (None, EnrichmentKind::Dynamic, Some(uploads)) => sync_dynamic(def, storage, uploads),
             _ => sync_static(def, storage, options.force),
         };
         let current = match fresh {

@@ -123,6 +123,30 @@ impl FieldType {
         }
     }
 
+    /// The type whose [`FieldType::to_arrow`] is `data_type` (`None` for
+    /// Arrow types no declared field produces), so a table whose columns
+    /// were inferred reads its schema back from its snapshot.
+    pub fn from_arrow(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Utf8 => FieldType::String,
+            DataType::Int32 => FieldType::Int,
+            DataType::Int64 => FieldType::Long,
+            DataType::Float32 => FieldType::Float,
+            DataType::Float64 => FieldType::Double,
+            DataType::Boolean => FieldType::Boolean,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => FieldType::Timestamp,
+            DataType::Date32 => FieldType::Date,
+            DataType::List(item) => FieldType::List(Box::new(Self::from_arrow(item.data_type())?)),
+            DataType::Struct(fields) => FieldType::Struct(
+                fields
+                    .iter()
+                    .map(|f| Some(Field::new(f.name(), Self::from_arrow(f.data_type())?)))
+                    .collect::<Option<Vec<_>>>()?,
+            ),
+            _ => return None,
+        })
+    }
+
     /// A short human name, used in error messages.
     pub fn describe(&self) -> String {
         match self {
@@ -242,6 +266,33 @@ mod tests {
             fields[3].field_type,
             FieldType::Struct(vec![Field::new("port", FieldType::Int)])
         );
+    }
+
+    #[test]
+    fn every_declared_type_reads_back_from_its_arrow_type() {
+        let yaml = r#"
+- { name: a, type: string }
+- { name: b, type: int }
+- { name: c, type: long }
+- { name: d, type: float }
+- { name: e, type: double }
+- { name: f, type: boolean }
+- { name: g, type: timestamp }
+- { name: h, type: date }
+- { name: i, type: "list<long>" }
+- name: j
+  type: { type: struct, fields: [{ name: port, type: int }, { name: tags, type: "list<string>" }] }
+"#;
+        let fields: Vec<Field> = serde_yaml::from_str(yaml).unwrap();
+        for f in &fields {
+            assert_eq!(
+                FieldType::from_arrow(&f.field_type.to_arrow()).as_ref(),
+                Some(&f.field_type),
+                "{}",
+                f.name
+            );
+        }
+        assert_eq!(FieldType::from_arrow(&DataType::Binary), None);
     }
 
     #[test]

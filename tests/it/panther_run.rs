@@ -185,8 +185,9 @@ fn panther_alert_semantics_and_caching_state_across_runs() {
     );
     assert_eq!(scanner[0]["context"]["match"], "198.51.100.9");
     assert!(
-        day1.stderr
-            .contains("lookup table tor_exit_nodes (it refreshes from s3://"),
+        day1.stderr.contains(
+            "refreshed lookup table not read yet, so empty: tor_exit_nodes (s3://example-bucket/tor_exit_nodes.csv)"
+        ),
         "{}",
         day1.stderr
     );
@@ -333,4 +334,148 @@ fn panther_rules_run_beside_native_detections_in_a_project() {
     // and `validate` checks both kinds.
     let validate = p.run_env(&["validate"], &[("VIRTUAL_ENV", venv.as_str())]);
     assert_eq!(validate.code, 0, "{validate:?}");
+}
+
+/// A Panther directory with a lookup table refreshed from a test bucket.
+struct Refreshed {
+    tmp: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+    venv: String,
+}
+
+impl Refreshed {
+    fn new(s3: &super::s3::S3, bucket: &str, venv: String) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("panther");
+        super::copy_dir(&repo().join("tests/data/panther/refresh"), &dir);
+        let yml = dir.join("lookups/tor_exit_nodes.yml");
+        let text = std::fs::read_to_string(&yml).expect("yml");
+        std::fs::write(&yml, text.replace("BUCKET", bucket)).expect("write yml");
+        let mut env = s3.env();
+        env.push(("AWS_ENDPOINT_URL", s3.endpoint.clone()));
+        Self { tmp, env, venv }
+    }
+
+    fn ravenwatch(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ravenwatch"));
+        cmd.arg("-p")
+            .arg(self.tmp.path().join("panther"))
+            .arg("--storage")
+            .arg(self.tmp.path().join("storage"))
+            .args(["--log-type", "AWS.CloudTrail"])
+            .args(args)
+            .env("VIRTUAL_ENV", &self.venv);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run ravenwatch").into()
+    }
+
+    /// A run over a day of run-rules' events (again, if already run: the
+    /// ledger would skip it), and its alerts.
+    fn run_day(&self, day: &str, out: &str) -> (Output, Vec<Value>) {
+        let input = repo().join("tests/data/panther/run-rules").join(day);
+        let output = self.tmp.path().join(out);
+        let run = self.ravenwatch(&[
+            "run",
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+            "--reprocess",
+        ]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+        (run, lines(&output.join("alerts.jsonl")))
+    }
+
+    fn sync(&self) -> Output {
+        self.ravenwatch(&["enrichment", "sync"])
+    }
+}
+
+/// A lookup table refreshed from S3 (`Refresh.ObjectPath`, schema managed
+/// by Panther so not in the repository): empty, with a note, until
+/// `enrichment sync` reads the object; its columns are inferred (ints stay
+/// ints); a new ETag is read again, the same one is not; a bad object
+/// fails the sync naming it and keeps the previous snapshot.
+#[test]
+fn lookup_tables_refreshed_from_s3_are_read_by_enrichment_sync() {
+    let Some(venv) = venv() else { return };
+    let Some(s3) = super::s3::s3() else { return };
+    let bucket = s3.bucket();
+    let fixture = Refreshed::new(&s3, &bucket, venv);
+    let object = format!("s3://{bucket}/feeds/tor_exit_nodes.jsonl");
+    let put = |body: &[u8]| s3.put(&bucket, "feeds/tor_exit_nodes.jsonl", body);
+
+    // Not read yet: the run says so, and nothing matches.
+    let (before, alerts) = fixture.run_day("day1.json", "o0");
+    assert!(
+        before.stderr.contains(&format!(
+            "1 refreshed lookup table not read yet, so empty: tor_exit_nodes ({object})"
+        )),
+        "{}",
+        before.stderr
+    );
+    assert!(alerts.is_empty());
+
+    put(b"{\"ip\": \"198.51.100.9\", \"nickname\": \"relay1\", \"first_seen\": 1700000000, \"guard\": true}\n");
+    let first = fixture.sync();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(
+        first
+            .stdout
+            .contains(&format!("tor_exit_nodes: read {object}, table has 1 row")),
+        "{}",
+        first.stdout
+    );
+    let (day1, alerts) = fixture.run_day("day1.json", "o1");
+    assert!(!day1.stderr.contains("not read yet"), "{}", day1.stderr);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0]["title"],
+        "API call from tor exit node 198.51.100.9"
+    );
+    assert_eq!(
+        alerts[0]["context"]["node"],
+        serde_json::json!({"ip": "198.51.100.9", "nickname": "relay1", "first_seen": 1_700_000_000, "guard": true, "p_match": "198.51.100.9"})
+    );
+
+    // Unchanged object: not read again. A new one (new ETag): read.
+    let same = fixture.sync();
+    assert!(
+        same.stdout.contains("tor_exit_nodes: unchanged (1 row)"),
+        "{}",
+        same.stdout
+    );
+    put(b"{\"ip\": \"198.51.100.9\", \"nickname\": \"relay1\"}\n{\"ip\": \"203.0.113.7\", \"nickname\": \"relay2\"}\n");
+    let second = fixture.sync();
+    assert!(
+        second.stdout.contains("table has 2 rows"),
+        "{}",
+        second.stdout
+    );
+    let (_, alerts) = fixture.run_day("day2.json", "o2");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["match_count"], 5);
+    assert_eq!(alerts[0]["context"]["node"]["nickname"], "relay2");
+
+    // An object without the PrimaryKey column: the sync fails naming it,
+    // and the table keeps its previous snapshot.
+    put(b"{\"address\": \"192.0.2.1\"}\n");
+    let bad = fixture.sync();
+    assert_eq!(bad.code, 1, "{}{}", bad.stdout, bad.stderr);
+    assert!(
+        bad.stderr.contains(&format!(
+            "{object}: PrimaryKey `ip` is not a column of the object"
+        )),
+        "{}",
+        bad.stderr
+    );
+    let get = fixture.ravenwatch(&["enrichment", "get", "tor_exit_nodes", "203.0.113.7"]);
+    assert!(
+        get.stdout.contains("relay2"),
+        "{}{}",
+        get.stdout,
+        get.stderr
+    );
 }
