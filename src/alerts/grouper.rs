@@ -401,6 +401,7 @@ mod tests {
             alerts: kept,
             inputs: std::collections::BTreeMap::new(),
             kv: None,
+            applied: std::collections::BTreeMap::new(),
         };
         (alerts, state)
     }

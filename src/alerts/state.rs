@@ -36,6 +36,11 @@ pub struct AlertState {
     /// it (`state/kv/<run id>.sqlite3`), committed by this same write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv: Option<String>,
+    /// A grouping shard's record of the inputs whose matches it merged
+    /// (their version), so a batch sent again adds nothing (`inputs` is
+    /// then the ledger part the shard keeps).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied: BTreeMap<String, InputRecord>,
 }
 
 /// One processed input in the ledger.
@@ -59,6 +64,7 @@ impl Default for AlertState {
             alerts: Vec::new(),
             inputs: BTreeMap::new(),
             kv: None,
+            applied: BTreeMap::new(),
         }
     }
 }
@@ -81,12 +87,20 @@ impl AlertState {
     /// Storage failures, or a state file that cannot be parsed (never
     /// silently replaced: that would forget open windows).
     pub fn load(storage: &dyn Storage) -> Result<(Self, StateVersion), StateError> {
-        match storage.read_versioned(STATE_KEY)? {
+        Self::load_at(storage, STATE_KEY)
+    }
+
+    /// As [`AlertState::load`], from `key` (a grouping shard's state).
+    ///
+    /// # Errors
+    /// As [`AlertState::load`].
+    pub fn load_at(storage: &dyn Storage, key: &str) -> Result<(Self, StateVersion), StateError> {
+        match storage.read_versioned(key)? {
             None => Ok((Self::default(), StateVersion(None))),
             Some((bytes, version)) => serde_json::from_slice(&bytes)
                 .map(|state| (state, StateVersion(Some(version))))
                 .map_err(|e| StateError::Corrupt {
-                    location: storage.url(STATE_KEY),
+                    location: storage.url(key),
                     message: e.to_string(),
                 }),
         }
@@ -108,6 +122,11 @@ impl AlertState {
 }
 
 impl StateVersion {
+    /// Whether there was a state object at all.
+    pub fn exists(&self) -> bool {
+        self.0.is_some()
+    }
+
     fn condition(&self) -> Precondition {
         match &self.0 {
             Some(version) => Precondition::Version(version.clone()),
@@ -136,7 +155,7 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     run_id: &str,
     watermark_us: i64,
     alerts: impl IntoIterator<Item = std::io::Result<T>>,
-    inputs: &BTreeMap<String, InputRecord>,
+    (inputs, applied): (&BTreeMap<String, InputRecord>, &BTreeMap<String, InputRecord>),
     kv: Option<&str>,
 ) -> std::io::Result<W> {
     let run_id = serde_json::to_string(run_id).map_err(std::io::Error::other)?;
@@ -159,6 +178,10 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
         out.write_all(br#","kv":"#)?;
         serde_json::to_writer(&mut out, kv).map_err(std::io::Error::other)?;
     }
+    if !applied.is_empty() {
+        out.write_all(br#","applied":"#)?;
+        serde_json::to_writer(&mut out, applied).map_err(std::io::Error::other)?;
+    }
     out.write_all(b"}")?;
     Ok(out)
 }
@@ -170,10 +193,11 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
 /// As [`AlertState::save`].
 pub fn commit_state_file(
     storage: &dyn Storage,
+    key: &str,
     read: &StateVersion,
     path: &std::path::Path,
 ) -> Result<(), StateError> {
-    conflict(storage.put_file_if(STATE_KEY, path, &read.condition()))
+    conflict(storage.put_file_if(key, path, &read.condition()))
 }
 
 #[cfg(test)]
@@ -199,6 +223,7 @@ mod tests {
             alerts: vec![alert.clone(), alert],
             inputs: BTreeMap::new(),
             kv: Some("state/kv/r0.sqlite3".into()),
+            applied: BTreeMap::new(),
         };
         for inputs in [
             BTreeMap::new(),
@@ -221,7 +246,7 @@ mod tests {
                 "r1",
                 42,
                 items,
-                &state.inputs,
+                (&state.inputs, &state.applied),
                 state.kv.as_deref(),
             )
             .unwrap();

@@ -80,6 +80,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 verify_filters,
                 reprocess,
                 max_inputs: None,
+                defer_grouping: false,
             };
             if follow {
                 super::follow::follow(

@@ -14,6 +14,7 @@ mod gc;
 mod kv;
 mod output;
 mod pipeline;
+mod shards;
 mod spool;
 mod wire;
 mod worker;
@@ -22,11 +23,12 @@ mod workers;
 pub use collect::{collect_outcomes, sql_outcomes};
 pub use gc::{gc, GcReport};
 pub use output::{remove_outputs, rewrite_after_delivery, RuleSummary, Summary, OUTPUT_FILES};
+pub use shards::{enable as enable_sharding, grouping, merge, pending, Grouping, Merged, Settle};
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 
 use crate::alerts::{commit_state_file, write_state, Alert, AlertGrouper, AlertState, InputRecord};
-use crate::alerts::{ErrorKind, ErrorRecord, RuleSettings, StateError, StateVersion};
+use crate::alerts::{ErrorKind, ErrorRecord, RuleSettings, StateError, StateVersion, STATE_KEY};
 use crate::config::{ConfigErrors, DetectionDef, LogTable, Project};
 use crate::enrichment::{
     sync_tables, EnrichmentError, Generation, SyncOptions, TableWatcher, Tables,
@@ -98,6 +100,9 @@ pub struct RunOptions {
     /// Read at most this many new inputs (in input order: oldest first for
     /// date-ordered keys); the rest wait for the next run (`--follow`).
     pub max_inputs: Option<usize>,
+    /// Sharded grouping: leave the round's batches for the shards' merges
+    /// (workers) instead of merging them at once (`run`).
+    pub defer_grouping: bool,
 }
 
 /// The result of a completed run.
@@ -114,6 +119,9 @@ pub struct RunReport {
     pub unrecorded: Vec<ErrorRecord>,
     /// Where the outputs were written.
     pub output_location: String,
+    /// Sharded grouping with `defer_grouping`: the shards the round left
+    /// batches for (to merge).
+    pub batches: Vec<u32>,
 }
 
 /// Syncs changed static tables and loads every table's current snapshot;
@@ -166,10 +174,19 @@ pub fn run(
         .log_table_for(options.table.as_deref())
         .map_err(EngineError::Usage)?;
     let inputs = expand(project, &options.inputs)?;
-    let (state, state_version) = AlertState::load(storage.as_ref())?;
-    repair_last_commit(storage.as_ref(), &state)?;
+    let grouping = shards::grouping(storage.as_ref())?;
+    // Sharded: the ledger of every shard, and the caching store's pointer
+    // (its version is what a round commits over).
+    let (state, state_version) = match grouping {
+        None => {
+            let loaded = AlertState::load(storage.as_ref())?;
+            repair_last_commit(storage.as_ref(), &loaded.0)?;
+            loaded
+        }
+        Some(g) => shards::ledger(storage.as_ref(), g)?,
+    };
     let now = chrono::Utc::now();
-    let run_id = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let run_id = run_id(now, grouping.is_some());
     let Selected {
         inputs,
         mut ledger,
@@ -182,6 +199,13 @@ pub fn run(
         options.max_inputs,
     )?;
     let kv = RunKv::prepare(project, storage.as_ref(), &state)?;
+    let names: HashMap<String, String> = match grouping {
+        Some(_) => inputs
+            .iter()
+            .filter_map(|i| Some((i.name(), i.stamp()?.0)))
+            .collect(),
+        None => HashMap::new(),
+    };
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -231,6 +255,20 @@ pub fn run(
         (&mut summary, &mut matches, &mut errors),
     )?;
     record_reader_state(preparer, &rules, &mut summary, &mut errors);
+    if let Some(grouping) = grouping {
+        let round = shards::Round {
+            grouping,
+            summary,
+            matches,
+            errors,
+            ledger,
+            names,
+            kv,
+            kv_version: state_version,
+            started,
+        };
+        return shards::finish_round(project, &storage, &options, round);
+    }
 
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let match_count = matches.len();
@@ -250,12 +288,19 @@ pub fn run(
         errors: &errors,
         summary: &summary,
     };
+    let no_batches = BTreeMap::new();
     commit(
         storage.as_ref(),
         &target,
         &outputs,
-        (&grouped, &all_inputs, kv.as_ref()),
-        &state_version,
+        &grouped,
+        &StateCommit {
+            key: STATE_KEY,
+            version: &state_version,
+            inputs: &all_inputs,
+            applied: &no_batches,
+            kv: kv.as_ref(),
+        },
     )?;
     let unrecorded = deliver(
         project,
@@ -272,7 +317,26 @@ pub fn run(
         errors,
         unrecorded,
         output_location: target.location(),
+        batches: Vec::new(),
     })
+}
+
+/// A run's id: its start time, and with sharded grouping (where several
+/// workers start rounds at once) a few characters that tell them apart.
+fn run_id(now: chrono::DateTime<chrono::Utc>, unique: bool) -> String {
+    let time = now.format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    if !unique {
+        return time;
+    }
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, std::process::id().to_le_bytes());
+    sha2::Digest::update(&mut h, now.timestamp_nanos_opt().unwrap_or(0).to_le_bytes());
+    sha2::Digest::update(
+        &mut h,
+        format!("{:?}", std::thread::current().id()).as_bytes(),
+    );
+    let digest = sha2::Digest::finalize(h);
+    format!("{time}-{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2])
 }
 
 /// What a run reads of its inputs.
@@ -368,7 +432,10 @@ pub fn pending_inputs(
     paths: &[String],
 ) -> Result<(usize, Option<i64>), EngineError> {
     let inputs = expand(project, paths)?;
-    let (state, _) = AlertState::load(storage)?;
+    let (state, _) = match shards::grouping(storage)? {
+        None => AlertState::load(storage)?,
+        Some(g) => shards::ledger(storage, g)?,
+    };
     let newest = inputs.iter().filter_map(Input::modified_ms).max();
     let mut new = 0;
     for input in &inputs {
@@ -795,6 +862,15 @@ impl OutputTarget {
     }
 }
 
+/// The alert state a commit writes: where, over which version, with what.
+struct StateCommit<'a> {
+    key: &'a str,
+    version: &'a StateVersion,
+    inputs: &'a BTreeMap<String, InputRecord>,
+    applied: &'a BTreeMap<String, InputRecord>,
+    kv: Option<&'a RunKv>,
+}
+
 /// Outputs, then where they are, then the alert state (conditionally on the
 /// version read at the start). On a lost race the outputs are removed, so
 /// the next run is the only record of these events.
@@ -802,9 +878,10 @@ fn commit(
     storage: &dyn Storage,
     target: &OutputTarget,
     outputs: &RunOutputs<'_>,
-    (grouped, inputs, kv): (&Grouped, &BTreeMap<String, InputRecord>, Option<&RunKv>),
-    state_version: &StateVersion,
+    grouped: &Grouped,
+    state: &StateCommit<'_>,
 ) -> Result<(), EngineError> {
+    let kv = state.kv;
     let run_id = &outputs.summary.run_id;
     // The caching store goes up under a new name; the state names it.
     let kv_key = kv.map(|k| k.upload(storage, run_id)).transpose()?;
@@ -819,7 +896,7 @@ fn commit(
         run_id,
         grouped.watermark_us,
         grouped.alerts.state_texts(),
-        inputs,
+        (state.inputs, state.applied),
         kv_key.as_deref(),
     )
     .and_then(|mut out| std::io::Write::flush(&mut out))
@@ -845,7 +922,7 @@ fn commit(
         storage.write(pointer, body.as_bytes())?;
     }
     crate::files::crash_point("before-state-commit");
-    if let Err(e) = commit_state_file(storage, state_version, state_file.path()) {
+    if let Err(e) = commit_state_file(storage, state.key, state.version, state_file.path()) {
         if matches!(e, StateError::Conflict { .. }) {
             let _ = remove_outputs(target.storage.as_ref(), &target.prefix);
             if let Some(pointer) = &target.pointer {

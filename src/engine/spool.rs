@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 
 /// Every field of a [`RuleMatch`], including those `matches.jsonl` leaves out.
 #[derive(Serialize, Deserialize)]
-struct Spooled {
+pub(super) struct Spooled {
     rule: String,
     time_us: i64,
     time: String,
@@ -34,6 +34,52 @@ struct Spooled {
     explicit_destinations: bool,
     #[serde(default)]
     unique: Option<String>,
+}
+
+impl From<RuleMatch> for Spooled {
+    fn from(m: RuleMatch) -> Self {
+        Self {
+            rule: m.rule,
+            time_us: m.time_us,
+            time: m.time,
+            dedupe: m.dedupe,
+            title: m.title,
+            severity: m.severity,
+            context: m.context,
+            source: m.source,
+            event: m.event,
+            description: m.description,
+            runbook: m.runbook,
+            reference: m.reference,
+            destinations: m.destinations,
+            explicit_destinations: m.explicit_destinations,
+            unique: m.unique,
+        }
+    }
+}
+
+impl Spooled {
+    pub(super) fn into_match(self, sequence: u64) -> RuleMatch {
+        RuleMatch {
+            alert_id: String::new(),
+            rule: self.rule,
+            time_us: self.time_us,
+            time: self.time,
+            dedupe: self.dedupe,
+            title: self.title,
+            severity: self.severity,
+            context: self.context,
+            source: self.source,
+            event: self.event,
+            description: self.description,
+            runbook: self.runbook,
+            reference: self.reference,
+            destinations: self.destinations,
+            explicit_destinations: self.explicit_destinations,
+            unique: self.unique,
+            sequence,
+        }
+    }
 }
 
 struct Entry {
@@ -82,23 +128,7 @@ impl MatchSpool {
             let sequence = self.entries.len() as u64;
             let time_us = m.time_us;
             self.newest_us = self.newest_us.max(time_us);
-            let spooled = Spooled {
-                rule: m.rule,
-                time_us,
-                time: m.time,
-                dedupe: m.dedupe,
-                title: m.title,
-                severity: m.severity,
-                context: m.context,
-                source: m.source,
-                event: m.event,
-                description: m.description,
-                runbook: m.runbook,
-                reference: m.reference,
-                destinations: m.destinations,
-                explicit_destinations: m.explicit_destinations,
-                unique: m.unique.clone(),
-            };
+            let spooled = Spooled::from(m);
             let text = serde_json::to_vec(&spooled).map_err(std::io::Error::other)?;
             self.file.write_all(&text)?;
             self.entries.push(Entry {
@@ -108,6 +138,25 @@ impl MatchSpool {
                 len: u32::try_from(text.len()).map_err(std::io::Error::other)?,
             });
             self.written += text.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Hands every match's text (a [`Spooled`] as JSON) to `each`, in
+    /// collection order.
+    ///
+    /// # Errors
+    /// Reading the file failed, or the first error of `each`.
+    pub fn for_each_text(
+        self,
+        mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        let mut buffer = Vec::new();
+        for entry in &self.entries {
+            buffer.resize(entry.len as usize, 0);
+            file.read_exact_at(&mut buffer, entry.offset)?;
+            each(&buffer)?;
         }
         Ok(())
     }
@@ -135,25 +184,7 @@ impl MatchSpool {
             buffer.resize(entry.len as usize, 0);
             file.read_exact_at(&mut buffer, entry.offset)?;
             let s: Spooled = serde_json::from_slice(&buffer).map_err(std::io::Error::other)?;
-            let mut m = RuleMatch {
-                alert_id: String::new(),
-                rule: s.rule,
-                time_us: s.time_us,
-                time: s.time,
-                dedupe: s.dedupe,
-                title: s.title,
-                severity: s.severity,
-                context: s.context,
-                source: s.source,
-                event: s.event,
-                description: s.description,
-                runbook: s.runbook,
-                reference: s.reference,
-                destinations: s.destinations,
-                explicit_destinations: s.explicit_destinations,
-                unique: s.unique,
-                sequence: entry.sequence,
-            };
+            let mut m = s.into_match(entry.sequence);
             m.alert_id = grouper.add(&m);
             for closed in grouper.drain_closed() {
                 alerts.push(closed)?;

@@ -1,0 +1,699 @@
+//! Alert grouping split across shards, so detection scales out while each
+//! (rule, dedupe) key still has one writer.
+//!
+//! A storage whose `state/grouping.json` names K shards (written by the
+//! first `worker`) keeps its alert windows in `state/alerts/<k>.json`, one
+//! state per shard, each committed with its own conditional write. A
+//! detection round reads nothing of them but the ledger: it writes its
+//! matches as batch files `groups/<k>/<round>.jsonl`, one per shard that
+//! got matches (shard = hash(rule, dedupe) mod K), and the round's input
+//! ledger into the file of shard hash(round) mod K, written last: once the
+//! ledger claims an input, every batch of that input exists. A merge of
+//! shard k (one at a time per shard: the FIFO group queue, or a
+//! conditional write that fails) groups every pending batch of k in
+//! event-time order into its windows, records the inputs it applied (a
+//! batch sent again adds nothing), commits, then removes the batches.
+//! Workers merge a shard once it has been quiet for the settle time (or
+//! its oldest batch waited the longest wait), so batches that finish out
+//! of order within it are grouped as one run would group them.
+
+use super::spool::{MatchSpool, Spooled};
+use super::{
+    commit, deliver, finish_summary, look_over, spool_error, EngineError, Grouped, OutputTarget,
+    RunReport, StateCommit,
+};
+use crate::alerts::{
+    commit_state_file, write_state, AlertState, InputRecord, StateError, StateVersion,
+};
+use crate::config::Project;
+use crate::engine::output::{RunOutputs, Summary};
+use crate::storage::{Precondition, Storage, StorageError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a storage says its grouping is sharded, and into how many.
+pub const GROUPING_KEY: &str = "state/grouping.json";
+/// The caching store's pointer when grouping is sharded (the shards'
+/// states do not name it: detection rounds commit it).
+const KV_POINTER_KEY: &str = "state/kv.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grouping {
+    pub shards: u32,
+}
+
+/// `state/alerts/<k>.json`.
+pub fn shard_key(shard: u32) -> String {
+    format!("state/alerts/{shard:03}.json")
+}
+
+fn batches_prefix(shard: u32) -> String {
+    format!("groups/{shard:03}/")
+}
+
+fn hash64(parts: &[&str]) -> u64 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The shard that groups the matches of (rule, dedupe).
+pub fn shard_of(rule: &str, dedupe: &str, shards: u32) -> u32 {
+    u32::try_from(hash64(&[rule, dedupe]) % u64::from(shards.max(1))).unwrap_or(0)
+}
+
+/// The storage's grouping, if sharded.
+///
+/// # Errors
+/// Storage failures, or an unreadable `state/grouping.json`.
+pub fn grouping(storage: &dyn Storage) -> Result<Option<Grouping>, EngineError> {
+    let Some(bytes) = storage.read(GROUPING_KEY)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        EngineError::State(StateError::Corrupt {
+            location: storage.url(GROUPING_KEY),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Shards the storage's grouping into `shards` (if it is not yet), and
+/// returns the grouping in force (an existing one is kept: its windows are
+/// placed by its shard count). A single state a `run` left is split into
+/// the shards first, so its open windows and ledger carry on.
+///
+/// # Errors
+/// Storage failures; another process changed the single state meanwhile.
+pub fn enable(storage: &dyn Storage, shards: u32) -> Result<Grouping, EngineError> {
+    if let Some(existing) = grouping(storage)? {
+        return Ok(existing);
+    }
+    let wanted = Grouping {
+        shards: shards.max(1),
+    };
+    let (single, version) = AlertState::load(storage)?;
+    let mut parts: Vec<AlertState> = (0..wanted.shards)
+        .map(|_| AlertState {
+            watermark_us: single.watermark_us,
+            ..AlertState::default()
+        })
+        .collect();
+    for alert in single.alerts {
+        let k = shard_of(&alert.rule, &alert.dedupe, wanted.shards) as usize;
+        parts[k].alerts.push(alert);
+    }
+    parts[0].inputs = single.inputs;
+    for (k, part) in parts.iter().enumerate() {
+        let key = shard_key(u32::try_from(k).unwrap_or(0));
+        let json = serde_json::to_vec(part).map_err(|e| EngineError::Internal(e.to_string()))?;
+        match storage.write_if(&key, &json, &Precondition::Absent) {
+            Ok(_) | Err(StorageError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(kv) = &single.kv {
+        let pointer = AlertState {
+            kv: Some(kv.clone()),
+            ..AlertState::default()
+        };
+        let json =
+            serde_json::to_vec(&pointer).map_err(|e| EngineError::Internal(e.to_string()))?;
+        match storage.write_if(KV_POINTER_KEY, &json, &Precondition::Absent) {
+            Ok(_) | Err(StorageError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let body = serde_json::to_vec(&wanted).map_err(|e| EngineError::Internal(e.to_string()))?;
+    match storage.write_if(GROUPING_KEY, &body, &Precondition::Absent) {
+        Ok(_) => {}
+        // Another worker enabled it first: theirs is in force.
+        Err(StorageError::Conflict { .. }) => {
+            return grouping(storage)?.ok_or_else(|| {
+                EngineError::Internal("state/grouping.json vanished after a conflict".into())
+            })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if version.exists() {
+        // Split: the single state would mislead `query` about which run
+        // wrote the windows; it stays beside as a record.
+        if let Some(bytes) = storage.read(crate::alerts::STATE_KEY)? {
+            storage.write("state/alerts.json.before-sharding", &bytes)?;
+            storage.delete(crate::alerts::STATE_KEY)?;
+        }
+    }
+    Ok(wanted)
+}
+
+/// The input ledger of a sharded storage (every shard's part) and the
+/// caching store's pointer, as one state for choosing a round's inputs.
+///
+/// # Errors
+/// Storage failures or an unreadable shard state.
+pub(super) fn ledger(
+    storage: &dyn Storage,
+    grouping: Grouping,
+) -> Result<(AlertState, StateVersion), EngineError> {
+    let (pointer, kv_version) = AlertState::load_at(storage, KV_POINTER_KEY)?;
+    let mut all = AlertState {
+        kv: pointer.kv,
+        ..AlertState::default()
+    };
+    for k in 0..grouping.shards {
+        let (part, _) = AlertState::load_at(storage, &shard_key(k))?;
+        all.inputs.extend(part.inputs);
+    }
+    Ok((all, kv_version))
+}
+
+/// The first line of a batch file.
+#[derive(Serialize, Deserialize, Default)]
+struct BatchHeader {
+    round: String,
+    /// The round's whole input ledger (only in the round's ledger shard).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    ledger: BTreeMap<String, InputRecord>,
+    /// The inputs whose matches the file holds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    inputs: BTreeMap<String, InputRecord>,
+}
+
+/// The other lines: a match and the input it came from.
+#[derive(Serialize, Deserialize)]
+struct BatchLine {
+    input: Option<String>,
+    m: Spooled,
+}
+
+#[derive(Deserialize)]
+struct MatchKey<'a> {
+    #[serde(borrow)]
+    rule: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    dedupe: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+}
+
+/// The input a match's `source` (`<input name>#n` or `<input name>:n`)
+/// names, by the names of the round's inputs.
+fn input_of<'a>(source: &str, names: &'a HashMap<String, String>) -> Option<&'a String> {
+    let by = |c: char| {
+        source
+            .rfind(c)
+            .and_then(|at| names.get(&source[..at]))
+    };
+    by('#').or_else(|| by(':'))
+}
+
+/// Writes a round's matches as one batch file per shard that got some, and
+/// its ledger into its ledger shard's file, written last. Returns the
+/// shards written.
+///
+/// # Errors
+/// Temporary files or storage failures (then no ledger was written, so the
+/// round's inputs are not claimed).
+pub(super) fn write_batches(
+    storage: &dyn Storage,
+    grouping: Grouping,
+    round: &str,
+    matches: MatchSpool,
+    names: &HashMap<String, String>,
+    ledger: &BTreeMap<String, InputRecord>,
+) -> Result<Vec<u32>, EngineError> {
+    let mut bodies: BTreeMap<u32, (tempfile::NamedTempFile, BatchHeader)> = BTreeMap::new();
+    let mut failure = None;
+    matches
+        .for_each_text(|text| {
+            let key: MatchKey<'_> = serde_json::from_slice(text).map_err(std::io::Error::other)?;
+            let shard = shard_of(&key.rule, &key.dedupe, grouping.shards);
+            let input = input_of(&key.source, names);
+            let (file, header) = match bodies.entry(shard) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((tempfile::NamedTempFile::new()?, BatchHeader::default()))
+                }
+            };
+            if let Some(location) = input {
+                if let Some(record) = ledger.get(location) {
+                    header.inputs.insert(location.clone(), record.clone());
+                }
+            }
+            let line = serde_json::json!({ "input": input });
+            let mut line = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+            // {"input":…,"m":<the match's text>}
+            line.pop();
+            line.extend_from_slice(b",\"m\":");
+            line.extend_from_slice(text);
+            line.extend_from_slice(b"}\n");
+            file.write_all(&line)
+        })
+        .map_err(|e| {
+            failure = Some(spool_error(&e));
+        })
+        .ok();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let ledger_shard = u32::try_from(hash64(&[round]) % u64::from(grouping.shards.max(1)))
+        .unwrap_or(0);
+    if !ledger.is_empty() && !bodies.contains_key(&ledger_shard) {
+        let empty = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
+        bodies.insert(ledger_shard, (empty, BatchHeader::default()));
+    }
+    let mut order: Vec<u32> = bodies.keys().copied().filter(|&k| k != ledger_shard).collect();
+    if bodies.contains_key(&ledger_shard) {
+        order.push(ledger_shard);
+    }
+    for shard in &order {
+        let (body, mut header) = bodies.remove(shard).expect("a body per shard");
+        header.round = round.to_string();
+        if *shard == ledger_shard {
+            header.ledger = ledger.clone();
+        }
+        let file = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
+        let mut out = std::io::BufWriter::new(file.reopen().map_err(|e| spool_error(&e))?);
+        let head = serde_json::to_vec(&header).map_err(|e| EngineError::Internal(e.to_string()))?;
+        out.write_all(&head)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| std::io::copy(&mut body.reopen()?, &mut out).map(|_| ()))
+            .and_then(|()| out.flush())
+            .map_err(|e| spool_error(&e))?;
+        crate::files::crash_point("between-batches");
+        storage.put_file(
+            &format!("{}{round}.jsonl", batches_prefix(*shard)),
+            file.path(),
+        )?;
+    }
+    Ok(order)
+}
+
+/// What a detection round hands on when grouping is sharded.
+pub(super) struct Round {
+    pub grouping: Grouping,
+    pub summary: Summary,
+    pub matches: MatchSpool,
+    pub errors: Vec<crate::alerts::ErrorRecord>,
+    /// The round's new inputs, claimed by its ledger batch.
+    pub ledger: BTreeMap<String, InputRecord>,
+    /// Input name (as in a match's `source`) → ledger location.
+    pub names: HashMap<String, String>,
+    pub kv: Option<super::kv::RunKv>,
+    /// The caching store pointer's version the round read.
+    pub kv_version: StateVersion,
+    pub started: std::time::Instant,
+}
+
+/// Commits the round's caching store, writes its batches (ledger last) and
+/// its own outputs (errors, summary); then, unless the options defer it,
+/// merges the shards it wrote (as `run` does: one process, at once).
+///
+/// # Errors
+/// As [`write_batches`] and [`merge`]; a caching store another round
+/// committed first is [`StateError::Conflict`] (nothing was written).
+pub(super) fn finish_round(
+    project: &Project,
+    storage: &Arc<dyn Storage>,
+    options: &super::RunOptions,
+    round: Round,
+) -> Result<RunReport, EngineError> {
+    let Round {
+        grouping,
+        mut summary,
+        matches,
+        mut errors,
+        ledger,
+        names,
+        kv,
+        kv_version,
+        started,
+    } = round;
+    let run_id = summary.run_id.clone();
+    if let Some(kv) = &kv {
+        commit_kv(storage.as_ref(), kv, &run_id, &kv_version)?;
+    }
+    let match_count = matches.len();
+    let written = write_batches(storage.as_ref(), grouping, &run_id, matches, &names, &ledger)?;
+    let no_alerts = super::spool::AlertSpool::new()
+        .and_then(super::spool::AlertSpool::finish)
+        .map_err(|e| spool_error(&e))?;
+    let no_matches = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
+    finish_summary(&mut summary, match_count, &no_alerts, &errors, started);
+    let target = OutputTarget::new(storage, options.output.as_ref(), &run_id);
+    let outputs = RunOutputs {
+        alerts: &no_alerts,
+        matches: no_matches.path(),
+        errors: &errors,
+        summary: &summary,
+    };
+    super::output::write_outputs(target.storage.as_ref(), &target.prefix, &outputs)?;
+    if options.defer_grouping {
+        return Ok(RunReport {
+            summary,
+            alerts: Vec::new(),
+            errors,
+            unrecorded: Vec::new(),
+            output_location: target.location(),
+            batches: written,
+        });
+    }
+    let mut shown = Vec::new();
+    let mut unrecorded = Vec::new();
+    for shard in &written {
+        let report = merge_until_done(project, storage, *shard, options.deliver)?;
+        if let Some(report) = report {
+            summary.alerts += report.summary.alerts;
+            summary.activated_alerts += report.summary.activated_alerts;
+            shown.extend(report.alerts);
+            errors.extend(report.errors.iter().filter(|e| e.kind == crate::alerts::ErrorKind::Delivery).cloned());
+            unrecorded.extend(report.unrecorded);
+        }
+    }
+    super::keep_most_pressing(&mut shown, options.shown_alerts);
+    if let Err(e) =
+        super::rewrite_after_delivery(target.storage.as_ref(), &target.prefix, &errors, &summary)
+    {
+        unrecorded.push(crate::alerts::ErrorRecord {
+            kind: crate::alerts::ErrorKind::Delivery,
+            rule: None,
+            function: None,
+            source: Some(target.location()),
+            error: format!("the round's summary could not be updated after grouping: {e}"),
+            traceback: None,
+        });
+    }
+    Ok(RunReport {
+        summary,
+        alerts: shown,
+        errors,
+        unrecorded,
+        output_location: target.location(),
+        batches: Vec::new(),
+    })
+}
+
+/// Merges a shard now, trying again while other processes win the race.
+fn merge_until_done(
+    project: &Project,
+    storage: &Arc<dyn Storage>,
+    shard: u32,
+    deliver_now: bool,
+) -> Result<Option<RunReport>, EngineError> {
+    for attempt in 0.. {
+        match merge(project, storage, shard, None, deliver_now) {
+            Ok(Merged::Done(report)) => return Ok(Some(*report)),
+            Ok(Merged::Nothing | Merged::Waiting(_)) => return Ok(None),
+            Err(EngineError::State(StateError::Conflict { .. })) if attempt < 20 => {
+                std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// How a worker decides when a shard's pending batches are merged.
+#[derive(Debug, Clone, Copy)]
+pub struct Settle {
+    /// Merge once no batch arrived for this long…
+    pub quiet: Duration,
+    /// …or once the oldest batch waited this long.
+    pub longest: Duration,
+}
+
+/// What a merge did.
+#[derive(Debug)]
+pub enum Merged {
+    /// No pending batch.
+    Nothing,
+    /// Batches wait to settle; try again after this long.
+    Waiting(Duration),
+    /// Committed.
+    Done(Box<RunReport>),
+}
+
+/// Merges shard `shard`'s pending batches into its windows and commits
+/// them (with `settle`, only once they have settled), then delivers.
+///
+/// # Errors
+/// Unreadable batches or state, storage failures; a lost race is
+/// [`StateError::Conflict`] (the batches stay pending).
+pub fn merge(
+    project: &Project,
+    storage: &Arc<dyn Storage>,
+    shard: u32,
+    settle: Option<Settle>,
+    deliver_now: bool,
+) -> Result<Merged, EngineError> {
+    let started = std::time::Instant::now();
+    let mut pending = storage.list_info(&batches_prefix(shard))?;
+    pending.retain(|o| o.key.ends_with(".jsonl"));
+    pending.sort_by(|a, b| a.key.cmp(&b.key));
+    if pending.is_empty() {
+        return Ok(Merged::Nothing);
+    }
+    if let Some(settle) = settle {
+        let now = chrono::Utc::now().timestamp_millis();
+        let age = |ms: i64| Duration::from_millis(u64::try_from(now - ms).unwrap_or(0));
+        let newest = age(pending.iter().map(|o| o.modified_ms).max().unwrap_or(now));
+        let oldest = age(pending.iter().map(|o| o.modified_ms).min().unwrap_or(now));
+        if newest < settle.quiet && oldest < settle.longest {
+            let wait = (settle.quiet - newest).min(settle.longest - oldest);
+            return Ok(Merged::Waiting(wait.max(Duration::from_secs(1))));
+        }
+    }
+    let key = shard_key(shard);
+    let (state, version) = AlertState::load_at(storage.as_ref(), &key)?;
+    let mut inputs = state.inputs.clone();
+    let mut applied = state.applied.clone();
+    let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
+    for object in &pending {
+        read_batch(storage.as_ref(), &object.key, &mut applied, &mut inputs, &mut matches)?;
+    }
+    let now = chrono::Utc::now();
+    let run_id = format!("{}-g{shard:03}", now.format("%Y%m%dT%H%M%S%.3fZ"));
+    let rules: Vec<crate::config::DetectionDef> = project
+        .detections
+        .iter()
+        .filter(|d| d.enabled)
+        .cloned()
+        .collect();
+    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let match_count = matches.len();
+    let grouped: Grouped = super::group_alerts(&rules, state, created_at, matches)?;
+    let seen = look_over(&grouped.alerts, project, 10)?;
+    let mut errors = seen.unknown_destinations;
+    let mut summary = Summary {
+        run_id,
+        ..Summary::default()
+    };
+    finish_summary(&mut summary, match_count, &grouped.alerts, &errors, started);
+    summary.activated_alerts = seen.activated;
+    let target = OutputTarget::new(storage, None, &summary.run_id);
+    let outputs = RunOutputs {
+        alerts: &grouped.alerts,
+        matches: grouped.matches.path(),
+        errors: &errors,
+        summary: &summary,
+    };
+    commit(
+        storage.as_ref(),
+        &target,
+        &outputs,
+        &grouped,
+        &StateCommit {
+            key: &key,
+            version: &version,
+            inputs: &inputs,
+            applied: &applied,
+            kv: None,
+        },
+    )?;
+    for object in &pending {
+        // Applied: a batch left behind adds nothing when merged again.
+        let _ = storage.delete(&object.key);
+    }
+    let unrecorded = deliver(
+        project,
+        storage.as_ref(),
+        &target,
+        &seen.routed,
+        &mut summary,
+        &mut errors,
+        deliver_now,
+    );
+    Ok(Merged::Done(Box::new(RunReport {
+        summary,
+        alerts: seen.shown,
+        errors,
+        unrecorded,
+        output_location: target.location(),
+        batches: Vec::new(),
+    })))
+}
+
+/// Adds a batch's matches of inputs not applied yet to `matches`, and its
+/// inputs to `applied` and its ledger to `inputs`.
+fn read_batch(
+    storage: &dyn Storage,
+    key: &str,
+    applied: &mut BTreeMap<String, InputRecord>,
+    inputs: &mut BTreeMap<String, InputRecord>,
+    matches: &mut MatchSpool,
+) -> Result<(), EngineError> {
+    let corrupt = |message: String| {
+        EngineError::State(StateError::Corrupt {
+            location: storage.url(key),
+            message,
+        })
+    };
+    let reader = std::io::BufReader::new(storage.reader(key)?);
+    let mut lines = reader.lines();
+    let Some(head) = lines.next() else {
+        return Ok(());
+    };
+    let head = head.map_err(|e| corrupt(e.to_string()))?;
+    let header: BatchHeader =
+        serde_json::from_str(&head).map_err(|e| corrupt(format!("line 1: {e}")))?;
+    let fresh: Vec<&String> = header
+        .inputs
+        .iter()
+        .filter(|(location, record)| {
+            applied
+                .get(*location)
+                .is_none_or(|a| a.version != record.version)
+        })
+        .map(|(location, _)| location)
+        .collect();
+    let mut batch = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line.map_err(|e| corrupt(e.to_string()))?;
+        let parsed: BatchLine =
+            serde_json::from_str(&line).map_err(|e| corrupt(format!("line {}: {e}", n + 2)))?;
+        if parsed.input.as_ref().is_none_or(|i| fresh.contains(&i)) {
+            batch.push(parsed.m.into_match(0));
+        }
+    }
+    matches.extend(batch).map_err(|e| spool_error(&e))?;
+    for (location, record) in header.inputs {
+        applied.entry(location).or_insert(record);
+    }
+    for (location, record) in header.ledger {
+        inputs.insert(location, record);
+    }
+    Ok(())
+}
+
+/// Commits the caching store a round left (sharded grouping: its pointer
+/// is its own state), conditionally on the version the round read.
+///
+/// # Errors
+/// [`StateError::Conflict`] when another round committed it first (the
+/// round must run again), storage failures.
+pub(super) fn commit_kv(
+    storage: &dyn Storage,
+    kv: &super::kv::RunKv,
+    run_id: &str,
+    read: &StateVersion,
+) -> Result<(), EngineError> {
+    let key = kv.upload(storage, run_id)?;
+    let file = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
+    let out = std::io::BufWriter::new(file.reopen().map_err(|e| spool_error(&e))?);
+    let none = BTreeMap::new();
+    write_state(
+        out,
+        run_id,
+        i64::MIN,
+        std::iter::empty::<std::io::Result<Vec<u8>>>(),
+        (&none, &none),
+        Some(&key),
+    )
+    .and_then(|mut out| out.flush())
+    .map_err(|e| spool_error(&e))?;
+    if let Err(e) = commit_state_file(storage, KV_POINTER_KEY, read, file.path()) {
+        let _ = storage.delete(&key);
+        return Err(e.into());
+    }
+    if let Some(previous) = kv.previous.as_ref().filter(|p| **p != key) {
+        let _ = storage.delete(previous);
+    }
+    Ok(())
+}
+
+/// Shards with batches waiting, and the age of the oldest batch of each.
+///
+/// # Errors
+/// Storage failures.
+pub fn pending(storage: &dyn Storage) -> Result<BTreeMap<u32, Duration>, EngineError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out: BTreeMap<u32, Duration> = BTreeMap::new();
+    for object in storage.list_info("groups/")? {
+        let Some(shard) = object
+            .key
+            .strip_prefix("groups/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let age = Duration::from_millis(u64::try_from(now - object.modified_ms).unwrap_or(0));
+        let entry = out.entry(shard).or_insert(age);
+        *entry = (*entry).max(age);
+    }
+    Ok(out)
+}
+
+impl Default for Settle {
+    fn default() -> Self {
+        Self {
+            quiet: Duration::from_secs(10),
+            longest: Duration::from_secs(120),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_always_lands_in_the_same_shard_and_keys_spread() {
+        let shards = 8;
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..200 {
+            let dedupe = format!("user{n}");
+            let k = shard_of("rule", &dedupe, shards);
+            assert!(k < shards);
+            assert_eq!(k, shard_of("rule", &dedupe, shards));
+            seen.insert(k);
+        }
+        assert_eq!(seen.len(), 8, "200 keys reach every shard");
+    }
+
+    #[test]
+    fn a_source_names_its_input() {
+        let names = HashMap::from([
+            ("s3://b/k.json".to_string(), "s3://b/k.json".to_string()),
+            ("logs/a.jsonl".to_string(), "/abs/logs/a.jsonl".to_string()),
+        ]);
+        assert_eq!(
+            input_of("s3://b/k.json#12", &names).map(String::as_str),
+            Some("s3://b/k.json")
+        );
+        assert_eq!(
+            input_of("logs/a.jsonl:3", &names).map(String::as_str),
+            Some("/abs/logs/a.jsonl")
+        );
+        assert_eq!(input_of("-:3", &names), None);
+    }
+}
