@@ -69,6 +69,77 @@ fn alert_id(rule: &str, dedupe: &str, window_start_us: i64) -> String {
         .collect()
 }
 
+/// The earliest match time that still joins `alert`'s window.
+fn reach(alert: &Alert) -> i64 {
+    let span = alert.window_end_us - alert.window_start_us;
+    alert.window_start_us.saturating_sub(span)
+}
+
+/// Adds `m` to an open window; returns the alert's id.
+fn join(open: &mut Open, m: &RuleMatch, settings: &RuleSettings) -> String {
+    open.touched = true;
+    let alert = &mut open.alert;
+    alert.match_count += 1;
+    if m.time_us >= alert.last_match_us {
+        alert.last_match_us = m.time_us;
+        alert.last_match_time = m.time.clone();
+        alert.latest_context = m.context.clone();
+    }
+    if m.time_us < alert.window_start_us {
+        // The window (and its id) stays: the alert is published.
+        alert.first_match_time = m.time.clone();
+    }
+    alert.severity = alert.severity.max(m.severity);
+    for d in &m.destinations {
+        if !alert.destinations.contains(d) {
+            alert.destinations.push(d.clone());
+        }
+    }
+    alert.explicit_destinations |= m.explicit_destinations;
+    if alert.events.len() < MAX_ALERT_EVENTS {
+        alert.events.push(super::EventText::new(&m.event));
+    }
+    add_unique(alert, m, settings.threshold);
+    if !alert.activated && !settings.signal && reached(alert, settings.threshold) {
+        alert.activated = true;
+    }
+    alert.id.clone()
+}
+
+/// The window `m` opens.
+fn new_alert(m: &RuleMatch, settings: &RuleSettings, created_at: &str) -> Alert {
+    let window_end_us = m.time_us.saturating_add(settings.window_us);
+    Alert {
+        id: alert_id(&m.rule, &m.dedupe, m.time_us),
+        rule: m.rule.clone(),
+        title: m.title.clone(),
+        severity: m.severity,
+        dedupe: m.dedupe.clone(),
+        activated: settings.threshold <= 1 && !settings.signal,
+        match_count: 1,
+        threshold: settings.threshold,
+        first_match_time: m.time.clone(),
+        last_match_time: m.time.clone(),
+        window_start: m.time.clone(),
+        window_end: micros_to_rfc3339(window_end_us),
+        created_at: created_at.to_string(),
+        context: m.context.clone(),
+        latest_context: m.context.clone(),
+        description: m.description.clone(),
+        runbook: m.runbook.clone(),
+        reference: m.reference.clone(),
+        destinations: m.destinations.clone(),
+        explicit_destinations: m.explicit_destinations,
+        tables: settings.tables.clone(),
+        false_positives: settings.false_positives.clone(),
+        events: vec![super::EventText::new(&m.event)],
+        unique_values: m.unique.iter().cloned().collect(),
+        window_start_us: m.time_us,
+        window_end_us,
+        last_match_us: m.time_us,
+    }
+}
+
 /// An alert that left the grouper: no later match of the run can join it.
 #[derive(Debug)]
 pub struct Closed {
@@ -96,6 +167,8 @@ struct Open {
 pub struct AlertGrouper {
     rules: HashMap<String, RuleSettings>,
     open: HashMap<(String, String), Open>,
+    /// Windows opened by late matches, older than their key's open window.
+    late: HashMap<(String, String), Open>,
     closed: Vec<Closed>,
     created_at: String,
     watermark_us: i64,
@@ -135,6 +208,7 @@ impl AlertGrouper {
         Self {
             rules,
             open,
+            late: HashMap::new(),
             closed: Vec::new(),
             created_at,
             watermark_us,
@@ -184,73 +258,33 @@ impl AlertGrouper {
             self.sweep(m.time_us);
         }
         let key = (m.rule.clone(), m.dedupe.clone());
+        // A late match (older than the open window: another input, grouped
+        // after it) joins the window one run would have put both in: less
+        // than a window's length before its start. An older one opens a
+        // window of its own beside it (among the late ones), so the open
+        // window, already published under its id, carries on.
+        let mut late = false;
         if let Some(open) = self.open.get_mut(&key) {
-            if m.time_us < open.alert.window_end_us {
-                open.touched = true;
-                let alert = &mut open.alert;
-                alert.match_count += 1;
-                if m.time_us >= alert.last_match_us {
-                    alert.last_match_us = m.time_us;
-                    alert.last_match_time = m.time.clone();
-                    alert.latest_context = m.context.clone();
+            if m.time_us < open.alert.window_end_us && m.time_us >= reach(&open.alert) {
+                return join(open, m, &settings);
+            }
+            late = m.time_us < open.alert.window_start_us;
+        }
+        if late {
+            if let Some(open) = self.late.get_mut(&key) {
+                if m.time_us < open.alert.window_end_us && m.time_us >= reach(&open.alert) {
+                    return join(open, m, &settings);
                 }
-                if m.time_us < alert.window_start_us {
-                    alert.first_match_time = m.time.clone();
-                }
-                alert.severity = alert.severity.max(m.severity);
-                for d in &m.destinations {
-                    if !alert.destinations.contains(d) {
-                        alert.destinations.push(d.clone());
-                    }
-                }
-                alert.explicit_destinations |= m.explicit_destinations;
-                if alert.events.len() < MAX_ALERT_EVENTS {
-                    alert.events.push(super::EventText::new(&m.event));
-                }
-                add_unique(alert, m, settings.threshold);
-                if !alert.activated && !settings.signal && reached(alert, settings.threshold) {
-                    alert.activated = true;
-                }
-                return alert.id.clone();
             }
         }
-        let id = alert_id(&m.rule, &m.dedupe, m.time_us);
-        let window_end_us = m.time_us.saturating_add(settings.window_us);
-        let alert = Alert {
-            id: id.clone(),
-            rule: m.rule.clone(),
-            title: m.title.clone(),
-            severity: m.severity,
-            dedupe: m.dedupe.clone(),
-            activated: settings.threshold <= 1 && !settings.signal,
-
-            match_count: 1,
-            threshold: settings.threshold,
-            first_match_time: m.time.clone(),
-            last_match_time: m.time.clone(),
-            window_start: m.time.clone(),
-            window_end: micros_to_rfc3339(window_end_us),
-            created_at: self.created_at.clone(),
-            context: m.context.clone(),
-            latest_context: m.context.clone(),
-            description: m.description.clone(),
-            runbook: m.runbook.clone(),
-            reference: m.reference.clone(),
-            destinations: m.destinations.clone(),
-            explicit_destinations: m.explicit_destinations,
-            tables: settings.tables.clone(),
-            false_positives: settings.false_positives.clone(),
-            events: vec![super::EventText::new(&m.event)],
-            unique_values: m.unique.iter().cloned().collect(),
-            window_start_us: m.time_us,
-            window_end_us,
-            last_match_us: m.time_us,
-        };
+        let alert = new_alert(m, &settings, &self.created_at);
+        let id = alert.id.clone();
         let open = Open {
             alert,
             touched: true,
         };
-        if let Some(previous) = self.open.insert(key, open) {
+        let into = if late { &mut self.late } else { &mut self.open };
+        if let Some(previous) = into.insert(key, open) {
             self.close(previous);
         }
         id
@@ -298,7 +332,12 @@ impl AlertGrouper {
     /// Every window not yet handed out: the still-open ones and those
     /// closed since the last [`AlertGrouper::drain_closed`].
     pub fn finish(mut self) -> Vec<Closed> {
-        let open: Vec<Open> = self.open.drain().map(|(_, o)| o).collect();
+        let open: Vec<Open> = self
+            .open
+            .drain()
+            .chain(self.late.drain())
+            .map(|(_, o)| o)
+            .collect();
         for o in open {
             self.close(o);
         }
@@ -404,6 +443,38 @@ mod tests {
             applied: std::collections::BTreeMap::new(),
         };
         (alerts, state)
+    }
+
+    #[test]
+    fn late_matches_join_the_window_one_run_would_give_them_or_open_their_own() {
+        // A window opened at minute 60 (15 minutes long) by an earlier run.
+        let (first, state) = run(1, AlertState::default(), &mut [m("r", "k", 60, 0)]);
+        let published = first[0].id.clone();
+        let mut late = [
+            m("r", "k", 50, 0), // less than a window before its start: joins
+            m("r", "k", 10, 1), // far older: a window of its own…
+            m("r", "k", 12, 2), // …which the next old one joins
+            m("r", "k", 70, 3), // the open window carries on
+        ];
+        // Grouped in event-time order: minutes 10, 12, 50, 70.
+        let (alerts, state) = run(1, state, &mut late);
+        let ids: Vec<&str> = late.iter().map(|m| m.alert_id.as_str()).collect();
+        assert_eq!(ids[2], published);
+        assert_eq!(ids[3], published);
+        assert_ne!(ids[0], published);
+        assert_eq!(ids[0], ids[1]);
+        let open = alerts.iter().find(|a| a.id == published).unwrap();
+        assert_eq!(open.match_count, 3);
+        assert_eq!(
+            open.window_start_us, first[0].window_start_us,
+            "id and window stay"
+        );
+        assert_eq!(open.first_match_time, late[2].time);
+        let old = alerts.iter().find(|a| a.id == ids[0]).unwrap();
+        assert_eq!((old.match_count, old.window_start_us), (2, late[0].time_us));
+        // The state keeps the newest window of the key.
+        assert_eq!(state.alerts.len(), 1);
+        assert_eq!(state.alerts[0].id, published);
     }
 
     #[test]

@@ -155,7 +155,10 @@ pub fn write_state<W: std::io::Write, T: AsRef<[u8]>>(
     run_id: &str,
     watermark_us: i64,
     alerts: impl IntoIterator<Item = std::io::Result<T>>,
-    (inputs, applied): (&BTreeMap<String, InputRecord>, &BTreeMap<String, InputRecord>),
+    (inputs, applied): (
+        &BTreeMap<String, InputRecord>,
+        &BTreeMap<String, InputRecord>,
+    ),
     kv: Option<&str>,
 ) -> std::io::Result<W> {
     let run_id = serde_json::to_string(run_id).map_err(std::io::Error::other)?;

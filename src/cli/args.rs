@@ -170,6 +170,18 @@ pub enum Command {
         /// Queue activated alerts for their destinations without sending.
         #[arg(long)]
         no_deliver: bool,
+        /// The SQS FIFO queue that orders the merges of each grouping shard (default: `<queue name>-groups.fifo` beside the input queue, created if missing).
+        #[arg(long, value_name = "URL")]
+        group_queue: Option<String>,
+        /// Grouping shards, when this storage is not sharded yet (an existing count is kept).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        shards: u32,
+        /// Merge a shard's matches once no new batch reached it for this long, so rounds that finish out of order are grouped in event-time order.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        settle_seconds: u64,
+        /// …or once its oldest batch waited this long (the latency bound under constant load).
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        longest_wait_seconds: u64,
     },
     /// Run as an AWS Lambda custom runtime (`bootstrap`) for an SQS event source mapping of S3 notifications; failed messages are reported as batch item failures.
     Lambda {

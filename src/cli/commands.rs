@@ -107,6 +107,10 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             until_empty,
             workers,
             no_deliver,
+            group_queue,
+            shards,
+            settle_seconds,
+            longest_wait_seconds,
         } => super::queue::consume(
             &cli.global,
             &super::queue::QueueOptions {
@@ -116,6 +120,12 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 until_empty,
                 workers: workers.map(usize::from),
                 deliver: !no_deliver,
+                group_queue,
+                shards,
+                settle: crate::engine::Settle {
+                    quiet: std::time::Duration::from_secs(settle_seconds),
+                    longest: std::time::Duration::from_secs(longest_wait_seconds),
+                },
             },
         ),
         Command::Lambda { workers } => super::lambda::serve(&cli.global, workers.map(usize::from)),

@@ -10,6 +10,7 @@ mod context;
 mod enrichment;
 mod explain;
 mod follow;
+mod groups;
 mod init;
 mod lambda;
 mod queue;

@@ -1,18 +1,17 @@
 //! `ravenwatch worker --queue URL`: consumes S3 event notifications from
-//! SQS and processes each announced object once. A round is an ordinary
-//! committed run over the objects of the messages in hand; the input
-//! ledger in the alert state (bucket, key, ETag) makes a redelivered
-//! message a no-op, and messages are deleted only after the run's commit.
-//! While a run lasts, the messages' visibility is extended, so a large
-//! object is not handed to another worker. Several workers may share one
-//! queue and one storage: a run that loses the race to commit the state is
-//! run again (the ledger then skips what the other worker did).
+//! SQS and processes each announced object once. A round runs the rules
+//! over the objects of the messages in hand and leaves its matches as
+//! batches for the grouping shards (see `engine::shards`), with its input
+//! ledger; the shards' merges come through a FIFO queue (`groups.rs`).
+//! Messages are deleted only once the round's batches are written, so a
+//! redelivered message is a no-op (ledger) or re-sent batches that the
+//! shards recognise. While a round lasts, the messages' visibility is
+//! extended, so a large object is not handed to another worker.
 
 use super::args::{GlobalArgs, Outcome};
 use super::context::{from_engine, load_project, open_storage};
 use super::follow::{print_round, stop_flag};
-use crate::alerts::StateError;
-use crate::engine::{self, EngineError, RunOptions};
+use crate::engine::{self, RunOptions};
 use crate::queue::{parse_notice, Notice, Received, SqsQueue};
 use crate::text::count;
 use anyhow::Result;
@@ -32,6 +31,11 @@ pub(super) struct QueueOptions {
     /// Python worker processes (default: the cores available).
     pub workers: Option<usize>,
     pub deliver: bool,
+    /// The FIFO queue of the shards' merges (`None`: beside the input queue).
+    pub group_queue: Option<String>,
+    /// Shards when the storage is not sharded yet.
+    pub shards: u32,
+    pub settle: crate::engine::Settle,
 }
 
 /// Times a run that lost the commit race is tried again at once.
@@ -42,30 +46,44 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
     let storage = open_storage(global, &project)?;
     let stop = stop_flag()?;
     let queue = SqsQueue::open(&queue_options.url, &project.settings.aws);
+    let grouping =
+        engine::enable_sharding(storage.as_ref(), queue_options.shards).map_err(from_engine)?;
+    let groups = super::groups::open(&queue, queue_options)?;
     let options = round_options(queue_options.workers, queue_options.deliver);
     eprintln!(
-        "consuming {} (up to {} per run); SIGTERM or Ctrl-C to stop",
+        "consuming {} (up to {} per run); alerts grouped in {} through {}; SIGTERM or Ctrl-C to stop",
         queue.url(),
-        count(queue_options.max_messages as u64, "message")
+        count(queue_options.max_messages as u64, "message"),
+        count(u64::from(grouping.shards), "shard"),
+        groups.url(),
     );
     let (mut objects_done, mut events, mut failed) = (0u64, 0u64, 0u64);
     while !stop.load(Ordering::SeqCst) {
-        let wait = if queue_options.until_empty { 1 } else { 20 };
+        // Short waits: the shards' merges take turns with the rounds.
+        let wait = if queue_options.until_empty { 1 } else { 5 };
         let messages = receive(&queue, queue_options, Duration::from_secs(wait), &stop)?;
+        if !messages.is_empty() {
+            let keep_alive = KeepAlive::start(&queue, &messages, queue_options.visibility);
+            let round = process(&project, &storage, &options, &messages);
+            objects_done += round.objects;
+            events += round.events;
+            failed += round.failed.len() as u64;
+            keep_alive.stop();
+            // A batch whose trigger is lost is found by the sweep below.
+            if let Err(e) = super::groups::trigger(&groups, &round.batches) {
+                eprintln!("warning: {e}");
+            }
+            if !round.done.is_empty() {
+                queue.delete(&round.done)?;
+            }
+        }
+        let merged = super::groups::merge_ready(&project, &storage, &groups, queue_options)?;
         if messages.is_empty() {
-            if queue_options.until_empty {
+            let pending = engine::pending(storage.as_ref()).map_err(from_engine)?;
+            super::groups::sweep(&groups, &pending, queue_options.settle)?;
+            if queue_options.until_empty && pending.is_empty() && merged == 0 {
                 break;
             }
-            continue;
-        }
-        let keep_alive = KeepAlive::start(&queue, &messages, queue_options.visibility);
-        let round = process(&project, &storage, &options, &messages);
-        objects_done += round.objects;
-        events += round.events;
-        failed += round.failed.len() as u64;
-        keep_alive.stop();
-        if !round.done.is_empty() {
-            queue.delete(&round.done)?;
         }
     }
     eprintln!(
@@ -86,6 +104,7 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
 pub(super) fn round_options(workers: Option<usize>, deliver: bool) -> RunOptions {
     RunOptions {
         refresh_interval: Some(Duration::from_secs(30)),
+        defer_grouping: true,
         deliver,
         workers: workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
@@ -102,6 +121,8 @@ pub(super) struct Round<'m> {
     pub failed: Vec<&'m Received>,
     pub events: u64,
     pub objects: u64,
+    /// (round id, shards it left batches for): to trigger their merges.
+    pub batches: Vec<(String, Vec<u32>)>,
 }
 
 /// Runs the objects `messages` announce: all in one committed run (an
@@ -119,6 +140,7 @@ pub(super) fn process<'m>(
         failed: Vec::new(),
         events: 0,
         objects: 0,
+        batches: Vec::new(),
     };
     let mut work: Vec<(&Received, Vec<String>)> = Vec::new();
     for message in messages {
@@ -147,9 +169,12 @@ pub(super) fn process<'m>(
     if all.is_empty() {
         return round;
     }
-    let tally = |round: &mut Round<'m>, (events, objects): (u64, u64)| {
-        round.events += events;
-        round.objects += objects;
+    let tally = |round: &mut Round<'m>, done: RoundDone| {
+        round.events += done.events;
+        round.objects += done.objects;
+        if !done.batches.is_empty() {
+            round.batches.push((done.run_id, done.batches));
+        }
     };
     match run_once(project, storage, options, all) {
         Ok(report) => {
@@ -217,14 +242,22 @@ fn left_in_queue(message: &Received, e: &anyhow::Error) {
     );
 }
 
-/// One committed run over `urls`, tried again when another worker
-/// committed the state first. (events, objects read).
+/// What a round's run did.
+struct RoundDone {
+    events: u64,
+    objects: u64,
+    run_id: String,
+    batches: Vec<u32>,
+}
+
+/// One run over `urls`, tried again when another worker committed first
+/// (the caching store of Panther rules).
 fn run_once(
     project: &crate::config::Project,
     storage: &Arc<dyn crate::storage::Storage>,
     options: &RunOptions,
     urls: Vec<String>,
-) -> Result<(u64, u64)> {
+) -> Result<RoundDone> {
     let mut options = options.clone();
     options.inputs = urls;
     for attempt in 0.. {
@@ -238,9 +271,14 @@ fn run_once(
                     String::new()
                 };
                 print_round(&report, &count(read, "object"), &skipped);
-                return Ok((s.events, read));
+                return Ok(RoundDone {
+                    events: s.events,
+                    objects: read,
+                    run_id: s.run_id.clone(),
+                    batches: report.batches,
+                });
             }
-            Err(EngineError::State(StateError::Conflict { .. })) if attempt < CONFLICT_RETRIES => {}
+            Err(e) if engine::lost_race(&e) && attempt < CONFLICT_RETRIES => {}
             Err(e) => return Err(from_engine(e)),
         }
     }

@@ -23,7 +23,9 @@ mod workers;
 pub use collect::{collect_outcomes, sql_outcomes};
 pub use gc::{gc, GcReport};
 pub use output::{remove_outputs, rewrite_after_delivery, RuleSummary, Summary, OUTPUT_FILES};
-pub use shards::{enable as enable_sharding, grouping, merge, pending, Grouping, Merged, Settle};
+pub use shards::{
+    enable as enable_sharding, grouping, lost_race, merge, pending, Grouping, Merged, Settle,
+};
 pub use worker::serve as serve_worker;
 pub use workers::WorkerCommand;
 

@@ -13,9 +13,9 @@
 //! conditional write that fails) groups every pending batch of k in
 //! event-time order into its windows, records the inputs it applied (a
 //! batch sent again adds nothing), commits, then removes the batches.
-//! Workers merge a shard once it has been quiet for the settle time (or
-//! its oldest batch waited the longest wait), so batches that finish out
-//! of order within it are grouped as one run would group them.
+//! Workers merge a shard once no round has written batches for the settle
+//! time (or its oldest batch waited the longest wait), so rounds that
+//! finish out of order within it are grouped as one run would group them.
 
 use super::spool::{MatchSpool, Spooled};
 use super::{
@@ -45,6 +45,33 @@ const KV_POINTER_KEY: &str = "state/kv.json";
 #[serde(deny_unknown_fields)]
 pub struct Grouping {
     pub shards: u32,
+}
+
+/// Whether `e` is another process winning a race for the same object (a
+/// conditional write refused, or a local lock held meanwhile): trying
+/// again resolves it.
+pub fn lost_race(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::State(
+            StateError::Conflict { .. } | StateError::Storage(StorageError::Locked { .. })
+        ) | EngineError::Storage(StorageError::Locked { .. } | StorageError::Conflict { .. })
+    )
+}
+
+/// A conditional write that keeps what another process wrote first
+/// (`Absent`: whoever creates it first wins), waiting out a held lock.
+fn write_once(storage: &dyn Storage, key: &str, body: &[u8]) -> Result<(), EngineError> {
+    for attempt in 0.. {
+        match storage.write_if(key, body, &Precondition::Absent) {
+            Ok(_) | Err(StorageError::Conflict { .. }) => return Ok(()),
+            Err(StorageError::Locked { .. }) if attempt < 100 => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// `state/alerts/<k>.json`.
@@ -116,10 +143,7 @@ pub fn enable(storage: &dyn Storage, shards: u32) -> Result<Grouping, EngineErro
     for (k, part) in parts.iter().enumerate() {
         let key = shard_key(u32::try_from(k).unwrap_or(0));
         let json = serde_json::to_vec(part).map_err(|e| EngineError::Internal(e.to_string()))?;
-        match storage.write_if(&key, &json, &Precondition::Absent) {
-            Ok(_) | Err(StorageError::Conflict { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        write_once(storage, &key, &json)?;
     }
     if let Some(kv) = &single.kv {
         let pointer = AlertState {
@@ -128,21 +152,14 @@ pub fn enable(storage: &dyn Storage, shards: u32) -> Result<Grouping, EngineErro
         };
         let json =
             serde_json::to_vec(&pointer).map_err(|e| EngineError::Internal(e.to_string()))?;
-        match storage.write_if(KV_POINTER_KEY, &json, &Precondition::Absent) {
-            Ok(_) | Err(StorageError::Conflict { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        write_once(storage, KV_POINTER_KEY, &json)?;
     }
     let body = serde_json::to_vec(&wanted).map_err(|e| EngineError::Internal(e.to_string()))?;
-    match storage.write_if(GROUPING_KEY, &body, &Precondition::Absent) {
-        Ok(_) => {}
-        // Another worker enabled it first: theirs is in force.
-        Err(StorageError::Conflict { .. }) => {
-            return grouping(storage)?.ok_or_else(|| {
-                EngineError::Internal("state/grouping.json vanished after a conflict".into())
-            })
-        }
-        Err(e) => return Err(e.into()),
+    write_once(storage, GROUPING_KEY, &body)?;
+    // Another worker may have enabled it first: theirs is in force.
+    let in_force = grouping(storage)?.unwrap_or(wanted);
+    if in_force != wanted {
+        return Ok(in_force);
     }
     if version.exists() {
         // Split: the single state would mislead `query` about which run
@@ -208,11 +225,7 @@ struct MatchKey<'a> {
 /// The input a match's `source` (`<input name>#n` or `<input name>:n`)
 /// names, by the names of the round's inputs.
 fn input_of<'a>(source: &str, names: &'a HashMap<String, String>) -> Option<&'a String> {
-    let by = |c: char| {
-        source
-            .rfind(c)
-            .and_then(|at| names.get(&source[..at]))
-    };
+    let by = |c: char| source.rfind(c).and_then(|at| names.get(&source[..at]));
     by('#').or_else(|| by(':'))
 }
 
@@ -265,13 +278,17 @@ pub(super) fn write_batches(
     if let Some(e) = failure {
         return Err(e);
     }
-    let ledger_shard = u32::try_from(hash64(&[round]) % u64::from(grouping.shards.max(1)))
-        .unwrap_or(0);
+    let ledger_shard =
+        u32::try_from(hash64(&[round]) % u64::from(grouping.shards.max(1))).unwrap_or(0);
     if !ledger.is_empty() && !bodies.contains_key(&ledger_shard) {
         let empty = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
         bodies.insert(ledger_shard, (empty, BatchHeader::default()));
     }
-    let mut order: Vec<u32> = bodies.keys().copied().filter(|&k| k != ledger_shard).collect();
+    let mut order: Vec<u32> = bodies
+        .keys()
+        .copied()
+        .filter(|&k| k != ledger_shard)
+        .collect();
     if bodies.contains_key(&ledger_shard) {
         order.push(ledger_shard);
     }
@@ -289,11 +306,11 @@ pub(super) fn write_batches(
             .and_then(|()| std::io::copy(&mut body.reopen()?, &mut out).map(|_| ()))
             .and_then(|()| out.flush())
             .map_err(|e| spool_error(&e))?;
-        crate::files::crash_point("between-batches");
         storage.put_file(
             &format!("{}{round}.jsonl", batches_prefix(*shard)),
             file.path(),
         )?;
+        crate::files::crash_point("between-batches");
     }
     Ok(order)
 }
@@ -343,7 +360,14 @@ pub(super) fn finish_round(
         commit_kv(storage.as_ref(), kv, &run_id, &kv_version)?;
     }
     let match_count = matches.len();
-    let written = write_batches(storage.as_ref(), grouping, &run_id, matches, &names, &ledger)?;
+    let written = write_batches(
+        storage.as_ref(),
+        grouping,
+        &run_id,
+        matches,
+        &names,
+        &ledger,
+    )?;
     let no_alerts = super::spool::AlertSpool::new()
         .and_then(super::spool::AlertSpool::finish)
         .map_err(|e| spool_error(&e))?;
@@ -375,7 +399,13 @@ pub(super) fn finish_round(
             summary.alerts += report.summary.alerts;
             summary.activated_alerts += report.summary.activated_alerts;
             shown.extend(report.alerts);
-            errors.extend(report.errors.iter().filter(|e| e.kind == crate::alerts::ErrorKind::Delivery).cloned());
+            errors.extend(
+                report
+                    .errors
+                    .iter()
+                    .filter(|e| e.kind == crate::alerts::ErrorKind::Delivery)
+                    .cloned(),
+            );
             unrecorded.extend(report.unrecorded);
         }
     }
@@ -413,7 +443,7 @@ fn merge_until_done(
         match merge(project, storage, shard, None, deliver_now) {
             Ok(Merged::Done(report)) => return Ok(Some(*report)),
             Ok(Merged::Nothing | Merged::Waiting(_)) => return Ok(None),
-            Err(EngineError::State(StateError::Conflict { .. })) if attempt < 20 => {
+            Err(e) if lost_race(&e) && attempt < 20 => {
                 std::thread::sleep(Duration::from_millis(50 * (attempt + 1)));
             }
             Err(e) => return Err(e),
@@ -456,16 +486,23 @@ pub fn merge(
     deliver_now: bool,
 ) -> Result<Merged, EngineError> {
     let started = std::time::Instant::now();
-    let mut pending = storage.list_info(&batches_prefix(shard))?;
-    pending.retain(|o| o.key.ends_with(".jsonl"));
+    let all = storage.list_info("groups/")?;
+    let prefix = batches_prefix(shard);
+    let mut pending: Vec<_> = all
+        .iter()
+        .filter(|o| o.key.starts_with(&prefix) && o.key.ends_with(".jsonl"))
+        .cloned()
+        .collect();
     pending.sort_by(|a, b| a.key.cmp(&b.key));
     if pending.is_empty() {
         return Ok(Merged::Nothing);
     }
     if let Some(settle) = settle {
+        // Quiet means no round wrote batches anywhere lately: rounds that
+        // finish out of order are then all in.
         let now = chrono::Utc::now().timestamp_millis();
         let age = |ms: i64| Duration::from_millis(u64::try_from(now - ms).unwrap_or(0));
-        let newest = age(pending.iter().map(|o| o.modified_ms).max().unwrap_or(now));
+        let newest = age(all.iter().map(|o| o.modified_ms).max().unwrap_or(now));
         let oldest = age(pending.iter().map(|o| o.modified_ms).min().unwrap_or(now));
         if newest < settle.quiet && oldest < settle.longest {
             let wait = (settle.quiet - newest).min(settle.longest - oldest);
@@ -478,7 +515,13 @@ pub fn merge(
     let mut applied = state.applied.clone();
     let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
     for object in &pending {
-        read_batch(storage.as_ref(), &object.key, &mut applied, &mut inputs, &mut matches)?;
+        read_batch(
+            storage.as_ref(),
+            &object.key,
+            &mut applied,
+            &mut inputs,
+            &mut matches,
+        )?;
     }
     let now = chrono::Utc::now();
     let run_id = format!("{}-g{shard:03}", now.format("%Y%m%dT%H%M%S%.3fZ"));

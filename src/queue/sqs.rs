@@ -1,11 +1,12 @@
 //! The SQS calls a queue worker makes (aws-sdk-sqs on the runtime the S3
-//! client uses, with the same settings): receive, delete after commit, and
-//! extend the visibility of messages still in hand.
+//! client uses, with the same settings): receive, delete after commit,
+//! extend the visibility of messages still in hand, and send to (and
+//! create) the FIFO queue that orders each grouping shard's merges.
 
 use crate::storage::{aws_runtime, aws_shared_config, AwsSettings};
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName,
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use std::time::Duration;
@@ -58,6 +59,15 @@ impl SqsQueue {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Another queue reached with the same client.
+    #[must_use]
+    pub fn with_url(&self, url: &str) -> Self {
+        Self {
+            client: self.client.clone(),
+            url: url.to_string(),
+        }
     }
 
     fn error(&self, operation: &'static str, e: &impl std::fmt::Display) -> QueueError {
@@ -143,6 +153,74 @@ impl SqsQueue {
             if let Some(failed) = out.failed().first() {
                 return Err(self.error(
                     "DeleteMessageBatch",
+                    &format!(
+                        "message {}: {}",
+                        failed.id(),
+                        failed.message().unwrap_or(failed.code())
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A FIFO queue named `name` beside this one (same account and
+    /// region), created if missing (`CreateQueue` returns an existing
+    /// queue of the same attributes).
+    ///
+    /// # Errors
+    /// The call failed (e.g. no `sqs:CreateQueue` permission).
+    pub fn create_fifo_beside(&self, name: &str, visibility: Duration) -> Result<Self, QueueError> {
+        let seconds = visibility.as_secs().to_string();
+        let out = aws_runtime()
+            .block_on(
+                self.client
+                    .create_queue()
+                    .queue_name(name)
+                    .attributes(QueueAttributeName::FifoQueue, "true")
+                    .attributes(QueueAttributeName::VisibilityTimeout, seconds)
+                    .send(),
+            )
+            .map_err(|e| self.sdk_error("CreateQueue", e))?;
+        Ok(Self {
+            client: self.client.clone(),
+            url: out.queue_url().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Sends `(group, deduplication id, body)` messages to this FIFO queue:
+    /// SQS hands out one group's messages in order and one at a time, and
+    /// drops a message whose deduplication id it saw in the last 5 minutes.
+    ///
+    /// # Errors
+    /// The call failed, or SQS refused some entries (named).
+    pub fn send_fifo(&self, messages: &[(String, String, String)]) -> Result<(), QueueError> {
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (group, dedup, body))| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_group_id(group)
+                        .message_deduplication_id(dedup)
+                        .message_body(body)
+                        .build()
+                        .map_err(|e| self.error("SendMessageBatch", &e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = aws_runtime()
+                .block_on(
+                    self.client
+                        .send_message_batch()
+                        .queue_url(&self.url)
+                        .set_entries(Some(entries))
+                        .send(),
+                )
+                .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
+            if let Some(failed) = out.failed().first() {
+                return Err(self.error(
+                    "SendMessageBatch",
                     &format!(
                         "message {}: {}",
                         failed.id(),

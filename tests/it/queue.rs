@@ -122,6 +122,8 @@ impl Setup {
             "--no-deliver",
             "--visibility-seconds",
             "3",
+            "--settle-seconds",
+            "2",
         ];
         let env: Vec<(&str, &str)> = self
             .env()
@@ -251,11 +253,17 @@ fn a_worker_killed_before_its_commit_loses_nothing_and_counts_nothing_twice() {
     let setup = Setup::new(endpoint, "crash", 5);
     setup.upload_sample(&["events/a.jsonl", "events/b.jsonl"]);
     let project = Project::example();
-    // Killed (as kill -9 would) after reading everything, before the state
-    // commit: the messages were not deleted.
-    let killed = setup.worker_env(&project, &[("RAVENWATCH_CRASH_AT", "before-state-commit")]);
+    // Killed (as kill -9 would) after reading everything, with one of the
+    // round's shard batches written and the rest (its ledger last) not:
+    // the messages were not deleted, the inputs not claimed.
+    let killed = setup.worker_env(&project, &[("RAVENWATCH_CRASH_AT", "between-batches")]);
     assert_ne!(killed.code, 0, "{}{}", killed.stdout, killed.stderr);
-    assert!(matched(&project).is_empty(), "nothing was committed");
+    assert!(
+        !project.path().join(".ravenwatch/runs").exists(),
+        "nothing was merged"
+    );
+    let batches = project.path().join(".ravenwatch/groups");
+    assert!(batches.is_dir(), "one batch was left behind");
     // They come back after their visibility timeout; a new worker runs them.
     std::thread::sleep(std::time::Duration::from_secs(4));
     let again = setup.worker(&project);
@@ -264,6 +272,8 @@ fn a_worker_killed_before_its_commit_loses_nothing_and_counts_nothing_twice() {
         "{}",
         again.stderr
     );
+    // The batch left behind was merged with the new round's: its matches
+    // are recognised as the same objects', not counted again.
     let expected = setup.reference("events/");
     assert!(!expected.is_empty());
     assert_eq!(matched(&project), expected);
@@ -320,4 +330,173 @@ fn the_lambda_runtime_answers_failed_messages_as_batch_item_failures() {
     let expected = setup.reference("events/a.jsonl");
     assert_eq!(matched(&project), expected);
     assert!(!expected.is_empty());
+}
+
+/// Every alert's last state across the project's runs (an alert a later
+/// merge updated appears again there), by id.
+fn final_alerts(project: &Project) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for id in project.run_ids() {
+        let path = project
+            .path()
+            .join(format!(".ravenwatch/runs/{id}/alerts.jsonl"));
+        for a in read_jsonl(&path) {
+            let key = a["id"].as_str().unwrap_or_default().to_string();
+            let kept = serde_json::json!({
+                "rule": a["rule"], "dedupe": a["dedupe"], "match_count": a["match_count"],
+                "activated": a["activated"], "window_start": a["window_start"],
+                "first_match_time": a["first_match_time"], "last_match_time": a["last_match_time"],
+            });
+            out.insert(key, kept);
+        }
+    }
+    out
+}
+
+/// (alert id, source) of every match the project's runs recorded.
+fn grouped_matches(project: &Project) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = project
+        .run_ids()
+        .iter()
+        .flat_map(|id| {
+            read_jsonl(
+                &project
+                    .path()
+                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
+            )
+        })
+        .map(|m| {
+            let source = m["source"].as_str().unwrap_or_default();
+            let place = source.rsplit_once('/').map_or(source, |(_, tail)| tail);
+            (
+                m["alert_id"].as_str().unwrap_or_default().to_string(),
+                place.to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Three workers at once over 200 objects: their rounds finish out of
+/// order, yet the shards merge them as one run groups them (same alerts,
+/// ids and counts, each match in the same alert). Then late events: one
+/// inside a window the state still keeps joins that alert; one older than
+/// the grace period opens an alert of its own.
+#[test]
+fn three_workers_over_200_objects_alert_as_one_run_and_late_events_join_their_windows() {
+    let Some(endpoint) = endpoint() else { return };
+    let setup = Setup::new(endpoint, "three", 5);
+    let sample = repo().join("samples/events.jsonl.gz");
+    aws(
+        &setup.endpoint,
+        &[
+            "split",
+            &setup.name,
+            "events/",
+            sample.to_str().unwrap(),
+            "200",
+        ],
+    );
+    let project = Project::example();
+    let spawn = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ravenwatch"));
+        cmd.current_dir(project.path())
+            .args([
+                "-p",
+                ".",
+                "worker",
+                "--queue",
+                &setup.queue,
+                "--until-empty",
+            ])
+            .args(["--workers", "1", "--no-deliver", "--max-messages", "10"])
+            .args(["--settle-seconds", "4", "--shards", "8"])
+            .env_remove("VIRTUAL_ENV")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in setup.env() {
+            cmd.env(k, v);
+        }
+        cmd.spawn().expect("start a worker")
+    };
+    let workers: Vec<_> = (0..3).map(|_| spawn()).collect();
+    let mut events = 0;
+    for w in workers {
+        let out: Output = w.wait_with_output().expect("worker").into();
+        assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        let stopped = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("stopped: "))
+            .unwrap_or("");
+        events += stopped
+            .split(", ")
+            .nth(1)
+            .and_then(|e| e.split(' ').next())
+            .map_or(0, |n| n.replace(',', "").parse::<u64>().unwrap_or(0));
+    }
+    assert_eq!(events, 3000, "every event read once across the workers");
+
+    let reference = Project::example();
+    let input = format!("s3://{}/events/", setup.name);
+    let one = reference.run_env(
+        &["run", "--input", &input, "--workers", "1", "--no-deliver"],
+        &setup.env(),
+    );
+    assert_eq!(one.code, 0, "{}{}", one.stdout, one.stderr);
+    let expected = final_alerts(&reference);
+    assert!(expected.len() > 50, "{}", expected.len());
+    assert_eq!(final_alerts(&project), expected);
+    assert_eq!(grouped_matches(&project), grouped_matches(&reference));
+
+    // Late events, sent after everything was merged.
+    let first = project
+        .run_ids()
+        .iter()
+        .flat_map(|id| {
+            read_jsonl(
+                &project
+                    .path()
+                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
+            )
+        })
+        .min_by_key(|m| m["time"].as_str().unwrap_or_default().to_string())
+        .expect("a match");
+    let alert = first["alert_id"].as_str().unwrap().to_string();
+    let mut very_late = first["event"].clone();
+    very_late["ts"] = serde_json::json!("2024-04-28T00:00:00.000Z");
+    let tmp = tempfile::tempdir().unwrap();
+    let late = tmp.path().join("late.jsonl");
+    std::fs::write(&late, format!("{}\n{very_late}\n", first["event"])).unwrap();
+    aws(
+        &setup.endpoint,
+        &[
+            "upload",
+            &setup.name,
+            "late/late.jsonl",
+            late.to_str().unwrap(),
+        ],
+    );
+    let before = final_alerts(&project);
+    let again = setup.worker(&project);
+    assert!(
+        again.stderr.contains("stopped: 1 object, 2 events"),
+        "{}",
+        again.stderr
+    );
+    let after = final_alerts(&project);
+    assert_eq!(
+        after[&alert]["match_count"].as_u64().unwrap(),
+        before[&alert]["match_count"].as_u64().unwrap() + 1,
+        "the late event joined the window it falls in (same alert id)"
+    );
+    let new: Vec<&serde_json::Value> = after
+        .iter()
+        .filter(|(id, _)| !before.contains_key(*id))
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_eq!(new[0]["window_start"], "2024-04-28T00:00:00Z");
+    assert_eq!(new[0]["rule"], first["rule"]);
 }

@@ -3,6 +3,7 @@ test venv). Ravenwatch itself talks to it through the AWS SDK for Rust.
 
     python aws.py ENDPOINT setup NAME [MAX_RECEIVES]  -> prints the queue URL
     python aws.py ENDPOINT upload NAME KEY FILE
+    python aws.py ENDPOINT split NAME PREFIX FILE N  -> FILE's lines (.gz too) as N objects, in order
     python aws.py ENDPOINT send QUEUE_URL BODY
     python aws.py ENDPOINT dead NAME             -> messages in NAME-dlq
 """
@@ -32,6 +33,17 @@ elif command == "upload":
     name, key, path = args
     with open(path, "rb") as f:
         s3.put_object(Bucket=name, Key=key, Body=f.read())
+elif command == "split":
+    import gzip
+    name, prefix, path, n = args
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    n = int(n)
+    per = -(-len(lines) // n)
+    for i in range(n):
+        part = b"".join(lines[i * per:(i + 1) * per])
+        s3.put_object(Bucket=name, Key=f"{prefix}part-{i:03d}.jsonl", Body=part)
 elif command == "send":
     url, body = args
     sqs.send_message(QueueUrl=url, MessageBody=body)
