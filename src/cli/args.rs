@@ -170,24 +170,16 @@ pub enum Command {
         /// Queue activated alerts for their destinations without sending.
         #[arg(long)]
         no_deliver: bool,
-        /// The SQS FIFO queue that orders the merges of each grouping shard (default: `<queue name>-groups.fifo` beside the input queue, created if missing).
-        #[arg(long, value_name = "URL")]
-        group_queue: Option<String>,
-        /// Grouping shards, when this storage is not sharded yet (an existing count is kept).
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-        shards: u32,
-        /// Merge a shard's matches once no new batch reached it for this long, so rounds that finish out of order are grouped in event-time order.
-        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-        settle_seconds: u64,
-        /// …or once its oldest batch waited this long (the latency bound under constant load).
-        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
-        longest_wait_seconds: u64,
+        #[command(flatten)]
+        grouping: GroupingArgs,
     },
     /// Run as an AWS Lambda custom runtime (`bootstrap`) for an SQS event source mapping of S3 notifications; failed messages are reported as batch item failures.
     Lambda {
         /// Python worker processes running the detections (default: the cores available).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
+        #[command(flatten)]
+        grouping: GroupingArgs,
     },
     /// A Python worker of a run (started by `run`, speaking over a Unix socket).
     #[command(hide = true, name = "__worker")]
@@ -201,6 +193,32 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// How workers group alerts across machines (`worker`, `lambda`).
+#[derive(Debug, clap::Args)]
+pub struct GroupingArgs {
+    /// The SQS FIFO queue that orders the merges of each grouping shard (`worker` default: `<queue name>-groups.fifo` beside the input queue, created if missing; `lambda`: without it, alerts are grouped in one state, one invocation at a time).
+    #[arg(long, value_name = "URL")]
+    pub group_queue: Option<String>,
+    /// Grouping shards, when the storage is not sharded yet (an existing count is kept).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+    /// Merge a shard's matches once no round wrote batches for this long, so rounds that finish out of order are grouped in event-time order (longer than a round takes).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub settle_seconds: u64,
+    /// …or once its oldest batch waited this long (the latency bound under constant load).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub longest_wait_seconds: u64,
+}
+
+impl GroupingArgs {
+    pub fn settle(&self) -> crate::engine::Settle {
+        crate::engine::Settle {
+            quiet: std::time::Duration::from_secs(self.settle_seconds),
+            longest: std::time::Duration::from_secs(self.longest_wait_seconds),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

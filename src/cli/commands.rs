@@ -107,10 +107,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             until_empty,
             workers,
             no_deliver,
-            group_queue,
-            shards,
-            settle_seconds,
-            longest_wait_seconds,
+            grouping,
         } => super::queue::consume(
             &cli.global,
             &super::queue::QueueOptions {
@@ -120,15 +117,14 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 until_empty,
                 workers: workers.map(usize::from),
                 deliver: !no_deliver,
-                group_queue,
-                shards,
-                settle: crate::engine::Settle {
-                    quiet: std::time::Duration::from_secs(settle_seconds),
-                    longest: std::time::Duration::from_secs(longest_wait_seconds),
-                },
+                settle: grouping.settle(),
+                group_queue: grouping.group_queue,
+                shards: grouping.shards,
             },
         ),
-        Command::Lambda { workers } => super::lambda::serve(&cli.global, workers.map(usize::from)),
+        Command::Lambda { workers, grouping } => {
+            super::lambda::serve(&cli.global, workers.map(usize::from), &grouping)
+        }
         Command::PythonWorker { socket } => {
             let project = super::context::load_project(&cli.global)?;
             crate::engine::serve_worker(&project, &socket)?;

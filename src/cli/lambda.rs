@@ -1,21 +1,28 @@
 //! `ravenwatch lambda`: the same binary as an AWS Lambda custom runtime
-//! (`bootstrap`) behind an SQS event source mapping. Each invocation's
-//! records are processed as a queue worker's round (`queue::process`); the
-//! answer lists the messages that failed (`batchItemFailures`, with
-//! `ReportBatchItemFailures` on the mapping), so SQS deletes the others and
-//! hands those out again, toward the dead-letter queue.
+//! (`bootstrap`) behind SQS event source mappings. Records of the input
+//! queue are processed as a queue worker's round (`queue::process`); with
+//! `--group-queue`, the round leaves batches for the grouping shards and
+//! triggers them, and records of that FIFO queue (a second mapping) merge
+//! their shards. The answer lists the messages that failed or must wait
+//! (`batchItemFailures`, with `ReportBatchItemFailures` on the mapping), so
+//! SQS deletes the others and hands those out again.
 
-use super::args::{GlobalArgs, Outcome};
-use super::context::{load_project, open_storage};
+use super::args::{GlobalArgs, GroupingArgs, Outcome};
+use super::context::{from_engine, load_project, open_storage};
 use super::queue::{process, round_options};
-use crate::queue::Received;
+use crate::engine::{self, Merged};
+use crate::queue::{Received, SqsQueue};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const API_VERSION: &str = "2018-06-01";
 
-pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outcome> {
+pub(super) fn serve(
+    global: &GlobalArgs,
+    workers: Option<usize>,
+    grouping: &GroupingArgs,
+) -> Result<Outcome> {
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API")
         .context("AWS_LAMBDA_RUNTIME_API is not set: `ravenwatch lambda` runs inside AWS Lambda (or its emulator)")?;
     let base = format!("http://{api}/{API_VERSION}/runtime");
@@ -23,8 +30,18 @@ pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outco
     let http = reqwest::blocking::Client::builder()
         .timeout(None::<Duration>)
         .build()?;
-    let ready = load_project(global).and_then(|p| Ok((open_storage(global, &p)?, p)));
-    let (storage, project) = match ready {
+    let ready = load_project(global).and_then(|p| {
+        let storage = open_storage(global, &p)?;
+        let groups = match &grouping.group_queue {
+            Some(url) => {
+                engine::enable_sharding(storage.as_ref(), grouping.shards).map_err(from_engine)?;
+                Some(SqsQueue::open(url, &p.settings.aws))
+            }
+            None => None,
+        };
+        Ok((storage, groups, p))
+    });
+    let (storage, groups, project) = match ready {
         Ok(ready) => ready,
         Err(e) => {
             let _ = http
@@ -39,6 +56,7 @@ pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outco
         }
     };
     let options = round_options(workers, true);
+    let settle = grouping.settle();
     loop {
         let next = http
             .get(format!("{base}/invocation/next"))
@@ -57,13 +75,34 @@ pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outco
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
         let answer = match records(&event) {
-            Ok(messages) => {
+            Ok(records) => {
+                let (merges, messages): (Vec<_>, Vec<_>) =
+                    records.into_iter().partition(|(_, fifo)| *fifo);
+                let messages: Vec<Received> = messages.into_iter().map(|(m, _)| m).collect();
                 let round = process(&project, &storage, &options, &messages);
-                let failures: Vec<Value> = round
+                let mut failures: Vec<Value> = round
                     .failed
                     .iter()
                     .map(|m| json!({"itemIdentifier": m.id}))
                     .collect();
+                if let Some(groups) = &groups {
+                    if let Err(e) = super::groups::trigger(groups, &round.batches) {
+                        // Left to the sweep of a later invocation.
+                        eprintln!("warning: {e}");
+                    }
+                    let merges: Vec<Received> = merges.into_iter().map(|(m, _)| m).collect();
+                    failures.extend(
+                        merge_records(&project, &storage, &merges, settle)
+                            .into_iter()
+                            .map(|id| json!({"itemIdentifier": id})),
+                    );
+                    let swept = engine::pending(storage.as_ref())
+                        .map_err(from_engine)
+                        .and_then(|p| Ok(super::groups::sweep(groups, &p, settle)?));
+                    if let Err(e) = swept {
+                        eprintln!("warning: {e:#}");
+                    }
+                }
                 http.post(format!("{base}/invocation/{request}/response"))
                     .body(json!({"batchItemFailures": failures}).to_string())
                     .send()
@@ -80,8 +119,47 @@ pub(super) fn serve(global: &GlobalArgs, workers: Option<usize>) -> Result<Outco
     }
 }
 
-/// The SQS messages of an event source mapping's invocation.
-fn records(event: &Value) -> Result<Vec<Received>, String> {
+/// Merges the shards the group queue's records name; returns the ids of
+/// the records to hand out again (batches still settling, a lost race, a
+/// failure), which SQS does after the group queue's visibility timeout.
+fn merge_records(
+    project: &crate::config::Project,
+    storage: &std::sync::Arc<dyn crate::storage::Storage>,
+    records: &[Received],
+    settle: engine::Settle,
+) -> Vec<String> {
+    let mut again = Vec::new();
+    let mut done: std::collections::BTreeMap<u32, bool> = std::collections::BTreeMap::new();
+    for record in records {
+        let Some(shard) = super::groups::shard_of_message(record) else {
+            eprintln!(
+                "warning: group message {} names no shard (dropped)",
+                record.id
+            );
+            continue;
+        };
+        let merged = *done.entry(shard).or_insert_with(|| {
+            match engine::merge(project, storage, shard, Some(settle), true) {
+                Ok(Merged::Done(_) | Merged::Nothing) => true,
+                Ok(Merged::Waiting(_)) => false,
+                Err(e) => {
+                    if !engine::lost_race(&e) {
+                        eprintln!("error: shard {shard}: {:#}", from_engine(e));
+                    }
+                    false
+                }
+            }
+        });
+        if !merged {
+            again.push(record.id.clone());
+        }
+    }
+    again
+}
+
+/// The SQS messages of an event source mapping's invocation, each with
+/// whether it came from a FIFO queue (the grouping shards' queue).
+fn records(event: &Value) -> Result<Vec<(Received, bool)>, String> {
     let records = event
         .get("Records")
         .and_then(Value::as_array)
@@ -94,7 +172,8 @@ fn records(event: &Value) -> Result<Vec<Received>, String> {
             if text("eventSource").as_deref() != Some("aws:sqs") {
                 return Err(format!("Records[{i}] is not an SQS message"));
             }
-            Ok(Received {
+            let fifo = text("eventSourceARN").is_some_and(|arn| arn.ends_with(".fifo"));
+            let message = Received {
                 id: text("messageId").ok_or(format!("Records[{i}] has no messageId"))?,
                 receipt: text("receiptHandle").unwrap_or_default(),
                 body: text("body").unwrap_or_default(),
@@ -103,7 +182,8 @@ fn records(event: &Value) -> Result<Vec<Received>, String> {
                     .and_then(Value::as_str)
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1),
-            })
+            };
+            Ok((message, fifo))
         })
         .collect()
 }

@@ -270,7 +270,19 @@ fn run_once(
                 } else {
                     String::new()
                 };
-                print_round(&report, &count(read, "object"), &skipped);
+                if report.batches.is_empty() {
+                    print_round(&report, &count(read, "object"), &skipped);
+                } else {
+                    // Its alerts come from the shards' merges.
+                    println!(
+                        "run {}: {}, {}, {} -> batches for {}{skipped}",
+                        s.run_id,
+                        count(read, "object"),
+                        count(s.events, "event"),
+                        crate::text::count_as(s.rule_matches, "rule match", "rule matches"),
+                        count(report.batches.len() as u64, "shard"),
+                    );
+                }
                 return Ok(RoundDone {
                     events: s.events,
                     objects: read,

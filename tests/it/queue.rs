@@ -332,6 +332,91 @@ fn the_lambda_runtime_answers_failed_messages_as_batch_item_failures() {
     assert!(!expected.is_empty());
 }
 
+/// With `--group-queue`, a Lambda invocation of input records leaves the
+/// round's batches for the shards and triggers them in the FIFO queue;
+/// invocations from that queue (a second event source mapping) merge the
+/// shards they name: the alerts of one run.
+#[test]
+fn the_lambda_runtime_groups_through_the_fifo_queue_it_is_mapped_to() {
+    use crate::http::{Reply, Server};
+    let Some(endpoint) = endpoint() else { return };
+    let setup = Setup::new(endpoint, "lambda-groups", 5);
+    setup.upload_sample(&["events/a.jsonl"]);
+    let groups = aws(
+        &setup.endpoint,
+        &["fifo", &format!("{}-groups.fifo", setup.name)],
+    );
+    let notice =
+        serde_json::json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": setup.name}, "object": {"key": "events/a.jsonl"}}}]})
+        .to_string();
+    let record = |id: String, body: String, arn: &str| {
+        serde_json::json!({"messageId": id, "receiptHandle": "r", "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs",
+            "eventSourceARN": arn})
+    };
+    let detect = serde_json::json!({"Records": [
+        record("m-object".into(), notice, "arn:aws:sqs:us-east-1:000000000000:objects"),
+    ]});
+    let merge = serde_json::json!({"Records": (0..4).map(|k| record(
+        format!("g-{k}"), format!("{{\"shard\": {k}}}"),
+        "arn:aws:sqs:us-east-1:000000000000:objects-groups.fifo")).collect::<Vec<_>>()});
+    let mut invocations = vec![merge, detect];
+    let api = Server::start(move |request| {
+        if request.path.ends_with("/invocation/next") {
+            return match invocations.pop() {
+                Some(event) => Reply::json(200, event).with_header(
+                    "Lambda-Runtime-Aws-Request-Id",
+                    &format!("req-{}", invocations.len()),
+                ),
+                None => Reply::text(500, "no more"),
+            };
+        }
+        Reply::text(202, "")
+    });
+    let project = Project::example();
+    let address = api.url.trim_start_matches("http://").to_string();
+    let mut env: Vec<(&str, &str)> = setup.env().to_vec();
+    env.push(("AWS_LAMBDA_RUNTIME_API", &address));
+    let args = [
+        "lambda",
+        "--workers",
+        "1",
+        "--group-queue",
+        &groups,
+        "--shards",
+        "4",
+        "--settle-seconds",
+        "0",
+    ];
+    let out = project.run_env(&args, &env);
+    assert!(
+        out.stderr.contains("did not hand out the next invocation"),
+        "{out:?}"
+    );
+    for request in ["req-1", "req-0"] {
+        let answers = api.requests_to(
+            "POST",
+            &format!("/2018-06-01/runtime/invocation/{request}/response"),
+        );
+        assert_eq!(answers.len(), 1, "{:?}", api.requests());
+        assert_eq!(
+            answers[0].json(),
+            serde_json::json!({"batchItemFailures": []})
+        );
+    }
+    assert!(
+        aws(&setup.endpoint, &["count", &groups])
+            .parse::<u32>()
+            .unwrap()
+            > 0,
+        "the detection round triggered its shards"
+    );
+    let expected = setup.reference("events/a.jsonl");
+    assert!(!expected.is_empty());
+    assert_eq!(matched(&project), expected);
+}
+
 /// Every alert's last state across the project's runs (an alert a later
 /// merge updated appears again there), by id.
 fn final_alerts(project: &Project) -> std::collections::BTreeMap<String, serde_json::Value> {

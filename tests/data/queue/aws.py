@@ -6,6 +6,8 @@ test venv). Ravenwatch itself talks to it through the AWS SDK for Rust.
     python aws.py ENDPOINT split NAME PREFIX FILE N  -> FILE's lines (.gz too) as N objects, in order
     python aws.py ENDPOINT send QUEUE_URL BODY
     python aws.py ENDPOINT dead NAME             -> messages in NAME-dlq
+    python aws.py ENDPOINT fifo NAME             -> creates FIFO queue NAME, prints its URL
+    python aws.py ENDPOINT count QUEUE_URL       -> messages waiting
 """
 import json
 import sys
@@ -52,5 +54,12 @@ elif command == "dead":
     url = sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     print(json.dumps([m["Body"] for m in got.get("Messages", [])]))
+elif command == "fifo":
+    name, = args
+    print(sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"])
+elif command == "count":
+    url, = args
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    print(attrs["Attributes"]["ApproximateNumberOfMessages"])
 else:
     sys.exit(f"unknown command {command}")
