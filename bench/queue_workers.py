@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Queue workers against MiniStack on 127.0.0.1 (S3 notifications → SQS).
 
-    python bench/queue_workers.py RAVENWATCH PROJECT EVENTS.jsonl [--objects 200] [--per-object 1000] [--max-messages 25]
+    python bench/queue_workers.py RAVENWATCH PROJECT EVENTS.jsonl [--objects 200] [--per-object 1000] [--max-messages 25] [--settle 2]
 
 For 1, 2 and 4 `ravenwatch worker --queue` processes (each with one Python
-worker) sharing one queue and one storage: the wall time to drain the same
-objects, events/s, and the matches (which must not change). Then the
-latency from an upload to its run's commit with one idle worker. Needs
+worker) sharing one queue and one storage, alerts grouped in 16 shards
+through the FIFO group queue: the wall time until every match is merged
+(the last round, then the settle time and the merges), events/s, rounds and
+merges, and the matches (which must not change). Then the latency from an
+upload to the merge that records its alerts, with one idle worker. Needs
 boto3 (run it with the test venv's python) and MiniStack in its own venv
 (`~/.cache/ravenwatch-ministack`, as the test command installs it).
 """
@@ -33,6 +35,8 @@ def main():
     p.add_argument("--per-object", type=int, default=1000)
     p.add_argument("--max-messages", type=int, default=25,
                    help="messages per run: small enough that every worker gets some")
+    p.add_argument("--settle", type=int, default=2,
+                   help="--settle-seconds of the workers (a merge waits this long after the last round)")
     a = p.parse_args()
     venv = os.environ.get("RAVENWATCH_MINISTACK_VENV", os.path.expanduser("~/.cache/ravenwatch-ministack"))
     work = tempfile.mkdtemp()
@@ -90,7 +94,7 @@ def run(a, endpoint, work):
         start = time.perf_counter()
         procs = [subprocess.Popen([a.ravenwatch, "-p", a.project, "--storage", path, "worker", "--queue", url,
                                    "--until-empty", "--workers", "1", "--no-deliver",
-                                   "--max-messages", str(a.max_messages)],
+                                   "--max-messages", str(a.max_messages), "--settle-seconds", str(a.settle)],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(workers)]
         outs = [p.communicate() for p in procs]
@@ -99,31 +103,46 @@ def run(a, endpoint, work):
                 with open(f"{os.environ['BENCH_QUEUE_LOG']}-{workers}-{i}.log", "w") as f:
                     f.write(o + "\n--- stderr\n" + e)
         seconds = time.perf_counter() - start
-        runs = sum(o.count("\nrun ") + o.startswith("run ") for o, _ in outs)
+        rounds = sum(o.count("\nrun ") + o.startswith("run ") for o, _ in outs)
+        merges = sum(o.count("\nmerge ") + o.startswith("merge ") for o, _ in outs)
         matches = sum(1 for f in glob.glob(f"{path}/runs/*/matches.jsonl")
                       if not os.path.exists(os.path.join(os.path.dirname(f), "incomplete"))
                       for _ in open(f))
         left = sum(e.count("stays in the queue") for _, e in outs)
-        lost_races = sum(e.count("changed since it was read") for _, e in outs)
-        print(f"{workers} worker(s): {seconds:.2f} s, {events / seconds:,.0f} events/s, {runs} committed runs, "
-              f"{matches} matches; {left} messages left for redelivery after losing the state race "
-              f"{lost_races} times")
+        detect = seconds - a.settle
+        print(f"{workers} worker(s): {seconds:.2f} s to the last merge ({events / seconds:,.0f} events/s; "
+              f"{events / detect:,.0f} events/s without the {a.settle} s settle), {rounds} rounds, "
+              f"{merges} merges, {matches} matches; {left} messages left for redelivery")
     name = "bench-latency"
     url = arrange(name)
     path = storage(name)
     worker = subprocess.Popen([a.ravenwatch, "-p", a.project, "--storage", path, "worker", "--queue", url,
-                               "--workers", "1", "--no-deliver"],
+                               "--workers", "1", "--no-deliver", "--settle-seconds", str(a.settle)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    import queue
+    import threading
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put((time.perf_counter(), l)) for l in worker.stdout],
+                     daemon=True).start()
     time.sleep(3)
     latencies = []
     for i in range(3):
         start = time.perf_counter()
         s3.put_object(Bucket=name, Key=f"logs/late-{i}.jsonl", Body=bodies[i])
-        worker.stdout.readline()  # the run's line, printed after its commit
-        latencies.append(time.perf_counter() - start)
+        at, line = lines.get()
+        while not line.startswith("run "):
+            at, line = lines.get()
+        detected = at - start
+        while not line.startswith("merge "):
+            at, line = lines.get()
+        latencies.append((detected, at - start))
+        time.sleep(a.settle + 2)  # the upload's other merges
+        while not lines.empty():
+            lines.get()
     worker.terminate()
     worker.wait()
-    print("upload → committed run, one idle worker: " + ", ".join(f"{s:.2f} s" for s in latencies))
+    print(f"upload → round done → first merge committed (settle {a.settle} s), one idle worker: "
+          + ", ".join(f"{d:.2f} s → {m:.2f} s" for d, m in latencies))
 
 
 if __name__ == "__main__":

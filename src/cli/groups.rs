@@ -96,8 +96,16 @@ pub(super) fn sweep(
     groups.send_fifo(&messages)
 }
 
+/// What one look at the group queue did.
+pub(super) struct Merging {
+    /// Messages handled.
+    pub handled: usize,
+    /// The soonest a shard whose batches are settling can be merged.
+    pub next: Option<Duration>,
+}
+
 /// Receives the group queue's visible messages (a few receives) and merges
-/// their shards. Returns how many messages it handled.
+/// their shards.
 ///
 /// # Errors
 /// The queue could not be read or written; a merge that fails is printed
@@ -107,9 +115,10 @@ pub(super) fn merge_ready(
     storage: &Arc<dyn crate::storage::Storage>,
     groups: &SqsQueue,
     options: &QueueOptions,
-) -> Result<usize> {
+) -> Result<Merging> {
     let hold = options.visibility;
     let mut handled = 0;
+    let mut next: Option<Duration> = None;
     for _ in 0..4 {
         let messages = groups.receive(10, Duration::ZERO, hold)?;
         if messages.is_empty() {
@@ -145,7 +154,10 @@ pub(super) fn merge_ready(
                     groups.delete(&refs)?;
                 }
                 Ok(Merged::Nothing) => groups.delete(&refs)?,
-                Ok(Merged::Waiting(wait)) => groups.extend(&messages, wait)?,
+                Ok(Merged::Waiting(wait)) => {
+                    groups.extend(&messages, wait)?;
+                    next = Some(next.map_or(wait, |n| n.min(wait)));
+                }
                 Err(e) if engine::lost_race(&e) => {
                     // Another process merged it meanwhile: look again soon.
                     groups.extend(&messages, Duration::from_secs(1))?;
@@ -161,7 +173,7 @@ pub(super) fn merge_ready(
             }
         }
     }
-    Ok(handled)
+    Ok(Merging { handled, next })
 }
 
 fn print_merge(shard: u32, report: &engine::RunReport) {

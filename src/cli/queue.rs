@@ -58,10 +58,12 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
         groups.url(),
     );
     let (mut objects_done, mut events, mut failed) = (0u64, 0u64, 0u64);
+    let mut merge_due: Option<Duration> = None;
     while !stop.load(Ordering::SeqCst) {
         // Short waits: the shards' merges take turns with the rounds.
-        let wait = if queue_options.until_empty { 1 } else { 5 };
-        let messages = receive(&queue, queue_options, Duration::from_secs(wait), &stop)?;
+        let idle = Duration::from_secs(if queue_options.until_empty { 1 } else { 5 });
+        let wait = merge_due.map_or(idle, |due| due.min(idle));
+        let messages = receive(&queue, queue_options, wait, &stop)?;
         if !messages.is_empty() {
             let keep_alive = KeepAlive::start(&queue, &messages, queue_options.visibility);
             let round = process(&project, &storage, &options, &messages);
@@ -77,11 +79,12 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
                 queue.delete(&round.done)?;
             }
         }
-        let merged = super::groups::merge_ready(&project, &storage, &groups, queue_options)?;
+        let merging = super::groups::merge_ready(&project, &storage, &groups, queue_options)?;
+        merge_due = merging.next;
         if messages.is_empty() {
             let pending = engine::pending(storage.as_ref()).map_err(from_engine)?;
             super::groups::sweep(&groups, &pending, queue_options.settle)?;
-            if queue_options.until_empty && pending.is_empty() && merged == 0 {
+            if queue_options.until_empty && pending.is_empty() && merging.handled == 0 {
                 break;
             }
         }
