@@ -1,14 +1,17 @@
 # Ravenwatch on S3 notifications -> SQS -> Lambda (container image).
 #
 # A log bucket notifies a queue of each new object; a Lambda function running
-# `ravenwatch -p /var/task lambda` consumes it through an event source mapping
-# that reports partial batch failures; messages that keep failing go to a
-# dead-letter queue. Alerts, state and the input ledger live in the storage
-# bucket named in the image's ravenwatch.yml (`storage: s3://…`).
+# `ravenwatch -p /var/task lambda --group-queue <FIFO queue>` consumes it
+# through an event source mapping that reports partial batch failures
+# (messages that keep failing go to a dead-letter queue). Each invocation's
+# round leaves its matches as batches for the grouping shards and sends one
+# message per shard to the FIFO group queue; a second mapping on that queue
+# hands each shard's messages to one invocation at a time, which merges the
+# shard's settled batches (README, "Scaling out"). Alerts, state and the
+# input ledger live in the storage bucket named in the image's
+# ravenwatch.yml (`storage: s3://…`).
 #
 #   terraform init && terraform apply -var image_uri=<ECR image> -var log_bucket=<bucket> -var storage_bucket=<bucket>
-#
-# Not here yet: the FIFO queue for sharded alert grouping (README, "Scaling out").
 
 terraform {
   required_providers {
@@ -37,6 +40,16 @@ variable "timeout_seconds" {
   description = "Function timeout: above the run time of the largest batch"
   type        = number
   default     = 300
+}
+variable "settle_seconds" {
+  description = "A shard's merge waits until no round wrote batches for this long (longer than a round takes)"
+  type        = number
+  default     = 10
+}
+variable "concurrency" {
+  description = "Concurrent invocations at most (detection rounds and merges together)"
+  type        = number
+  default     = 50
 }
 
 data "aws_s3_bucket" "logs" {
@@ -82,6 +95,15 @@ resource "aws_s3_bucket_notification" "logs" {
   depends_on = [aws_sqs_queue_policy.from_s3]
 }
 
+# The grouping shards' merges: one message group per shard, so SQS hands a
+# shard's messages to one invocation at a time. Messages of batches still
+# settling come back after the visibility timeout.
+resource "aws_sqs_queue" "groups" {
+  name                       = "ravenwatch-objects-groups.fifo"
+  fifo_queue                 = true
+  visibility_timeout_seconds = var.settle_seconds
+}
+
 resource "aws_iam_role" "ravenwatch" {
   name = "ravenwatch-lambda"
   assume_role_policy = jsonencode({
@@ -95,10 +117,15 @@ resource "aws_iam_role_policy" "ravenwatch" {
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [
-      { # the event source mapping reads and deletes for the function
+      { # the event source mappings read and delete for the function
         Effect   = "Allow"
         Action   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
-        Resource = aws_sqs_queue.objects.arn
+        Resource = [aws_sqs_queue.objects.arn, aws_sqs_queue.groups.arn]
+      },
+      { # a round triggers the shards it left batches for
+        Effect   = "Allow"
+        Action   = ["sqs:SendMessage"]
+        Resource = aws_sqs_queue.groups.arn
       },
       { # the logs: the object, and the listing that finds its ETag
         Effect   = "Allow"
@@ -126,10 +153,11 @@ resource "aws_lambda_function" "ravenwatch" {
   image_uri     = var.image_uri
   timeout       = var.timeout_seconds
   memory_size   = 3008 # 2 vCPUs: the engine and one Python worker
-  # One invocation at a time until alert grouping is sharded: concurrent
-  # runs on one storage would mostly lose the race for the state object
-  # (correct, but wasted work; README, "Scaling out").
-  reserved_concurrent_executions = 1
+  image_config {
+    command = ["-p", "/var/task", "lambda", "--group-queue", aws_sqs_queue.groups.url,
+    "--settle-seconds", tostring(var.settle_seconds)]
+  }
+  reserved_concurrent_executions = var.concurrency
 }
 
 resource "aws_lambda_event_source_mapping" "objects" {
@@ -140,6 +168,17 @@ resource "aws_lambda_event_source_mapping" "objects" {
   function_response_types            = ["ReportBatchItemFailures"]
 }
 
+resource "aws_lambda_event_source_mapping" "groups" {
+  event_source_arn        = aws_sqs_queue.groups.arn
+  function_name           = aws_lambda_function.ravenwatch.arn
+  batch_size              = 10
+  function_response_types = ["ReportBatchItemFailures"]
+}
+
 output "queue_url" {
   value = aws_sqs_queue.objects.id
+}
+
+output "group_queue_url" {
+  value = aws_sqs_queue.groups.id
 }

@@ -8,7 +8,6 @@
 //! most once per settle period across all workers (deduplication ids).
 
 use super::context::from_engine;
-use super::queue::QueueOptions;
 use crate::engine::{self, Merged, Settle};
 use crate::queue::{QueueError, Received, SqsQueue};
 use crate::text::count;
@@ -17,18 +16,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How a worker merges the shards it is handed.
+pub(super) struct MergeOptions {
+    pub settle: Settle,
+    /// How long a received group message stays hidden while merging.
+    pub hold: Duration,
+    pub deliver: bool,
+}
+
 /// The group queue: `--group-queue`, else `<input queue name>-groups.fifo`
 /// beside the input queue (created if missing).
 ///
 /// # Errors
 /// The queue cannot be created.
-pub(super) fn open(input: &SqsQueue, options: &QueueOptions) -> Result<SqsQueue> {
-    if let Some(url) = &options.group_queue {
+pub(super) fn open(input: &SqsQueue, url: Option<&str>, settle: Settle) -> Result<SqsQueue> {
+    if let Some(url) = url {
         return Ok(input.with_url(url));
     }
     let name = groups_name(input.url());
     input
-        .create_fifo_beside(&name, options.settle.quiet.max(Duration::from_secs(30)))
+        .create_fifo_beside(&name, settle.quiet.max(Duration::from_secs(30)))
         .map_err(|e| {
             anyhow::anyhow!(
                 "{e}\nthe worker creates the queue of the grouping shards' merges, {name}, beside the input queue: allow it sqs:CreateQueue, or create it yourself (FIFO) and name it with --group-queue"
@@ -114,9 +121,9 @@ pub(super) fn merge_ready(
     project: &crate::config::Project,
     storage: &Arc<dyn crate::storage::Storage>,
     groups: &SqsQueue,
-    options: &QueueOptions,
+    options: &MergeOptions,
 ) -> Result<Merging> {
-    let hold = options.visibility;
+    let hold = options.hold;
     let mut handled = 0;
     let mut next: Option<Duration> = None;
     for _ in 0..4 {

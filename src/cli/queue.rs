@@ -48,7 +48,16 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
     let queue = SqsQueue::open(&queue_options.url, &project.settings.aws);
     let grouping =
         engine::enable_sharding(storage.as_ref(), queue_options.shards).map_err(from_engine)?;
-    let groups = super::groups::open(&queue, queue_options)?;
+    let groups = super::groups::open(
+        &queue,
+        queue_options.group_queue.as_deref(),
+        queue_options.settle,
+    )?;
+    let merging = super::groups::MergeOptions {
+        settle: queue_options.settle,
+        hold: queue_options.visibility,
+        deliver: queue_options.deliver,
+    };
     let options = round_options(queue_options.workers, queue_options.deliver);
     eprintln!(
         "consuming {} (up to {} per run); alerts grouped in {} through {}; SIGTERM or Ctrl-C to stop",
@@ -79,12 +88,12 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
                 queue.delete(&round.done)?;
             }
         }
-        let merging = super::groups::merge_ready(&project, &storage, &groups, queue_options)?;
-        merge_due = merging.next;
+        let merged = super::groups::merge_ready(&project, &storage, &groups, &merging)?;
+        merge_due = merged.next;
         if messages.is_empty() {
             let pending = engine::pending(storage.as_ref()).map_err(from_engine)?;
             super::groups::sweep(&groups, &pending, queue_options.settle)?;
-            if queue_options.until_empty && pending.is_empty() && merging.handled == 0 {
+            if queue_options.until_empty && pending.is_empty() && merged.handled == 0 {
                 break;
             }
         }

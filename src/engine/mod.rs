@@ -42,6 +42,7 @@ use crate::storage::{Storage, StorageError};
 use kv::{RunKv, KV_ENV};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
+use shards::{finish_round, input_names, ledger, Round};
 use spool::{AlertSpool, MatchSpool, RunAlerts};
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -176,22 +177,13 @@ pub fn run(
         .log_table_for(options.table.as_deref())
         .map_err(EngineError::Usage)?;
     let inputs = expand(project, &options.inputs)?;
-    let grouping = shards::grouping(storage.as_ref())?;
-    // Sharded: the ledger of every shard, and the caching store's pointer
-    // (its version is what a round commits over).
-    let (state, state_version) = match grouping {
-        None => {
-            let loaded = AlertState::load(storage.as_ref())?;
-            repair_last_commit(storage.as_ref(), &loaded.0)?;
-            loaded
-        }
-        Some(g) => shards::ledger(storage.as_ref(), g)?,
-    };
+    let grouping = grouping(storage.as_ref())?;
+    let (state, state_version) = load_state(storage.as_ref(), grouping)?;
     let now = chrono::Utc::now();
     let run_id = run_id(now, grouping.is_some());
     let Selected {
         inputs,
-        mut ledger,
+        ledger,
         skipped,
     } = select_inputs(
         inputs,
@@ -201,13 +193,7 @@ pub fn run(
         options.max_inputs,
     )?;
     let kv = RunKv::prepare(project, storage.as_ref(), &state)?;
-    let names: HashMap<String, String> = match grouping {
-        Some(_) => inputs
-            .iter()
-            .filter_map(|i| Some((i.name(), i.stamp()?.0)))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let names = grouping.map(|_| input_names(&inputs)).unwrap_or_default();
     let (tables, mut errors) = prepare_tables(project, storage.as_ref());
     let plan = plan_rules(project, table, &tables, &options)?;
     let rules: Vec<DetectionDef> = plan.rules().iter().map(|r| r.def.clone()).collect();
@@ -225,18 +211,7 @@ pub fn run(
         &options,
     )?;
 
-    let mut summary = Summary {
-        run_id,
-        inputs_skipped: skipped,
-        ..Default::default()
-    };
-    for rule in &rules {
-        summary
-            .rules
-            .entry(rule.name.clone())
-            .or_default()
-            .sql_plans = u64::from(rule.is_sql());
-    }
+    let mut summary = new_summary(run_id, skipped, &rules);
     let watcher = TableWatcher::new(
         project.enrichment.clone(),
         Arc::clone(&storage),
@@ -258,7 +233,7 @@ pub fn run(
     )?;
     record_reader_state(preparer, &rules, &mut summary, &mut errors);
     if let Some(grouping) = grouping {
-        let round = shards::Round {
+        let round = Round {
             grouping,
             summary,
             matches,
@@ -269,14 +244,13 @@ pub fn run(
             kv_version: state_version,
             started,
         };
-        return shards::finish_round(project, &storage, &options, round);
+        return finish_round(project, &storage, &options, round);
     }
 
     let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let match_count = matches.len();
     // Inputs this run processed join the ledger of those before it.
-    let mut all_inputs = state.inputs.clone();
-    all_inputs.append(&mut ledger);
+    let all_inputs: BTreeMap<_, _> = state.inputs.clone().into_iter().chain(ledger).collect();
     let grouped = group_alerts(&rules, state, created_at, matches)?;
     let seen = look_over(&grouped.alerts, project, options.shown_alerts)?;
     errors.extend(seen.unknown_destinations);
@@ -290,7 +264,6 @@ pub fn run(
         errors: &errors,
         summary: &summary,
     };
-    let no_batches = BTreeMap::new();
     commit(
         storage.as_ref(),
         &target,
@@ -300,7 +273,7 @@ pub fn run(
             key: STATE_KEY,
             version: &state_version,
             inputs: &all_inputs,
-            applied: &no_batches,
+            applied: &BTreeMap::new(),
             kv: kv.as_ref(),
         },
     )?;
@@ -321,6 +294,40 @@ pub fn run(
         output_location: target.location(),
         batches: Vec::new(),
     })
+}
+
+/// A run's summary before it reads anything: every rule listed.
+fn new_summary(run_id: String, skipped: u64, rules: &[DetectionDef]) -> Summary {
+    let mut summary = Summary {
+        run_id,
+        inputs_skipped: skipped,
+        ..Default::default()
+    };
+    for rule in rules {
+        summary
+            .rules
+            .entry(rule.name.clone())
+            .or_default()
+            .sql_plans = u64::from(rule.is_sql());
+    }
+    summary
+}
+
+/// The state a run continues: `state/alerts.json` (repaired after a kill),
+/// or with sharded grouping every shard's ledger and the caching store's
+/// pointer (whose version a round commits over).
+fn load_state(
+    storage: &dyn Storage,
+    grouping: Option<Grouping>,
+) -> Result<(AlertState, StateVersion), EngineError> {
+    match grouping {
+        None => {
+            let loaded = AlertState::load(storage)?;
+            repair_last_commit(storage, &loaded.0)?;
+            Ok(loaded)
+        }
+        Some(g) => ledger(storage, g),
+    }
 }
 
 /// A run's id: its start time, and with sharded grouping (where several
@@ -434,9 +441,9 @@ pub fn pending_inputs(
     paths: &[String],
 ) -> Result<(usize, Option<i64>), EngineError> {
     let inputs = expand(project, paths)?;
-    let (state, _) = match shards::grouping(storage)? {
+    let (state, _) = match grouping(storage)? {
         None => AlertState::load(storage)?,
-        Some(g) => shards::ledger(storage, g)?,
+        Some(g) => ledger(storage, g)?,
     };
     let newest = inputs.iter().filter_map(Input::modified_ms).max();
     let mut new = 0;

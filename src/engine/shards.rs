@@ -193,6 +193,15 @@ pub(super) fn ledger(
     Ok((all, kv_version))
 }
 
+/// Input name (as in a match's `source`) → ledger location, for the
+/// inputs the ledger can record.
+pub(super) fn input_names(inputs: &[crate::logs::Input]) -> HashMap<String, String> {
+    inputs
+        .iter()
+        .filter_map(|i| Some((i.name(), i.stamp()?.0)))
+        .collect()
+}
+
 /// The first line of a batch file.
 #[derive(Serialize, Deserialize, Default)]
 struct BatchHeader {
