@@ -417,6 +417,40 @@ fn the_lambda_runtime_groups_through_the_fifo_queue_it_is_mapped_to() {
     assert_eq!(matched(&project), expected);
 }
 
+/// A storage a `run` used (one state) is sharded by the first worker: the
+/// run's ledger and open windows carry on, so the worker skips the object
+/// the run read and continues its windows: the alerts of one run over both.
+#[test]
+fn a_worker_carries_on_from_the_state_a_run_left() {
+    let Some(endpoint) = endpoint() else { return };
+    let setup = Setup::new(endpoint, "migrate", 5);
+    setup.upload_sample(&["events/a.jsonl", "events/b.jsonl"]);
+    let project = Project::example();
+    let input = format!("s3://{}/events/a.jsonl", setup.name);
+    let first = project.run_env(
+        &["run", "--input", &input, "--workers", "1", "--no-deliver"],
+        &setup.env(),
+    );
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    let worker = setup.worker(&project);
+    assert!(
+        worker.stdout.contains("1 object already processed"),
+        "{}",
+        worker.stdout
+    );
+    let state = project.path().join(".ravenwatch/state");
+    assert!(state.join("alerts.json.before-sharding").is_file());
+    assert!(!state.join("alerts.json").exists());
+    let reference = Project::example();
+    let both = format!("s3://{}/events/", setup.name);
+    let one = reference.run_env(
+        &["run", "--input", &both, "--workers", "1", "--no-deliver"],
+        &setup.env(),
+    );
+    assert_eq!(one.code, 0, "{}{}", one.stdout, one.stderr);
+    assert_eq!(final_alerts(&project), final_alerts(&reference));
+}
+
 /// Every alert's last state across the project's runs (an alert a later
 /// merge updated appears again there), by id.
 fn final_alerts(project: &Project) -> std::collections::BTreeMap<String, serde_json::Value> {
