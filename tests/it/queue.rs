@@ -530,7 +530,8 @@ fn three_workers_over_200_objects_alert_as_one_run_and_late_events_join_their_wi
                 "--until-empty",
             ])
             .args(["--workers", "1", "--no-deliver", "--max-messages", "10"])
-            .args(["--settle-seconds", "4", "--shards", "8"])
+            // Longer than any pause between rounds, even on a loaded machine.
+            .args(["--settle-seconds", "8", "--shards", "8"])
             .env_remove("VIRTUAL_ENV")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
