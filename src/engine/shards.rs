@@ -408,17 +408,13 @@ pub(super) fn finish_round(
             summary.alerts += report.summary.alerts;
             summary.activated_alerts += report.summary.activated_alerts;
             shown.extend(report.alerts);
-            errors.extend(
-                report
-                    .errors
-                    .iter()
-                    .filter(|e| e.kind == crate::alerts::ErrorKind::Delivery)
-                    .cloned(),
-            );
+            // Its merges' problems (a batch set aside, delivery) are the run's.
+            errors.extend(report.errors);
             unrecorded.extend(report.unrecorded);
         }
     }
     super::keep_most_pressing(&mut shown, options.shown_alerts);
+    summary.errors = errors.len() as u64;
     if let Err(e) =
         super::rewrite_after_delivery(target.storage.as_ref(), &target.prefix, &errors, &summary)
     {
@@ -523,14 +519,38 @@ pub fn merge(
     let mut inputs = state.inputs.clone();
     let mut applied = state.applied.clone();
     let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
+    let mut rejected = Vec::new();
     for object in &pending {
-        read_batch(
+        let read = read_batch(
             storage.as_ref(),
             &object.key,
             &mut applied,
             &mut inputs,
             &mut matches,
-        )?;
+        );
+        match read {
+            Ok(()) => {}
+            // A batch that does not parse would stop its shard for good:
+            // it is moved aside, reported, and the others go on.
+            Err(EngineError::State(StateError::Corrupt { location, message })) => {
+                let aside = format!("rejected/{}", object.key);
+                if let Some(bytes) = storage.read(&object.key)? {
+                    storage.write(&aside, &bytes)?;
+                }
+                rejected.push(crate::alerts::ErrorRecord {
+                    kind: crate::alerts::ErrorKind::Event,
+                    rule: None,
+                    function: None,
+                    source: Some(location),
+                    error: format!(
+                        "unreadable match batch, moved to {} and not merged: {message}",
+                        storage.url(&aside)
+                    ),
+                    traceback: None,
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
     let now = chrono::Utc::now();
     let run_id = format!("{}-g{shard:03}", now.format("%Y%m%dT%H%M%S%.3fZ"));
@@ -544,7 +564,8 @@ pub fn merge(
     let match_count = matches.len();
     let grouped: Grouped = super::group_alerts(&rules, state, created_at, matches)?;
     let seen = look_over(&grouped.alerts, project, 10)?;
-    let mut errors = seen.unknown_destinations;
+    let mut errors = rejected;
+    errors.extend(seen.unknown_destinations);
     let mut summary = Summary {
         run_id,
         ..Summary::default()

@@ -324,3 +324,59 @@ fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
     assert_eq!(status["inputs_processed"], 2);
     assert_eq!(status["pending_inputs"], 0);
 }
+
+/// On a sharded storage a `run` merges its own batches: the alerts of an
+/// unsharded run. A batch that does not parse (storage damage) is moved
+/// aside and reported instead of stopping its shard for good.
+#[test]
+fn a_run_on_a_sharded_storage_merges_and_sets_an_unreadable_batch_aside() {
+    let samples = repo().join("samples");
+    let samples = samples.to_str().unwrap();
+    let plain = Project::example();
+    let one = plain.run(&["run", "--input", samples, "--workers", "1"]);
+    assert_eq!(one.code, 0, "{}{}", one.stdout, one.stderr);
+
+    let sharded = Project::example();
+    let state = sharded.path().join(".ravenwatch/state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("grouping.json"), r#"{"shards": 1}"#).unwrap();
+    let groups = sharded.path().join(".ravenwatch/groups/000");
+    std::fs::create_dir_all(&groups).unwrap();
+    std::fs::write(groups.join("0-damaged.jsonl"), "not a batch\n").unwrap();
+    let out = sharded.run(&["run", "--input", samples, "--workers", "1"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(sharded
+        .path()
+        .join(".ravenwatch/rejected/groups/000/0-damaged.jsonl")
+        .is_file());
+    assert!(!groups.join("0-damaged.jsonl").exists());
+    let alerts = |p: &Project| -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = p
+            .run_ids()
+            .iter()
+            .flat_map(|id| {
+                crate::read_jsonl(&p.path().join(format!(".ravenwatch/runs/{id}/alerts.jsonl")))
+            })
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap().to_string(),
+                    a["match_count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(alerts(&sharded), alerts(&plain));
+    let round = sharded.run_ids()[0].clone();
+    let errors = std::fs::read_to_string(
+        sharded
+            .path()
+            .join(format!(".ravenwatch/runs/{round}/errors.jsonl")),
+    )
+    .unwrap();
+    assert!(
+        errors.contains("unreadable match batch, moved to"),
+        "{errors}"
+    );
+}
