@@ -247,17 +247,74 @@ pub fn run(
         return finish_round(project, &storage, &options, round);
     }
 
-    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let match_count = matches.len();
     // Inputs this run processed join the ledger of those before it.
     let all_inputs: BTreeMap<_, _> = state.inputs.clone().into_iter().chain(ledger).collect();
-    let grouped = group_alerts(&rules, state, created_at, matches)?;
-    let seen = look_over(&grouped.alerts, project, options.shown_alerts)?;
-    errors.extend(seen.unknown_destinations);
-    finish_summary(&mut summary, match_count, &grouped.alerts, &errors, started);
-    summary.activated_alerts = seen.activated;
+    let ending = Ending {
+        rules: &rules,
+        state,
+        matches,
+        summary,
+        errors,
+        started,
+        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        output: options.output.as_ref(),
+        shown: options.shown_alerts,
+        deliver: options.deliver,
+        commit: StateCommit {
+            key: STATE_KEY,
+            version: &state_version,
+            inputs: &all_inputs,
+            applied: &BTreeMap::new(),
+            kv: kv.as_ref(),
+        },
+    };
+    group_commit_deliver(project, &storage, ending, || {})
+}
 
-    let target = OutputTarget::new(&storage, options.output.as_ref(), &summary.run_id);
+/// The end every grouping shares (a run's, a shard's merge): what it
+/// groups, over which state, and where that state goes.
+struct Ending<'a> {
+    rules: &'a [DetectionDef],
+    state: AlertState,
+    matches: MatchSpool,
+    summary: Summary,
+    errors: Vec<ErrorRecord>,
+    started: Instant,
+    created_at: String,
+    output: Option<&'a Arc<dyn Storage>>,
+    shown: usize,
+    deliver: bool,
+    commit: StateCommit<'a>,
+}
+
+/// Matches → alerts continuing the state, outputs, the state commit
+/// (`committed` runs right after it), then delivery.
+fn group_commit_deliver(
+    project: &Project,
+    storage: &Arc<dyn Storage>,
+    ending: Ending<'_>,
+    committed: impl FnOnce(),
+) -> Result<RunReport, EngineError> {
+    let match_count = ending.matches.len();
+    let grouped = group_alerts(
+        ending.rules,
+        ending.state,
+        ending.created_at,
+        ending.matches,
+    )?;
+    let seen = look_over(&grouped.alerts, project, ending.shown)?;
+    let mut errors = ending.errors;
+    errors.extend(seen.unknown_destinations);
+    let mut summary = ending.summary;
+    finish_summary(
+        &mut summary,
+        match_count,
+        &grouped.alerts,
+        &errors,
+        ending.started,
+    );
+    summary.activated_alerts = seen.activated;
+    let target = OutputTarget::new(storage, ending.output, &summary.run_id);
     let outputs = RunOutputs {
         alerts: &grouped.alerts,
         matches: grouped.matches.path(),
@@ -269,14 +326,9 @@ pub fn run(
         &target,
         &outputs,
         &grouped,
-        &StateCommit {
-            key: STATE_KEY,
-            version: &state_version,
-            inputs: &all_inputs,
-            applied: &BTreeMap::new(),
-            kv: kv.as_ref(),
-        },
+        &ending.commit,
     )?;
+    committed();
     let unrecorded = deliver(
         project,
         storage.as_ref(),
@@ -284,7 +336,7 @@ pub fn run(
         &seen.routed,
         &mut summary,
         &mut errors,
-        options.deliver,
+        ending.deliver,
     );
     Ok(RunReport {
         summary,

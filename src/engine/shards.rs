@@ -19,7 +19,7 @@
 
 use super::spool::{MatchSpool, Spooled};
 use super::{
-    commit, deliver, finish_summary, look_over, spool_error, EngineError, Grouped, OutputTarget,
+    finish_summary, group_commit_deliver, spool_error, Ending, EngineError, OutputTarget,
     RunReport, StateCommit,
 };
 use crate::alerts::{
@@ -254,7 +254,6 @@ pub(super) fn write_batches(
     ledger: &BTreeMap<String, InputRecord>,
 ) -> Result<Vec<u32>, EngineError> {
     let mut bodies: BTreeMap<u32, (tempfile::NamedTempFile, BatchHeader)> = BTreeMap::new();
-    let mut failure = None;
     matches
         .for_each_text(|text| {
             let key: MatchKey<'_> = serde_json::from_slice(text).map_err(std::io::Error::other)?;
@@ -280,13 +279,7 @@ pub(super) fn write_batches(
             line.extend_from_slice(b"}\n");
             file.write_all(&line)
         })
-        .map_err(|e| {
-            failure = Some(spool_error(&e));
-        })
-        .ok();
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        .map_err(|e| spool_error(&e))?;
     let ledger_shard =
         u32::try_from(hash64(&[round]) % u64::from(grouping.shards.max(1))).unwrap_or(0);
     if !ledger.is_empty() && !bodies.contains_key(&ledger_shard) {
@@ -560,59 +553,35 @@ pub fn merge(
         .filter(|d| d.enabled)
         .cloned()
         .collect();
-    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let match_count = matches.len();
-    let grouped: Grouped = super::group_alerts(&rules, state, created_at, matches)?;
-    let seen = look_over(&grouped.alerts, project, 10)?;
-    let mut errors = rejected;
-    errors.extend(seen.unknown_destinations);
-    let mut summary = Summary {
-        run_id,
-        ..Summary::default()
-    };
-    finish_summary(&mut summary, match_count, &grouped.alerts, &errors, started);
-    summary.activated_alerts = seen.activated;
-    let target = OutputTarget::new(storage, None, &summary.run_id);
-    let outputs = RunOutputs {
-        alerts: &grouped.alerts,
-        matches: grouped.matches.path(),
-        errors: &errors,
-        summary: &summary,
-    };
-    commit(
-        storage.as_ref(),
-        &target,
-        &outputs,
-        &grouped,
-        &StateCommit {
+    let ending = Ending {
+        rules: &rules,
+        state,
+        matches,
+        summary: Summary {
+            run_id,
+            ..Summary::default()
+        },
+        errors: rejected,
+        started,
+        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        output: None,
+        shown: 10,
+        deliver: deliver_now,
+        commit: StateCommit {
             key: &key,
             version: &version,
             inputs: &inputs,
             applied: &applied,
             kv: None,
         },
-    )?;
-    for object in &pending {
-        // Applied: a batch left behind adds nothing when merged again.
-        let _ = storage.delete(&object.key);
-    }
-    let unrecorded = deliver(
-        project,
-        storage.as_ref(),
-        &target,
-        &seen.routed,
-        &mut summary,
-        &mut errors,
-        deliver_now,
-    );
-    Ok(Merged::Done(Box::new(RunReport {
-        summary,
-        alerts: seen.shown,
-        errors,
-        unrecorded,
-        output_location: target.location(),
-        batches: Vec::new(),
-    })))
+    };
+    let report = group_commit_deliver(project, storage, ending, || {
+        for object in &pending {
+            // Applied: a batch left behind adds nothing when merged again.
+            let _ = storage.delete(&object.key);
+        }
+    })?;
+    Ok(Merged::Done(Box::new(report)))
 }
 
 /// Adds a batch's matches of inputs not applied yet to `matches`, and its
@@ -638,7 +607,7 @@ fn read_batch(
     let head = head.map_err(|e| corrupt(e.to_string()))?;
     let header: BatchHeader =
         serde_json::from_str(&head).map_err(|e| corrupt(format!("line 1: {e}")))?;
-    let fresh: Vec<&String> = header
+    let fresh: std::collections::BTreeSet<&String> = header
         .inputs
         .iter()
         .filter(|(location, record)| {
@@ -724,15 +693,6 @@ pub fn pending(storage: &dyn Storage) -> Result<BTreeMap<u32, Duration>, EngineE
         *entry = (*entry).max(age);
     }
     Ok(out)
-}
-
-impl Default for Settle {
-    fn default() -> Self {
-        Self {
-            quiet: Duration::from_secs(10),
-            longest: Duration::from_secs(120),
-        }
-    }
 }
 
 #[cfg(test)]

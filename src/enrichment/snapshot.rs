@@ -460,10 +460,7 @@ fn try_sync_dynamic(
         WriteMode::Overwrite => fresh.last().into_iter().collect(),
         WriteMode::Append => fresh.iter().collect(),
     };
-    let temp = tempfile::tempdir().map_err(|e| EnrichmentError::File {
-        path: std::env::temp_dir().display().to_string(),
-        message: format!("cannot create a temporary folder: {e}"),
-    })?;
+    let temp = temp_dir()?;
     let mut batches = Vec::new();
     if def.write_mode == WriteMode::Append {
         if let Some(previous) = manifest {
@@ -560,10 +557,7 @@ fn try_sync_refreshed(
         };
         return Ok((outcome, None));
     }
-    let temp = tempfile::tempdir().map_err(|e| EnrichmentError::File {
-        path: std::env::temp_dir().display().to_string(),
-        message: format!("cannot create a temporary folder: {e}"),
-    })?;
+    let temp = temp_dir()?;
     let name = object.rsplit('/').next().unwrap_or(object);
     let local = temp.path().join(name);
     download(source, object, &local)?;
@@ -604,6 +598,14 @@ fn try_sync_refreshed(
         uploads: vec![url],
     };
     Ok((outcome, Some((batch, manifest))))
+}
+
+/// A temporary folder for downloaded data (removed on drop).
+fn temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| EnrichmentError::File {
+        path: std::env::temp_dir().display().to_string(),
+        message: format!("cannot create a temporary folder: {e}"),
+    })
 }
 
 /// Streams an object to a local file.

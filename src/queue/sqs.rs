@@ -78,6 +78,21 @@ impl SqsQueue {
         }
     }
 
+    /// The first entry a batch call refused, as an error naming it.
+    fn refused(
+        &self,
+        operation: &'static str,
+        failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+    ) -> Result<(), QueueError> {
+        match failed.first() {
+            None => Ok(()),
+            Some(f) => Err(self.error(
+                operation,
+                &format!("message {}: {}", f.id(), f.message().unwrap_or(f.code())),
+            )),
+        }
+    }
+
     /// A failed call, with the SDK's whole chain of causes.
     fn sdk_error(&self, operation: &'static str, e: impl std::error::Error) -> QueueError {
         self.error(operation, &aws_sdk_sqs::error::DisplayErrorContext(e))
@@ -150,16 +165,7 @@ impl SqsQueue {
                         .send(),
                 )
                 .map_err(|e| self.sdk_error("DeleteMessageBatch", e))?;
-            if let Some(failed) = out.failed().first() {
-                return Err(self.error(
-                    "DeleteMessageBatch",
-                    &format!(
-                        "message {}: {}",
-                        failed.id(),
-                        failed.message().unwrap_or(failed.code())
-                    ),
-                ));
-            }
+            self.refused("DeleteMessageBatch", out.failed())?;
         }
         Ok(())
     }
@@ -218,16 +224,7 @@ impl SqsQueue {
                         .send(),
                 )
                 .map_err(|e| self.sdk_error("SendMessageBatch", e))?;
-            if let Some(failed) = out.failed().first() {
-                return Err(self.error(
-                    "SendMessageBatch",
-                    &format!(
-                        "message {}: {}",
-                        failed.id(),
-                        failed.message().unwrap_or(failed.code())
-                    ),
-                ));
-            }
+            self.refused("SendMessageBatch", out.failed())?;
         }
         Ok(())
     }

@@ -40,33 +40,40 @@ fn aws(endpoint: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// (rule, source) of every match of every run in the project's storage.
-fn matched(project: &Project) -> Vec<(String, String)> {
+/// The rows of `file` (`matches.jsonl`, `alerts.jsonl`) of every run in
+/// the project's storage, oldest run first.
+fn run_rows(project: &Project, file: &str) -> Vec<serde_json::Value> {
     let runs = project.path().join(".ravenwatch/runs");
-    let mut out: Vec<(String, String)> = project
+    project
         .run_ids()
         .iter()
         // A run that was not committed is no run (`query` hides it too).
         .filter(|id| !runs.join(id).join("incomplete").exists())
-        .flat_map(|id| {
-            read_jsonl(
-                &project
-                    .path()
-                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
-            )
-        })
+        .flat_map(|id| read_jsonl(&runs.join(id).join(file)))
+        .collect()
+}
+
+/// (`field`, the object and line it came from) of every match recorded.
+fn match_places(project: &Project, field: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = run_rows(project, "matches.jsonl")
+        .iter()
         .map(|m| {
             let source = m["source"].as_str().unwrap_or_default();
             // The object's place, whichever URL form reached it.
             let place = source.rsplit_once('/').map_or(source, |(_, tail)| tail);
             (
-                m["rule"].as_str().unwrap_or_default().to_string(),
+                m[field].as_str().unwrap_or_default().to_string(),
                 place.to_string(),
             )
         })
         .collect();
     out.sort();
     out
+}
+
+/// (rule, source) of every match of every run in the project's storage.
+fn matched(project: &Project) -> Vec<(String, String)> {
+    match_places(project, "rule")
 }
 
 fn sample_parts(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -454,47 +461,17 @@ fn a_worker_carries_on_from_the_state_a_run_left() {
 /// Every alert's last state across the project's runs (an alert a later
 /// merge updated appears again there), by id.
 fn final_alerts(project: &Project) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let mut out = std::collections::BTreeMap::new();
-    for id in project.run_ids() {
-        let path = project
-            .path()
-            .join(format!(".ravenwatch/runs/{id}/alerts.jsonl"));
-        for a in read_jsonl(&path) {
-            let key = a["id"].as_str().unwrap_or_default().to_string();
+    run_rows(project, "alerts.jsonl")
+        .into_iter()
+        .map(|a| {
             let kept = serde_json::json!({
                 "rule": a["rule"], "dedupe": a["dedupe"], "match_count": a["match_count"],
                 "activated": a["activated"], "window_start": a["window_start"],
                 "first_match_time": a["first_match_time"], "last_match_time": a["last_match_time"],
             });
-            out.insert(key, kept);
-        }
-    }
-    out
-}
-
-/// (alert id, source) of every match the project's runs recorded.
-fn grouped_matches(project: &Project) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = project
-        .run_ids()
-        .iter()
-        .flat_map(|id| {
-            read_jsonl(
-                &project
-                    .path()
-                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
-            )
+            (a["id"].as_str().unwrap_or_default().to_string(), kept)
         })
-        .map(|m| {
-            let source = m["source"].as_str().unwrap_or_default();
-            let place = source.rsplit_once('/').map_or(source, |(_, tail)| tail);
-            (
-                m["alert_id"].as_str().unwrap_or_default().to_string(),
-                place.to_string(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// Three workers at once over 200 objects: their rounds finish out of
@@ -568,19 +545,14 @@ fn three_workers_over_200_objects_alert_as_one_run_and_late_events_join_their_wi
     let expected = final_alerts(&reference);
     assert!(expected.len() > 50, "{}", expected.len());
     assert_eq!(final_alerts(&project), expected);
-    assert_eq!(grouped_matches(&project), grouped_matches(&reference));
+    assert_eq!(
+        match_places(&project, "alert_id"),
+        match_places(&reference, "alert_id")
+    );
 
     // Late events, sent after everything was merged.
-    let first = project
-        .run_ids()
-        .iter()
-        .flat_map(|id| {
-            read_jsonl(
-                &project
-                    .path()
-                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
-            )
-        })
+    let first = run_rows(&project, "matches.jsonl")
+        .into_iter()
         .min_by_key(|m| m["time"].as_str().unwrap_or_default().to_string())
         .expect("a match");
     let alert = first["alert_id"].as_str().unwrap().to_string();
