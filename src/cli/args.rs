@@ -112,17 +112,8 @@ pub enum Command {
         /// Keep polling the inputs (folders, S3 prefixes) for new files and process each once; SIGTERM or Ctrl-C finishes the inputs in hand, commits and exits 0.
         #[arg(long, conflicts_with_all = ["output", "reprocess"])]
         follow: bool,
-        /// With --follow: seconds between polls when nothing is new.
-        #[arg(
-            long,
-            default_value_t = 10,
-            value_name = "SECONDS",
-            requires = "follow"
-        )]
-        poll_seconds: u64,
-        /// With --follow: at most this many new inputs per committed run.
-        #[arg(long, default_value_t = 20, value_name = "N", requires = "follow", value_parser = clap::value_parser!(u64).range(1..))]
-        batch_inputs: u64,
+        #[command(flatten)]
+        every: FollowArgs,
     },
     /// Show the filter each Python rule derives from its code: the condition, what fell back to "keep" and why, purity; with --input, the share of events it passes.
     Explain {
@@ -193,6 +184,38 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// How `run --follow` paces itself and lists S3.
+#[derive(Debug, clap::Args)]
+pub struct FollowArgs {
+    /// With --follow: seconds between polls when nothing is new.
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "SECONDS",
+        requires = "follow"
+    )]
+    pub poll_seconds: u64,
+    /// With --follow: at most this many new inputs per committed run.
+    #[arg(long, default_value_t = 20, value_name = "N", requires = "follow", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_inputs: u64,
+    /// With --follow over S3: how late an object may be written with a key below ones already processed (CloudTrail: minutes); each date-ordered folder is listed from past its processed objects older than this.
+    #[arg(
+        long,
+        default_value_t = 3600,
+        value_name = "SECONDS",
+        requires = "follow"
+    )]
+    pub lookback_seconds: u64,
+    /// With --follow over S3: how often to walk the prefixes again for new folders (accounts, regions).
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECONDS",
+        requires = "follow"
+    )]
+    pub discover_seconds: u64,
 }
 
 /// How workers group alerts across machines (`worker`, `lambda`).

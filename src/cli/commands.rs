@@ -60,11 +60,11 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
             verify_filters,
             reprocess,
             follow,
-            poll_seconds,
-            batch_inputs,
+            every,
         } => {
             let options = RunOptions {
                 inputs,
+                listed: None,
                 table,
                 output: None,
                 progress: true,
@@ -83,12 +83,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 defer_grouping: false,
             };
             if follow {
-                super::follow::follow(
-                    &cli.global,
-                    options,
-                    std::time::Duration::from_secs(poll_seconds),
-                    usize::try_from(batch_inputs).unwrap_or(usize::MAX),
-                )
+                super::follow::follow(&cli.global, options, &every)
             } else {
                 run(&cli.global, options, output)
             }

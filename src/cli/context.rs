@@ -111,6 +111,15 @@ pub(super) fn open_uploads(global: &GlobalArgs, project: &Project) -> Result<Arc
 }
 
 /// An engine error as the CLI reports it: a usage mistake exits 2.
+/// An input problem: a usage error when it is a mistake in the paths.
+pub(super) fn from_log(e: crate::logs::LogError) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError(e.to_string()).into()
+    } else {
+        e.into()
+    }
+}
+
 pub(super) fn from_engine(e: crate::engine::EngineError) -> anyhow::Error {
     match e {
         crate::engine::EngineError::Usage(message) => UsageError(message).into(),

@@ -4,32 +4,54 @@
 //! state says which are new), so what exactly-once means for one run holds
 //! for the stream. SIGTERM or SIGINT lets the round in hand finish and
 //! commit, then exits 0. Progress and lag go to the terminal and to
-//! `<storage>/state/follow.json`.
+//! `<storage>/state/follow.json`. S3 prefixes are listed through
+//! per-folder cursors ([`Follower`]), so a poll costs what is new.
 
-use super::args::{GlobalArgs, Outcome};
-use super::context::{from_engine, load_project, open_storage};
+use super::args::{FollowArgs, GlobalArgs, Outcome};
+use super::context::{from_engine, from_log, load_project, open_storage};
 use crate::engine::{self, RunOptions};
+use crate::logs::{Cursors, Follower, Input};
 use crate::text::count;
 use anyhow::Result;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where the follow status is written, beside the alert state.
 const STATUS_KEY: &str = "state/follow.json";
+/// Where the S3 listing cursors are kept between followers (losing them
+/// costs one whole listing, nothing else: the ledger decides what is new).
+const CURSORS_KEY: &str = "state/follow-cursors.json";
 
 pub(super) fn follow(
     global: &GlobalArgs,
     mut options: RunOptions,
-    poll: Duration,
-    batch: usize,
+    every: &FollowArgs,
 ) -> Result<Outcome> {
     let project = load_project(global)?;
     let storage = open_storage(global, &project)?;
     let stop = stop_flag()?;
+    let batch = usize::try_from(every.batch_inputs).unwrap_or(usize::MAX);
+    let poll = Duration::from_secs(every.poll_seconds);
     options.max_inputs = Some(batch);
     options.progress = false;
     let paths = options.inputs.clone();
+    let cursors = match storage.read(CURSORS_KEY)? {
+        // Unreadable cursors only cost a whole listing: start over.
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => Cursors::new(),
+    };
+    let mut follower = Follower::new(
+        &paths,
+        &project.settings.aws,
+        (
+            Duration::from_secs(every.lookback_seconds),
+            Duration::from_secs(every.discover_seconds),
+        ),
+        cursors,
+    )
+    .map_err(from_log)?;
     let started = chrono::Utc::now();
     let (mut rounds, mut inputs_done, mut events) = (0u64, 0u64, 0u64);
     eprintln!(
@@ -42,14 +64,24 @@ pub(super) fn follow(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let (pending, newest) =
-            engine::pending_inputs(&project, storage.as_ref(), &paths).map_err(from_engine)?;
-        if pending > 0 {
+        let listed = follower.list().map_err(from_log)?;
+        let newest = listed.iter().filter_map(Input::modified_ms).max();
+        let mut pending = engine::pending_inputs(storage.as_ref(), listed).map_err(from_engine)?;
+        let names: HashSet<String> = pending.iter().map(Input::name).collect();
+        if follower.advance(&names, chrono::Utc::now().timestamp_millis()) {
+            storage.write(CURSORS_KEY, &serde_json::to_vec(follower.cursors())?)?;
+        }
+        // Oldest written first, across folders and accounts.
+        pending.sort_by_cached_key(|i| (i.modified_ms().unwrap_or(0), i.name()));
+        let waiting = pending.len();
+        if waiting > 0 {
+            options.listed = Some(pending);
             let report = engine::run(&project, Arc::clone(&storage), options.clone())
                 .map_err(from_engine)?;
+            options.listed = None;
             let s = &report.summary;
             rounds += 1;
-            let read = pending.min(batch) as u64;
+            let read = waiting.min(batch) as u64;
             inputs_done += read;
             events += s.events;
             let lag = newest.map(|ms| (chrono::Utc::now().timestamp_millis() - ms) / 1000);
@@ -60,6 +92,7 @@ pub(super) fn follow(
                     format!("; newest input written {l}s ago")
                 }),
             );
+            let cost = follower.cost();
             let status = serde_json::json!({
                 "following": paths,
                 "since": started.to_rfc3339(),
@@ -68,11 +101,16 @@ pub(super) fn follow(
                 "runs": rounds,
                 "inputs_processed": inputs_done,
                 "events": events,
-                "pending_inputs": pending.saturating_sub(batch),
+                "pending_inputs": waiting.saturating_sub(batch),
                 "newest_input_lag_seconds": lag,
+                "last_listing": {
+                    "s3_partitions": cost.partitions,
+                    "s3_requests": cost.requests,
+                    "s3_objects": cost.objects,
+                },
             });
             storage.write(STATUS_KEY, status.to_string().as_bytes())?;
-            if pending > batch {
+            if waiting > batch {
                 continue; // more waiting: no pause
             }
         }

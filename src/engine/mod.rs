@@ -76,6 +76,9 @@ pub enum EngineError {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub inputs: Vec<String>,
+    /// Inputs already listed (`--follow` lists through its cursors): read
+    /// these instead of expanding `inputs`.
+    pub listed: Option<Vec<Input>>,
     /// Log table of the inputs; optional when the project has one schema.
     pub table: Option<String>,
     /// Output location; `None` means `<storage>/runs/<run id>/`.
@@ -176,7 +179,10 @@ pub fn run(
     let table = project
         .log_table_for(options.table.as_deref())
         .map_err(EngineError::Usage)?;
-    let inputs = expand(project, &options.inputs)?;
+    let inputs = match options.listed.clone() {
+        Some(listed) => listed,
+        None => expand(project, &options.inputs)?,
+    };
     let grouping = grouping(storage.as_ref())?;
     let (state, state_version) = load_state(storage.as_ref(), grouping)?;
     let now = chrono::Utc::now();
@@ -481,37 +487,33 @@ pub fn expand(project: &Project, paths: &[String]) -> Result<Vec<Input>, EngineE
     })
 }
 
-/// What `run --follow` polls for: how many of `paths`' inputs no committed
-/// run processed yet, and when the newest input of all was written (epoch
-/// milliseconds).
+/// What `run --follow` reads next: those of `inputs` no committed run
+/// processed yet (by stamp: a touched file counts, and the run it starts
+/// finds its content unchanged and remembers the new stamp).
 ///
 /// # Errors
-/// An input that cannot be listed or read, or an unreadable alert state.
+/// An unreadable alert state, or an input with nothing to recognise it by
+/// (standard input, a named pipe).
 pub fn pending_inputs(
-    project: &Project,
     storage: &dyn Storage,
-    paths: &[String],
-) -> Result<(usize, Option<i64>), EngineError> {
-    let inputs = expand(project, paths)?;
+    inputs: Vec<Input>,
+) -> Result<Vec<Input>, EngineError> {
     let (state, _) = match grouping(storage)? {
         None => AlertState::load(storage)?,
         Some(g) => ledger(storage, g)?,
     };
-    let newest = inputs.iter().filter_map(Input::modified_ms).max();
-    let mut new = 0;
-    for input in &inputs {
+    let mut pending = Vec::new();
+    for input in inputs {
         let Some((location, stamp)) = input.stamp() else {
             return Err(EngineError::Usage(
                 "--follow needs files, folders or S3 prefixes (standard input and named pipes cannot be polled)".into(),
             ));
         };
-        // Only stamps: a touched file counts, and the run it starts finds
-        // its content unchanged and remembers the new stamp.
         if state.inputs.get(&location).is_none_or(|r| r.stamp != stamp) {
-            new += 1;
+            pending.push(input);
         }
     }
-    Ok((new, newest))
+    Ok(pending)
 }
 
 /// The enabled rules of `table`, planned once; SQL problems abort the run

@@ -628,7 +628,12 @@ fn read_batch(
     }
     matches.extend(batch).map_err(|e| spool_error(&e))?;
     for (location, record) in header.inputs {
-        applied.entry(location).or_insert(record);
+        // A new version (the object re-uploaded) replaces the old one, so
+        // a re-sent batch of it is recognised too.
+        let known = applied.get(&location);
+        if known.is_none_or(|a| a.version != record.version) {
+            applied.insert(location, record);
+        }
     }
     for (location, record) in header.ledger {
         inputs.insert(location, record);
@@ -711,6 +716,33 @@ mod tests {
             seen.insert(k);
         }
         assert_eq!(seen.len(), 8, "200 keys reach every shard");
+    }
+
+    /// A batch of one match of `s3://b/x` at `version`.
+    fn batch(storage: &dyn Storage, key: &str, version: &str) {
+        let record = format!(r#"{{"version": "{version}", "stamp": "{version}", "run_id": "r"}}"#);
+        let m = r#"{"rule": "r", "time_us": 0, "time": "", "dedupe": "d", "title": "t", "severity": "medium", "context": {}, "source": "s3://b/x#1", "event": {}, "description": null, "runbook": null, "reference": null, "destinations": [], "explicit_destinations": false}"#;
+        let text = format!(
+            "{{\"round\": \"r\", \"inputs\": {{\"s3://b/x\": {record}}}}}\n{{\"input\": \"s3://b/x\", \"m\": {m}}}\n"
+        );
+        storage.write(key, text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_batch_sent_again_adds_nothing_even_for_a_reuploaded_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::LocalStorage::new(dir.path());
+        let (mut applied, mut inputs) = (BTreeMap::new(), BTreeMap::new());
+        let mut matches = MatchSpool::new().unwrap();
+        let mut merge = |version: &str| {
+            batch(&storage, "b.jsonl", version);
+            read_batch(&storage, "b.jsonl", &mut applied, &mut inputs, &mut matches).unwrap();
+            matches.len()
+        };
+        assert_eq!(merge("v1"), 1);
+        assert_eq!(merge("v1"), 1, "the same batch again adds nothing");
+        assert_eq!(merge("v2"), 2, "a new version of the object counts");
+        assert_eq!(merge("v2"), 2, "and its batch sent again does not");
     }
 
     #[test]

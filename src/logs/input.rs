@@ -136,7 +136,7 @@ impl Input {
 /// How standard input is named in sources (`stdin:12`) and messages.
 pub const STDIN_NAME: &str = "stdin";
 
-fn is_hidden(name: &str) -> bool {
+pub(super) fn is_hidden(name: &str) -> bool {
     name.rsplit('/').next().is_some_and(|n| n.starts_with('.'))
 }
 

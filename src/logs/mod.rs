@@ -9,11 +9,13 @@
 
 mod batch;
 mod decode;
+mod follow;
 mod input;
 mod reader;
 
 pub use batch::{BatchParts, EventBatch, PositionKind, ReadColumn, ReadColumns};
 pub use decode::{DecodePlan, FUTURE_SKEW_US, MAX_NESTING};
+pub use follow::{Cursors, Follower, PollCost};
 pub use input::{
     expand_inputs, frame_inputs, read_inputs, read_inputs_parallel, Input, PREFETCH, STDIN_NAME,
     STREAM_ABOVE,

@@ -80,6 +80,18 @@ pub struct ObjectInfo {
     pub modified_ms: i64,
 }
 
+/// One level or range of a listing ([`Storage::list_after`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Objects, sorted by key.
+    pub objects: Vec<ObjectInfo>,
+    /// With a delimited listing: the folders directly below the prefix
+    /// (keys relative to the storage root, no trailing `/`), sorted.
+    pub folders: Vec<String>,
+    /// Requests it took (S3 pages), for the cost a poll reports.
+    pub requests: u32,
+}
+
 /// Condition of a conditional write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -154,6 +166,50 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Listing failures.
     fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// The objects under `prefix` (a folder) whose keys sort after
+    /// `start_after` (S3: `StartAfter`, so the listing costs what it
+    /// returns). With `delimited`, only the objects directly in the folder
+    /// and the folders below it (S3: `Delimiter=/`).
+    ///
+    /// # Errors
+    /// Listing failures.
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimited: bool,
+    ) -> Result<Listing> {
+        let folder = prefix.trim_end_matches('/');
+        let mut listing = Listing {
+            requests: 1,
+            ..Listing::default()
+        };
+        for object in self.list_info(folder)? {
+            if start_after.is_some_and(|after| object.key.as_str() <= after) {
+                continue;
+            }
+            let rest = object
+                .key
+                .strip_prefix(folder)
+                .unwrap_or(&object.key)
+                .trim_start_matches('/');
+            match rest.split_once('/') {
+                Some((child, _)) if delimited => {
+                    let child = if folder.is_empty() {
+                        child.to_string()
+                    } else {
+                        format!("{folder}/{child}")
+                    };
+                    if listing.folders.last() != Some(&child) {
+                        listing.folders.push(child);
+                    }
+                }
+                _ => listing.objects.push(object),
+            }
+        }
+        listing.folders.dedup();
+        Ok(listing)
+    }
     /// The object at exactly `key`, without listing (S3: one HeadObject);
     /// `None` when absent.
     ///

@@ -8,7 +8,7 @@
 //! objects that several runs may update. Transient failures are retried by
 //! the SDK's standard retry strategy with exponential backoff.
 
-use super::{AwsSettings, ObjectInfo, Precondition, Result, Storage, StorageError};
+use super::{AwsSettings, Listing, ObjectInfo, Precondition, Result, Storage, StorageError};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -177,6 +177,19 @@ impl S3Storage {
             (true, _) => key.to_string(),
             (false, true) => self.prefix.clone(),
             (false, false) => format!("{}/{}", self.prefix, key),
+        }
+    }
+
+    /// A listed object, its key relative to the root.
+    fn object_info(&self, key: &str, object: &aws_sdk_s3::types::Object) -> ObjectInfo {
+        ObjectInfo {
+            key: self.relative(key).to_string(),
+            size: object.size().unwrap_or(0).max(0) as u64,
+            version: object.e_tag().unwrap_or_default().to_string(),
+            modified_ms: object
+                .last_modified()
+                .and_then(|t| t.to_millis().ok())
+                .unwrap_or(0),
         }
     }
 
@@ -524,18 +537,9 @@ impl Storage for S3Storage {
                 .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
-                if key.ends_with('/') {
-                    continue;
+                if !key.ends_with('/') {
+                    out.push(self.object_info(key, object));
                 }
-                out.push(ObjectInfo {
-                    key: self.relative(key).to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    version: object.e_tag().unwrap_or_default().to_string(),
-                    modified_ms: object
-                        .last_modified()
-                        .and_then(|t| t.to_millis().ok())
-                        .unwrap_or(0),
-                });
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
@@ -544,6 +548,56 @@ impl Storage for S3Storage {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    fn list_after(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        delimited: bool,
+    ) -> Result<Listing> {
+        let folder = self.full_key(prefix.trim_end_matches('/'));
+        let folder = if folder.is_empty() {
+            folder
+        } else {
+            format!("{folder}/")
+        };
+        let mut listing = Listing::default();
+        let mut token: Option<String> = None;
+        loop {
+            let page = runtime()
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(&folder)
+                        .set_start_after(start_after.map(|k| self.full_key(k)))
+                        .set_delimiter(delimited.then(|| "/".to_string()))
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            listing.requests += 1;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                if !key.ends_with('/') {
+                    listing.objects.push(self.object_info(key, object));
+                }
+            }
+            for common in page.common_prefixes() {
+                if let Some(p) = common.prefix() {
+                    let p = self.relative(p).trim_end_matches('/');
+                    listing.folders.push(p.to_string());
+                }
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        listing.folders.sort();
+        Ok(listing)
     }
 
     fn delete(&self, key: &str) -> Result<()> {

@@ -727,3 +727,102 @@ fn large_uploads_use_multipart_and_stream_back() {
         0
     );
 }
+
+/// `run --follow` over an S3 prefix of CloudTrail-like folders lists each
+/// account's dated folders from its own cursor: a new object of the first
+/// account (sorting before the last account's keys) is seen, a new
+/// account is found by the next walk, and a poll lists only what is past
+/// the cursors.
+#[test]
+fn follow_over_s3_lists_each_account_from_its_own_cursor() {
+    let Some(s3) = s3() else { return };
+    let bucket = s3.bucket();
+    let p = Project::example();
+    write_settings(&p, ".ravenwatch", &s3.endpoint, 4);
+    let logs = std::fs::read(repo().join("tests/data/logs/four_failures.jsonl")).unwrap();
+    let key = |account: &str, day: &str, n: u32| {
+        format!("AWSLogs/{account}/CloudTrail/us-east-1/2026/12/{day}/{account}_CloudTrail_us-east-1_202612{day}T{n:04}Z.jsonl")
+    };
+    let (a, b, c) = ("111111111111", "222222222222", "333333333333");
+    for k in [key(a, "01", 1), key(a, "01", 2), key(b, "01", 1)] {
+        s3.put(&bucket, &k, &logs);
+    }
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ravenwatch"));
+    cmd.current_dir(p.path())
+        .args(["-p", ".", "run", "--input"])
+        .arg(format!("s3://{bucket}/AWSLogs"))
+        .args(["--follow", "--poll-seconds", "1", "--lookback-seconds", "0"])
+        .args(["--discover-seconds", "1", "--no-deliver"])
+        .env_remove("VIRTUAL_ENV")
+        .envs(s3.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let state = |name: &str| -> serde_json::Value {
+        std::fs::read(p.path().join(".ravenwatch/state").join(name))
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+            .unwrap_or_default()
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < until,
+                "the follower never {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let processed = |n: usize| {
+        move || {
+            state("alerts.json")["inputs"]
+                .as_object()
+                .map_or(0, serde_json::Map::len)
+                >= n
+        }
+    };
+    wait_until("processed the first 3 objects", &processed(3));
+    s3.put(&bucket, &key(a, "02", 1), &logs);
+    wait_until("processed account a's new object", &processed(4));
+    s3.put(&bucket, &key(c, "02", 1), &logs);
+    wait_until("found the new account", &processed(5));
+    let partition = |account: &str| format!("s3://{bucket}/AWSLogs/{account}/CloudTrail/us-east-1");
+    wait_until("moved every cursor", &|| {
+        state("follow-cursors.json")
+            .as_object()
+            .is_some_and(|m| m.len() == 3)
+    });
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+
+    let cursors = state("follow-cursors.json");
+    assert_eq!(cursors[partition(a)], key(a, "02", 1), "{cursors}");
+    assert_eq!(cursors[partition(b)], key(b, "01", 1), "{cursors}");
+    assert_eq!(cursors[partition(c)], key(c, "02", 1), "{cursors}");
+    // The round that read account c's object listed at most that object
+    // and account a's newest (not yet passed), never all five.
+    let last = &state("follow.json")["last_listing"];
+    assert_eq!(last["s3_partitions"], 3, "{last}");
+    assert!(last["s3_objects"].as_u64().unwrap() <= 2, "{last}");
+    // Each object's events counted once.
+    let matches: usize = p
+        .run_ids()
+        .iter()
+        .map(|id| {
+            crate::read_jsonl(
+                &p.path()
+                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
+            )
+            .len()
+        })
+        .sum();
+    let once = crate::read_jsonl(&repo().join("tests/data/logs/four_failures.jsonl")).len();
+    assert_eq!(matches, 5 * once, "{stdout}");
+}
