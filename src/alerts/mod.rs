@@ -11,10 +11,12 @@
 
 mod errors;
 mod grouper;
+mod ledger;
 mod state;
 
 pub use errors::{ErrorKind, ErrorRecord};
 pub use grouper::{output_order, state_order, AlertGrouper, Closed, RuleSettings};
+pub use ledger::{known as ledger_known, marker_key, write_markers, LEDGER_PREFIX};
 pub use state::{
     commit_state_file, write_state, AlertState, InputRecord, StateError, StateVersion, STATE_KEY,
 };

@@ -52,6 +52,8 @@ pub(super) fn follow(
         cursors,
     )
     .map_err(from_log)?;
+    // Inputs found processed by the last poll: no ledger read for them.
+    let mut seen = HashSet::new();
     let started = chrono::Utc::now();
     let (mut rounds, mut inputs_done, mut events) = (0u64, 0u64, 0u64);
     eprintln!(
@@ -66,7 +68,8 @@ pub(super) fn follow(
         }
         let listed = follower.list().map_err(from_log)?;
         let newest = listed.iter().filter_map(Input::modified_ms).max();
-        let mut pending = engine::pending_inputs(storage.as_ref(), listed).map_err(from_engine)?;
+        let mut pending =
+            engine::pending_inputs(storage.as_ref(), listed, &mut seen).map_err(from_engine)?;
         let names: HashSet<String> = pending.iter().map(Input::name).collect();
         if follower.advance(&names, chrono::Utc::now().timestamp_millis()) {
             storage.write(CURSORS_KEY, &serde_json::to_vec(follower.cursors())?)?;

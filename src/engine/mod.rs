@@ -42,10 +42,10 @@ use crate::storage::{Storage, StorageError};
 use kv::{RunKv, KV_ENV};
 use output::{write_outputs, RunOutputs};
 use pipeline::{evaluate_batch, python_selections, spawn_reader, BatchPreparer};
-use shards::{finish_round, input_names, ledger, Round};
+use shards::{finish_round, input_names, round_state, Round};
 use spool::{AlertSpool, MatchSpool, RunAlerts};
 use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -192,11 +192,11 @@ pub fn run(
         ledger,
         skipped,
     } = select_inputs(
+        storage.as_ref(),
         inputs,
         &state,
         &run_id,
-        options.reprocess,
-        options.max_inputs,
+        (options.reprocess, options.max_inputs),
     )?;
     let kv = RunKv::prepare(project, storage.as_ref(), &state)?;
     let names = grouping.map(|_| input_names(&inputs)).unwrap_or_default();
@@ -253,8 +253,9 @@ pub fn run(
         return finish_round(project, &storage, &options, round);
     }
 
-    // Inputs this run processed join the ledger of those before it.
-    let all_inputs: BTreeMap<_, _> = state.inputs.clone().into_iter().chain(ledger).collect();
+    // The state carries this run's ledger entries (its journal); the
+    // previous journal went out as markers when the state was loaded.
+    let all_inputs = ledger;
     let ending = Ending {
         rules: &rules,
         state,
@@ -382,9 +383,13 @@ fn load_state(
         None => {
             let loaded = AlertState::load(storage)?;
             repair_last_commit(storage, &loaded.0)?;
+            // The last commit's journal goes out as markers before this
+            // run's commit replaces it (a state of an older version holds
+            // the whole ledger: it goes out once).
+            crate::alerts::write_markers(storage, &loaded.0.inputs)?;
             Ok(loaded)
         }
-        Some(g) => ledger(storage, g),
+        Some(_) => round_state(storage),
     }
 }
 
@@ -422,24 +427,36 @@ struct Selected {
 /// # Errors
 /// A local input that cannot be read.
 fn select_inputs(
+    storage: &dyn Storage,
     inputs: Vec<Input>,
     state: &AlertState,
     run_id: &str,
-    reprocess: bool,
-    max_inputs: Option<usize>,
+    (reprocess, max_inputs): (bool, Option<usize>),
 ) -> Result<Selected, EngineError> {
     let mut keep = Vec::with_capacity(inputs.len());
     let mut ledger = BTreeMap::new();
     let mut skipped = 0;
-    for input in inputs {
+    let stamped: Vec<(Input, Option<(String, String)>)> = inputs
+        .into_iter()
+        .map(|input| {
+            let stamp = input.stamp();
+            (input, stamp)
+        })
+        .collect();
+    let locations: Vec<String> = stamped
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|(location, _)| location.clone()))
+        .collect();
+    let records = crate::alerts::ledger_known(storage, &state.inputs, &locations)?;
+    for (input, stamp) in stamped {
         if max_inputs.is_some_and(|max| keep.len() >= max) {
             break;
         }
-        let Some((location, stamp)) = input.stamp() else {
+        let Some((location, stamp)) = stamp else {
             keep.push(input);
             continue;
         };
-        let known = state.inputs.get(&location);
+        let known = records.get(&location);
         if !reprocess && known.is_some_and(|r| r.stamp == stamp) {
             skipped += 1;
             continue;
@@ -489,7 +506,9 @@ pub fn expand(project: &Project, paths: &[String]) -> Result<Vec<Input>, EngineE
 
 /// What `run --follow` reads next: those of `inputs` no committed run
 /// processed yet (by stamp: a touched file counts, and the run it starts
-/// finds its content unchanged and remembers the new stamp).
+/// finds its content unchanged and remembers the new stamp). `seen` holds
+/// the (location, stamp) of inputs an earlier poll found processed, which
+/// need no ledger read; it is left holding those of this poll.
 ///
 /// # Errors
 /// An unreadable alert state, or an input with nothing to recognise it by
@@ -497,22 +516,39 @@ pub fn expand(project: &Project, paths: &[String]) -> Result<Vec<Input>, EngineE
 pub fn pending_inputs(
     storage: &dyn Storage,
     inputs: Vec<Input>,
+    seen: &mut HashSet<(String, String)>,
 ) -> Result<Vec<Input>, EngineError> {
-    let (state, _) = match grouping(storage)? {
-        None => AlertState::load(storage)?,
-        Some(g) => ledger(storage, g)?,
+    let journal = match grouping(storage)? {
+        None => AlertState::load(storage)?.0.inputs,
+        Some(_) => BTreeMap::new(),
     };
-    let mut pending = Vec::new();
+    let mut stamped = Vec::with_capacity(inputs.len());
     for input in inputs {
         let Some((location, stamp)) = input.stamp() else {
             return Err(EngineError::Usage(
                 "--follow needs files, folders or S3 prefixes (standard input and named pipes cannot be polled)".into(),
             ));
         };
-        if state.inputs.get(&location).is_none_or(|r| r.stamp != stamp) {
+        stamped.push((input, location, stamp));
+    }
+    let locations: Vec<String> = stamped
+        .iter()
+        .filter(|(_, l, s)| !seen.contains(&(l.clone(), s.clone())))
+        .map(|(_, l, _)| l.clone())
+        .collect();
+    let records = crate::alerts::ledger_known(storage, &journal, &locations)?;
+    let mut pending = Vec::new();
+    let mut processed = HashSet::new();
+    for (input, location, stamp) in stamped {
+        let key = (location, stamp);
+        let done = seen.contains(&key) || records.get(&key.0).is_some_and(|r| r.stamp == key.1);
+        if done {
+            processed.insert(key);
+        } else {
             pending.push(input);
         }
     }
+    *seen = processed;
     Ok(pending)
 }
 

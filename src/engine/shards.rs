@@ -4,11 +4,13 @@
 //! A storage whose `state/grouping.json` names K shards (written by the
 //! first `worker`) keeps its alert windows in `state/alerts/<k>.json`, one
 //! state per shard, each committed with its own conditional write. A
-//! detection round reads nothing of them but the ledger: it writes its
-//! matches as batch files `groups/<k>/<round>.jsonl`, one per shard that
-//! got matches (shard = hash(rule, dedupe) mod K), and the round's input
-//! ledger into the file of shard hash(round) mod K, written last: once the
-//! ledger claims an input, every batch of that input exists. A merge of
+//! detection round reads none of them (its inputs' ledger markers say what
+//! is processed): it writes its matches as batch files
+//! `groups/<k>/<round>.jsonl`, one per shard that got matches (shard =
+//! hash(rule, dedupe) mod K), and the round's input ledger into the file of
+//! shard hash(round) mod K, written last: once the ledger batch claims an
+//! input, every batch of that input exists, and the round writes the
+//! inputs' markers. A merge of
 //! shard k (one at a time per shard: the FIFO group queue, or a
 //! conditional write that fails) groups every pending batch of k in
 //! event-time order into its windows, records the inputs it applied (a
@@ -139,7 +141,8 @@ pub fn enable(storage: &dyn Storage, shards: u32) -> Result<Grouping, EngineErro
         let k = shard_of(&alert.rule, &alert.dedupe, wanted.shards) as usize;
         parts[k].alerts.push(alert);
     }
-    parts[0].inputs = single.inputs;
+    // The ledger goes out as markers (rounds read those, not the shards).
+    crate::alerts::write_markers(storage, &single.inputs)?;
     for (k, part) in parts.iter().enumerate() {
         let key = shard_key(u32::try_from(k).unwrap_or(0));
         let json = serde_json::to_vec(part).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -172,25 +175,21 @@ pub fn enable(storage: &dyn Storage, shards: u32) -> Result<Grouping, EngineErro
     Ok(wanted)
 }
 
-/// The input ledger of a sharded storage (every shard's part) and the
-/// caching store's pointer, as one state for choosing a round's inputs.
+/// What a round of a sharded storage starts from: the caching store's
+/// pointer (its own state, committed per round), with no windows (the
+/// shards hold those) and no ledger (the markers are the ledger).
 ///
 /// # Errors
-/// Storage failures or an unreadable shard state.
-pub(super) fn ledger(
+/// Storage failures or an unreadable pointer.
+pub(super) fn round_state(
     storage: &dyn Storage,
-    grouping: Grouping,
 ) -> Result<(AlertState, StateVersion), EngineError> {
     let (pointer, kv_version) = AlertState::load_at(storage, KV_POINTER_KEY)?;
-    let mut all = AlertState {
+    let state = AlertState {
         kv: pointer.kv,
         ..AlertState::default()
     };
-    for k in 0..grouping.shards {
-        let (part, _) = AlertState::load_at(storage, &shard_key(k))?;
-        all.inputs.extend(part.inputs);
-    }
-    Ok((all, kv_version))
+    Ok((state, kv_version))
 }
 
 /// Input name (as in a match's `source`) → ledger location, for the
@@ -370,6 +369,10 @@ pub(super) fn finish_round(
         &names,
         &ledger,
     )?;
+    // Claimed (the ledger batch is written): the markers let later rounds
+    // and runs skip these inputs. A round that dies before this is covered
+    // by the merge, which writes the markers of the ledger batches it reads.
+    crate::alerts::write_markers(storage.as_ref(), &ledger)?;
     let no_alerts = super::spool::AlertSpool::new()
         .and_then(super::spool::AlertSpool::finish)
         .map_err(|e| spool_error(&e))?;
@@ -545,7 +548,12 @@ pub fn merge(
             Err(e) => return Err(e),
         }
     }
+    // The ledger batches' entries (and a state of an older version's
+    // ledger) go out as markers, in case their rounds died before they
+    // could; the shard keeps no ledger of its own.
+    crate::alerts::write_markers(storage.as_ref(), &inputs)?;
     let now = chrono::Utc::now();
+    forget_old_applied(&mut applied, now);
     let run_id = format!("{}-g{shard:03}", now.format("%Y%m%dT%H%M%S%.3fZ"));
     let rules: Vec<crate::config::DetectionDef> = project
         .detections
@@ -570,7 +578,7 @@ pub fn merge(
         commit: StateCommit {
             key: &key,
             version: &version,
-            inputs: &inputs,
+            inputs: &BTreeMap::new(),
             applied: &applied,
             kv: None,
         },
@@ -582,6 +590,25 @@ pub fn merge(
         }
     })?;
     Ok(Merged::Done(Box::new(report)))
+}
+
+/// How long a shard remembers the inputs it applied: the longest an SQS
+/// queue keeps a message (14 days), so a notification redelivered after a
+/// worker died mid-round still finds its input applied.
+const APPLIED_FOR: chrono::Duration = chrono::Duration::days(14);
+
+/// Drops applied records of rounds older than [`APPLIED_FOR`] (a record
+/// whose round time cannot be read is kept).
+fn forget_old_applied(
+    applied: &mut BTreeMap<String, InputRecord>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let horizon = now - APPLIED_FOR;
+    applied.retain(|_, record| {
+        let time = record.run_id.split('-').next().unwrap_or_default();
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%S%.3fZ")
+            .map_or(true, |t| t.and_utc() >= horizon)
+    });
 }
 
 /// Adds a batch's matches of inputs not applied yet to `matches`, and its
@@ -743,6 +770,29 @@ mod tests {
         assert_eq!(merge("v1"), 1, "the same batch again adds nothing");
         assert_eq!(merge("v2"), 2, "a new version of the object counts");
         assert_eq!(merge("v2"), 2, "and its batch sent again does not");
+    }
+
+    #[test]
+    fn applied_records_are_forgotten_after_fourteen_days() {
+        let now = chrono::Utc::now();
+        let at = |t: chrono::DateTime<chrono::Utc>| InputRecord {
+            version: "v".into(),
+            stamp: "v".into(),
+            run_id: format!("{}-0a0b0c", t.format("%Y%m%dT%H%M%S%.3fZ")),
+        };
+        let mut applied = BTreeMap::from([
+            ("old".to_string(), at(now - chrono::Duration::days(15))),
+            ("recent".to_string(), at(now - chrono::Duration::days(13))),
+            (
+                "odd".to_string(),
+                InputRecord {
+                    run_id: "unknown".into(),
+                    ..at(now)
+                },
+            ),
+        ]);
+        forget_old_applied(&mut applied, now);
+        assert_eq!(applied.keys().collect::<Vec<_>>(), ["odd", "recent"]);
     }
 
     #[test]

@@ -178,6 +178,39 @@ pub struct RunResult {
     pub output: Output,
 }
 
+/// The inputs the ledger of a local storage holds: the last commit's
+/// journal (`state/alerts.json` `inputs`) and the markers under
+/// `state/ledger/`.
+pub fn ledger_locations(storage: &Path) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    if let Some(state) = std::fs::read_to_string(storage.join("state/alerts.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    {
+        if let Some(inputs) = state["inputs"].as_object() {
+            found.extend(inputs.keys().cloned());
+        }
+    }
+    let Ok(fans) = std::fs::read_dir(storage.join("state/ledger")) else {
+        return found;
+    };
+    for fan in fans.flatten() {
+        for marker in std::fs::read_dir(fan.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let marker: Option<Value> = std::fs::read_to_string(marker.path())
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(location) = marker.as_ref().and_then(|m| m["location"].as_str()) {
+                found.insert(location.to_string());
+            }
+        }
+    }
+    found
+}
+
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -248,6 +248,66 @@ fn an_input_is_processed_once_across_runs_unless_reprocessed() {
     );
 }
 
+/// The ledger is kept as one marker per input: the alert state carries
+/// only the last run's entries, however many inputs came before, and a
+/// state written with the whole ledger inside goes out as markers.
+#[test]
+fn the_state_keeps_only_the_last_runs_ledger_entries_and_markers_keep_the_rest() {
+    let p = Project::example();
+    let inbox = p.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let four = repo().join("tests/data/logs/four_failures.jsonl");
+    let state_inputs = || -> Vec<String> {
+        let state: Value = serde_json::from_str(
+            &std::fs::read_to_string(p.path().join(".ravenwatch/state/alerts.json")).unwrap(),
+        )
+        .unwrap();
+        state["inputs"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for name in ["a", "b", "c"] {
+        let file = inbox.join(format!("{name}.jsonl"));
+        std::fs::copy(&four, &file).unwrap();
+        let r = p.run(&[
+            "run",
+            "--input",
+            file.to_str().unwrap(),
+            "--output",
+            &format!("out/{name}"),
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let inputs = state_inputs();
+        assert_eq!(inputs.len(), 1, "{inputs:?}");
+        assert!(inputs[0].ends_with(&format!("{name}.jsonl")));
+    }
+    let all = p.run(&["run", "--input", "inbox", "--output", "out/all"]);
+    assert!(
+        all.stdout
+            .starts_with("3 inputs already processed, skipped"),
+        "{}",
+        all.stdout
+    );
+    // An older state holds the whole ledger: the next run writes it out.
+    let path = p.path().join(".ravenwatch/state/alerts.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let record =
+        serde_json::json!({"version": "v", "stamp": "v", "run_id": "20240101T000000.000Z"});
+    for n in 0..300 {
+        state["inputs"][format!("s3://old/logs/{n}.json")] = record.clone();
+    }
+    std::fs::write(&path, state.to_string()).unwrap();
+    let d = inbox.join("d.jsonl");
+    std::fs::copy(&four, &d).unwrap();
+    let r = p.run(&["run", "--input", d.to_str().unwrap(), "--output", "out/d"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(state_inputs().len(), 1);
+    let ledger = crate::ledger_locations(&p.path().join(".ravenwatch"));
+    assert_eq!(ledger.len(), 304, "a, b, c, d and the 300 of the old state");
+    assert!(ledger.contains("s3://old/logs/299.json"));
+}
+
 #[test]
 fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
     let p = Project::example();
@@ -273,13 +333,7 @@ fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let ledger = || -> usize {
-        std::fs::read_to_string(p.path().join(".ravenwatch/state/alerts.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|s| s["inputs"].as_object().map(serde_json::Map::len))
-            .unwrap_or(0)
-    };
+    let ledger = || crate::ledger_locations(&p.path().join(".ravenwatch")).len();
     let wait_for = |n: usize| {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while ledger() < n {

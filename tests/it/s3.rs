@@ -774,13 +774,10 @@ fn follow_over_s3_lists_each_account_from_its_own_cursor() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     };
+    let storage = p.path().join(".ravenwatch");
     let processed = |n: usize| {
-        move || {
-            state("alerts.json")["inputs"]
-                .as_object()
-                .map_or(0, serde_json::Map::len)
-                >= n
-        }
+        let storage = storage.clone();
+        move || crate::ledger_locations(&storage).len() >= n
     };
     wait_until("processed the first 3 objects", &processed(3));
     s3.put(&bucket, &key(a, "02", 1), &logs);
