@@ -221,7 +221,7 @@ pub struct FollowArgs {
 /// How workers group alerts across machines (`worker`, `lambda`).
 #[derive(Debug, clap::Args)]
 pub struct GroupingArgs {
-    /// The SQS FIFO queue that orders the merges of each grouping shard (`worker` default: `<queue name>-groups.fifo` beside the input queue, created if missing; `lambda`: without it, alerts are grouped in one state, one invocation at a time).
+    /// The SQS FIFO queue that orders the merges of each grouping shard (else `group_queue:` in ravenwatch.yml; `worker` default: `<queue name>-groups.fifo` beside the input queue, created if missing; `lambda`: without it, alerts are grouped in one state, one invocation at a time).
     #[arg(long, value_name = "URL")]
     pub group_queue: Option<String>,
     /// Grouping shards, when the storage is not sharded yet (an existing count is kept).

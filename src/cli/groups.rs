@@ -24,8 +24,9 @@ pub(super) struct MergeOptions {
     pub deliver: bool,
 }
 
-/// The group queue: `--group-queue`, else `<input queue name>-groups.fifo`
-/// beside the input queue (created if missing).
+/// The group queue: `url` (`--group-queue`, or `group_queue:` in
+/// `ravenwatch.yml`), else `<input queue name>-groups.fifo` beside the
+/// input queue (created if missing).
 ///
 /// # Errors
 /// The queue cannot be created.
@@ -38,7 +39,7 @@ pub(super) fn open(input: &SqsQueue, url: Option<&str>, settle: Settle) -> Resul
         .create_fifo_beside(&name, settle.quiet.max(Duration::from_secs(30)))
         .map_err(|e| {
             anyhow::anyhow!(
-                "{e}\nthe worker creates the queue of the grouping shards' merges, {name}, beside the input queue: allow it sqs:CreateQueue, or create it yourself (FIFO) and name it with --group-queue"
+                "{e}\nthe worker creates the queue of the grouping shards' merges, {name}, beside the input queue: allow it sqs:CreateQueue, or create it yourself (FIFO) and name it with --group-queue or group_queue: in ravenwatch.yml"
             )
         })
 }

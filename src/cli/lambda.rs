@@ -32,7 +32,11 @@ pub(super) fn serve(
         .build()?;
     let ready = load_project(global).and_then(|p| {
         let storage = open_storage(global, &p)?;
-        let groups = match &grouping.group_queue {
+        let named = grouping
+            .group_queue
+            .as_ref()
+            .or(p.settings.group_queue.as_ref());
+        let groups = match named {
             Some(url) => {
                 engine::enable_sharding(storage.as_ref(), grouping.shards).map_err(from_engine)?;
                 Some(SqsQueue::open(url, &p.settings.aws))

@@ -31,7 +31,8 @@ pub(super) struct QueueOptions {
     /// Python worker processes (default: the cores available).
     pub workers: Option<usize>,
     pub deliver: bool,
-    /// The FIFO queue of the shards' merges (`None`: beside the input queue).
+    /// The FIFO queue of the shards' merges (`None`: `group_queue:` of
+    /// `ravenwatch.yml`, else beside the input queue).
     pub group_queue: Option<String>,
     /// Shards when the storage is not sharded yet.
     pub shards: u32,
@@ -48,11 +49,11 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
     let queue = SqsQueue::open(&queue_options.url, &project.settings.aws);
     let grouping =
         engine::enable_sharding(storage.as_ref(), queue_options.shards).map_err(from_engine)?;
-    let groups = super::groups::open(
-        &queue,
-        queue_options.group_queue.as_deref(),
-        queue_options.settle,
-    )?;
+    let named = queue_options
+        .group_queue
+        .as_deref()
+        .or(project.settings.group_queue.as_deref());
+    let groups = super::groups::open(&queue, named, queue_options.settle)?;
     let merging = super::groups::MergeOptions {
         settle: queue_options.settle,
         hold: queue_options.visibility,

@@ -27,6 +27,8 @@ pub struct RawProject {
     pub delivery: Option<RawDelivery>,
     /// The longest one Python rule call may run (seconds).
     pub rule_timeout_seconds: Option<f64>,
+    /// The SQS FIFO queue of the grouping shards' merges (`worker`, `lambda`).
+    pub group_queue: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -65,6 +67,9 @@ pub struct ProjectSettings {
     pub delivery: DeliverySettings,
     /// The longest one Python rule call may run before it is stopped.
     pub rule_timeout: std::time::Duration,
+    /// `group_queue:` the SQS FIFO queue of the grouping shards' merges
+    /// (`--group-queue` wins).
+    pub group_queue: Option<String>,
 }
 
 impl Project {
@@ -269,6 +274,20 @@ pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSet
             DEFAULT_RULE_TIMEOUT
         }
     };
+    let group_queue = raw.group_queue.filter(|url| {
+        let fifo = (url.starts_with("https://") || url.starts_with("http://"))
+            && url.trim_end_matches('/').ends_with(".fifo");
+        if !fifo {
+            errors.push(
+                ConfigError::new(
+                    &file,
+                    format!("group_queue must be the URL of an SQS FIFO queue (https://sqs.<region>.amazonaws.com/<account>/<name>.fifo), got `{url}`"),
+                )
+                .at(super::locate::locate_key(&source, "group_queue")),
+            );
+        }
+        fifo
+    });
     let name = raw.name.unwrap_or_else(|| {
         root.canonicalize()
             .ok()
@@ -291,6 +310,7 @@ pub(super) fn load_settings(root: &Path, errors: &mut Diagnostics) -> ProjectSet
             .unwrap_or_default(),
         delivery,
         rule_timeout,
+        group_queue,
     }
 }
 

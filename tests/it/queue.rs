@@ -339,7 +339,8 @@ fn the_lambda_runtime_answers_failed_messages_as_batch_item_failures() {
     assert!(!expected.is_empty());
 }
 
-/// With `--group-queue`, a Lambda invocation of input records leaves the
+/// With a group queue (`group_queue:` in ravenwatch.yml), a Lambda
+/// invocation of input records leaves the
 /// round's batches for the shards and triggers them in the FIFO queue;
 /// invocations from that queue (a second event source mapping) merge the
 /// shards they name: the alerts of one run.
@@ -382,6 +383,11 @@ fn the_lambda_runtime_groups_through_the_fifo_queue_it_is_mapped_to() {
         Reply::text(202, "")
     });
     let project = Project::example();
+    // Named in ravenwatch.yml (`--group-queue` would name it too).
+    let settings = project.path().join("ravenwatch.yml");
+    let mut yml = std::fs::read_to_string(&settings).unwrap();
+    yml.push_str(&format!("\ngroup_queue: {groups}\n"));
+    std::fs::write(&settings, yml).unwrap();
     let address = api.url.trim_start_matches("http://").to_string();
     let mut env: Vec<(&str, &str)> = setup.env().to_vec();
     env.push(("AWS_LAMBDA_RUNTIME_API", &address));
@@ -389,8 +395,6 @@ fn the_lambda_runtime_groups_through_the_fifo_queue_it_is_mapped_to() {
         "lambda",
         "--workers",
         "1",
-        "--group-queue",
-        &groups,
         "--shards",
         "4",
         "--settle-seconds",
