@@ -109,7 +109,7 @@ pub enum Command {
         /// Read inputs again that a committed run already processed (by default they are skipped: the input ledger in the alert state).
         #[arg(long)]
         reprocess: bool,
-        /// Keep polling the inputs (folders, S3 prefixes) for new files and process each once; SIGTERM or Ctrl-C finishes the inputs in hand, commits and exits 0.
+        /// Keep polling the inputs (folders, S3 prefixes) for new files and process each once; SIGTERM or Ctrl-C finishes the input in hand, commits what was read and exits 0.
         #[arg(long, conflicts_with_all = ["output", "reprocess"])]
         follow: bool,
         #[command(flatten)]

@@ -81,6 +81,7 @@ pub fn dispatch(cli: Cli) -> Result<Outcome> {
                 reprocess,
                 max_inputs: None,
                 defer_grouping: false,
+                stop: None,
             };
             if follow {
                 super::follow::follow(&cli.global, options, &every)

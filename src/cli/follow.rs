@@ -1,9 +1,9 @@
 //! `ravenwatch run --follow`: keeps polling folders or S3 prefixes and
 //! processes each new input once. Every round is an ordinary committed run
-//! over at most `--batch-inputs` new inputs (the input ledger in the alert
-//! state says which are new), so what exactly-once means for one run holds
-//! for the stream. SIGTERM or SIGINT lets the round in hand finish and
-//! commit, then exits 0. Progress and lag go to the terminal and to
+//! over at most `--batch-inputs` new inputs (the input ledger says which
+//! are new), so what exactly-once means for one run holds for the stream.
+//! SIGTERM or SIGINT ends the round after the input in hand, commits what
+//! it read (the rest stay new), then exits 0. Progress and lag go to the terminal and to
 //! `<storage>/state/follow.json`. S3 prefixes are listed through
 //! per-folder cursors ([`Follower`]), so a poll costs what is new.
 
@@ -36,6 +36,8 @@ pub(super) fn follow(
     let poll = Duration::from_secs(every.poll_seconds);
     options.max_inputs = Some(batch);
     options.progress = false;
+    // A stop ends the round after the input in hand, committing what it read.
+    options.stop = Some(Arc::clone(&stop));
     let paths = options.inputs.clone();
     let cursors = match storage.read(CURSORS_KEY)? {
         // Unreadable cursors only cost a whole listing: start over.
@@ -84,7 +86,7 @@ pub(super) fn follow(
             options.listed = None;
             let s = &report.summary;
             rounds += 1;
-            let read = waiting.min(batch) as u64;
+            let read = (waiting.min(batch) as u64).saturating_sub(s.inputs_left);
             inputs_done += read;
             events += s.events;
             let lag = newest.map(|ms| (chrono::Utc::now().timestamp_millis() - ms) / 1000);
@@ -104,7 +106,7 @@ pub(super) fn follow(
                 "runs": rounds,
                 "inputs_processed": inputs_done,
                 "events": events,
-                "pending_inputs": waiting.saturating_sub(batch),
+                "pending_inputs": waiting.saturating_sub(batch) as u64 + s.inputs_left,
                 "newest_input_lag_seconds": lag,
                 "last_listing": {
                     "s3_partitions": cost.partitions,

@@ -109,6 +109,9 @@ pub struct RunOptions {
     /// Sharded grouping: leave the round's batches for the shards' merges
     /// (workers) instead of merging them at once (`run`).
     pub defer_grouping: bool,
+    /// Once set, the run starts no further input and commits those read
+    /// (`run --follow` on SIGTERM); the others stay new for the next run.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The result of a completed run.
@@ -189,7 +192,7 @@ pub fn run(
     let run_id = run_id(now, grouping.is_some());
     let Selected {
         inputs,
-        ledger,
+        mut ledger,
         skipped,
     } = select_inputs(
         storage.as_ref(),
@@ -227,8 +230,13 @@ pub fn run(
     let decoded = run_read_paths(project, table, &python_rules, &plan);
     let preparer = BatchPreparer::new(watcher, plan, table);
     let mut matches = MatchSpool::new().map_err(|e| spool_error(&e))?;
-    let reader = EventReader::with_read_paths(table, &decoded);
-    let preparer = read_and_evaluate(
+    let reader = EventReader::with_read_paths(table, &decoded).stopping_on(options.stop.clone());
+    let given: Vec<Input> = if options.stop.is_some() {
+        inputs.clone()
+    } else {
+        Vec::new()
+    };
+    let (preparer, read) = read_and_evaluate(
         reader,
         inputs,
         preparer,
@@ -238,6 +246,14 @@ pub fn run(
         (&mut summary, &mut matches, &mut errors),
     )?;
     record_reader_state(preparer, &rules, &mut summary, &mut errors);
+    // Stopped early: the inputs not started are not recorded, so the next
+    // run reads them.
+    for unread in given.iter().skip(read) {
+        summary.inputs_left += 1;
+        if let Some((location, _)) = unread.stamp() {
+            ledger.remove(&location);
+        }
+    }
     if let Some(grouping) = grouping {
         let round = Round {
             grouping,
@@ -662,7 +678,7 @@ fn read_and_evaluate(
     mut pool: Option<WorkerPool>,
     progress: bool,
     (summary, spool, errors): (&mut Summary, &mut MatchSpool, &mut Vec<ErrorRecord>),
-) -> Result<BatchPreparer, EngineError> {
+) -> Result<(BatchPreparer, usize), EngineError> {
     let mut matches = Vec::new();
     let python_rules = rules.iter().filter(|r| !r.is_sql()).count();
     let mut progress = Progress::new(progress, &inputs);

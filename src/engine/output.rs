@@ -44,6 +44,10 @@ pub struct Summary {
     /// (the input ledger in the alert state).
     #[serde(skip_serializing_if = "is_zero")]
     pub inputs_skipped: u64,
+    /// Inputs not started because the run was told to stop (`run --follow`
+    /// on SIGTERM): not recorded, so the next run reads them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inputs_left: u64,
     pub events: u64,
     pub rule_matches: u64,
     pub alerts: u64,

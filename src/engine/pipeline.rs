@@ -82,19 +82,19 @@ impl BatchPreparer {
 /// Starts the reader thread: inputs decoded on `decoders` threads
 /// ([`read_inputs_parallel`]), each batch prepared in input order. It
 /// stops early when the receiver is dropped and hands the preparer back
-/// when joined.
+/// when joined, with how many inputs were read to their end.
 pub(super) fn spawn_reader(
     reader: EventReader,
     inputs: Vec<Input>,
     mut preparer: BatchPreparer,
     decoders: usize,
-) -> (Receiver<Prepared>, JoinHandle<BatchPreparer>) {
+) -> (Receiver<Prepared>, JoinHandle<(BatchPreparer, usize)>) {
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Prepared>(CHANNEL_DEPTH);
     let handle = std::thread::spawn(move || {
-        read_inputs_parallel(Arc::new(reader), inputs, decoders, &mut |item| {
+        let read = read_inputs_parallel(Arc::new(reader), inputs, decoders, &mut |item| {
             sender.send(preparer.prepare(item)).is_ok()
         });
-        preparer
+        (preparer, read)
     });
     (receiver, handle)
 }

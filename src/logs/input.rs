@@ -288,13 +288,14 @@ pub fn read_inputs(
 /// [`read_inputs`] with the decoding on `decoders` threads: one thread
 /// frames the inputs into chunks, the decoders decode chunks as they come,
 /// and `sink` gets every item on the calling thread in input order, as
-/// [`read_inputs`] would give them.
+/// [`read_inputs`] would give them. Returns how many inputs were read to
+/// their end (fewer than given when the reader was told to stop).
 pub fn read_inputs_parallel(
     reader: Arc<EventReader>,
     inputs: Vec<Input>,
     decoders: usize,
     sink: &mut dyn FnMut(ReadItem) -> bool,
-) {
+) -> usize {
     use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
     /// The framing thread's output, in input order.
     enum InOrder {
@@ -306,7 +307,7 @@ pub fn read_inputs_parallel(
     let (framed_tx, framed_rx) = sync_channel::<InOrder>(decoders);
     let (jobs_tx, jobs_rx) = channel::<(Undecoded, SyncSender<Vec<ReadItem>>)>();
     let jobs_rx = Arc::new(std::sync::Mutex::new(jobs_rx));
-    let mut threads: Vec<JoinHandle<()>> = (0..decoders)
+    let threads: Vec<JoinHandle<()>> = (0..decoders)
         .map(|_| {
             let jobs = Arc::clone(&jobs_rx);
             let reader = Arc::clone(&reader);
@@ -322,7 +323,7 @@ pub fn read_inputs_parallel(
         })
         .collect();
     let framer = Arc::clone(&reader);
-    threads.push(std::thread::spawn(move || {
+    let framing = std::thread::spawn(move || {
         frame_inputs(&framer, inputs, &mut |framed| {
             let next = match framed {
                 Framed::Chunk(chunk) => {
@@ -335,8 +336,8 @@ pub fn read_inputs_parallel(
                 Framed::Ready(item) => InOrder::Ready(item),
             };
             framed_tx.send(next).is_ok()
-        });
-    }));
+        })
+    });
     'taking: for next in &framed_rx {
         let items = match next {
             InOrder::Ready(item) => vec![item],
@@ -354,18 +355,22 @@ pub fn read_inputs_parallel(
     }
     // Stops the framer at its next chunk; the decoders end with it.
     drop(framed_rx);
+    let read = framing.join().unwrap_or(0);
     for thread in threads {
         let _ = thread.join();
     }
+    read
 }
 
 /// [`read_inputs`], leaving chunks of events undecoded (the run decodes
-/// them on several threads).
+/// them on several threads). Returns how many inputs were read to their
+/// end; none is started once the reader is told to stop.
 pub fn frame_inputs(
     reader: &EventReader,
     inputs: Vec<Input>,
     sink: &mut dyn FnMut(Framed) -> bool,
-) {
+) -> usize {
+    let mut read = 0;
     let mut pending: VecDeque<(Input, Option<Fetch>)> = VecDeque::new();
     let mut rest = inputs.into_iter();
     let open = std::cell::Cell::new(true);
@@ -379,6 +384,9 @@ pub fn frame_inputs(
             let Some(input) = rest.next() else { break };
             let fetch = start_fetch(&input);
             pending.push_back((input, fetch));
+        }
+        if reader.stop_requested() {
+            break;
         }
         let Some((input, fetch)) = pending.pop_front() else {
             break;
@@ -422,6 +430,7 @@ pub fn frame_inputs(
         if !open.get() {
             break;
         }
+        read += 1;
     }
     // Let in-flight fetches finish; their results are dropped.
     for (_, fetch) in pending {
@@ -429,4 +438,5 @@ pub fn frame_inputs(
             let _ = f.join();
         }
     }
+    read
 }

@@ -56,6 +56,8 @@ pub struct EventReader {
     table: Arc<str>,
     plan: Arc<DecodePlan>,
     batch_size: usize,
+    /// Once set, no further input is started (`run --follow` stopping).
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl EventReader {
@@ -76,7 +78,22 @@ impl EventReader {
                 read_paths,
             )),
             batch_size: BATCH_SIZE,
+            stop: None,
         }
+    }
+
+    /// Starts no further input once `flag` is set: the input in hand is
+    /// read to its end, the rest are left unread.
+    pub fn stopping_on(mut self, flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    /// Whether no further input should be started.
+    pub fn stop_requested(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     pub fn with_batch_size(mut self, n: usize) -> Self {
@@ -715,5 +732,22 @@ mod tests {
             taken < 3
         });
         assert_eq!(taken, 3);
+        // Told to stop while reading the first input: it is read to its
+        // end, the other two are not started.
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = EventReader::new(&table())
+            .with_batch_size(7)
+            .stopping_on(Some(Arc::clone(&flag)));
+        let inputs: Vec<_> = (0..3)
+            .map(|n| crate::logs::Input::File(dir.path().join(format!("{n}.jsonl"))))
+            .collect();
+        let mut items = 0;
+        let read = crate::logs::read_inputs_parallel(Arc::new(reader), inputs, 2, &mut |_| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            items += 1;
+            true
+        });
+        assert_eq!(read, 1);
+        assert_eq!(items, 29 + 12, "the whole first input");
     }
 }

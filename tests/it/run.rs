@@ -434,3 +434,50 @@ fn a_run_on_a_sharded_storage_merges_and_sets_an_unreadable_batch_aside() {
         "{errors}"
     );
 }
+
+/// A run told to stop (`run --follow` on SIGTERM) starts no further input
+/// and commits what it read: inputs it did not start are not recorded, so
+/// the next run reads them.
+#[test]
+fn a_stopped_run_records_only_the_inputs_it_read() {
+    use ravenwatch::engine::{run, RunOptions};
+    let p = Project::example();
+    let inbox = p.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let four = repo().join("tests/data/logs/four_failures.jsonl");
+    for name in ["a", "b", "c"] {
+        std::fs::copy(&four, inbox.join(format!("{name}.jsonl"))).unwrap();
+    }
+    let project = ravenwatch::config::Project::load(p.path()).unwrap();
+    let storage: std::sync::Arc<dyn ravenwatch::storage::Storage> = std::sync::Arc::new(
+        ravenwatch::storage::LocalStorage::new(p.path().join(".ravenwatch")),
+    );
+    let options = |stop: bool| RunOptions {
+        inputs: vec![inbox.display().to_string()],
+        workers: 1,
+        worker_command: Some(env!("CARGO_BIN_EXE_ravenwatch").into()),
+        auto_filter: true,
+        stop: Some(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            stop,
+        ))),
+        ..RunOptions::default()
+    };
+    let stopped = run(&project, std::sync::Arc::clone(&storage), options(true)).unwrap();
+    assert_eq!(stopped.summary.inputs_left, 3);
+    assert_eq!(stopped.summary.events, 0);
+    assert!(crate::ledger_locations(&p.path().join(".ravenwatch")).is_empty());
+    let next = run(&project, storage, options(false)).unwrap();
+    assert_eq!(next.summary.inputs_left, 0);
+    assert_eq!(
+        next.summary.inputs_skipped, 0,
+        "nothing was recorded as read"
+    );
+    assert_eq!(
+        next.summary.events,
+        3 * crate::read_jsonl(&four).len() as u64
+    );
+    assert_eq!(
+        crate::ledger_locations(&p.path().join(".ravenwatch")).len(),
+        3
+    );
+}
