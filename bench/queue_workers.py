@@ -11,6 +11,9 @@ merges, and the matches (which must not change). Then the latency from an
 upload to the merge that records its alerts, with one idle worker. Needs
 boto3 (run it with the test venv's python) and MiniStack in its own venv
 (`~/.cache/ravenwatch-ministack`, as the test command installs it).
+Each worker prints the AWS requests it sent; the sums per object are the
+cost of an object in requests (with `--s3-storage`, the ledger markers,
+batches, state commits and outputs are S3 requests too).
 """
 import argparse
 import glob
@@ -37,6 +40,8 @@ def main():
                    help="messages per run: small enough that every worker gets some")
     p.add_argument("--settle", type=int, default=2,
                    help="--settle-seconds of the workers (a merge waits this long after the last round)")
+    p.add_argument("--s3-storage", action="store_true",
+                   help="keep the storage (state, ledger, batches, outputs) in a MiniStack bucket, not on disk")
     a = p.parse_args()
     venv = os.environ.get("RAVENWATCH_MINISTACK_VENV", os.path.expanduser("~/.cache/ravenwatch-ministack"))
     work = tempfile.mkdtemp()
@@ -72,10 +77,29 @@ def run(a, endpoint, work):
 
     def storage(name):
         path = os.path.join(work, f"storage-{name}")
+        if a.s3_storage:
+            s3.create_bucket(Bucket=f"{name}-store")
+            path = f"s3://{name}-store/ravenwatch"
         # Tables loaded once beforehand, as a running deployment has them.
         subprocess.run([a.ravenwatch, "-p", a.project, "--storage", path, "enrichment", "sync"],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env)
         return path
+
+    def requests(errs):
+        """Requests the workers sent, by `service:operation`, from their last line."""
+        total = {}
+        for e in errs:
+            for line in e.splitlines():
+                if not line.startswith("requests sent: "):
+                    continue
+                for service in line[len("requests sent: "):].split("), "):
+                    name, _, ops = service.partition(" (")
+                    name = name.split()[0]
+                    for op in ops.rstrip(")").split(", "):
+                        op_name, n = op.rsplit(" ", 1)
+                        key = f"{name}:{op_name}"
+                        total[key] = total.get(key, 0) + int(n.replace(",", ""))
+        return total
 
     print(f"== {a.objects} objects of {a.per_object:,} events, workers each with one Python worker")
     for workers in (1, 2, 4):
@@ -105,14 +129,23 @@ def run(a, endpoint, work):
         seconds = time.perf_counter() - start
         rounds = sum(o.count("\nrun ") + o.startswith("run ") for o, _ in outs)
         merges = sum(o.count("\nmerge ") + o.startswith("merge ") for o, _ in outs)
-        matches = sum(1 for f in glob.glob(f"{path}/runs/*/matches.jsonl")
-                      if not os.path.exists(os.path.join(os.path.dirname(f), "incomplete"))
-                      for _ in open(f))
+        if a.s3_storage:
+            matches = count_s3_matches(s3, f"{name}-store")
+        else:
+            matches = sum(1 for f in glob.glob(f"{path}/runs/*/matches.jsonl")
+                          if not os.path.exists(os.path.join(os.path.dirname(f), "incomplete"))
+                          for _ in open(f))
         left = sum(e.count("stays in the queue") for _, e in outs)
         detect = seconds - a.settle
         print(f"{workers} worker(s): {seconds:.2f} s to the last merge ({events / seconds:,.0f} events/s; "
               f"{events / detect:,.0f} events/s without the {a.settle} s settle), {rounds} rounds, "
               f"{merges} merges, {matches} matches; {left} messages left for redelivery")
+        sent = requests(e for _, e in outs)
+        for service in ("s3", "sqs"):
+            ops = {k.split(":", 1)[1]: v for k, v in sent.items() if k.startswith(service + ":")}
+            if ops:
+                detail = ", ".join(f"{op} {n / a.objects:.2f}" for op, n in sorted(ops.items()))
+                print(f"  {service} requests per object: {sum(ops.values()) / a.objects:.2f} ({detail})")
     name = "bench-latency"
     url = arrange(name)
     path = storage(name)
@@ -143,6 +176,19 @@ def run(a, endpoint, work):
     worker.wait()
     print(f"upload → round done → first merge committed (settle {a.settle} s), one idle worker: "
           + ", ".join(f"{d:.2f} s → {m:.2f} s" for d, m in latencies))
+
+
+def count_s3_matches(s3, bucket):
+    """Matches in the committed runs of a storage in `bucket`."""
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="ravenwatch/runs/"):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    incomplete = {k.rsplit("/", 1)[0] for k in keys if k.endswith("/incomplete")}
+    n = 0
+    for k in keys:
+        if k.endswith("/matches.jsonl") and k.rsplit("/", 1)[0] not in incomplete:
+            n += s3.get_object(Bucket=bucket, Key=k)["Body"].read().count(b"\n")
+    return n
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@
 //! journal out as markers before its own commit replaces it; a run that
 //! fails writes nothing new, and writing a marker twice is harmless. A
 //! grouping round writes the markers of its inputs once its batches are
-//! written (they are then claimed: the merges will apply them), and a merge
-//! writes those of the ledger batches it applies, in case the round died
-//! before it could.
+//! written: they are then claimed, since the merges will apply them.
 
 use super::InputRecord;
 use crate::storage::{Storage, StorageError};

@@ -132,6 +132,9 @@ pub(super) fn follow(
         count(events, "event"),
         started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
+    if let Some(requests) = crate::storage::requests_line() {
+        eprintln!("requests sent: {requests}");
+    }
     Ok(Outcome::Done)
 }
 

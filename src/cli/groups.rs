@@ -148,8 +148,11 @@ pub(super) fn merge_ready(
             );
             groups.delete(&junk.iter().collect::<Vec<_>>())?;
         }
+        // Deleted, or handed back after a while, in as few calls as the
+        // shards' outcomes allow (deleted only after their merges commit).
+        let mut done: Vec<Received> = Vec::new();
+        let mut later: BTreeMap<u64, Vec<Received>> = BTreeMap::new();
         for (shard, messages) in by_shard {
-            let refs: Vec<&Received> = messages.iter().collect();
             match engine::merge(
                 project,
                 storage,
@@ -159,16 +162,19 @@ pub(super) fn merge_ready(
             ) {
                 Ok(Merged::Done(report)) => {
                     print_merge(shard, &report);
-                    groups.delete(&refs)?;
+                    done.extend(messages);
                 }
-                Ok(Merged::Nothing) => groups.delete(&refs)?,
+                Ok(Merged::Nothing) => done.extend(messages),
                 Ok(Merged::Waiting(wait)) => {
-                    groups.extend(&messages, wait)?;
+                    later
+                        .entry(wait.as_secs().max(1))
+                        .or_default()
+                        .extend(messages);
                     next = Some(next.map_or(wait, |n| n.min(wait)));
                 }
                 Err(e) if engine::lost_race(&e) => {
                     // Another process merged it meanwhile: look again soon.
-                    groups.extend(&messages, Duration::from_secs(1))?;
+                    later.entry(1).or_default().extend(messages);
                 }
                 Err(e) => {
                     eprintln!(
@@ -176,9 +182,16 @@ pub(super) fn merge_ready(
                         from_engine(e),
                         options.settle.quiet.as_secs()
                     );
-                    groups.extend(&messages, options.settle.quiet)?;
+                    later
+                        .entry(options.settle.quiet.as_secs().max(1))
+                        .or_default()
+                        .extend(messages);
                 }
             }
+        }
+        groups.delete(&done.iter().collect::<Vec<_>>())?;
+        for (seconds, messages) in later {
+            groups.extend(&messages, Duration::from_secs(seconds))?;
         }
     }
     Ok(Merging { handled, next })

@@ -109,6 +109,9 @@ pub(super) fn consume(global: &GlobalArgs, queue_options: &QueueOptions) -> Resu
             String::new()
         }
     );
+    if let Some(requests) = crate::storage::requests_line() {
+        eprintln!("requests sent: {requests}");
+    }
     Ok(Outcome::Done)
 }
 

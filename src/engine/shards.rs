@@ -7,10 +7,8 @@
 //! detection round reads none of them (its inputs' ledger markers say what
 //! is processed): it writes its matches as batch files
 //! `groups/<k>/<round>.jsonl`, one per shard that got matches (shard =
-//! hash(rule, dedupe) mod K), and the round's input ledger into the file of
-//! shard hash(round) mod K, written last: once the ledger batch claims an
-//! input, every batch of that input exists, and the round writes the
-//! inputs' markers. A merge of
+//! hash(rule, dedupe) mod K), then its inputs' markers: once a marker
+//! claims an input, every batch of that input exists. A merge of
 //! shard k (one at a time per shard: the FIFO group queue, or a
 //! conditional write that fails) groups every pending batch of k in
 //! event-time order into its windows, records the inputs it applied (a
@@ -205,7 +203,8 @@ pub(super) fn input_names(inputs: &[crate::logs::Input]) -> HashMap<String, Stri
 #[derive(Serialize, Deserialize, Default)]
 struct BatchHeader {
     round: String,
-    /// The round's whole input ledger (only in the round's ledger shard).
+    /// A round's whole input ledger, in batches of earlier versions (the
+    /// markers now claim a round's inputs): written out as markers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     ledger: BTreeMap<String, InputRecord>,
     /// The inputs whose matches the file holds.
@@ -237,12 +236,12 @@ fn input_of<'a>(source: &str, names: &'a HashMap<String, String>) -> Option<&'a 
     by('#').or_else(|| by(':'))
 }
 
-/// Writes a round's matches as one batch file per shard that got some, and
-/// its ledger into its ledger shard's file, written last. Returns the
-/// shards written.
+/// Writes a round's matches as one batch file per shard that got some
+/// (each naming the inputs whose matches it holds, for the shard's record
+/// of what it applied). Returns the shards written.
 ///
 /// # Errors
-/// Temporary files or storage failures (then no ledger was written, so the
+/// Temporary files or storage failures (then no marker was written, so the
 /// round's inputs are not claimed).
 pub(super) fn write_batches(
     storage: &dyn Storage,
@@ -279,26 +278,10 @@ pub(super) fn write_batches(
             file.write_all(&line)
         })
         .map_err(|e| spool_error(&e))?;
-    let ledger_shard =
-        u32::try_from(hash64(&[round]) % u64::from(grouping.shards.max(1))).unwrap_or(0);
-    if !ledger.is_empty() && !bodies.contains_key(&ledger_shard) {
-        let empty = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
-        bodies.insert(ledger_shard, (empty, BatchHeader::default()));
-    }
-    let mut order: Vec<u32> = bodies
-        .keys()
-        .copied()
-        .filter(|&k| k != ledger_shard)
-        .collect();
-    if bodies.contains_key(&ledger_shard) {
-        order.push(ledger_shard);
-    }
+    let order: Vec<u32> = bodies.keys().copied().collect();
     for shard in &order {
         let (body, mut header) = bodies.remove(shard).expect("a body per shard");
         header.round = round.to_string();
-        if *shard == ledger_shard {
-            header.ledger = ledger.clone();
-        }
         let file = tempfile::NamedTempFile::new().map_err(|e| spool_error(&e))?;
         let mut out = std::io::BufWriter::new(file.reopen().map_err(|e| spool_error(&e))?);
         let head = serde_json::to_vec(&header).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -322,7 +305,8 @@ pub(super) struct Round {
     pub summary: Summary,
     pub matches: MatchSpool,
     pub errors: Vec<crate::alerts::ErrorRecord>,
-    /// The round's new inputs, claimed by its ledger batch.
+    /// The round's new inputs, claimed by their markers once its batches
+    /// are written.
     pub ledger: BTreeMap<String, InputRecord>,
     /// Input name (as in a match's `source`) → ledger location.
     pub names: HashMap<String, String>,
@@ -369,9 +353,11 @@ pub(super) fn finish_round(
         &names,
         &ledger,
     )?;
-    // Claimed (the ledger batch is written): the markers let later rounds
-    // and runs skip these inputs. A round that dies before this is covered
-    // by the merge, which writes the markers of the ledger batches it reads.
+    // Every batch is written: the markers claim the inputs, so later
+    // rounds and runs skip them. A round that dies before (or while)
+    // writing them is read again when its messages come back, and the
+    // shards' records of what they applied keep its matches from counting
+    // twice.
     crate::alerts::write_markers(storage.as_ref(), &ledger)?;
     let no_alerts = super::spool::AlertSpool::new()
         .and_then(super::spool::AlertSpool::finish)
@@ -548,9 +534,8 @@ pub fn merge(
             Err(e) => return Err(e),
         }
     }
-    // The ledger batches' entries (and a state of an older version's
-    // ledger) go out as markers, in case their rounds died before they
-    // could; the shard keeps no ledger of its own.
+    // Ledgers of an earlier version (a shard state's, or a ledger batch's)
+    // go out as markers; the shard keeps no ledger of its own.
     crate::alerts::write_markers(storage.as_ref(), &inputs)?;
     let now = chrono::Utc::now();
     forget_old_applied(&mut applied, now);

@@ -46,6 +46,7 @@ impl SqsQueue {
                 aws_sdk_sqs::config::retry::RetryConfig::standard()
                     .with_max_attempts(aws.max_attempts.unwrap_or(4)),
             );
+            config = config.interceptor(crate::storage::CountRequests);
             if shared.region().is_none() {
                 config = config.region(aws_config::Region::new("us-east-1"));
             }

@@ -8,11 +8,14 @@
 //! so a racing writer is refused instead of silently overwritten.
 
 mod local;
+mod requests;
 mod s3;
 
 pub(crate) use s3::{runtime as aws_runtime, shared_config as aws_shared_config};
 
 pub use local::LocalStorage;
+pub(crate) use requests::CountRequests;
+pub use requests::{request_counts, requests_line};
 pub use s3::{parse_url as parse_s3_url, S3Storage, MULTIPART_PART_SIZE};
 
 use std::path::{Path, PathBuf};

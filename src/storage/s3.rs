@@ -153,6 +153,7 @@ impl S3Storage {
                 // A custom endpoint (SeaweedFS, MinIO) needs some region to sign with.
                 config = config.region(aws_config::Region::new("us-east-1"));
             }
+            config = config.interceptor(super::requests::CountRequests);
             if let Some(path_style) = aws.force_path_style {
                 config = config.force_path_style(path_style);
             }

@@ -200,6 +200,22 @@ fn a_queue_worker_processes_each_notified_object_once() {
         "{}",
         first.stderr
     );
+    // What it cost, as AWS bills it: each object read once, messages
+    // received and deleted in batches.
+    let requests = first
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("requests sent: "))
+        .unwrap_or_else(|| panic!("no request counts: {}", first.stderr));
+    let sent = |op: &str| -> u64 {
+        requests
+            .split(&[',', '('][..])
+            .find_map(|part| part.trim().strip_prefix(op)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(sent("GetObject "), 3, "{requests}");
+    assert!(sent("ReceiveMessage ") >= 1, "{requests}");
+    assert!(sent("DeleteMessageBatch ") >= 1, "{requests}");
 
     // The same objects in one `run`: the same matches.
     let expected = setup.reference("events/");
