@@ -16,7 +16,8 @@
 //! `lookback` earlier, and nothing is skipped. Objects inside the lookback
 //! are listed again each poll and the ledger skips them. Objects lying
 //! directly in a folder without dated folders are listed whole each poll:
-//! nothing bounds where a new key sorts among them.
+//! nothing bounds where a new key sorts among them; so are dated folders
+//! whose date parts lack leading zeros (`month=9` sorts after `month=10`).
 
 use super::input::is_hidden;
 use super::{expand_inputs, Input, LogError};
@@ -141,8 +142,8 @@ impl Follower {
         }
         let mut inputs = expand_inputs(&self.whole, &self.aws)?;
         self.listed.clear();
-        for root in &self.roots {
-            for partition in &root.partitions {
+        for root in &mut self.roots {
+            for partition in &mut root.partitions {
                 let url = root.storage.url(&partition.folder);
                 let after = self
                     .cursors
@@ -155,6 +156,14 @@ impl Follower {
                 cost.partitions += 1;
                 cost.requests += listing.requests;
                 cost.objects += listing.objects.len();
+                let start = partition.folder.len();
+                let below = |key: &String| unpadded(key.get(start..).unwrap_or_default());
+                if partition.dated && listing.objects.iter().any(|o| below(&o.key)) {
+                    // `month=9` sorts after `month=10`: not date-ordered,
+                    // so no cursor (the listing is whole from now on).
+                    partition.dated = false;
+                    self.cursors.remove(&url);
+                }
                 let objects = listing.objects.into_iter().filter(|o| !is_hidden(&o.key));
                 let mut seen = Vec::new();
                 for o in objects {
@@ -278,6 +287,18 @@ fn discover(storage: &dyn Storage, root: &str) -> Result<(Vec<Partition>, u32), 
     }
     partitions.sort();
     Ok((partitions, requests))
+}
+
+/// Whether a key below a dated folder has a date part written without
+/// its leading zero (`month=9`, `2026/9/3/`): such keys do not sort by
+/// date.
+fn unpadded(rest: &str) -> bool {
+    let mut folders: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    folders.pop(); // the object's own name
+    folders.iter().any(|folder| {
+        let value = folder.split_once('=').map_or(*folder, |(_, v)| v);
+        value.len() == 1 && value.as_bytes()[0].is_ascii_digit()
+    })
 }
 
 /// Whether a folder name is where a date path begins: a year (`2026`), a
@@ -445,6 +466,32 @@ mod tests {
             .iter()
             .any(|n| n.ends_with(&trail(a, "02", 1))));
         assert_eq!(third.len(), 2);
+    }
+
+    #[test]
+    fn date_parts_without_leading_zeros_get_no_cursor() {
+        assert!(unpadded("/year=2026/month=9/day=30/a.json"));
+        assert!(unpadded("/2026/1/03/a.json"));
+        assert!(!unpadded("/year=2026/month=09/day=30/a.json"));
+        assert!(
+            !unpadded("/2026/12/03/1.json"),
+            "the object's own name does not count"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::new(dir.path()));
+        put(
+            &storage,
+            &[
+                "AWSLogs/app/year=2026/month=9/a.json",
+                "AWSLogs/app/year=2026/month=10/b.json",
+            ],
+        );
+        let mut f = follower(&storage, Duration::ZERO);
+        assert_eq!(f.list().unwrap().len(), 2);
+        assert!(!f.advance(&HashSet::new(), i64::MAX), "no cursor to move");
+        // September's key sorts after October's: both stay listed.
+        assert_eq!(f.list().unwrap().len(), 2);
+        assert!(f.cursors().is_empty());
     }
 
     #[test]
