@@ -26,10 +26,13 @@ pub struct AlertState {
     /// Newest event time seen so far, epoch microseconds.
     pub watermark_us: i64,
     pub alerts: Vec<Alert>,
-    /// The input ledger: every input a committed run processed, by where it
-    /// is (absolute path or `s3://` URL), with the version of its content
-    /// and the run. Committed in the same write as the alerts, so one is
-    /// never recorded without the other.
+    /// The ledger entries of the run that wrote this state (its journal):
+    /// the inputs it processed, by where they are (absolute path or `s3://`
+    /// URL), with the version of their content and the run. Committed in
+    /// the same write as the alerts, so one is never recorded without the
+    /// other; the next run writes them out as markers (`super::ledger`),
+    /// which hold the rest of the ledger. A state of an older version holds
+    /// the whole ledger here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputRecord>,
     /// Storage key of the Panther caching helpers' store as this run left

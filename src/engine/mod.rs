@@ -388,9 +388,9 @@ fn new_summary(run_id: String, skipped: u64, rules: &[DetectionDef]) -> Summary 
     summary
 }
 
-/// The state a run continues: `state/alerts.json` (repaired after a kill),
-/// or with sharded grouping every shard's ledger and the caching store's
-/// pointer (whose version a round commits over).
+/// The state a run continues: `state/alerts.json` (repaired after a kill;
+/// its ledger journal written out as markers), or with sharded grouping
+/// the caching store's pointer (whose version a round commits over).
 fn load_state(
     storage: &dyn Storage,
     grouping: Option<Grouping>,
@@ -437,11 +437,12 @@ struct Selected {
     skipped: u64,
 }
 
-/// The inputs to read: those the ledger of `state` does not hold at the
-/// same version (all of them with `reprocess`).
+/// The inputs to read: those the ledger (the journal of `state`, then the
+/// markers) does not hold at the same version (all of them with
+/// `reprocess`).
 ///
 /// # Errors
-/// A local input that cannot be read.
+/// A local input that cannot be read, a marker that cannot be read.
 fn select_inputs(
     storage: &dyn Storage,
     inputs: Vec<Input>,
