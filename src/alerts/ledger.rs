@@ -14,7 +14,7 @@
 //! written: they are then claimed, since the merges will apply them.
 
 use super::InputRecord;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{in_parallel, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,7 +50,7 @@ pub fn write_markers(
     entries: &BTreeMap<String, InputRecord>,
 ) -> Result<(), StorageError> {
     let entries: Vec<(&String, &InputRecord)> = entries.iter().collect();
-    in_parallel(&entries, |(location, record)| {
+    in_parallel(&entries, PARALLEL, |(location, record)| {
         let marker = Marker {
             location: (*location).clone(),
             record: (*record).clone(),
@@ -81,7 +81,7 @@ pub fn known(
             None => ask.push(location),
         }
     }
-    let read = in_parallel(&ask, |location| {
+    let read = in_parallel(&ask, PARALLEL, |location| {
         let bytes = storage.read(&marker_key(location))?;
         // A marker that does not parse, or names another input, is no
         // record: the input is read again rather than lost.
@@ -96,28 +96,6 @@ pub fn known(
         }
     }
     Ok(found)
-}
-
-/// `work` over `items`, [`PARALLEL`] at a time, results in item order.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    work: impl Fn(&T) -> Result<R, StorageError> + Sync,
-) -> Result<Vec<R>, StorageError> {
-    if items.len() <= 1 {
-        return items.iter().map(&work).collect();
-    }
-    let chunk = items.len().div_ceil(PARALLEL);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&work).collect::<Result<Vec<R>, _>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for handle in handles {
-            out.extend(handle.join().expect("a ledger thread panicked")?);
-        }
-        Ok(out)
-    })
 }
 
 #[cfg(test)]

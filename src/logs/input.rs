@@ -149,6 +149,7 @@ pub(super) fn is_hidden(name: &str) -> bool {
 /// failure (unreachable endpoint, missing bucket, denied access).
 pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
     let mut inputs = Vec::new();
+    let objects = S3Objects::new(paths, aws)?;
     for p in paths {
         if p == "-" {
             if inputs.iter().any(|i| matches!(i, Input::Stdin)) {
@@ -161,7 +162,10 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
             continue;
         }
         if p.starts_with("s3://") {
-            inputs.extend(expand_s3(p, aws)?);
+            match objects.get(p) {
+                Some(object) => inputs.push(object),
+                None => inputs.extend(expand_s3_prefix(p, aws)?),
+            }
             continue;
         }
         let path = PathBuf::from(p);
@@ -214,22 +218,62 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
     Ok(inputs)
 }
 
-fn expand_s3(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
-    // One object (what a notification names): a HEAD, not a listing of its
-    // folder. A URL ending in `/`, or naming no object, is a prefix.
-    let (bucket, key) = crate::storage::parse_s3_url(url)?;
-    if !key.is_empty() && !url.ends_with('/') {
-        let root: Arc<dyn Storage> = Arc::new(S3Storage::open(&format!("s3://{bucket}"), aws)?);
-        if let Some(o) = root.info(&key)? {
-            return Ok(vec![Input::Object {
-                storage: root,
-                key: o.key,
-                size: o.size,
-                version: o.version,
-                modified_ms: o.modified_ms,
-            }]);
+/// The objects that `s3://` URLs name exactly (what notifications name):
+/// one HEAD each, 16 at a time, one client per bucket. A URL ending in
+/// `/`, or naming no object, is a prefix and is listed instead.
+struct S3Objects {
+    found: std::collections::HashMap<String, Input>,
+}
+
+impl S3Objects {
+    fn new(paths: &[String], aws: &AwsSettings) -> Result<Self, LogError> {
+        let mut buckets: std::collections::HashMap<String, Arc<dyn Storage>> =
+            std::collections::HashMap::new();
+        let mut asked = Vec::new();
+        for url in paths.iter().filter(|p| p.starts_with("s3://")) {
+            let (bucket, key) = crate::storage::parse_s3_url(url)?;
+            if key.is_empty() || url.ends_with('/') {
+                continue;
+            }
+            let root = match buckets.get(&bucket) {
+                Some(root) => Arc::clone(root),
+                None => {
+                    let root: Arc<dyn Storage> =
+                        Arc::new(S3Storage::open(&format!("s3://{bucket}"), aws)?);
+                    buckets.insert(bucket, Arc::clone(&root));
+                    root
+                }
+            };
+            asked.push((url.clone(), root, key));
         }
+        let heads = crate::storage::in_parallel(&asked, 16, |(_, root, key)| root.info(key))?;
+        let found = asked
+            .into_iter()
+            .zip(heads)
+            .filter_map(|((url, storage, _), info)| {
+                let o = info?;
+                let input = Input::Object {
+                    storage,
+                    key: o.key,
+                    size: o.size,
+                    version: o.version,
+                    modified_ms: o.modified_ms,
+                };
+                Some((url, input))
+            })
+            .collect();
+        Ok(Self { found })
     }
+
+    /// The object `url` names, if it names one (a URL given twice is read
+    /// twice, as a file named twice is).
+    fn get(&self, url: &str) -> Option<Input> {
+        self.found.get(url).cloned()
+    }
+}
+
+/// Every object under the prefix `url`.
+fn expand_s3_prefix(url: &str, aws: &AwsSettings) -> Result<Vec<Input>, LogError> {
     let storage: Arc<dyn Storage> = Arc::new(S3Storage::open(url, aws)?);
     let objects = storage.list_info("")?;
     if objects.is_empty() {

@@ -244,6 +244,39 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// `work` over `items`, `width` at a time on scoped threads, results in
+/// item order: for storage calls, whose cost is latency, not CPU.
+///
+/// # Errors
+/// The first error in item order (other calls may have run).
+pub fn in_parallel<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    width: usize,
+    work: impl Fn(&T) -> std::result::Result<R, E> + Sync,
+) -> std::result::Result<Vec<R>, E> {
+    if items.len() <= 1 || width <= 1 {
+        return items.iter().map(&work).collect();
+    }
+    let chunk = items.len().div_ceil(width);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(|| {
+                    part.iter()
+                        .map(&work)
+                        .collect::<std::result::Result<Vec<R>, E>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for handle in handles {
+            out.extend(handle.join().expect("a storage thread panicked")?);
+        }
+        Ok(out)
+    })
+}
+
 /// Opens the storage named by a location string: a local folder (relative
 /// paths are resolved against `base`) or an `s3://bucket/prefix` URL.
 ///
