@@ -140,7 +140,15 @@ impl Follower {
             }
             self.discovered = Some(Instant::now());
         }
-        let mut inputs = expand_inputs(&self.whole, &self.aws)?;
+        let mut inputs = Vec::new();
+        for path in &self.whole {
+            match expand_inputs(std::slice::from_ref(path), &self.aws) {
+                Ok(found) => inputs.extend(found),
+                // A watched folder may be empty until the first file lands.
+                Err(LogError::EmptyFolder { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         self.listed.clear();
         for root in &mut self.roots {
             for partition in &mut root.partitions {

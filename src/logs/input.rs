@@ -199,12 +199,7 @@ pub fn expand_inputs(paths: &[String], aws: &AwsSettings) -> Result<Vec<Input>, 
                 }
             }
             if found.is_empty() {
-                return Err(LogError::Input {
-                    path: p.clone(),
-                    message:
-                        "the folder holds no log files (hidden and non-regular files are skipped)"
-                            .into(),
-                });
+                return Err(LogError::EmptyFolder { path: p.clone() });
             }
             found.sort();
             inputs.extend(found.into_iter().map(Input::File));

@@ -28,6 +28,10 @@ pub enum LogError {
     MissingInput { path: String },
     #[error("input `{path}`: {message}")]
     Input { path: String, message: String },
+    #[error(
+        "input `{path}`: the folder holds no log files (hidden and non-regular files are skipped)"
+    )]
+    EmptyFolder { path: String },
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
 }
@@ -36,6 +40,9 @@ impl LogError {
     /// A mistake in the inputs named on the command line (a path that does
     /// not exist, an empty folder) rather than a failure to read them.
     pub fn is_usage(&self) -> bool {
-        matches!(self, LogError::MissingInput { .. } | LogError::Input { .. })
+        matches!(
+            self,
+            LogError::MissingInput { .. } | LogError::Input { .. } | LogError::EmptyFolder { .. }
+        )
     }
 }

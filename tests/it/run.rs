@@ -314,7 +314,7 @@ fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
     let inbox = p.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
     let four = repo().join("tests/data/logs/four_failures.jsonl");
-    std::fs::copy(&four, inbox.join("a.jsonl")).unwrap();
+    // The folder is empty when the follower starts: it waits for files.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ravenwatch"))
         .current_dir(p.path())
         .args([
@@ -344,6 +344,12 @@ fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the follower stopped on an empty folder"
+    );
+    std::fs::copy(&four, inbox.join("a.jsonl")).unwrap();
     wait_for(1);
     std::fs::copy(&four, inbox.join("b.jsonl")).unwrap();
     wait_for(2);
