@@ -517,38 +517,7 @@ impl Storage for S3Storage {
     }
 
     fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full = self.full_key(prefix.trim_end_matches('/'));
-        let full = if full.is_empty() {
-            full
-        } else {
-            format!("{full}/")
-        };
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = runtime()
-                .block_on(
-                    self.client
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(&full)
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| self.error("ListObjectsV2", prefix, e))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                if !key.ends_with('/') {
-                    out.push(self.object_info(key, object));
-                }
-            }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        Ok(self.list_after(prefix, None, false)?.objects)
     }
 
     fn list_after(

@@ -112,6 +112,21 @@ impl Project {
         ids
     }
 
+    /// Matches recorded by every run in the project's local storage.
+    pub fn stored_matches(&self) -> usize {
+        self.run_ids()
+            .iter()
+            .map(|id| {
+                read_jsonl(
+                    &self
+                        .path()
+                        .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
+                )
+                .len()
+            })
+            .sum()
+    }
+
     /// Keeps only the named detections.
     pub fn only_detections(&self, keep: &[&str]) -> &Self {
         for entry in std::fs::read_dir(self.path().join("detections")).unwrap() {

@@ -365,16 +365,7 @@ fn follow_processes_each_new_file_once_and_stops_cleanly_on_sigterm() {
     // Two runs, one per file, each file's events counted once.
     let runs = p.run_ids();
     assert_eq!(runs.len(), 2, "{stdout}");
-    let matches: usize = runs
-        .iter()
-        .map(|id| {
-            crate::read_jsonl(
-                &p.path()
-                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
-            )
-            .len()
-        })
-        .sum();
+    let matches = p.stored_matches();
     let once = crate::read_jsonl(&four).len();
     assert_eq!(matches, 2 * once, "{stdout}");
     let status: Value = serde_json::from_str(

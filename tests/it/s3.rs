@@ -809,17 +809,7 @@ fn follow_over_s3_lists_each_account_from_its_own_cursor() {
     assert_eq!(last["s3_partitions"], 3, "{last}");
     assert!(last["s3_objects"].as_u64().unwrap() <= 2, "{last}");
     // Each object's events counted once.
-    let matches: usize = p
-        .run_ids()
-        .iter()
-        .map(|id| {
-            crate::read_jsonl(
-                &p.path()
-                    .join(format!(".ravenwatch/runs/{id}/matches.jsonl")),
-            )
-            .len()
-        })
-        .sum();
+    let matches = p.stored_matches();
     let once = crate::read_jsonl(&repo().join("tests/data/logs/four_failures.jsonl")).len();
     assert_eq!(matches, 5 * once, "{stdout}");
 }
