@@ -82,13 +82,31 @@ pub fn known(
         }
     }
     let read = in_parallel(&ask, PARALLEL, |location| {
-        let bytes = storage.read(&marker_key(location))?;
+        let key = marker_key(location);
+        let Some(bytes) = storage.read(&key)? else {
+            return Ok(None);
+        };
         // A marker that does not parse, or names another input, is no
-        // record: the input is read again rather than lost.
-        Ok(bytes
-            .and_then(|b| serde_json::from_slice::<Marker>(&b).ok())
-            .filter(|m| &m.location == *location)
-            .map(|m| m.record))
+        // record: the input is read again rather than lost, and said so.
+        let marker = match serde_json::from_slice::<Marker>(&bytes) {
+            Ok(m) if &m.location == *location => Some(m.record),
+            Ok(m) => {
+                eprintln!(
+                    "warning: {}: ledger marker of {} (a hash collision), not of {location}: {location} is read as new",
+                    storage.url(&key),
+                    m.location
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!(
+                    "warning: {}: unreadable ledger marker ({e}): {location} is read as new",
+                    storage.url(&key)
+                );
+                None
+            }
+        };
+        Ok(marker)
     })?;
     for (location, record) in ask.into_iter().zip(read) {
         if let Some(record) = record {
