@@ -41,7 +41,13 @@ pub(super) fn follow(
     let paths = options.inputs.clone();
     let cursors = match storage.read(CURSORS_KEY)? {
         // Unreadable cursors only cost a whole listing: start over.
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            eprintln!(
+                "warning: {}: unreadable listing cursors ({e}); listing the prefixes whole once",
+                storage.url(CURSORS_KEY)
+            );
+            Cursors::new()
+        }),
         None => Cursors::new(),
     };
     let mut follower = Follower::new(
